@@ -1,0 +1,359 @@
+//! The client runtime: one reply inbox, a pending-call table, per-call options.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+use tracing::Instrument;
+
+use crate::codec::ContentType;
+use crate::context::Context;
+use crate::envelope::{Envelope, Header, Kind, Metadata, now_ms};
+use crate::error::RpcError;
+use crate::name::{Address, Name};
+use crate::pending::PendingTable;
+use crate::transport::{ReplySink, Transport};
+
+/// The deadline a call gets when nobody sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default cap on calls in flight per client.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 65_536;
+
+/// Settings shared by every clone of a [`Client`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The deadline of calls that set none (default 30 s).
+    pub timeout: Duration,
+    /// Calls in flight beyond this fail at once with [`RpcError::Overloaded`].
+    pub max_in_flight: usize,
+    /// The codec arguments are sent in (default bincode).
+    pub content_type: ContentType,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            timeout: DEFAULT_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            content_type: ContentType::default(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Sets the default deadline.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the cap on calls in flight.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max.max(1);
+        self
+    }
+
+    /// Sets the codec.
+    pub fn content_type(mut self, content_type: ContentType) -> Self {
+        self.content_type = content_type;
+        self
+    }
+}
+
+/// The untyped client every generated `<Trait>Client` wraps.
+///
+/// Cheap to clone: clones share the inbox, the pending-call table and the
+/// in-flight cap, and each carries its own per-call options
+/// ([`with_timeout`](Client::with_timeout), [`with_metadata`](Client::with_metadata)).
+/// The reply inbox opens on the first call (or on [`connect`](Client::connect))
+/// and closes when the last clone is dropped.
+pub struct Client<T: Transport> {
+    shared: Arc<Shared<T>>,
+    options: CallOptions,
+}
+
+struct Shared<T: Transport> {
+    transport: T,
+    pending: Arc<PendingTable>,
+    inbox: OnceCell<(Address, T::Inbox)>,
+    in_flight: AtomicUsize,
+    max_in_flight: usize,
+}
+
+#[derive(Clone, Debug)]
+struct CallOptions {
+    timeout: Duration,
+    content_type: ContentType,
+    metadata: Metadata,
+}
+
+impl<T: Transport> Client<T> {
+    /// A client with the default configuration.
+    pub fn new(transport: T) -> Self {
+        Self::with_config(transport, ClientConfig::default())
+    }
+
+    /// A client with the given configuration.
+    pub fn with_config(transport: T, config: ClientConfig) -> Self {
+        Client {
+            shared: Arc::new(Shared {
+                transport,
+                pending: Arc::default(),
+                inbox: OnceCell::new(),
+                in_flight: AtomicUsize::new(0),
+                max_in_flight: config.max_in_flight,
+            }),
+            options: CallOptions {
+                timeout: config.timeout,
+                content_type: config.content_type,
+                metadata: Metadata::new(),
+            },
+        }
+    }
+
+    /// Opens the reply inbox now rather than on the first call, so that
+    /// transport errors show up here.
+    pub async fn connect(&self) -> Result<(), RpcError> {
+        self.inbox().await.map(drop)
+    }
+
+    /// A clone whose calls get `timeout` as their deadline.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        let mut client = self.clone();
+        client.options.timeout = timeout;
+        client
+    }
+
+    /// A clone whose calls carry `key = value` in their metadata.
+    pub fn with_metadata(&self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let mut client = self.clone();
+        client.options.metadata.insert(key, value);
+        client
+    }
+
+    /// A clone whose calls are encoded with `content_type`.
+    pub fn with_content_type(&self, content_type: ContentType) -> Self {
+        let mut client = self.clone();
+        client.options.content_type = content_type;
+        client
+    }
+
+    /// The transport this client sends through.
+    pub fn transport(&self) -> &T {
+        &self.shared.transport
+    }
+
+    /// Calls waiting for a reply right now.
+    pub fn pending_calls(&self) -> usize {
+        self.shared.pending.len()
+    }
+
+    /// Replies dropped because no call was waiting for them (duplicates,
+    /// replies to calls that timed out or were cancelled).
+    pub fn dropped_replies(&self) -> u64 {
+        self.shared.pending.dropped_replies()
+    }
+
+    /// Calls `service.method(args)` and decodes the reply as `R`.
+    ///
+    /// The deadline is this client's timeout, capped by the remaining budget
+    /// of the handler this call is made from (if any). Dropping the returned
+    /// future cancels the call: its pending entry goes at once, and a late
+    /// reply is dropped and counted.
+    pub async fn call<A, R>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        args: &A,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let span = tracing::debug_span!(
+            "rpc.call",
+            service,
+            method,
+            correlation_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let result = self
+            .call_inner(service, method, args)
+            .instrument(span.clone())
+            .await;
+        span.record("outcome", outcome(&result));
+        result
+    }
+
+    async fn call_inner<A, R>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        args: &A,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let _slot = InFlightSlot::take(&self.shared)?;
+        let reply_to = self.inbox().await?.clone();
+        let (timeout, mut envelope) = self.envelope(Kind::Request, service, method, args)?;
+        let pending = &self.shared.pending;
+        let (guard, reply) = pending.register()?;
+        envelope.header.correlation_id = guard.id();
+        envelope.header.reply_to = Some(reply_to);
+        tracing::Span::current().record("correlation_id", guard.id());
+
+        let to = Address::from_static(service);
+        let send = self.shared.transport.send(&to, envelope);
+        let reply = tokio::time::timeout(timeout, async move {
+            send.await?;
+            reply.await.map_err(|_| RpcError::Closed)?
+        })
+        .await
+        .map_err(|_| RpcError::Timeout)??;
+        drop(guard);
+
+        if let Some(error) = RpcError::from_status(&reply.header.status, service, method) {
+            return Err(error);
+        }
+        reply
+            .header
+            .content_type
+            .decode(&reply.body)
+            .map_err(|e| RpcError::Decode {
+                message: e.to_string(),
+            })
+    }
+
+    /// Sends `service.method(args)` without waiting for a reply. Resolves once
+    /// the transport has taken the message; fails with [`RpcError::NoRoute`]
+    /// when nobody serves the service.
+    pub async fn notify<A>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        args: &A,
+    ) -> Result<(), RpcError>
+    where
+        A: Serialize + ?Sized,
+    {
+        let span = tracing::debug_span!("rpc.notify", service, method);
+        let (timeout, envelope) = self.envelope(Kind::Oneway, service, method, args)?;
+        let to = Address::from_static(service);
+        let send = self.shared.transport.send(&to, envelope);
+        tokio::time::timeout(timeout, send)
+            .instrument(span)
+            .await
+            .map_err(|_| RpcError::Timeout)?
+            .map_err(RpcError::from)
+    }
+
+    /// Builds the envelope of a call, and returns the time it has left.
+    fn envelope<A: Serialize + ?Sized>(
+        &self,
+        kind: Kind,
+        service: &'static str,
+        method: &'static str,
+        args: &A,
+    ) -> Result<(Duration, Envelope), RpcError> {
+        let options = &self.options;
+        let timeout = Context::with_current(|cx| {
+            let inherited = cx.and_then(Context::remaining);
+            inherited.map_or(options.timeout, |left| left.min(options.timeout))
+        });
+        let body = options
+            .content_type
+            .encode(args)
+            .map_err(|e| RpcError::Encode {
+                message: e.to_string(),
+            })?;
+        let now = now_ms();
+        let mut header = Header::request(
+            Name::from_static(service),
+            Name::from_static(method),
+            options.content_type,
+        );
+        header.kind = kind;
+        header.sent_at_ms = now;
+        // Round up so a deadline is never earlier on the wire than here.
+        header.deadline_ms = now + timeout.as_millis() as u64 + 1;
+        header.metadata = options.metadata.clone();
+        Ok((timeout, Envelope { header, body }))
+    }
+
+    async fn inbox(&self) -> Result<&Address, RpcError> {
+        let shared = &self.shared;
+        let (address, _) = shared
+            .inbox
+            .get_or_try_init(|| {
+                let sink = ReplySink::new(shared.pending.clone());
+                shared.transport.open_inbox(sink)
+            })
+            .await?;
+        Ok(address)
+    }
+}
+
+fn outcome<R>(result: &Result<R, RpcError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(RpcError::Timeout) => "timeout",
+        Err(RpcError::Remote { .. }) => "remote",
+        Err(_) => "error",
+    }
+}
+
+impl<T: Transport> Clone for Client<T> {
+    fn clone(&self) -> Self {
+        Client {
+            shared: self.shared.clone(),
+            options: self.options.clone(),
+        }
+    }
+}
+
+impl<T: Transport> fmt::Debug for Client<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("timeout", &self.options.timeout)
+            .field("content_type", &self.options.content_type)
+            .field("pending_calls", &self.pending_calls())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One unit of the client's in-flight cap, given back on drop.
+struct InFlightSlot<'a>(&'a AtomicUsize);
+
+impl<'a> InFlightSlot<'a> {
+    fn take<T: Transport>(shared: &'a Shared<T>) -> Result<Self, RpcError> {
+        let previous = shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = InFlightSlot(&shared.in_flight);
+        if previous >= shared.max_in_flight {
+            return Err(RpcError::Overloaded);
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for InFlightSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<T: Transport> Drop for Shared<T> {
+    fn drop(&mut self) {
+        // Wake anything still registered (there is nothing when every call
+        // future has been dropped, but a transport may hold the sink).
+        use crate::transport::ReplyHandler;
+        self.pending.closed();
+    }
+}

@@ -1,0 +1,96 @@
+//! The call context a handler runs in: deadline, correlation id, metadata.
+//!
+//! The server runtime sets it as a task-local around each handler, so trait
+//! methods keep plain signatures. Calls a handler makes through any client
+//! read it too: their deadline is capped by the handler's remaining budget.
+//! A task the handler spawns does not inherit it; capture it with
+//! [`Context::current`] and re-enter it with [`Context::scope`].
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use crate::envelope::Metadata;
+use crate::name::Name;
+
+tokio::task_local! {
+    static CURRENT: Context;
+}
+
+/// What a handler knows about the call it is serving.
+#[derive(Clone, Debug)]
+pub struct Context {
+    deadline: Option<Instant>,
+    correlation_id: u64,
+    service: Name,
+    method: Name,
+    metadata: Metadata,
+}
+
+impl Context {
+    /// A context; the server runtime makes one per request.
+    pub fn new(
+        deadline: Option<Instant>,
+        correlation_id: u64,
+        service: Name,
+        method: Name,
+        metadata: Metadata,
+    ) -> Self {
+        Context {
+            deadline,
+            correlation_id,
+            service,
+            method,
+            metadata,
+        }
+    }
+
+    /// The context of the request being served by this task, if any.
+    pub fn current() -> Option<Context> {
+        CURRENT.try_with(Context::clone).ok()
+    }
+
+    /// Reads the current context without cloning it.
+    pub fn with_current<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
+        let mut f = Some(f);
+        match CURRENT.try_with(|cx| (f.take().expect("called once"))(Some(cx))) {
+            Ok(r) => r,
+            Err(_) => (f.take().expect("not called yet"))(None),
+        }
+    }
+
+    /// Runs `future` with this context as the current one.
+    pub fn scope<F: Future>(self, future: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self, future)
+    }
+
+    /// When the caller stops waiting.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the deadline (`None` without one).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The call's correlation id (unique per caller inbox).
+    pub fn correlation_id(&self) -> u64 {
+        self.correlation_id
+    }
+
+    /// The service being called.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The method being called.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The caller's metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+}
