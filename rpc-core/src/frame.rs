@@ -1,25 +1,862 @@
-//! Binary encoding of an [`Envelope`](crate::Envelope) for byte-stream transports.
+//! Binary encoding of an [`Envelope`] for byte-stream transports.
+//!
+//! A frame is a 4-byte big-endian length prefix, then the header fields in a
+//! fixed order, then the body. The byte-by-byte layout is the table in
+//! `docs/wire.md`, section "Binary envelope encoding".
+//!
+//! Reading follows the shape of mini-redis' `Frame::check` / `Frame::parse`:
+//! [`check`] looks at the first five bytes only, so a connection can ask
+//! "is a whole frame buffered yet?" for almost nothing and refuse an
+//! oversized frame before it buffers (or allocates) any of it; [`decode`]
+//! then parses a frame that is known to be whole.
+//!
+//! The decoder treats every byte as hostile: each length field is checked
+//! against the bytes left in the frame before it is used, so nothing is
+//! allocated beyond the frame's own size and nothing can panic. The encoding
+//! is canonical (one envelope, one byte string), which lets tests and the
+//! fuzzer check that whatever decodes re-encodes to the very same bytes.
+//!
+//! ```
+//! use rpc_core::frame::{self, FrameLimits};
+//! use rpc_core::{ContentType, Envelope, Header};
+//!
+//! let limits = FrameLimits::default();
+//! let envelope = Envelope {
+//!     header: Header::request("calc".into(), "add".into(), ContentType::Json),
+//!     body: br#"{"a":1,"b":2}"#.to_vec(),
+//! };
+//! let mut wire = Vec::new();
+//! frame::encode(&envelope, &mut wire, &limits)?;
+//!
+//! // A reader first asks whether a whole frame is buffered...
+//! assert!(matches!(frame::check(&wire[..10], &limits), Err(frame::FrameError::Incomplete)));
+//! assert_eq!(frame::check(&wire, &limits)?, wire.len());
+//! // ...then parses it.
+//! let (decoded, consumed) = frame::decode(&wire, &limits)?;
+//! assert_eq!((decoded, consumed), (envelope, wire.len()));
+//! # Ok::<(), frame::FrameError>(())
+//! ```
 
-/// Limits applied while decoding a frame.
-#[derive(Clone, Copy, Debug)]
+use std::sync::Arc;
+
+use crate::codec::ContentType;
+use crate::envelope::{Envelope, ErrorKind, Header, Kind, Metadata, PROTOCOL_VERSION, Status};
+use crate::name::{Address, Name};
+
+/// The largest frame [`FrameLimits::default`] accepts: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// The most metadata entries [`FrameLimits::default`] accepts.
+pub const DEFAULT_MAX_METADATA: usize = 256;
+
+/// Width of the length prefix that starts every frame.
+const LENGTH_PREFIX_LEN: usize = 4;
+
+/// The prefix is a `u32`, so no frame can be longer than this whatever the limits say.
+const MAX_ENCODABLE_FRAME: u64 = LENGTH_PREFIX_LEN as u64 + u32::MAX as u64;
+
+/// Bytes after the prefix that every frame has, whatever its strings and body:
+/// version, kind, content type, status (1 each), correlation id, deadline,
+/// sent-at (8 each), service and method lengths (2 each), reply-to marker (1),
+/// status message length (4), metadata count (2), body length (4).
+const FIXED_LEN: usize = 4 + 3 * 8 + 2 + 2 + 1 + 4 + 2 + 4;
+
+/// Reply-to marker byte: no reply address follows.
+const REPLY_TO_ABSENT: u8 = 0;
+/// Reply-to marker byte: a `u16`-length-prefixed address follows.
+const REPLY_TO_PRESENT: u8 = 1;
+
+/// Limits applied while encoding and decoding a frame.
+///
+/// Build one with struct update syntax so new limits keep their defaults:
+/// `FrameLimits { max_frame: 1 << 20, ..FrameLimits::default() }`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameLimits {
-    /// The largest frame accepted, in bytes (default 16 MiB).
+    /// The largest frame accepted, in bytes, length prefix included
+    /// (default 16 MiB). The prefix is a `u32`, so frames can never exceed
+    /// 4 GiB + 4 bytes whatever this says.
     pub max_frame: usize,
+    /// The most metadata entries accepted (default 256). Bounds the work
+    /// a frame can cause beyond its size: keys are checked for duplicates.
+    pub max_metadata: usize,
 }
 
 impl Default for FrameLimits {
     fn default() -> Self {
         FrameLimits {
-            max_frame: 16 * 1024 * 1024,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_metadata: DEFAULT_MAX_METADATA,
         }
     }
 }
 
-/// Why a frame could not be decoded.
-#[derive(Debug, thiserror::Error)]
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// Not enough bytes yet.
+    /// Not enough bytes yet: read more and try again.
     #[error("incomplete frame")]
     Incomplete,
+    /// The frame (length prefix included) is larger than the limit.
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The frame's size in bytes, prefix included (saturated at `usize::MAX`).
+        size: usize,
+        /// The limit it exceeded.
+        limit: usize,
+    },
+    /// The frame was written by another protocol version (or is not a frame at all).
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u8),
+    /// The kind code is not one of [`Kind`]'s.
+    #[error("unknown envelope kind code {0}")]
+    UnknownKind(u8),
+    /// The content-type code is not one of [`ContentType`]'s.
+    #[error("unknown content type code {0}")]
+    UnknownContentType(u8),
+    /// The status code is neither `0` (ok) nor one of [`ErrorKind`]'s.
+    #[error("unknown status code {0}")]
+    UnknownStatus(u8),
+    /// The reply-to marker is neither `0` (absent) nor `1` (present).
+    #[error("invalid reply-to marker {0}")]
+    InvalidReplyToMarker(u8),
+    /// A string field is not valid UTF-8.
+    #[error("field `{field}` is not valid UTF-8")]
+    InvalidUtf8 {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// A field, or the bytes a length field announces, runs past the end of the frame.
+    #[error("frame ends inside field `{field}`")]
+    Truncated {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// The frame's length prefix covers bytes after the body.
+    #[error("{count} unexpected bytes after the body")]
+    TrailingBytes {
+        /// How many bytes are left over.
+        count: usize,
+    },
+    /// More metadata entries than the limit allows.
+    #[error("{count} metadata entries exceed the limit of {limit}")]
+    TooManyMetadata {
+        /// The number of entries in the frame or envelope.
+        count: usize,
+        /// The limit it exceeded.
+        limit: usize,
+    },
+    /// The same metadata key appears twice (an envelope cannot hold that).
+    #[error("duplicate metadata key")]
+    DuplicateMetadataKey,
+    /// An ok status carries a message (only error statuses have one).
+    #[error("ok status with a status message")]
+    StatusMessageWithoutError,
+    /// While encoding: a field is longer than its length prefix can express.
+    #[error("field `{field}` is {len} bytes, more than the {max} its length prefix allows")]
+    FieldTooLong {
+        /// The field's name.
+        field: &'static str,
+        /// The field's length in bytes.
+        len: usize,
+        /// The largest length the encoding allows for it.
+        max: usize,
+    },
+}
+
+/// Returns the full length of the frame at the start of `buf` (prefix
+/// included) if all of it is buffered.
+///
+/// Reads at most five bytes, allocates nothing and never looks past the
+/// prefix and version, so it is cheap enough to call after every read.
+///
+/// # Errors
+///
+/// - [`FrameError::Incomplete`]: the frame is not all there yet.
+/// - [`FrameError::TooLarge`]: the prefix announces more than
+///   `limits.max_frame`; reported as soon as the prefix is in, so a reader
+///   never buffers a frame it will refuse.
+/// - [`FrameError::UnsupportedVersion`]: the version byte is wrong; reported
+///   as soon as it is in, because a peer speaking something else sends a
+///   garbage length and waiting for that many bytes would stall the reader.
+pub fn check(buf: &[u8], limits: &FrameLimits) -> Result<usize, FrameError> {
+    let Some(prefix) = buf.first_chunk::<LENGTH_PREFIX_LEN>() else {
+        return Err(FrameError::Incomplete);
+    };
+    let rest_len = u32::from_be_bytes(*prefix);
+    let size = LENGTH_PREFIX_LEN as u64 + u64::from(rest_len);
+    let size = match usize::try_from(size) {
+        Ok(size) if size <= limits.max_frame => size,
+        _ => {
+            return Err(FrameError::TooLarge {
+                size: usize::try_from(size).unwrap_or(usize::MAX),
+                limit: limits.max_frame,
+            });
+        }
+    };
+    // An empty frame has no version byte: the byte after its prefix belongs
+    // to the next frame. `decode` reports it as truncated.
+    if rest_len > 0
+        && let Some(&version) = buf.get(LENGTH_PREFIX_LEN)
+        && version != PROTOCOL_VERSION
+    {
+        return Err(FrameError::UnsupportedVersion(version));
+    }
+    if buf.len() < size {
+        return Err(FrameError::Incomplete);
+    }
+    Ok(size)
+}
+
+/// Decodes the frame at the start of `buf`; returns the envelope and the
+/// number of bytes it took (bytes after it are left for the next call).
+///
+/// # Errors
+///
+/// Everything [`check`] reports, then a typed error for each way the frame's
+/// contents can be wrong. Never panics, whatever `buf` holds.
+pub fn decode(buf: &[u8], limits: &FrameLimits) -> Result<(Envelope, usize), FrameError> {
+    let size = check(buf, limits)?;
+    // `check` vouched for `size <= buf.len()`; `get` keeps that a non-panicking fact.
+    let frame = buf
+        .get(LENGTH_PREFIX_LEN..size)
+        .ok_or(FrameError::Incomplete)?;
+    let envelope = parse(&mut Reader { rest: frame }, limits)?;
+    Ok((envelope, size))
+}
+
+/// Appends the frame for `envelope` to `out`.
+///
+/// All sizes are checked before the first byte is written, so on error
+/// `out` is left as it was.
+///
+/// # Errors
+///
+/// [`FrameError::TooLarge`] when the frame would exceed `limits.max_frame`,
+/// [`FrameError::TooManyMetadata`] past `limits.max_metadata`, and
+/// [`FrameError::FieldTooLong`] when a field outgrows its length prefix.
+pub fn encode(
+    envelope: &Envelope,
+    out: &mut Vec<u8>,
+    limits: &FrameLimits,
+) -> Result<(), FrameError> {
+    let size = encoded_len(envelope, limits)?;
+    let header = &envelope.header;
+    let (status_code, message) = match &header.status {
+        Status::Ok => (0, ""),
+        Status::Error { kind, message } => (kind.code(), message.as_str()),
+    };
+
+    out.reserve(size);
+    let start = out.len();
+    // `encoded_len` checked that every length below fits its prefix width,
+    // so the narrowing casts here cannot truncate.
+    put_u32(out, (size - LENGTH_PREFIX_LEN) as u32);
+    out.extend_from_slice(&[
+        PROTOCOL_VERSION,
+        header.kind.code(),
+        header.content_type.code(),
+        status_code,
+    ]);
+    out.extend_from_slice(&header.correlation_id.to_be_bytes());
+    out.extend_from_slice(&header.deadline_ms.to_be_bytes());
+    out.extend_from_slice(&header.sent_at_ms.to_be_bytes());
+    put_str16(out, &header.service);
+    put_str16(out, &header.method);
+    match &header.reply_to {
+        None => out.push(REPLY_TO_ABSENT),
+        Some(address) => {
+            out.push(REPLY_TO_PRESENT);
+            put_str16(out, address.as_str());
+        }
+    }
+    put_bytes32(out, message.as_bytes());
+    put_u16(out, header.metadata.len() as u16);
+    for (key, value) in header.metadata.iter() {
+        put_str16(out, key);
+        put_bytes32(out, value.as_bytes());
+    }
+    put_bytes32(out, &envelope.body);
+    debug_assert_eq!(out.len() - start, size, "encoded_len disagrees with encode");
+    Ok(())
+}
+
+/// The size of `envelope`'s frame, prefix included, after checking every
+/// field against its length prefix and the frame against `limits`.
+fn encoded_len(envelope: &Envelope, limits: &FrameLimits) -> Result<usize, FrameError> {
+    let header = &envelope.header;
+    let metadata_count = header.metadata.len();
+    if metadata_count > limits.max_metadata {
+        return Err(FrameError::TooManyMetadata {
+            count: metadata_count,
+            limit: limits.max_metadata,
+        });
+    }
+    fit("metadata count", metadata_count, u16::MAX.into())?;
+
+    // Sum in u64: a few fields of up to 4 GiB each would overflow a 32-bit usize.
+    let mut size = (LENGTH_PREFIX_LEN + FIXED_LEN) as u64;
+    size += fit("service", header.service.len(), u16::MAX.into())?;
+    size += fit("method", header.method.len(), u16::MAX.into())?;
+    if let Some(address) = &header.reply_to {
+        size += 2 + fit("reply_to", address.as_str().len(), u16::MAX.into())?;
+    }
+    if let Status::Error { message, .. } = &header.status {
+        size += fit("status message", message.len(), u32::MAX as usize)?;
+    }
+    for (key, value) in header.metadata.iter() {
+        size += 2 + fit("metadata key", key.len(), u16::MAX.into())?;
+        size += 4 + fit("metadata value", value.len(), u32::MAX as usize)?;
+    }
+    size += fit("body", envelope.body.len(), u32::MAX as usize)?;
+
+    let limit = limits.max_frame;
+    match usize::try_from(size) {
+        Ok(size) if size <= limit && size as u64 <= MAX_ENCODABLE_FRAME => Ok(size),
+        _ => Err(FrameError::TooLarge {
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            limit: limit.min(usize::try_from(MAX_ENCODABLE_FRAME).unwrap_or(usize::MAX)),
+        }),
+    }
+}
+
+/// `len` as a `u64` if it is at most `max`, the largest its length prefix holds.
+fn fit(field: &'static str, len: usize, max: usize) -> Result<u64, FrameError> {
+    if len > max {
+        return Err(FrameError::FieldTooLong { field, len, max });
+    }
+    Ok(len as u64)
+}
+
+fn put_u16(out: &mut Vec<u8>, value: u16) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+/// A string with a `u16` length prefix; the caller checked that it fits.
+fn put_str16(out: &mut Vec<u8>, text: &str) {
+    put_u16(out, text.len() as u16);
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// Bytes with a `u32` length prefix; the caller checked that they fit.
+fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_u32(out, bytes.len() as u32);
+    out.extend_from_slice(bytes);
+}
+
+/// Parses the bytes after the length prefix of one whole frame.
+fn parse(frame: &mut Reader<'_>, limits: &FrameLimits) -> Result<Envelope, FrameError> {
+    let version = frame.u8("version")?;
+    if version != PROTOCOL_VERSION {
+        return Err(FrameError::UnsupportedVersion(version));
+    }
+    // Codes first: a frame with a bad code is refused before any string is copied.
+    let code = frame.u8("kind")?;
+    let kind = Kind::from_code(code).ok_or(FrameError::UnknownKind(code))?;
+    let code = frame.u8("content type")?;
+    let content_type = ContentType::from_code(code).ok_or(FrameError::UnknownContentType(code))?;
+    let error_kind = match frame.u8("status")? {
+        0 => None,
+        code => Some(ErrorKind::from_code(code).ok_or(FrameError::UnknownStatus(code))?),
+    };
+    let correlation_id = frame.u64("correlation id")?;
+    let deadline_ms = frame.u64("deadline")?;
+    let sent_at_ms = frame.u64("sent at")?;
+
+    let service = Name::from(Arc::<str>::from(frame.str16("service")?));
+    let method = Name::from(Arc::<str>::from(frame.str16("method")?));
+    let reply_to = match frame.u8("reply_to marker")? {
+        REPLY_TO_ABSENT => None,
+        REPLY_TO_PRESENT => Some(Address::new(Arc::<str>::from(frame.str16("reply_to")?))),
+        marker => return Err(FrameError::InvalidReplyToMarker(marker)),
+    };
+    let message = frame.str32("status message")?;
+    let status = match error_kind {
+        Some(kind) => Status::Error {
+            kind,
+            message: message.to_owned(),
+        },
+        // Refused rather than dropped, so that the encoding stays canonical.
+        None if !message.is_empty() => return Err(FrameError::StatusMessageWithoutError),
+        None => Status::Ok,
+    };
+
+    let metadata = parse_metadata(frame, limits)?;
+    let body = frame.bytes32("body")?.to_vec();
+    if !frame.rest.is_empty() {
+        return Err(FrameError::TrailingBytes {
+            count: frame.rest.len(),
+        });
+    }
+
+    Ok(Envelope {
+        header: Header {
+            kind,
+            correlation_id,
+            service,
+            method,
+            reply_to,
+            deadline_ms,
+            sent_at_ms,
+            content_type,
+            status,
+            metadata,
+        },
+        body,
+    })
+}
+
+fn parse_metadata(frame: &mut Reader<'_>, limits: &FrameLimits) -> Result<Metadata, FrameError> {
+    let count = usize::from(frame.u16("metadata count")?);
+    // Checked before the loop: the duplicate check below is quadratic, and
+    // this bound is what keeps it cheap.
+    if count > limits.max_metadata {
+        return Err(FrameError::TooManyMetadata {
+            count,
+            limit: limits.max_metadata,
+        });
+    }
+    let mut metadata = Metadata::new();
+    for _ in 0..count {
+        let key = frame.str16("metadata key")?;
+        let value = frame.str32("metadata value")?;
+        // `Metadata::insert` would silently keep the last value; a sender
+        // that wrote a key twice is broken or probing, so refuse the frame.
+        if metadata.get(key).is_some() {
+            return Err(FrameError::DuplicateMetadataKey);
+        }
+        metadata.insert(key, value);
+    }
+    Ok(metadata)
+}
+
+/// A cursor over the bytes of one frame. Every read checks the bytes left
+/// first, so a length field can never point past the frame.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], FrameError> {
+        let (head, rest) = self
+            .rest
+            .split_first_chunk::<N>()
+            .ok_or(FrameError::Truncated { field })?;
+        self.rest = rest;
+        Ok(*head)
+    }
+
+    fn take(&mut self, len: usize, field: &'static str) -> Result<&'a [u8], FrameError> {
+        let (head, rest) = self
+            .rest
+            .split_at_checked(len)
+            .ok_or(FrameError::Truncated { field })?;
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, FrameError> {
+        self.array::<1>(field).map(|[byte]| byte)
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, FrameError> {
+        self.array(field).map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, FrameError> {
+        self.array(field).map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, FrameError> {
+        self.array(field).map(u64::from_be_bytes)
+    }
+
+    /// Bytes with a `u32` length prefix.
+    fn bytes32(&mut self, field: &'static str) -> Result<&'a [u8], FrameError> {
+        let len = self.u32(field)?;
+        // A length that does not fit in usize cannot fit in the frame either.
+        let len = usize::try_from(len).map_err(|_| FrameError::Truncated { field })?;
+        self.take(len, field)
+    }
+
+    /// A string with a `u16` length prefix.
+    fn str16(&mut self, field: &'static str) -> Result<&'a str, FrameError> {
+        let len = self.u16(field)?;
+        let bytes = self.take(usize::from(len), field)?;
+        std::str::from_utf8(bytes).map_err(|_| FrameError::InvalidUtf8 { field })
+    }
+
+    /// A string with a `u32` length prefix.
+    fn str32(&mut self, field: &'static str) -> Result<&'a str, FrameError> {
+        let bytes = self.bytes32(field)?;
+        std::str::from_utf8(bytes).map_err(|_| FrameError::InvalidUtf8 { field })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request that uses every field, and its frame written out by hand
+    /// from the layout table in `docs/wire.md`.
+    ///
+    /// Offsets the tests below poke at: 4 version, 5 kind, 6 content type,
+    /// 7 status, 32 service length, 34 service, 40 method, 43 reply-to
+    /// marker, 46 reply-to, 51 status message length, 55 metadata count,
+    /// 57 first key length, 59 key, 64 value, 65 body length.
+    fn sample() -> (Envelope, Vec<u8>) {
+        let mut header = Header::request("calc".into(), "add".into(), ContentType::Json);
+        header.correlation_id = 0x0102_0304_0506_0708;
+        header.deadline_ms = 9;
+        header.sent_at_ms = 10;
+        header.reply_to = Some(Address::from_static("inbox"));
+        header.metadata.insert("k", "v");
+        let envelope = Envelope {
+            header,
+            body: vec![0xAA, 0xBB],
+        };
+        #[rustfmt::skip]
+        let wire = vec![
+            0, 0, 0, 67,                  // length of the rest
+            1, 1, 2, 0,                   // version, kind request, content json, status ok
+            1, 2, 3, 4, 5, 6, 7, 8,       // correlation id
+            0, 0, 0, 0, 0, 0, 0, 9,       // deadline
+            0, 0, 0, 0, 0, 0, 0, 10,      // sent at
+            0, 4, b'c', b'a', b'l', b'c', // service
+            0, 3, b'a', b'd', b'd',       // method
+            1, 0, 5, b'i', b'n', b'b', b'o', b'x', // reply_to present
+            0, 0, 0, 0,                   // status message, empty
+            0, 1,                         // one metadata entry
+            0, 1, b'k', 0, 0, 0, 1, b'v',
+            0, 0, 0, 2, 0xAA, 0xBB,       // body
+        ];
+        (envelope, wire)
+    }
+
+    fn encoded(envelope: &Envelope) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(envelope, &mut out, &FrameLimits::default()).expect("encodable");
+        out
+    }
+
+    fn decode_default(buf: &[u8]) -> Result<(Envelope, usize), FrameError> {
+        decode(buf, &FrameLimits::default())
+    }
+
+    /// Rewrites the length prefix after an edit that changed the frame's size.
+    fn fix_prefix(wire: &mut [u8]) {
+        let rest = u32::try_from(wire.len() - LENGTH_PREFIX_LEN).expect("small frame");
+        wire[..LENGTH_PREFIX_LEN].copy_from_slice(&rest.to_be_bytes());
+    }
+
+    #[test]
+    fn encodes_the_documented_layout() {
+        let (envelope, wire) = sample();
+        assert_eq!(encoded(&envelope), wire);
+        assert_eq!(
+            encoded_len(&envelope, &FrameLimits::default()),
+            Ok(wire.len())
+        );
+    }
+
+    #[test]
+    fn decodes_the_documented_layout() {
+        let (envelope, wire) = sample();
+        assert_eq!(decode_default(&wire), Ok((envelope, wire.len())));
+    }
+
+    #[test]
+    fn error_reply_round_trips() {
+        let (request, _) = sample();
+        let mut header = request.header.reply(Status::Error {
+            kind: ErrorKind::NoSuchMethod,
+            message: "no method `sub` — ünïcode".to_owned(),
+        });
+        header.metadata.insert("trace", "00-abc-01");
+        let reply = Envelope {
+            header,
+            body: Vec::new(),
+        };
+        let wire = encoded(&reply);
+        assert_eq!(wire[7], ErrorKind::NoSuchMethod.code());
+        assert_eq!(decode_default(&wire), Ok((reply, wire.len())));
+    }
+
+    #[test]
+    fn decode_takes_one_frame_and_leaves_the_next() {
+        let (first, mut wire) = sample();
+        let mut second = first.clone();
+        second.header.correlation_id = 99;
+        let first_len = wire.len();
+        encode(&second, &mut wire, &FrameLimits::default()).expect("encodable");
+
+        let (decoded, used) = decode_default(&wire).expect("first frame");
+        assert_eq!((decoded, used), (first, first_len));
+        let (decoded, used) = decode_default(&wire[first_len..]).expect("second frame");
+        assert_eq!(decoded, second);
+        assert_eq!(first_len + used, wire.len());
+    }
+
+    #[test]
+    fn check_waits_for_the_whole_frame() {
+        let (_, wire) = sample();
+        for cut in 0..wire.len() {
+            assert_eq!(
+                check(&wire[..cut], &FrameLimits::default()),
+                Err(FrameError::Incomplete),
+                "cut {cut}"
+            );
+            assert_eq!(
+                decode_default(&wire[..cut]),
+                Err(FrameError::Incomplete),
+                "cut {cut}"
+            );
+        }
+        assert_eq!(check(&wire, &FrameLimits::default()), Ok(wire.len()));
+    }
+
+    #[test]
+    fn check_refuses_an_oversized_prefix_before_the_body_arrives() {
+        let limits = FrameLimits::default();
+        // Only the prefix is buffered: the refusal must not wait for 4 GiB.
+        let prefix = u32::MAX.to_be_bytes();
+        assert_eq!(
+            check(&prefix, &limits),
+            Err(FrameError::TooLarge {
+                size: LENGTH_PREFIX_LEN + u32::MAX as usize,
+                limit: DEFAULT_MAX_FRAME,
+            })
+        );
+        // The limit counts the prefix: exactly max_frame passes, one more does not.
+        let at_limit = ((DEFAULT_MAX_FRAME - LENGTH_PREFIX_LEN) as u32).to_be_bytes();
+        assert_eq!(check(&at_limit, &limits), Err(FrameError::Incomplete));
+        let over = ((DEFAULT_MAX_FRAME - LENGTH_PREFIX_LEN + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            check(&over, &limits),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn limits_are_configurable() {
+        let (envelope, wire) = sample();
+        let tight = FrameLimits {
+            max_frame: wire.len() - 1,
+            ..FrameLimits::default()
+        };
+        let too_large = FrameError::TooLarge {
+            size: wire.len(),
+            limit: wire.len() - 1,
+        };
+        assert_eq!(check(&wire, &tight), Err(too_large.clone()));
+        assert_eq!(decode(&wire, &tight), Err(too_large.clone()));
+        let mut out = vec![7];
+        assert_eq!(encode(&envelope, &mut out, &tight), Err(too_large));
+        assert_eq!(out, [7], "a refused encode leaves the buffer alone");
+
+        let exact = FrameLimits {
+            max_frame: wire.len(),
+            ..FrameLimits::default()
+        };
+        assert_eq!(check(&wire, &exact), Ok(wire.len()));
+    }
+
+    #[test]
+    fn check_fails_fast_on_a_foreign_version() {
+        // A peer speaking HTTP: the "length" is ASCII and the fifth byte is not ours.
+        let http = b"GET / HTTP/1.1\r\n";
+        let limits = FrameLimits {
+            max_frame: usize::MAX,
+            ..FrameLimits::default()
+        };
+        assert_eq!(
+            check(http, &limits),
+            Err(FrameError::UnsupportedVersion(b'/'))
+        );
+        let (_, mut wire) = sample();
+        wire[4] = 2;
+        assert_eq!(
+            check(&wire[..5], &FrameLimits::default()),
+            Err(FrameError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn empty_frame_is_truncated_not_misread() {
+        // A zero-length frame followed by a byte of the next one.
+        let wire = [0, 0, 0, 0, 9];
+        assert_eq!(check(&wire, &FrameLimits::default()), Ok(4));
+        assert_eq!(
+            decode_default(&wire),
+            Err(FrameError::Truncated { field: "version" })
+        );
+    }
+
+    #[test]
+    fn unknown_codes_are_typed_errors() {
+        let (_, wire) = sample();
+        let cases = [
+            (5, 0, FrameError::UnknownKind(0)),
+            (5, 5, FrameError::UnknownKind(5)),
+            (6, 0, FrameError::UnknownContentType(0)),
+            (6, 3, FrameError::UnknownContentType(3)),
+            (7, 8, FrameError::UnknownStatus(8)),
+            (7, 255, FrameError::UnknownStatus(255)),
+            (43, 2, FrameError::InvalidReplyToMarker(2)),
+        ];
+        for (offset, byte, expected) in cases {
+            let mut bad = wire.clone();
+            bad[offset] = byte;
+            assert_eq!(
+                decode_default(&bad),
+                Err(expected),
+                "byte {offset} = {byte}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_field() {
+        let (_, wire) = sample();
+        for (offset, field) in [
+            (34, "service"),
+            (40, "method"),
+            (46, "reply_to"),
+            (59, "metadata key"),
+            (64, "metadata value"),
+        ] {
+            let mut bad = wire.clone();
+            bad[offset] = 0xFF;
+            assert_eq!(
+                decode_default(&bad),
+                Err(FrameError::InvalidUtf8 { field }),
+                "offset {offset}"
+            );
+        }
+    }
+
+    #[test]
+    fn length_fields_are_checked_against_the_frame() {
+        let (_, wire) = sample();
+        // The body claims 3 bytes where the frame holds 2.
+        let mut bad = wire.clone();
+        bad[68] = 3;
+        assert_eq!(
+            decode_default(&bad),
+            Err(FrameError::Truncated { field: "body" })
+        );
+        // The service claims 65535 bytes.
+        let mut bad = wire.clone();
+        bad[32..34].copy_from_slice(&[0xFF, 0xFF]);
+        assert_eq!(
+            decode_default(&bad),
+            Err(FrameError::Truncated { field: "service" })
+        );
+        // A message length of 4 GiB - 1 must not be trusted (nor allocated).
+        let mut bad = wire.clone();
+        bad[51..55].copy_from_slice(&[0xFF; 4]);
+        assert_eq!(
+            decode_default(&bad),
+            Err(FrameError::Truncated {
+                field: "status message"
+            })
+        );
+        // A prefix shorter than the fixed header.
+        let mut bad = wire[..20].to_vec();
+        fix_prefix(&mut bad);
+        assert_eq!(
+            decode_default(&bad),
+            Err(FrameError::Truncated { field: "deadline" })
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_inside_the_frame_are_refused() {
+        let (_, mut wire) = sample();
+        wire.extend_from_slice(&[0, 0]);
+        fix_prefix(&mut wire);
+        assert_eq!(
+            decode_default(&wire),
+            Err(FrameError::TrailingBytes { count: 2 })
+        );
+    }
+
+    #[test]
+    fn ok_status_with_a_message_is_refused() {
+        let (_, mut wire) = sample();
+        // Give the empty status message one byte.
+        wire[54] = 1;
+        wire.insert(55, b'x');
+        fix_prefix(&mut wire);
+        assert_eq!(
+            decode_default(&wire),
+            Err(FrameError::StatusMessageWithoutError)
+        );
+    }
+
+    #[test]
+    fn duplicate_metadata_keys_are_refused() {
+        let (_, mut wire) = sample();
+        // Count 2, then the same entry again.
+        wire[56] = 2;
+        let entry = wire[57..65].to_vec();
+        wire.splice(65..65, entry);
+        fix_prefix(&mut wire);
+        assert_eq!(decode_default(&wire), Err(FrameError::DuplicateMetadataKey));
+    }
+
+    #[test]
+    fn metadata_count_is_bounded_both_ways() {
+        let (mut envelope, wire) = sample();
+        let none = FrameLimits {
+            max_metadata: 0,
+            ..FrameLimits::default()
+        };
+        let expected = FrameError::TooManyMetadata { count: 1, limit: 0 };
+        assert_eq!(decode(&wire, &none), Err(expected.clone()));
+        assert_eq!(encode(&envelope, &mut Vec::new(), &none), Err(expected));
+
+        // A count far above the limit is refused before any entry is read.
+        let mut bad = wire.clone();
+        bad[55..57].copy_from_slice(&[0xFF, 0xFF]);
+        assert_eq!(
+            decode_default(&bad),
+            Err(FrameError::TooManyMetadata {
+                count: 0xFFFF,
+                limit: DEFAULT_MAX_METADATA,
+            })
+        );
+
+        envelope.header.metadata = (0..=DEFAULT_MAX_METADATA)
+            .map(|i| (i.to_string(), ""))
+            .collect();
+        assert!(matches!(
+            encode(&envelope, &mut Vec::new(), &FrameLimits::default()),
+            Err(FrameError::TooManyMetadata { .. })
+        ));
+    }
+
+    #[test]
+    fn encode_refuses_fields_longer_than_their_prefix() {
+        let (mut envelope, _) = sample();
+        envelope.header.method = Name::from("m".repeat(usize::from(u16::MAX) + 1));
+        let mut out = Vec::new();
+        assert_eq!(
+            encode(&envelope, &mut out, &FrameLimits::default()),
+            Err(FrameError::FieldTooLong {
+                field: "method",
+                len: usize::from(u16::MAX) + 1,
+                max: usize::from(u16::MAX),
+            })
+        );
+        assert!(out.is_empty());
+        // The longest method that fits still round trips.
+        envelope.header.method = Name::from("m".repeat(usize::from(u16::MAX)));
+        let wire = encoded(&envelope);
+        assert_eq!(decode_default(&wire), Ok((envelope, wire.len())));
+    }
 }
