@@ -24,6 +24,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default cap on calls in flight per client.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 65_536;
 
+/// The default limit on the encoded size of a call's arguments.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
 /// Settings shared by every clone of a [`Client`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -34,6 +37,9 @@ pub struct ClientConfig {
     pub max_in_flight: usize,
     /// The codec arguments are sent in (default bincode).
     pub content_type: ContentType,
+    /// Calls whose encoded arguments are larger fail with
+    /// [`RpcError::TooLarge`] before anything is sent (default 16 MiB).
+    pub max_message_size: usize,
 }
 
 impl Default for ClientConfig {
@@ -42,6 +48,7 @@ impl Default for ClientConfig {
             timeout: DEFAULT_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             content_type: ContentType::default(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 }
@@ -64,6 +71,12 @@ impl ClientConfig {
         self.content_type = content_type;
         self
     }
+
+    /// Sets the limit on encoded arguments.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
 }
 
 /// The untyped client every generated `<Trait>Client` wraps.
@@ -84,6 +97,7 @@ struct Shared<T: Transport> {
     inbox: OnceCell<(Address, T::Inbox)>,
     in_flight: AtomicUsize,
     max_in_flight: usize,
+    max_message_size: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -108,6 +122,7 @@ impl<T: Transport> Client<T> {
                 inbox: OnceCell::new(),
                 in_flight: AtomicUsize::new(0),
                 max_in_flight: config.max_in_flight,
+                max_message_size: config.max_message_size,
             }),
             options: CallOptions {
                 timeout: config.timeout,
@@ -274,6 +289,13 @@ impl<T: Transport> Client<T> {
             .map_err(|e| RpcError::Encode {
                 message: e.to_string(),
             })?;
+        let limit = self.shared.max_message_size;
+        if body.len() > limit {
+            return Err(RpcError::TooLarge {
+                size: body.len(),
+                limit,
+            });
+        }
         let now = now_ms();
         let mut header = Header::request(
             Name::from_static(service),

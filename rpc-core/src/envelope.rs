@@ -88,7 +88,9 @@ impl Header {
         if self.deadline_ms == 0 {
             return None;
         }
-        Some(Duration::from_millis(self.deadline_ms.saturating_sub(now_ms())))
+        Some(Duration::from_millis(
+            self.deadline_ms.saturating_sub(now_ms()),
+        ))
     }
 
     /// Whether the deadline has passed.
@@ -184,6 +186,8 @@ pub enum ErrorKind {
     Overloaded,
     /// Nobody serves the service the request was sent to.
     NoSuchService,
+    /// The request body exceeds the server's size limit; it was not decoded.
+    TooLarge,
 }
 
 impl ErrorKind {
@@ -197,6 +201,7 @@ impl ErrorKind {
             ErrorKind::Timeout => 5,
             ErrorKind::Overloaded => 6,
             ErrorKind::NoSuchService => 7,
+            ErrorKind::TooLarge => 8,
         }
     }
 
@@ -210,6 +215,7 @@ impl ErrorKind {
             5 => Some(ErrorKind::Timeout),
             6 => Some(ErrorKind::Overloaded),
             7 => Some(ErrorKind::NoSuchService),
+            8 => Some(ErrorKind::TooLarge),
             _ => None,
         }
     }
@@ -224,12 +230,13 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::NoSuchService => "no_such_service",
+            ErrorKind::TooLarge => "too_large",
         }
     }
 
     /// The kind for a text name; `None` for unknown names.
     pub fn parse(text: &str) -> Option<Self> {
-        (1..=7)
+        (1..=8)
             .filter_map(ErrorKind::from_code)
             .find(|kind| kind.as_str() == text)
     }

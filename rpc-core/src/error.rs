@@ -57,6 +57,14 @@ pub enum RpcError {
     /// The client or transport was closed.
     #[error("closed")]
     Closed,
+    /// The message exceeds the size limit (refused before sending, or by the server unread).
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The message's size in bytes (0 when the server did not say).
+        size: usize,
+        /// The limit in bytes (0 when the server did not say).
+        limit: usize,
+    },
 }
 
 impl RpcError {
@@ -79,6 +87,7 @@ impl RpcError {
             ErrorKind::NoSuchService => RpcError::NoRoute {
                 service: service.to_owned(),
             },
+            ErrorKind::TooLarge => RpcError::TooLarge { size: 0, limit: 0 },
         })
     }
 }
@@ -89,6 +98,7 @@ impl From<TransportError> for RpcError {
             TransportError::NoRoute { address } => RpcError::NoRoute { service: address },
             TransportError::ConnectionLost => RpcError::ConnectionLost,
             TransportError::Closed => RpcError::Closed,
+            TransportError::TooLarge { size, limit } => RpcError::TooLarge { size, limit },
             other => RpcError::Transport(other),
         }
     }
@@ -140,7 +150,10 @@ pub enum TransportError {
 
 impl TransportError {
     /// A [`TransportError::Protocol`] from any error.
-    pub fn protocol(operation: &'static str, source: impl StdError + Send + Sync + 'static) -> Self {
+    pub fn protocol(
+        operation: &'static str,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
         TransportError::Protocol {
             operation,
             source: Box::new(source),

@@ -16,8 +16,8 @@
 //!
 //! Design notes live in `docs/ARCHITECTURE.md`; the wire format in `docs/wire.md`.
 
-pub mod codec;
 mod client;
+pub mod codec;
 mod context;
 mod descriptor;
 pub mod envelope;
@@ -34,7 +34,9 @@ pub mod __private;
 
 pub use rpc_macros::rpc_service;
 
-pub use client::{Client, ClientConfig, DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT};
+pub use client::{
+    Client, ClientConfig, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TIMEOUT,
+};
 pub use codec::{Bincode, Codec, CodecError, ContentType, Json};
 pub use context::Context;
 pub use descriptor::{DeliveryMode, MethodDescriptor, MethodKind, ServiceDescriptor};
@@ -47,4 +49,6 @@ pub use server::{
     ShutdownReport,
 };
 pub use service::{Request, Response, Service};
-pub use transport::{Delivery, DeliveryHandle, ReplyHandler, ReplySink, ServiceSpec, Settlement, Transport};
+pub use transport::{
+    Delivery, DeliveryHandle, ReplyHandler, ReplySink, ServiceSpec, Settlement, Transport,
+};

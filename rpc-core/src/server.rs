@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::client::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::context::Context;
 use crate::descriptor::DeliveryMode;
 use crate::envelope::{Envelope, ErrorKind, Kind, Status};
@@ -37,6 +38,7 @@ impl Server {
             transport,
             concurrency: DEFAULT_CONCURRENCY,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 }
@@ -47,6 +49,7 @@ pub struct ServerBuilder<T> {
     transport: T,
     concurrency: usize,
     drain_timeout: Duration,
+    max_message_size: usize,
 }
 
 impl<T: Transport> ServerBuilder<T> {
@@ -59,6 +62,13 @@ impl<T: Transport> ServerBuilder<T> {
     /// How long [`ServerHandle::shutdown`] waits for calls in flight (default 30 s).
     pub fn drain_timeout(mut self, drain_timeout: Duration) -> Self {
         self.drain_timeout = drain_timeout;
+        self
+    }
+
+    /// Requests with larger bodies are refused unread with a `TooLarge`
+    /// error reply and dead-lettered (default 16 MiB).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
         self
     }
 
@@ -78,6 +88,7 @@ impl<T: Transport> ServerBuilder<T> {
             permits: Arc::new(Semaphore::new(self.concurrency)),
             concurrency: self.concurrency,
             drain_timeout: self.drain_timeout,
+            max_message_size: self.max_message_size,
             stats: stats.clone(),
         };
         let task = tokio::spawn(run.run(requests, stopped));
@@ -178,11 +189,16 @@ struct ServeLoop<T, S> {
     permits: Arc<Semaphore>,
     concurrency: usize,
     drain_timeout: Duration,
+    max_message_size: usize,
     stats: Arc<ServerStats>,
 }
 
 impl<T: Transport, S: Service> ServeLoop<T, S> {
-    async fn run(self, mut requests: T::Requests, mut stop: oneshot::Receiver<()>) -> ShutdownReport {
+    async fn run(
+        self,
+        mut requests: T::Requests,
+        mut stop: oneshot::Receiver<()>,
+    ) -> ShutdownReport {
         loop {
             // Take a permit before a request, so the server never holds more
             // requests than it can run: the rest stay with the fabric for
@@ -200,6 +216,7 @@ impl<T: Transport, S: Service> ServeLoop<T, S> {
                 transport: self.transport.clone(),
                 service: self.service.clone(),
                 stats: self.stats.clone(),
+                max_message_size: self.max_message_size,
             };
             tokio::spawn(async move {
                 call.run(delivery).await;
@@ -232,6 +249,7 @@ struct Call<T, S> {
     transport: T,
     service: Arc<S>,
     stats: Arc<ServerStats>,
+    max_message_size: usize,
 }
 
 impl<T: Transport, S: Service> Call<T, S> {
@@ -257,12 +275,27 @@ impl<T: Transport, S: Service> Call<T, S> {
             let delivery_mode = descriptor
                 .method(&header.method)
                 .map_or(DeliveryMode::AtLeastOnce, |m| m.delivery);
+            let size = body.len();
             let request = Request::new(header, body);
+
+            if size > self.max_message_size {
+                // Refused unread: decoding a hostile body is the risk the limit exists for.
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                let message = format!(
+                    "request of {size} bytes exceeds the limit of {} bytes",
+                    self.max_message_size
+                );
+                self.reply(&request, Response::error(ErrorKind::TooLarge, message))
+                    .await;
+                settle(handle, Settlement::DeadLetter).await;
+                return;
+            }
 
             if request.header().is_expired() {
                 self.stats.expired.fetch_add(1, Ordering::Relaxed);
                 tracing::Span::current().record("outcome", "expired");
-                let response = Response::error(ErrorKind::Timeout, "deadline passed before the call ran");
+                let response =
+                    Response::error(ErrorKind::Timeout, "deadline passed before the call ran");
                 self.reply(&request, response).await;
                 settle(handle, Settlement::Ack).await;
                 return;
@@ -297,7 +330,10 @@ impl<T: Transport, S: Service> Call<T, S> {
                     tracing::warn!(%message, "handler panicked");
                     // A handler that panics on this input will panic again:
                     // dead-letter instead of a redelivery loop.
-                    (Response::error(ErrorKind::Remote, message), Settlement::DeadLetter)
+                    (
+                        Response::error(ErrorKind::Remote, message),
+                        Settlement::DeadLetter,
+                    )
                 }
             };
             tracing::Span::current().record(
