@@ -193,7 +193,9 @@ mod tests {
 
     #[test]
     fn bincode_refuses_trailing_bytes_and_garbage() {
-        let mut bytes = ContentType::Bincode.encode(&AddArgs { a: 1, b: 2 }).unwrap();
+        let mut bytes = ContentType::Bincode
+            .encode(&AddArgs { a: 1, b: 2 })
+            .unwrap();
         bytes.push(0);
         assert!(ContentType::Bincode.decode::<AddArgs>(&bytes).is_err());
         assert!(ContentType::Bincode.decode::<String>(&[0xff; 9]).is_err());

@@ -12,6 +12,9 @@ use crate::transport::ReplyHandler;
 
 type Waiter = oneshot::Sender<Result<Envelope, RpcError>>;
 
+/// Where a registered call waits for its reply.
+pub(crate) type ReplyReceiver = oneshot::Receiver<Result<Envelope, RpcError>>;
+
 /// Calls in flight on one client inbox.
 ///
 /// Every entry is removed exactly once: by its reply, by a connection loss,
@@ -27,9 +30,7 @@ pub(crate) struct PendingTable {
 
 impl PendingTable {
     /// Registers a new call; the guard removes it again on drop.
-    pub(crate) fn register(
-        &self,
-    ) -> Result<(PendingGuard<'_>, oneshot::Receiver<Result<Envelope, RpcError>>), RpcError> {
+    pub(crate) fn register(&self) -> Result<(PendingGuard<'_>, ReplyReceiver), RpcError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(RpcError::Closed);
         }
