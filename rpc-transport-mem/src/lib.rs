@@ -1,1 +1,178 @@
-//! Placeholder.
+//! An in-process broker for `rpc-core`: named request queues with competing
+//! consumers, reply inboxes, delivery settlement and fault injection.
+//!
+//! It is the transport of the quickstart and of the tests: everything a real
+//! broker does that a caller can observe (queues shared by several servers,
+//! fast "nobody serves that", ack / requeue / dead-letter, lost
+//! connections) happens here too, in memory and without a thread hop.
+//!
+//! ```
+//! use rpc_core::{
+//!     Client, DeliveryMode, MethodDescriptor, MethodKind, Request, Response, Server, Service,
+//!     ServiceDescriptor,
+//! };
+//! use rpc_transport_mem::MemTransport;
+//!
+//! // A service written by hand; `#[rpc_service]` generates the same thing.
+//! struct Greeter;
+//!
+//! static GREETER: ServiceDescriptor = ServiceDescriptor {
+//!     name: "greeter",
+//!     version: "1.0.0",
+//!     docs: "Says hello.",
+//!     methods: &[MethodDescriptor {
+//!         name: "hello",
+//!         kind: MethodKind::Call,
+//!         delivery: DeliveryMode::AtLeastOnce,
+//!         signature: "async fn hello(&self, name: String) -> String",
+//!         docs: "",
+//!     }],
+//! };
+//!
+//! impl Service for Greeter {
+//!     fn descriptor(&self) -> &'static ServiceDescriptor {
+//!         &GREETER
+//!     }
+//!
+//!     async fn call(&self, request: &Request) -> Response {
+//!         match request.method() {
+//!             "hello" => {
+//!                 request
+//!                     .respond(|name: String| async move { format!("hello, {name}") })
+//!                     .await
+//!             }
+//!             _ => request.no_such_method(),
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rpc_core::RpcError> {
+//! let transport = MemTransport::new();
+//! let server = Server::builder(transport.clone()).serve(Greeter).await?;
+//!
+//! let client = Client::new(transport.clone());
+//! let greeting: String = client.call("greeter", "hello", "world").await?;
+//! assert_eq!(greeting, "hello, world");
+//!
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`MemTransport`] (`transport.rs`): the `Transport` implementation,
+//!   its builder and the inspection API (queue depth, consumers, dead
+//!   letters, [`MemStats`]).
+//! - `broker.rs`: the state clones share; routing by envelope kind.
+//! - `queue.rs`: one service's queue, its waiting consumers and dead letters.
+//! - [`MemRequests`] (`requests.rs`): a `serve` stream, one competing consumer.
+//! - `settle.rs`: delivery tracking: ack, requeue, dead-letter.
+//! - [`MemInbox`] (`inbox.rs`): the guard that keeps a reply inbox open.
+//! - [`Faults`] (`faults.rs`): fault injection.
+//! - `connection.rs`: the simulated connection state.
+//!
+//! # Routing
+//!
+//! The envelope's kind picks the namespace: replies go to inboxes, requests,
+//! oneway calls and cancels go to service queues.
+//!
+//! - **Service queues.** A service's queue exists from its first `serve`.
+//!   Every `serve` stream of a service is a consumer of the same FIFO: each
+//!   request goes to exactly one, and to whoever asks next, because a
+//!   stream receives only when polled (the server runtime polls only when
+//!   it has a free permit). A sender wakes the longest-waiting consumer
+//!   directly. Dropping a stream leaves what it did not receive in the
+//!   queue for the others.
+//! - **No route.** A request or oneway call to a service with no live
+//!   consumer fails at once with `TransportError::NoRoute` (a client sees
+//!   `RpcError::NoRoute`), never by timeout. Requests already queued stay
+//!   queued when the last consumer leaves, for the next one.
+//! - **Inboxes.** [`Transport::open_inbox`](rpc_core::Transport::open_inbox)
+//!   registers an address `mem.inbox.<n>`. A reply sent there is handed to
+//!   the inbox's `ReplySink::deliver` inside the `send` call, on the
+//!   sender's thread. Replies to an address that is not an open inbox are
+//!   dropped and counted ([`MemStats::undeliverable_replies`]).
+//! - **Size.** Bodies larger than
+//!   [`MemTransportBuilder::max_message_size`] (16 MiB by default) fail
+//!   with `TransportError::TooLarge`.
+//!
+//! # Settlement
+//!
+//! Every request is a tracked delivery; the broker keeps a copy until it is
+//! settled.
+//!
+//! | settlement | effect |
+//! | --- | --- |
+//! | `Ack` | forgotten |
+//! | `Requeue` | back at the **front** of the queue, for any consumer |
+//! | `DeadLetter` | kept in the service's dead-letter list: [`MemTransport::dead_letters`] |
+//! | handle dropped unsettled | requeued, as AMQP does when a channel closes |
+//! | any, while disconnected | requeued, and settling fails with `ConnectionLost` |
+//!
+//! [`MemTransport::unacked`] counts deliveries handed out and not settled.
+//!
+//! # Fault injection
+//!
+//! [`MemTransport::faults`] returns a [`Faults`] handle for the broker. Faults
+//! on messages take a [`Direction`] (`Requests` covers oneway calls and
+//! cancels too) and apply in this order:
+//!
+//! | method | effect |
+//! | --- | --- |
+//! | [`drop_next(dir, n)`](Faults::drop_next) | the next `n` messages vanish after a successful send (counted in [`MemStats`]) |
+//! | [`reorder_next(dir, n)`](Faults::reorder_next) | `n` times: hold a message, release it right after the next one |
+//! | [`duplicate_next(dir, n)`](Faults::duplicate_next) | the next `n` messages are delivered twice |
+//! | [`delay(dir, d)`](Faults::delay) | every message waits `d` on a timer of its own; `Duration::ZERO` ends it |
+//! | [`no_consumer(service)`](Faults::no_consumer) | sends to `service` fail with `NoRoute` though servers run; [`restore_consumer`](Faults::restore_consumer) ends it |
+//! | [`disconnect()`](Faults::disconnect) | every open inbox gets `connection_lost`; sends, `open_inbox`, `serve` fail with `ConnectionLost`; request streams pause |
+//! | [`reconnect()`](Faults::reconnect) | undoes `disconnect`; paused streams resume |
+//! | [`clear()`](Faults::clear) | removes every message fault and releases held messages |
+//!
+//! A test that loses a reply on purpose:
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use rpc_core::{Client, RpcError};
+//! # use rpc_transport_mem::{Direction, MemTransport};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let transport = MemTransport::new();
+//! // ... start a server for "greeter" here; without one the call below
+//! // would fail with NoRoute before any fault applies.
+//! # struct S;
+//! # static D: rpc_core::ServiceDescriptor = rpc_core::ServiceDescriptor {
+//! #     name: "greeter", version: "", docs: "", methods: &[] };
+//! # impl rpc_core::Service for S {
+//! #     fn descriptor(&self) -> &'static rpc_core::ServiceDescriptor { &D }
+//! #     async fn call(&self, r: &rpc_core::Request) -> rpc_core::Response {
+//! #         r.respond(|name: String| async move { name }).await
+//! #     }
+//! # }
+//! # let _server = rpc_core::Server::builder(transport.clone()).serve(S).await.unwrap();
+//! transport.faults().drop_next(Direction::Replies, 1);
+//! let client = Client::new(transport.clone()).with_timeout(Duration::from_millis(20));
+//! let lost = client.call::<_, String>("greeter", "hello", "world").await;
+//! assert!(matches!(lost, Err(RpcError::Timeout)));
+//! assert_eq!(transport.stats().dropped_replies, 1);
+//! # }
+//! ```
+//!
+//! Closing the transport ([`MemTransport::close`]) is not a fault but the
+//! end: sinks get `closed`, request streams end, everything fails with
+//! `Closed`.
+
+mod broker;
+mod connection;
+mod faults;
+mod inbox;
+mod queue;
+mod requests;
+mod settle;
+mod transport;
+
+pub use faults::{Direction, Faults};
+pub use inbox::MemInbox;
+pub use requests::MemRequests;
+pub use transport::{MemStats, MemTransport, MemTransportBuilder};

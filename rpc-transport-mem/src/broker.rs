@@ -1,0 +1,205 @@
+//! The broker every clone of one [`MemTransport`](crate::MemTransport)
+//! shares: service queues, reply inboxes, routing, counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use rpc_core::TransportError;
+use rpc_core::transport::ReplySink;
+use rpc_core::{Address, Envelope, Kind, Name};
+
+use crate::connection::{Connection, Link};
+use crate::faults::{Direction, FaultPlan, Route};
+use crate::queue::ServiceQueue;
+
+/// Options fixed when the broker is built.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    /// The largest body accepted, in bytes.
+    pub(crate) max_message_size: usize,
+}
+
+/// Shared state behind every clone of a transport.
+#[derive(Debug)]
+pub(crate) struct Broker {
+    pub(crate) config: Config,
+    pub(crate) connection: Arc<Connection>,
+    pub(crate) faults: FaultPlan,
+    // Read-mostly maps: senders take read locks, `serve` and inbox
+    // open/close take write locks.
+    services: RwLock<HashMap<Name, Arc<ServiceQueue>>>,
+    inboxes: RwLock<HashMap<Name, ReplySink>>,
+    next_inbox: AtomicU64,
+    undeliverable_replies: AtomicU64,
+}
+
+impl Broker {
+    pub(crate) fn new(config: Config) -> Self {
+        Broker {
+            config,
+            connection: Arc::new(Connection::new()),
+            faults: FaultPlan::default(),
+            services: RwLock::default(),
+            inboxes: RwLock::default(),
+            next_inbox: AtomicU64::new(0),
+            undeliverable_replies: AtomicU64::new(0),
+        }
+    }
+
+    /// Routes an envelope by its kind: replies to inboxes, everything else
+    /// to service queues.
+    pub(crate) fn send(
+        self: &Arc<Self>,
+        to: &Address,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        self.connection.check()?;
+        let size = envelope.body.len();
+        if size > self.config.max_message_size {
+            return Err(TransportError::TooLarge {
+                size,
+                limit: self.config.max_message_size,
+            });
+        }
+        let faulty = self.faults.is_active();
+        if envelope.header.kind == Kind::Reply {
+            if faulty {
+                let route = Route::Inbox(to.clone());
+                self.faults.apply(self, Direction::Replies, route, envelope);
+            } else {
+                self.deliver_reply(to, envelope);
+            }
+            return Ok(());
+        }
+        // Requests, oneway calls and cancels go to the service's queue.
+        if faulty {
+            if self.faults.hides_consumers_of(to.as_str()) {
+                return Err(no_route(to));
+            }
+            let queue = self.queue_with_consumer(to)?;
+            self.faults
+                .apply(self, Direction::Requests, Route::Queue(queue), envelope);
+            return Ok(());
+        }
+        match self.read_services().get(to.as_str()) {
+            Some(queue) => queue.publish(envelope),
+            None => Err(no_route(to)),
+        }
+    }
+
+    /// Hands a reply to its inbox's sink, synchronously; counts replies to
+    /// inboxes that are not (or no longer) open.
+    pub(crate) fn deliver_reply(&self, to: &Address, envelope: Envelope) {
+        // Clone the sink out of the lock: the sink runs caller code, which
+        // must be free to open or close inboxes.
+        let sink = self.read_inboxes().get(to.as_str()).cloned();
+        match sink {
+            Some(sink) => sink.deliver(envelope),
+            None => self.count_undeliverable(to, &envelope),
+        }
+    }
+
+    /// Delivers a message the fault plan let through (possibly late).
+    pub(crate) fn deliver_routed(&self, route: Route, envelope: Envelope) {
+        match route {
+            // A queue keeps what it accepted, whatever happened since.
+            Route::Queue(queue) => queue.enqueue(envelope),
+            Route::Inbox(to) => {
+                if self.connection.link() == Link::Up {
+                    self.deliver_reply(&to, envelope);
+                } else {
+                    self.count_undeliverable(&to, &envelope);
+                }
+            }
+        }
+    }
+
+    fn count_undeliverable(&self, to: &Address, envelope: &Envelope) {
+        self.undeliverable_replies.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            inbox = %to,
+            correlation_id = envelope.header.correlation_id,
+            "dropped a reply to an inbox that is not open"
+        );
+    }
+
+    fn queue_with_consumer(&self, to: &Address) -> Result<Arc<ServiceQueue>, TransportError> {
+        match self.read_services().get(to.as_str()) {
+            Some(queue) if queue.consumers() > 0 => Ok(queue.clone()),
+            _ => Err(no_route(to)),
+        }
+    }
+
+    /// The queue of `service`, created on first use.
+    pub(crate) fn declare(&self, service: &Name) -> Arc<ServiceQueue> {
+        if let Some(queue) = self.read_services().get(service.as_str()) {
+            return queue.clone();
+        }
+        let mut services = self
+            .services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        services
+            .entry(service.clone())
+            .or_insert_with(|| {
+                Arc::new(ServiceQueue::new(service.clone(), self.connection.clone()))
+            })
+            .clone()
+    }
+
+    /// The queue of `service`, if anyone ever served it.
+    pub(crate) fn queue(&self, service: &str) -> Option<Arc<ServiceQueue>> {
+        self.read_services().get(service).cloned()
+    }
+
+    pub(crate) fn queues(&self) -> Vec<Arc<ServiceQueue>> {
+        self.read_services().values().cloned().collect()
+    }
+
+    /// Registers a reply inbox under a fresh address.
+    pub(crate) fn open_inbox(&self, sink: ReplySink) -> Result<Address, TransportError> {
+        let n = self.next_inbox.fetch_add(1, Ordering::Relaxed) + 1;
+        let address = Address::new(format!("mem.inbox.{n}"));
+        let mut inboxes = self.inboxes.write().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the lock `disconnect` and `close` read the inboxes
+        // under, so a new inbox is either refused or told of the loss.
+        self.connection.check()?;
+        inboxes.insert(address.name().clone(), sink);
+        Ok(address)
+    }
+
+    pub(crate) fn close_inbox(&self, address: &Address) {
+        let mut inboxes = self.inboxes.write().unwrap_or_else(PoisonError::into_inner);
+        inboxes.remove(address.as_str());
+    }
+
+    pub(crate) fn open_inboxes(&self) -> usize {
+        self.read_inboxes().len()
+    }
+
+    /// The sinks of every open inbox, taken under the inbox lock after a
+    /// connection change (see [`open_inbox`](Self::open_inbox)).
+    pub(crate) fn sinks(&self) -> Vec<ReplySink> {
+        self.read_inboxes().values().cloned().collect()
+    }
+
+    pub(crate) fn undeliverable_replies(&self) -> u64 {
+        self.undeliverable_replies.load(Ordering::Relaxed)
+    }
+
+    fn read_services(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Name, Arc<ServiceQueue>>> {
+        // Map operations cannot be left half-done by a panic.
+        self.services.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read_inboxes(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Name, ReplySink>> {
+        self.inboxes.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn no_route(to: &Address) -> TransportError {
+    TransportError::NoRoute {
+        address: to.as_str().to_owned(),
+    }
+}

@@ -1,0 +1,184 @@
+//! [`MemTransport`]: the `Transport` implementation and its inspection API.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rpc_core::TransportError;
+use rpc_core::transport::{ReplySink, ServiceSpec};
+use rpc_core::{Address, Envelope, FrameLimits, Transport};
+
+use crate::broker::{Broker, Config};
+use crate::connection::Link;
+use crate::faults::{Direction, Faults};
+use crate::inbox::MemInbox;
+use crate::requests::MemRequests;
+
+/// An in-process broker. Cheap to clone: clones share one broker, and each
+/// [`MemTransport::new`] is a broker of its own, isolated from every other.
+///
+/// See the [crate docs](crate) for routing, settlement and faults.
+#[derive(Clone)]
+pub struct MemTransport {
+    broker: Arc<Broker>,
+}
+
+impl MemTransport {
+    /// A new, empty broker with default options.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Options for a new broker.
+    pub fn builder() -> MemTransportBuilder {
+        MemTransportBuilder {
+            max_message_size: FrameLimits::default().max_frame,
+        }
+    }
+
+    /// The fault-injection handle of this broker.
+    pub fn faults(&self) -> Faults {
+        Faults {
+            broker: self.broker.clone(),
+        }
+    }
+
+    /// Closes the broker for good, for every clone: open inboxes' sinks get
+    /// [`closed`](ReplySink::closed), request streams end, and every later
+    /// operation fails with `TransportError::Closed`.
+    pub fn close(&self) {
+        if self.broker.connection.set(Link::Closed) == Link::Closed {
+            return;
+        }
+        for queue in self.broker.queues() {
+            queue.wake_all();
+        }
+        for sink in self.broker.sinks() {
+            sink.closed();
+        }
+    }
+
+    /// Requests waiting in `service`'s queue (not counting those handed out
+    /// and not settled yet; see [`unacked`](Self::unacked)).
+    pub fn queue_depth(&self, service: &str) -> usize {
+        self.broker.queue(service).map_or(0, |q| q.depth())
+    }
+
+    /// Live `serve` streams of `service`.
+    pub fn consumers(&self, service: &str) -> usize {
+        self.broker.queue(service).map_or(0, |q| q.consumers())
+    }
+
+    /// Deliveries of `service` handed out and not settled yet.
+    pub fn unacked(&self, service: &str) -> usize {
+        self.broker.queue(service).map_or(0, |q| q.unacked())
+    }
+
+    /// Copies of the requests of `service` settled with
+    /// [`Settlement::DeadLetter`](rpc_core::Settlement::DeadLetter), oldest first.
+    pub fn dead_letters(&self, service: &str) -> Vec<Envelope> {
+        self.broker
+            .queue(service)
+            .map_or_else(Vec::new, |q| q.dead_letters())
+    }
+
+    /// Removes and returns the dead letters of `service`.
+    pub fn take_dead_letters(&self, service: &str) -> Vec<Envelope> {
+        self.broker
+            .queue(service)
+            .map_or_else(Vec::new, |q| q.take_dead_letters())
+    }
+
+    /// Reply inboxes open right now.
+    pub fn open_inboxes(&self) -> usize {
+        self.broker.open_inboxes()
+    }
+
+    /// Counters of this broker.
+    pub fn stats(&self) -> MemStats {
+        MemStats {
+            undeliverable_replies: self.broker.undeliverable_replies(),
+            dropped_requests: self.broker.faults.dropped(Direction::Requests),
+            dropped_replies: self.broker.faults.dropped(Direction::Replies),
+        }
+    }
+}
+
+impl Default for MemTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemTransport")
+            .field("link", &self.broker.connection.link())
+            .field("open_inboxes", &self.open_inboxes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport for MemTransport {
+    type Requests = MemRequests;
+    type Inbox = MemInbox;
+
+    async fn open_inbox(&self, sink: ReplySink) -> Result<(Address, MemInbox), TransportError> {
+        let address = self.broker.open_inbox(sink)?;
+        Ok((address.clone(), MemInbox::new(self.broker.clone(), address)))
+    }
+
+    async fn send(&self, to: &Address, envelope: Envelope) -> Result<(), TransportError> {
+        self.broker.send(to, envelope)
+    }
+
+    async fn serve(&self, service: &ServiceSpec) -> Result<MemRequests, TransportError> {
+        self.broker.connection.check()?;
+        Ok(MemRequests::new(self.broker.declare(&service.name)))
+    }
+}
+
+/// Options for a [`MemTransport`]: `MemTransport::builder()...build()`.
+#[derive(Clone, Debug)]
+pub struct MemTransportBuilder {
+    max_message_size: usize,
+}
+
+impl MemTransportBuilder {
+    /// The largest envelope body accepted, in bytes (default 16 MiB, the
+    /// default frame limit). Larger sends fail with
+    /// `TransportError::TooLarge`, so tests see what a real broker's limit
+    /// would do.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Builds a new, empty broker.
+    pub fn build(self) -> MemTransport {
+        MemTransport {
+            broker: Arc::new(Broker::new(Config {
+                max_message_size: self.max_message_size,
+            })),
+        }
+    }
+}
+
+/// Counters of one broker, from [`MemTransport::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemStats {
+    /// Replies sent to inboxes that were not open (never opened, closed, or
+    /// a delayed reply arriving while disconnected); dropped.
+    pub undeliverable_replies: u64,
+    /// Requests discarded by [`Faults::drop_next`].
+    pub dropped_requests: u64,
+    /// Replies discarded by [`Faults::drop_next`].
+    pub dropped_replies: u64,
+}
+
+impl MemStats {
+    /// Every reply the broker did not deliver, whatever the reason.
+    pub fn lost_replies(&self) -> u64 {
+        self.undeliverable_replies + self.dropped_replies
+    }
+}
