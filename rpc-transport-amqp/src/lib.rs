@@ -1,1 +1,113 @@
-//! Placeholder.
+//! RabbitMQ (AMQP 0-9-1) transport for `rpc-core`, on lapin.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rpc_core::TransportError> {
+//! use rpc_transport_amqp::AmqpTransport;
+//!
+//! // Defaults: default exchange, durable classic queues, publisher confirms,
+//! // an exclusive reply queue per client, 10 s heartbeats.
+//! let transport = AmqpTransport::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
+//!
+//! // Or with options:
+//! let transport = AmqpTransport::builder("amqp://guest:guest@127.0.0.1:5672/%2f")
+//!     .queue_prefix("staging.")          // queues become `staging.<service>`
+//!     .connection_name("billing-api")
+//!     .connect()
+//!     .await?;
+//! // Then hand it to `rpc_core::Client::new(transport.clone())` and
+//! // `rpc_core::Server::builder(transport)`.
+//! # Ok(()) }
+//! ```
+//!
+//! # Topology
+//!
+//! - A service `calc` gets a request queue `<prefix>calc` (classic, or quorum
+//!   with [`QueueKind::Quorum`]) that dead-letters into `<prefix>calc.dlq`.
+//!   Servers declare both (idempotently) when they start; several servers of
+//!   one service consume the same queue and share the load.
+//! - Requests go to the default exchange with the queue name as routing key,
+//!   or to a durable direct exchange of your choice
+//!   ([`exchange`](AmqpTransportBuilder::exchange)) bound under the queue name.
+//! - Replies go to the caller's reply address through the default exchange:
+//!   an exclusive, auto-deleted queue `<prefix>reply.<instance>.<n>` per
+//!   client (the default, [`ReplyMode::ExclusiveQueue`]) or RabbitMQ's
+//!   direct reply-to ([`ReplyMode::DirectReplyTo`]).
+//! - The envelope maps onto AMQP properties as described in `docs/wire.md`
+//!   and the [`properties`] module; the body is the codec payload alone.
+//!
+//! # Options
+//!
+//! See [`AmqpTransportBuilder`]: exchange, queue prefix, queue kind,
+//! durability, persistent messages, publisher confirms, reply mode,
+//! heartbeat, connection name, connect timeout, reconnect backoff, and a CA
+//! bundle for `amqps://` (certificates are always verified). Prefetch is not
+//! a transport option: a server's concurrency
+//! (`Server::builder(t).concurrency(n)`) becomes the prefetch of its consumer.
+//!
+//! # Delivery guarantees
+//!
+//! - **Requests are at-least-once** by default: the server acknowledges a
+//!   request only after its reply has been published (and, with confirms,
+//!   confirmed by the broker). A server that dies mid-call leaves the request
+//!   to be redelivered to another server, so a handler can run twice.
+//! - **`#[rpc(at_most_once)]` methods** are acknowledged before they run
+//!   (the server runtime does that from the method's descriptor): a crash
+//!   mid-call loses the request, it never runs twice.
+//! - **Failures dead-letter**: a request whose handler panicked or that
+//!   could not be decoded is rejected into `<prefix><service>.dlq`, never
+//!   requeued into a loop. Requests whose deadline passed while queued
+//!   expire there too (the `expiration` property is the remaining budget).
+//! - **No route is fast**: with publisher confirms (the default) requests are
+//!   published `mandatory`, and a call to a service without a queue fails
+//!   with `NoRoute` in about a millisecond. Without confirms there is no such
+//!   signal and the call ends by its deadline.
+//! - **Replies are at-most-once**: reply consumers do not acknowledge, and a
+//!   reply that finds no client is dropped. A duplicate or late reply is
+//!   dropped and counted by the client.
+//!
+//! # Connection loss
+//!
+//! The transport runs its own recovery (lapin's auto-recovery stays off):
+//! when the connection drops, every call in flight fails at once with
+//! `ConnectionLost` (it may or may not have run), then the transport
+//! reconnects with exponential backoff, re-declares the reply queues (their
+//! names are chosen by the client, so the same names come back) and the
+//! request queues, and resumes consuming on every serve stream. Calls made
+//! while reconnecting wait up to the connect timeout for the new connection.
+//! Requests a server had received but not acknowledged are redelivered by the
+//! broker. A consumer the broker cancels (its queue was deleted) is
+//! re-established the same way.
+//!
+//! # Layout
+//!
+//! - [`AmqpTransport`] (`transport.rs`): the `Transport` impl and its shared state.
+//! - [`AmqpTransportBuilder`], [`ReplyMode`], [`QueueKind`] (`config.rs`): options.
+//! - [`properties`]: the envelope <-> AMQP properties mapping.
+//! - `session.rs`, `supervisor.rs`: a connection generation and the reconnect loop.
+//! - `inbox.rs`: reply inboxes; `requests.rs`: request streams and settlement;
+//!   `topology.rs`: what a service declares.
+//!
+//! # Cleaning up (tests)
+//!
+//! Give each test its own [`queue_prefix`](AmqpTransportBuilder::queue_prefix)
+//! and call [`AmqpTransport::cleanup`] at the end: it deletes every queue
+//! the transport declared and closes it.
+
+mod config;
+mod error;
+mod inbox;
+pub mod properties;
+mod requests;
+mod session;
+mod supervisor;
+mod topology;
+mod transport;
+
+pub use config::{AmqpTransportBuilder, QueueKind, ReplyMode};
+pub use inbox::InboxGuard;
+pub use requests::AmqpRequests;
+pub use transport::AmqpTransport;
+
+/// The lapin version this crate is built on, for naming its types
+/// (e.g. `BasicProperties` in [`properties`]).
+pub use lapin;

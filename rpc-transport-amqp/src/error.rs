@@ -1,0 +1,32 @@
+//! Turning lapin's errors into [`TransportError`]s, so lapin never leaks
+//! through this crate's API except as an error source.
+
+use rpc_core::TransportError;
+
+/// A broker operation failed.
+pub(crate) fn protocol(operation: &'static str, error: lapin::Error) -> TransportError {
+    if is_connection_level(&error) {
+        return TransportError::ConnectionLost;
+    }
+    TransportError::protocol(operation, error)
+}
+
+/// Connecting failed.
+pub(crate) fn connect_error(what: &str, error: lapin::Error) -> TransportError {
+    TransportError::Connect {
+        message: format!("{what}: {error}"),
+        source: Some(Box::new(error)),
+    }
+}
+
+/// Whether an error means the connection (not just one operation) is gone.
+pub(crate) fn is_connection_level(error: &lapin::Error) -> bool {
+    use lapin::ErrorKind as K;
+    matches!(
+        error.kind(),
+        K::IOError(_)
+            | K::InvalidConnectionState(_)
+            | K::MissingHeartbeatError
+            | K::RuntimeShutdownError(_)
+    )
+}

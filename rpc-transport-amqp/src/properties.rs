@@ -1,0 +1,627 @@
+//! The envelope <-> AMQP message mapping (docs/wire.md is its prose twin).
+//!
+//! The header travels in AMQP basic properties and headers, the body is the
+//! codec payload alone, so a plain AMQP client in any language can call and
+//! serve with the JSON codec. Decoding never trusts the wire: every field is
+//! checked and every failure is a [`PropertiesError`], never a panic.
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use rpc_core::envelope::now_ms;
+use rpc_core::{ContentType, Envelope, ErrorKind, Header, Kind, Metadata, Name, Status};
+
+/// Header key of the protocol version (an integer; absent means 1).
+pub const VERSION_HEADER: &str = "x-rpc-version";
+/// Header key of the envelope kind: `request`, `reply`, `oneway` or `cancel`.
+pub const KIND_HEADER: &str = "x-rpc-kind";
+/// Header key of the service's wire name.
+pub const SERVICE_HEADER: &str = "x-rpc-service";
+/// Header key of the absolute deadline, unix milliseconds (an integer).
+pub const DEADLINE_HEADER: &str = "x-rpc-deadline-ms";
+/// Header key of a reply's status: `ok` or an error kind (`remote`, `decode`, ...).
+pub const STATUS_HEADER: &str = "x-rpc-status";
+/// Header key of a failed reply's message.
+pub const ERROR_HEADER: &str = "x-rpc-error";
+/// Headers starting with this are ours; metadata may not use it.
+pub const RESERVED_PREFIX: &str = "x-rpc-";
+
+/// Metadata entries beyond this are refused, on both sides.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// A metadata value or error message longer than this is refused.
+pub const MAX_TEXT_LEN: usize = 64 * 1024;
+
+/// Why an envelope could not be mapped onto AMQP properties or back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PropertiesError {
+    /// A property or header the envelope needs is absent.
+    #[error("missing `{0}`")]
+    Missing(&'static str),
+    /// A property or header has the wrong type or an unparsable value.
+    #[error("invalid `{field}`: {reason}")]
+    Invalid {
+        /// The property or header.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The protocol version is not one this crate speaks.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(i128),
+    /// The body's content type names no codec we have.
+    #[error("unsupported content type `{0}`")]
+    UnsupportedContentType(String),
+    /// A metadata key uses the reserved `x-rpc-` prefix.
+    #[error("metadata key `{0}` uses the reserved `x-rpc-` prefix")]
+    ReservedKey(String),
+    /// A text does not fit its AMQP field (short strings hold 255 bytes).
+    #[error("`{field}` is {len} bytes, more than its limit of {limit}")]
+    TooLong {
+        /// The property or header.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// Its limit.
+        limit: usize,
+    },
+    /// More metadata entries than [`MAX_METADATA_ENTRIES`].
+    #[error("{0} metadata entries, more than the limit of {MAX_METADATA_ENTRIES}")]
+    TooManyEntries(usize),
+}
+
+/// Where a message was received, which decides what a foreign sender may leave out.
+#[derive(Clone, Copy, Debug)]
+pub enum Arrival<'a> {
+    /// On the request queue of `service`: the kind defaults to `request`
+    /// (with `reply_to`) or `oneway` (without), the service to `service`.
+    RequestQueue {
+        /// The service whose queue it is.
+        service: &'a Name,
+    },
+    /// On a reply inbox: the kind defaults to `reply`.
+    Inbox,
+}
+
+/// Maps a header onto AMQP properties.
+///
+/// `reply_to` is the AMQP `reply_to` to write (the transport translates its
+/// inbox addresses); `message_id` is a sender-unique id.
+pub fn encode(
+    header: &Header,
+    reply_to: Option<&str>,
+    message_id: Option<&str>,
+) -> Result<BasicProperties, PropertiesError> {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        VERSION_HEADER.into(),
+        AMQPValue::LongLongInt(i64::from(rpc_core::envelope::PROTOCOL_VERSION)),
+    );
+    headers.insert(
+        KIND_HEADER.into(),
+        AMQPValue::LongString(header.kind.as_str().into()),
+    );
+    headers.insert(
+        SERVICE_HEADER.into(),
+        AMQPValue::LongString(header.service.as_str().into()),
+    );
+    if header.deadline_ms != 0 {
+        let deadline = i64::try_from(header.deadline_ms).map_err(|_| PropertiesError::Invalid {
+            field: DEADLINE_HEADER,
+            reason: "beyond i64".into(),
+        })?;
+        headers.insert(DEADLINE_HEADER.into(), AMQPValue::LongLongInt(deadline));
+    }
+    if let Status::Error { kind, message } = &header.status {
+        check_len(ERROR_HEADER, message, MAX_TEXT_LEN)?;
+        headers.insert(
+            STATUS_HEADER.into(),
+            AMQPValue::LongString(kind.as_str().into()),
+        );
+        headers.insert(
+            ERROR_HEADER.into(),
+            AMQPValue::LongString(message.as_str().into()),
+        );
+    }
+    if header.metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(PropertiesError::TooManyEntries(header.metadata.len()));
+    }
+    for (key, value) in header.metadata.iter() {
+        if key.starts_with(RESERVED_PREFIX) {
+            return Err(PropertiesError::ReservedKey(key.to_owned()));
+        }
+        check_len("metadata value", value, MAX_TEXT_LEN)?;
+        headers.insert(
+            short("metadata key", key)?,
+            AMQPValue::LongString(value.into()),
+        );
+    }
+
+    let mut props = BasicProperties::default()
+        .with_correlation_id(ShortString::from(header.correlation_id.to_string()))
+        .with_type(short("type", &header.method)?)
+        .with_content_type(ShortString::from(header.content_type.mime()))
+        .with_timestamp(header.sent_at_ms / 1000)
+        .with_headers(headers);
+    if let Some(reply_to) = reply_to {
+        props = props.with_reply_to(short("reply_to", reply_to)?);
+    }
+    if let Some(message_id) = message_id {
+        props = props.with_message_id(short("message_id", message_id)?);
+    }
+    // Only calls expire: the broker drops a request nobody took in time, so
+    // a server that comes back late does not run stale work.
+    if matches!(header.kind, Kind::Request | Kind::Oneway) && header.deadline_ms != 0 {
+        let remaining = header.deadline_ms.saturating_sub(now_ms());
+        props = props.with_expiration(ShortString::from(remaining.to_string()));
+    }
+    Ok(props)
+}
+
+/// Maps AMQP properties and a body back onto an envelope.
+pub fn decode(
+    props: &BasicProperties,
+    body: Vec<u8>,
+    arrival: Arrival<'_>,
+) -> Result<Envelope, PropertiesError> {
+    let empty = FieldTable::default();
+    let headers = props.headers().as_ref().unwrap_or(&empty);
+    let header_value = |key: &str| headers.inner().get(key);
+
+    if let Some(value) = header_value(VERSION_HEADER) {
+        let version = integer(VERSION_HEADER, value)?;
+        if version != i128::from(rpc_core::envelope::PROTOCOL_VERSION) {
+            return Err(PropertiesError::UnsupportedVersion(version));
+        }
+    }
+    let reply_to = props.reply_to().as_ref().map(|r| r.as_str());
+    let kind = match header_value(KIND_HEADER) {
+        Some(value) => {
+            let text = text(KIND_HEADER, value)?;
+            Kind::parse(&text).ok_or_else(|| PropertiesError::Invalid {
+                field: KIND_HEADER,
+                reason: format!("unknown kind `{text}`"),
+            })?
+        }
+        None => match arrival {
+            Arrival::Inbox => Kind::Reply,
+            Arrival::RequestQueue { .. } if reply_to.is_some() => Kind::Request,
+            Arrival::RequestQueue { .. } => Kind::Oneway,
+        },
+    };
+    let service = match header_value(SERVICE_HEADER) {
+        Some(value) => Name::from(text(SERVICE_HEADER, value)?),
+        None => match arrival {
+            Arrival::RequestQueue { service } => service.clone(),
+            Arrival::Inbox => Name::from_static(""),
+        },
+    };
+    let correlation_id = match props.correlation_id() {
+        Some(id) => parse_correlation_id(id.as_str())?,
+        // Oneway calls need no pairing; everything else does.
+        None if kind == Kind::Oneway => 0,
+        None => return Err(PropertiesError::Missing("correlation_id")),
+    };
+    let method = match props.kind() {
+        Some(method) => Name::from(method.as_str().to_owned()),
+        None if kind == Kind::Reply => Name::from_static(""),
+        None => return Err(PropertiesError::Missing("type")),
+    };
+    let mime = props
+        .content_type()
+        .as_ref()
+        .ok_or(PropertiesError::Missing("content_type"))?;
+    let content_type = ContentType::from_mime(mime.as_str())
+        .ok_or_else(|| PropertiesError::UnsupportedContentType(mime.to_string()))?;
+    let reply_to = match (kind, reply_to) {
+        (Kind::Request, Some(reply_to)) => Some(rpc_core::Address::new(reply_to.to_owned())),
+        (Kind::Request, None) => return Err(PropertiesError::Missing("reply_to")),
+        _ => None,
+    };
+    let deadline_ms = match header_value(DEADLINE_HEADER) {
+        Some(value) => u64::try_from(integer(DEADLINE_HEADER, value)?).map_err(|_| {
+            PropertiesError::Invalid {
+                field: DEADLINE_HEADER,
+                reason: "negative or too large".into(),
+            }
+        })?,
+        // A foreign caller may state its budget as an expiration only.
+        None => match props.expiration() {
+            Some(expiration) => {
+                let ms: u64 =
+                    expiration
+                        .as_str()
+                        .parse()
+                        .map_err(|_| PropertiesError::Invalid {
+                            field: "expiration",
+                            reason: format!("`{expiration}` is not a number of milliseconds"),
+                        })?;
+                now_ms().saturating_add(ms)
+            }
+            None => 0,
+        },
+    };
+    let status = match header_value(STATUS_HEADER) {
+        None => Status::Ok,
+        Some(value) => {
+            let text = text(STATUS_HEADER, value)?;
+            if text == "ok" {
+                Status::Ok
+            } else {
+                let kind = ErrorKind::parse(&text).ok_or_else(|| PropertiesError::Invalid {
+                    field: STATUS_HEADER,
+                    reason: format!("unknown status `{text}`"),
+                })?;
+                let message = match header_value(ERROR_HEADER) {
+                    Some(value) => text_limited(ERROR_HEADER, value)?,
+                    None => String::new(),
+                };
+                Status::Error { kind, message }
+            }
+        }
+    };
+    let mut metadata = Metadata::new();
+    for (key, value) in headers.inner() {
+        let key = key.as_str();
+        if key.starts_with(RESERVED_PREFIX) {
+            continue;
+        }
+        // Broker-added headers (x-death tables, ...) and foreign typed
+        // values are not caller data; only strings are.
+        let (AMQPValue::LongString(_) | AMQPValue::ShortString(_)) = value else {
+            continue;
+        };
+        if metadata.len() == MAX_METADATA_ENTRIES {
+            return Err(PropertiesError::TooManyEntries(headers.inner().len()));
+        }
+        metadata.insert(key, text_limited("metadata value", value)?);
+    }
+    let sent_at_ms = props.timestamp().map_or(0, |s| s.saturating_mul(1000));
+
+    Ok(Envelope {
+        header: Header {
+            kind,
+            correlation_id,
+            service,
+            method,
+            reply_to,
+            deadline_ms,
+            sent_at_ms,
+            content_type,
+            status,
+            metadata,
+        },
+        body,
+    })
+}
+
+/// The correlation id as our envelopes carry it: the decimal text of a u64.
+pub fn parse_correlation_id(text: &str) -> Result<u64, PropertiesError> {
+    // `u64::from_str` accepts a leading `+`; the wire form is digits only.
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PropertiesError::Invalid {
+            field: "correlation_id",
+            reason: "must be the decimal text of an unsigned 64-bit integer".into(),
+        });
+    }
+    text.parse().map_err(|_| PropertiesError::Invalid {
+        field: "correlation_id",
+        reason: "beyond the range of u64".into(),
+    })
+}
+
+fn short(field: &'static str, text: &str) -> Result<ShortString, PropertiesError> {
+    check_len(field, text, 255)?;
+    Ok(ShortString::from(text))
+}
+
+fn check_len(field: &'static str, text: &str, limit: usize) -> Result<(), PropertiesError> {
+    if text.len() > limit {
+        return Err(PropertiesError::TooLong {
+            field,
+            len: text.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+fn text(field: &'static str, value: &AMQPValue) -> Result<String, PropertiesError> {
+    let text = text_limited(field, value)?;
+    check_len(field, &text, 255)?;
+    Ok(text)
+}
+
+fn text_limited(field: &'static str, value: &AMQPValue) -> Result<String, PropertiesError> {
+    let bytes = match value {
+        AMQPValue::LongString(s) => s.as_bytes(),
+        AMQPValue::ShortString(s) => s.as_str().as_bytes(),
+        other => {
+            return Err(PropertiesError::Invalid {
+                field,
+                reason: format!("expected a string, got {:?}", other.get_type()),
+            });
+        }
+    };
+    if bytes.len() > MAX_TEXT_LEN {
+        return Err(PropertiesError::TooLong {
+            field,
+            len: bytes.len(),
+            limit: MAX_TEXT_LEN,
+        });
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|_| PropertiesError::Invalid {
+        field,
+        reason: "not UTF-8".into(),
+    })
+}
+
+fn integer(field: &'static str, value: &AMQPValue) -> Result<i128, PropertiesError> {
+    // Clients encode integers in whatever width fits (pika picks by value),
+    // so every integer type is accepted.
+    Ok(match *value {
+        AMQPValue::ShortShortInt(v) => v.into(),
+        AMQPValue::ShortShortUInt(v) => v.into(),
+        AMQPValue::ShortInt(v) => v.into(),
+        AMQPValue::ShortUInt(v) => v.into(),
+        AMQPValue::LongInt(v) => v.into(),
+        AMQPValue::LongUInt(v) => v.into(),
+        AMQPValue::LongLongInt(v) => v.into(),
+        AMQPValue::Timestamp(v) => v.into(),
+        ref other => {
+            return Err(PropertiesError::Invalid {
+                field,
+                reason: format!("expected an integer, got {:?}", other.get_type()),
+            });
+        }
+    })
+}
+
+/// `LongString` from text, for callers building headers by hand.
+pub(crate) fn long(text: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Header {
+        let mut header = Header::request("calc".into(), "add".into(), ContentType::Json);
+        header.correlation_id = 42;
+        header.reply_to = Some(rpc_core::Address::new("reply.q"));
+        header.sent_at_ms = 1_700_000_000_000;
+        header.deadline_ms = now_ms() + 5_000;
+        header.metadata.insert("traceparent", "00-abc-def-01");
+        header
+    }
+
+    #[test]
+    fn a_request_round_trips() {
+        let header = request();
+        let props = encode(&header, Some("reply.q"), Some("m-1")).unwrap();
+        assert_eq!(props.correlation_id().as_ref().unwrap().as_str(), "42");
+        assert_eq!(props.kind().as_ref().unwrap().as_str(), "add");
+        assert_eq!(
+            props.content_type().as_ref().unwrap().as_str(),
+            "application/json"
+        );
+        assert_eq!(props.timestamp(), &Some(1_700_000_000));
+        let expiration: u64 = props
+            .expiration()
+            .as_ref()
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
+        assert!((4_000..=5_000).contains(&expiration), "{expiration}");
+
+        let service = Name::from_static("calc");
+        let back = decode(
+            &props,
+            b"{}".to_vec(),
+            Arrival::RequestQueue { service: &service },
+        )
+        .unwrap();
+        assert_eq!(back.header, header);
+        assert_eq!(back.body, b"{}");
+    }
+
+    #[test]
+    fn an_error_reply_round_trips() {
+        let mut header = request().reply(Status::Error {
+            kind: ErrorKind::Remote,
+            message: "handler panicked: boom".into(),
+        });
+        header.sent_at_ms = 2_000;
+        let props = encode(&header, None, None).unwrap();
+        assert!(props.expiration().is_none(), "replies do not expire");
+        let back = decode(&props, Vec::new(), Arrival::Inbox).unwrap();
+        assert_eq!(back.header, header);
+    }
+
+    #[test]
+    fn a_foreign_request_needs_only_the_basics() {
+        // What a pika client sends: no x-rpc headers at all.
+        let props = BasicProperties::default()
+            .with_correlation_id("7".into())
+            .with_reply_to("amq.gen-xyz".into())
+            .with_type("add".into())
+            .with_content_type("application/json".into())
+            .with_expiration("1000".into());
+        let service = Name::from_static("calc");
+        let env = decode(
+            &props,
+            b"{\"a\":1}".to_vec(),
+            Arrival::RequestQueue { service: &service },
+        )
+        .unwrap();
+        assert_eq!(env.header.kind, Kind::Request);
+        assert_eq!(env.header.service, "calc");
+        assert_eq!(env.header.correlation_id, 7);
+        assert!(env.header.deadline_ms > now_ms() && env.header.deadline_ms <= now_ms() + 1000);
+        assert_eq!(env.header.reply_to.unwrap().as_str(), "amq.gen-xyz");
+        assert_eq!(env.header.status, Status::Ok);
+    }
+
+    #[test]
+    fn bad_fields_are_typed_errors() {
+        let service = Name::from_static("calc");
+        let at = Arrival::RequestQueue { service: &service };
+        let base = || {
+            BasicProperties::default()
+                .with_correlation_id("7".into())
+                .with_reply_to("r".into())
+                .with_type("add".into())
+                .with_content_type("application/json".into())
+        };
+        let with_header = |key: &str, value: AMQPValue| {
+            let mut table = FieldTable::default();
+            table.insert(key.into(), value);
+            base().with_headers(table)
+        };
+        type Expect = fn(&PropertiesError) -> bool;
+        let cases: Vec<(BasicProperties, Expect)> = vec![
+            (base().with_correlation_id("uuid-like".into()), |e| {
+                matches!(
+                    e,
+                    PropertiesError::Invalid {
+                        field: "correlation_id",
+                        ..
+                    }
+                )
+            }),
+            (base().with_correlation_id("+1".into()), |e| {
+                matches!(
+                    e,
+                    PropertiesError::Invalid {
+                        field: "correlation_id",
+                        ..
+                    }
+                )
+            }),
+            (
+                base().with_correlation_id("18446744073709551616".into()),
+                |e| {
+                    matches!(
+                        e,
+                        PropertiesError::Invalid {
+                            field: "correlation_id",
+                            ..
+                        }
+                    )
+                },
+            ),
+            (
+                BasicProperties::default()
+                    .with_reply_to("r".into())
+                    .with_type("m".into()),
+                |e| matches!(e, PropertiesError::Missing("correlation_id")),
+            ),
+            (base().with_content_type("text/plain".into()), |e| {
+                matches!(e, PropertiesError::UnsupportedContentType(_))
+            }),
+            (
+                with_header(VERSION_HEADER, AMQPValue::LongLongInt(2)),
+                |e| matches!(e, PropertiesError::UnsupportedVersion(2)),
+            ),
+            (with_header(VERSION_HEADER, long("1")), |e| {
+                matches!(
+                    e,
+                    PropertiesError::Invalid {
+                        field: VERSION_HEADER,
+                        ..
+                    }
+                )
+            }),
+            (with_header(KIND_HEADER, long("teapot")), |e| {
+                matches!(
+                    e,
+                    PropertiesError::Invalid {
+                        field: KIND_HEADER,
+                        ..
+                    }
+                )
+            }),
+            (
+                with_header(DEADLINE_HEADER, AMQPValue::LongLongInt(-5)),
+                |e| {
+                    matches!(
+                        e,
+                        PropertiesError::Invalid {
+                            field: DEADLINE_HEADER,
+                            ..
+                        }
+                    )
+                },
+            ),
+            (with_header(STATUS_HEADER, long("bogus")), |e| {
+                matches!(
+                    e,
+                    PropertiesError::Invalid {
+                        field: STATUS_HEADER,
+                        ..
+                    }
+                )
+            }),
+            (base().with_expiration("soon".into()), |e| {
+                matches!(
+                    e,
+                    PropertiesError::Invalid {
+                        field: "expiration",
+                        ..
+                    }
+                )
+            }),
+        ];
+        for (props, expected) in cases {
+            let error = decode(&props, Vec::new(), at).unwrap_err();
+            assert!(expected(&error), "{props:?} gave {error:?}");
+        }
+        // A request without a reply address is an error, not a oneway call,
+        // when it says it is a request.
+        let mut table = FieldTable::default();
+        table.insert(KIND_HEADER.into(), long("request"));
+        let props_no_reply = BasicProperties::default()
+            .with_correlation_id("1".into())
+            .with_type("m".into())
+            .with_content_type("application/json".into())
+            .with_headers(table);
+        assert_eq!(
+            decode(&props_no_reply, Vec::new(), at).unwrap_err(),
+            PropertiesError::Missing("reply_to")
+        );
+    }
+
+    #[test]
+    fn reserved_metadata_keys_and_long_names_are_refused() {
+        let mut header = request();
+        header.metadata.insert("x-rpc-kind", "reply");
+        assert!(matches!(
+            encode(&header, None, None),
+            Err(PropertiesError::ReservedKey(_))
+        ));
+        let mut header = request();
+        header.method = Name::from("m".repeat(256));
+        assert!(matches!(
+            encode(&header, None, None),
+            Err(PropertiesError::TooLong { field: "type", .. })
+        ));
+    }
+
+    #[test]
+    fn non_string_foreign_headers_are_not_metadata() {
+        let mut table = FieldTable::default();
+        table.insert("x-death".into(), AMQPValue::FieldArray(Default::default()));
+        table.insert("tenant".into(), long("acme"));
+        table.insert("retries".into(), AMQPValue::LongInt(3));
+        let props = BasicProperties::default()
+            .with_correlation_id("1".into())
+            .with_content_type("application/json".into())
+            .with_headers(table);
+        let env = decode(&props, Vec::new(), Arrival::Inbox).unwrap();
+        assert_eq!(
+            env.header.metadata.iter().collect::<Vec<_>>(),
+            vec![("tenant", "acme")]
+        );
+    }
+}

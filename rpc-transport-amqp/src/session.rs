@@ -1,0 +1,109 @@
+//! One live AMQP connection ("session") and the channel calls are published on.
+//!
+//! A session never recovers: when its connection drops it is marked lost and
+//! the supervisor builds a new one (lapin's own auto-recovery stays off, so
+//! that we decide when calls in flight are failed and what is re-declared).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use lapin::options::ConfirmSelectOptions;
+use lapin::tcp::OwnedTLSConfig;
+use lapin::uri::AMQPUri;
+use lapin::{Channel, Connection, ConnectionProperties};
+use rpc_core::TransportError;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::error::{connect_error, protocol};
+
+/// A connection generation: its connection, its publish channel, and
+/// whether it has been declared lost.
+pub(crate) struct Session {
+    pub(crate) generation: u64,
+    pub(crate) connection: Connection,
+    /// Requests and replies are published here (in confirm mode when
+    /// confirms are on). lapin channels are safe to share between tasks.
+    pub(crate) publisher: Channel,
+    lost: AtomicBool,
+    lost_signal: Notify,
+}
+
+impl Session {
+    /// Connects and opens the publish channel.
+    pub(crate) async fn open(config: &Config, generation: u64) -> Result<Session, TransportError> {
+        let mut uri: AMQPUri = config
+            .url
+            .parse()
+            .map_err(|e: String| TransportError::Connect {
+                message: format!("invalid AMQP URL: {e}"),
+                source: None,
+            })?;
+        uri.query.heartbeat = Some(u16::try_from(config.heartbeat.as_secs()).unwrap_or(u16::MAX));
+        uri.query.connection_timeout =
+            Some(u64::try_from(config.connect_timeout.as_millis()).unwrap_or(u64::MAX));
+        let properties = ConnectionProperties::default()
+            .with_connection_name(config.connection_name.as_str().into());
+        let tls = OwnedTLSConfig {
+            identity: None,
+            cert_chain: config.tls_ca_pem.clone(),
+        };
+        let runtime =
+            lapin::runtime::default_runtime().map_err(|e| connect_error("no runtime", e))?;
+        let connect = Connection::connect_uri_with_config(uri, properties, tls, runtime);
+        let connection = tokio::time::timeout(config.connect_timeout, connect)
+            .await
+            .map_err(|_| TransportError::Connect {
+                message: format!("timed out after {:?}", config.connect_timeout),
+                source: None,
+            })?
+            .map_err(|e| connect_error("connect failed", e))?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .map_err(|e| protocol("open channel", e))?;
+        if config.confirms {
+            publisher
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| protocol("confirm select", e))?;
+        }
+        Ok(Session {
+            generation,
+            connection,
+            publisher,
+            lost: AtomicBool::new(false),
+            lost_signal: Notify::new(),
+        })
+    }
+
+    /// Whether this session is still usable.
+    pub(crate) fn is_alive(&self) -> bool {
+        !self.lost.load(Ordering::Acquire) && self.connection.status().connected()
+    }
+
+    /// Marks the session lost (idempotent) and wakes the supervisor.
+    pub(crate) fn mark_lost(&self) {
+        if !self.lost.swap(true, Ordering::AcqRel) {
+            self.lost_signal.notify_one();
+        }
+    }
+
+    /// Marks the session lost if its connection is down; for callers that
+    /// saw an operation fail and want to know whether the connection is why.
+    pub(crate) fn check(&self) {
+        if !self.connection.status().connected() {
+            self.mark_lost();
+        }
+    }
+
+    /// Resolves once the session is marked lost.
+    pub(crate) async fn lost(&self) {
+        loop {
+            let notified = self.lost_signal.notified();
+            if self.lost.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

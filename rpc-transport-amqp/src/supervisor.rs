@@ -1,0 +1,111 @@
+//! The reconnect loop: notices a lost connection, fails calls in flight at
+//! once, reconnects with backoff and re-declares the reply queues before
+//! the new connection is handed out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::Event;
+
+use crate::inbox;
+use crate::session::Session;
+use crate::transport::{Shared, State};
+
+/// How often the supervisor looks at the connection status, as a backstop
+/// for the ways a loss is noticed at once (lapin error events, consumers
+/// ending, failed publishes).
+const WATCHDOG_PERIOD: Duration = Duration::from_millis(200);
+
+pub(crate) async fn run(shared: Arc<Shared>, mut session: Arc<Session>) {
+    loop {
+        tokio::select! {
+            () = shared.closed() => break,
+            () = lost(&session) => {}
+        }
+        session.mark_lost();
+        shared.set_state(State::Connecting);
+        tracing::warn!(
+            generation = session.generation,
+            "AMQP connection lost; reconnecting"
+        );
+        // Replies to calls in flight were addressed to the old connection's
+        // queues or channels: fail them now rather than by timeout.
+        for entry in shared.inbox_entries() {
+            entry.sink.connection_lost();
+        }
+        let old = session.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                old.connection.close(320, "lost".into()),
+            )
+            .await;
+        });
+
+        match reconnect(&shared, session.generation + 1).await {
+            Some(new) => session = new,
+            None => break,
+        }
+        tracing::info!(
+            generation = session.generation,
+            "AMQP connection re-established"
+        );
+        shared.set_state(State::Up(session.clone()));
+    }
+    let _ = session.connection.close(200, "closed".into()).await;
+}
+
+/// Resolves when `session` is lost, however that shows.
+async fn lost(session: &Session) {
+    let mut events = session.connection.events_listener();
+    let errored = async {
+        while let Some(event) = events.next().await {
+            if let Event::Error(error) = event {
+                tracing::debug!(%error, "AMQP connection error");
+                return;
+            }
+        }
+    };
+    let watchdog = async {
+        let mut tick = tokio::time::interval(WATCHDOG_PERIOD);
+        loop {
+            tick.tick().await;
+            if !session.is_alive() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = session.lost() => {}
+        () = errored => {}
+        () = watchdog => {}
+    }
+}
+
+/// Connects again, backing off between attempts; `None` once closed.
+async fn reconnect(shared: &Shared, generation: u64) -> Option<Arc<Session>> {
+    let config = &shared.config;
+    let mut delay = config.reconnect_min;
+    loop {
+        if shared.is_closed() {
+            return None;
+        }
+        let attempt = async {
+            let session = Session::open(config, generation).await?;
+            inbox::redeclare_reply_queues(shared, &session).await?;
+            Ok::<_, rpc_core::TransportError>(session)
+        };
+        match attempt.await {
+            Ok(session) => return Some(Arc::new(session)),
+            Err(error) => {
+                tracing::debug!(%error, ?delay, "AMQP reconnect attempt failed");
+                tokio::select! {
+                    () = shared.closed() => return None,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(config.reconnect_max);
+            }
+        }
+    }
+}
