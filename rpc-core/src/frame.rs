@@ -11,8 +11,9 @@
 //! then parses a frame that is known to be whole.
 //!
 //! The decoder treats every byte as hostile: each length field is checked
-//! against the bytes left in the frame before it is used, so nothing is
-//! allocated beyond the frame's own size and nothing can panic. The encoding
+//! against the bytes left in the frame before it is used, so allocations are
+//! bounded by the frame's own size, never by a number it claims, and nothing
+//! can panic. The encoding
 //! is canonical (one envelope, one byte string), which lets tests and the
 //! fuzzer check that whatever decodes re-encodes to the very same bytes.
 //!
