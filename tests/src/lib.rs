@@ -1,1 +1,6 @@
-//! Shared test support.
+//! Shared support for the end-to-end tests: the services under test, the
+//! conformance suite every transport runs, and a traffic tap.
+
+pub mod conformance;
+pub mod services;
+pub mod tap;
