@@ -1,0 +1,162 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::BenchError;
+
+/// How to call the program.
+pub(crate) const USAGE: &str = "\
+usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp] [--runs N] [--secs S]
+
+  --quick        a few seconds in all: one short run per configuration, a reduced
+                 memory check; skips AMQP with a notice when no broker answers
+  --json FILE    write every figure (each run, medians, ratios) as JSON
+  --svg FILE     draw calls/s by calls in flight and latency percentiles as SVG
+  --only GROUP   mem: in-process systems only; amqp: broker systems only
+  --runs N       interleaved runs per configuration (default 5; quick: 1)
+  --secs S       measured seconds per configuration and run (default 2; quick: 0.15)
+
+The broker is AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f).";
+
+/// Which systems to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Group {
+    /// In-process: our memory transport, mpsc, tarpc (channel and TCP loopback).
+    Mem,
+    /// Through the broker: our AMQP transport and raw lapin.
+    Amqp,
+}
+
+/// What the command line asked for.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    /// Short runs, for CI.
+    pub(crate) quick: bool,
+    /// Where to write the JSON figures.
+    pub(crate) json: Option<PathBuf>,
+    /// Where to write the SVG plot.
+    pub(crate) svg: Option<PathBuf>,
+    /// Run one group only.
+    pub(crate) only: Option<Group>,
+    /// Interleaved runs per configuration.
+    pub(crate) runs: usize,
+    /// Measured time per configuration and run.
+    pub(crate) measure: Duration,
+    /// Unmeasured time before it, to reach a steady state.
+    pub(crate) warmup: Duration,
+    /// The broker's URL.
+    pub(crate) amqp_url: String,
+}
+
+impl Options {
+    /// Whether `group` is to be run.
+    pub(crate) fn runs_group(&self, group: Group) -> bool {
+        self.only.is_none_or(|only| only == group)
+    }
+}
+
+/// Parses the arguments (without the program name).
+pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, BenchError> {
+    let mut quick = false;
+    let mut json = None;
+    let mut svg = None;
+    let mut only = None;
+    let mut runs = None;
+    let mut secs = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .ok_or_else(|| BenchError::Usage(format!("{name} needs a value")))
+        };
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--json" => json = Some(PathBuf::from(value("--json")?)),
+            "--svg" => svg = Some(PathBuf::from(value("--svg")?)),
+            "--only" => {
+                only = Some(match value("--only")?.as_str() {
+                    "mem" => Group::Mem,
+                    "amqp" => Group::Amqp,
+                    other => return Err(BenchError::Usage(format!("unknown group `{other}`"))),
+                })
+            }
+            "--runs" => {
+                let text = value("--runs")?;
+                let n: usize = text
+                    .parse()
+                    .map_err(|_| BenchError::Usage(format!("--runs: `{text}` is not a count")))?;
+                runs = Some(n.max(1));
+            }
+            "--secs" => {
+                let text = value("--secs")?;
+                let s: f64 = text
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                    .ok_or_else(|| {
+                        BenchError::Usage(format!("--secs: `{text}` is not a duration"))
+                    })?;
+                secs = Some(Duration::from_secs_f64(s));
+            }
+            "-h" | "--help" => return Err(BenchError::Usage(String::new())),
+            other => return Err(BenchError::Usage(format!("unknown argument `{other}`"))),
+        }
+    }
+    let measure = secs.unwrap_or(if quick {
+        Duration::from_millis(150)
+    } else {
+        Duration::from_secs(2)
+    });
+    Ok(Options {
+        quick,
+        json,
+        svg,
+        only,
+        runs: runs.unwrap_or(if quick { 1 } else { 5 }),
+        measure,
+        // A fifth of the measured time, at least enough for lazy setup
+        // (inboxes, channels, JIT-free but cache-cold paths) to be done.
+        warmup: (measure / 5).max(Duration::from_millis(30)),
+        amqp_url: std::env::var("AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(line: &str) -> Result<Options, BenchError> {
+        parse(line.split_whitespace().map(str::to_owned))
+    }
+
+    #[test]
+    fn quick_mode_is_one_short_run() {
+        let options = parse_str("--quick").expect("valid");
+        assert!(options.quick);
+        assert_eq!(options.runs, 1);
+        assert!(options.measure < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn full_mode_defaults_to_five_runs() {
+        let options = parse_str("--json out.json --only amqp").expect("valid");
+        assert_eq!(options.runs, 5);
+        assert_eq!(options.only, Some(Group::Amqp));
+        assert!(!options.runs_group(Group::Mem));
+        assert_eq!(
+            options.json.as_deref(),
+            Some(std::path::Path::new("out.json"))
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        assert!(parse_str("--only disk").is_err());
+        assert!(parse_str("--runs many").is_err());
+        assert!(parse_str("--secs -1").is_err());
+        assert!(parse_str("--json").is_err());
+        assert!(parse_str("--fast").is_err());
+    }
+}

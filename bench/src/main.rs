@@ -1,0 +1,88 @@
+//! `rpc-bench`: calls/s and latency percentiles of our transports, side by
+//! side with baselines measured in the same run.
+//!
+//! ```sh
+//! cargo run --release -p rpc-bench -- [--quick] [--json out.json] [--svg out.svg] [--only mem|amqp]
+//! ```
+//!
+//! # Layout
+//!
+//! - [`args`]: the command line.
+//! - [`plan`]: which configurations run, interleaved over rounds.
+//! - [`systems`]: each system under test behind one `Caller` face.
+//! - [`load`]: the closed-loop driver shared by every system.
+//! - [`stats`]: samples, medians and ranges, within-run ratios.
+//! - [`targets`]: the ratios we hold ourselves to.
+//! - [`memory`]: resident memory over many calls.
+//! - [`report`]: the text table, the JSON file and the SVG plot.
+//!
+//! Method and results: `docs/benchmarks.md`.
+
+mod args;
+mod error;
+mod load;
+mod memory;
+mod plan;
+mod report;
+mod stats;
+mod systems;
+mod targets;
+
+use std::process::ExitCode;
+
+use args::{Group, Options};
+use error::BenchError;
+use plan::Plan;
+use report::Report;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(BenchError::Usage(message)) if message.is_empty() => {
+            println!("{}", args::USAGE);
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("rpc-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), BenchError> {
+    let options = args::parse(std::env::args().skip(1))?;
+    let plan = Plan::new(&options)?;
+    for notice in &plan.notices {
+        eprintln!("notice: {notice}");
+    }
+    // First, while the heap is fresh, so earlier runs' freed memory cannot
+    // hide growth.
+    let memory = options
+        .runs_group(Group::Mem)
+        .then(|| memory_check(&options))
+        .transpose()?;
+    let samples = plan.run(&options)?;
+    let report = Report::new(&options, samples, memory, plan.notices);
+    report::print(&report);
+    if let Some(path) = &options.json {
+        report.write_json(path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &options.svg {
+        report.write_svg(path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn memory_check(options: &Options) -> Result<memory::MemoryCheck, BenchError> {
+    // Targets: within 10% between 100,000 and 1,000,000 calls; quick mode
+    // checks the same ratio over ten times fewer calls.
+    let (first, total) = if options.quick {
+        (10_000, 100_000)
+    } else {
+        (100_000, 1_000_000)
+    };
+    eprintln!("memory check: {first} then {total} calls");
+    memory::check(first, total)
+}

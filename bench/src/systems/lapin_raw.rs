@@ -1,0 +1,254 @@
+//! Baseline: a hand-written lapin request/reply loop, the way one would
+//! write it without a framework, on the same broker and client library as
+//! our AMQP transport.
+//!
+//! Settings follow what `notes/amqp-measured.md` found to be the fast, safe
+//! shape: transient messages on a classic queue, server prefetch = calls in
+//! flight, one task per delivery, the reply publish awaited before the ack.
+//! Server and client each have their own connection, as two processes would.
+//! The payload is 16 raw bytes in, 8 out: no envelope, no codec.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::oneshot;
+
+use super::Running;
+use crate::error::BenchError;
+use crate::load::Caller;
+
+/// The broker's pseudo-queue for direct reply-to.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// Where replies come back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplyMode {
+    /// RabbitMQ's direct reply-to (no queue).
+    DirectReplyTo,
+    /// An exclusive, auto-deleted reply queue named by the client.
+    ExclusiveQueue,
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<u64>>>>;
+
+/// A raw lapin client: one channel, a correlation table, one reply reader.
+#[derive(Clone)]
+pub(crate) struct LapinCaller {
+    channel: Channel,
+    queue: ShortString,
+    reply_to: ShortString,
+    waiters: Waiters,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Caller for LapinCaller {
+    const NAME: &'static str = "raw lapin";
+
+    async fn add(&self, a: u64, b: u64) -> Result<u64, BenchError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        lock(&self.waiters).insert(id, reply);
+        let mut payload = [0u8; 16];
+        payload[..8].copy_from_slice(&a.to_le_bytes());
+        payload[8..].copy_from_slice(&b.to_le_bytes());
+        let properties = BasicProperties::default()
+            .with_correlation_id(id.to_string().into())
+            .with_reply_to(self.reply_to.clone());
+        let sent = self
+            .channel
+            .basic_publish(
+                ShortString::from(""),
+                self.queue.clone(),
+                BasicPublishOptions::default(),
+                &payload,
+                properties,
+            )
+            .await;
+        if let Err(error) = sent {
+            lock(&self.waiters).remove(&id);
+            return Err(BenchError::call(Self::NAME, error));
+        }
+        answer
+            .await
+            .map_err(|_| BenchError::call(Self::NAME, "reply reader stopped"))
+    }
+}
+
+static NEXT_QUEUE: AtomicU64 = AtomicU64::new(0);
+
+/// Declares a fresh request queue, starts a server on it and connects a client.
+pub(crate) async fn start(
+    in_flight: usize,
+    url: &str,
+    mode: ReplyMode,
+) -> Result<Running<LapinCaller>, BenchError> {
+    let setup = |e: lapin::Error| BenchError::setup(LapinCaller::NAME, e);
+    let n = NEXT_QUEUE.fetch_add(1, Ordering::Relaxed);
+    let queue = ShortString::from(format!("rpc-bench.lapin.{}.{n}", std::process::id()));
+
+    // Server side.
+    let server_connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .map_err(setup)?;
+    let server_channel = server_connection.create_channel().await.map_err(setup)?;
+    let declare = QueueDeclareOptions {
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    server_channel
+        .queue_declare(queue.clone(), declare, FieldTable::default())
+        .await
+        .map_err(setup)?;
+    let prefetch = u16::try_from(in_flight).unwrap_or(u16::MAX);
+    server_channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(setup)?;
+    let mut requests = server_channel
+        .basic_consume(
+            queue.clone(),
+            ShortString::from("rpc-bench-server"),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(setup)?;
+    let server = tokio::spawn(async move {
+        while let Some(Ok(delivery)) = requests.next().await {
+            tokio::spawn(serve_one(server_channel.clone(), delivery));
+        }
+    });
+
+    // Client side.
+    let client_connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .map_err(setup)?;
+    let channel = client_connection.create_channel().await.map_err(setup)?;
+    let reply_to = match mode {
+        ReplyMode::DirectReplyTo => ShortString::from(DIRECT_REPLY_TO),
+        ReplyMode::ExclusiveQueue => {
+            let name =
+                ShortString::from(format!("rpc-bench.lapin.reply.{}.{n}", std::process::id()));
+            let exclusive = QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            };
+            channel
+                .queue_declare(name.clone(), exclusive, FieldTable::default())
+                .await
+                .map_err(setup)?;
+            name
+        }
+    };
+    // Direct reply-to needs this consumer on the publishing channel, before
+    // the first publish.
+    let mut replies = channel
+        .basic_consume(
+            reply_to.clone(),
+            ShortString::from("rpc-bench-replies"),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(setup)?;
+    let waiters = Waiters::default();
+    let reader = tokio::spawn({
+        let waiters = waiters.clone();
+        async move {
+            while let Some(Ok(delivery)) = replies.next().await {
+                let id = delivery
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .and_then(|id| id.as_str().parse::<u64>().ok());
+                let sum = decode_u64(&delivery.data);
+                if let (Some(id), Some(sum)) = (id, sum)
+                    && let Some(waiter) = lock(&waiters).remove(&id)
+                {
+                    let _ = waiter.send(sum);
+                }
+            }
+        }
+    });
+
+    let caller = LapinCaller {
+        channel,
+        queue,
+        reply_to,
+        waiters,
+        next_id: Arc::default(),
+    };
+    Ok(Running::new(caller, async move {
+        reader.abort();
+        server.abort();
+        let _ = client_connection
+            .close(200, ShortString::from("done"))
+            .await;
+        let _ = server_connection
+            .close(200, ShortString::from("done"))
+            .await;
+    }))
+}
+
+/// Answers one request: publish the reply, wait until it is written, then ack.
+async fn serve_one(channel: Channel, delivery: lapin::message::Delivery) {
+    let data = &delivery.data;
+    let (Some(a), Some(b)) = (decode_u64(data), data.get(8..).and_then(decode_u64)) else {
+        let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+        return;
+    };
+    let Some(reply_to) = delivery.properties.reply_to().clone() else {
+        let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+        return;
+    };
+    let mut properties = BasicProperties::default();
+    if let Some(id) = delivery.properties.correlation_id().clone() {
+        properties = properties.with_correlation_id(id);
+    }
+    let published = channel
+        .basic_publish(
+            ShortString::from(""),
+            reply_to,
+            BasicPublishOptions::default(),
+            &a.wrapping_add(b).to_le_bytes(),
+            properties,
+        )
+        .await;
+    if published.is_ok() {
+        let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+    }
+}
+
+fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+fn lock(waiters: &Waiters) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<u64>>> {
+    // Every critical section is one map operation: a poisoned map is intact.
+    waiters.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether a broker answers at `url` within `within`; the error otherwise.
+pub(crate) async fn broker_reachable(url: &str, within: std::time::Duration) -> Result<(), String> {
+    let connect = Connection::connect(url, ConnectionProperties::default());
+    match tokio::time::timeout(within, connect).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close(200, ShortString::from("probe")).await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {within:?}")),
+    }
+}

@@ -1,0 +1,196 @@
+//! The systems under test, each behind the same [`Caller`] face.
+//!
+//! Each system starts fresh for every level of calls in flight (its own
+//! server, client, connections and queues), is measured, and is torn down,
+//! so nothing carries over from one measurement to the next.
+
+mod lapin_raw;
+mod mpsc;
+mod ours_amqp;
+mod ours_mem;
+mod service;
+mod tarpc_mem;
+mod tarpc_service;
+mod tarpc_tcp;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+
+use crate::args::{Group, Options};
+use crate::error::BenchError;
+use crate::load::{self, Caller, Measured};
+
+use lapin_raw::ReplyMode;
+
+pub(crate) use lapin_raw::broker_reachable;
+pub(crate) use ours_mem::start as start_ours_mem;
+
+/// A started system: its client and how to stop it.
+pub(crate) struct Running<C> {
+    caller: C,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl<C: Caller> Running<C> {
+    /// A system whose client is `caller`, stopped by awaiting `stop`.
+    pub(crate) fn new(caller: C, stop: impl Future<Output = ()> + Send + 'static) -> Self {
+        Running {
+            caller,
+            stop: Box::pin(stop),
+        }
+    }
+
+    /// The client.
+    pub(crate) fn caller(&self) -> &C {
+        &self.caller
+    }
+
+    /// Drops the client, then stops the server side.
+    pub(crate) async fn stop(self) {
+        drop(self.caller);
+        self.stop.await;
+    }
+}
+
+/// One system under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum SystemId {
+    /// Baseline: tokio mpsc + oneshot, no encoding.
+    Mpsc,
+    /// Baseline: tarpc over its in-memory channel.
+    TarpcMem,
+    /// Ours: `#[rpc_service]` over `MemTransport`.
+    OursMem,
+    /// Context: tarpc over TCP loopback, bincode.
+    TarpcTcp,
+    /// Baseline: hand-written lapin request/reply, exclusive reply queue
+    /// (the reply path our transport uses by default).
+    LapinQueue,
+    /// Baseline: hand-written lapin request/reply, direct reply-to.
+    LapinDirect,
+    /// Ours: `#[rpc_service]` over `AmqpTransport`.
+    OursAmqp,
+}
+
+impl SystemId {
+    /// Which group it belongs to.
+    pub(crate) fn group(self) -> Group {
+        match self {
+            SystemId::Mpsc | SystemId::TarpcMem | SystemId::OursMem | SystemId::TarpcTcp => {
+                Group::Mem
+            }
+            SystemId::LapinQueue | SystemId::LapinDirect | SystemId::OursAmqp => Group::Amqp,
+        }
+    }
+
+    /// Its name in tables, JSON and the plot.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            SystemId::Mpsc => "tokio mpsc+oneshot",
+            SystemId::TarpcMem => "tarpc channel",
+            SystemId::OursMem => "ours: memory",
+            SystemId::TarpcTcp => "tarpc tcp+bincode",
+            SystemId::LapinQueue => "raw lapin, reply queue",
+            SystemId::LapinDirect => "raw lapin, direct reply-to",
+            SystemId::OursAmqp => "ours: amqp",
+        }
+    }
+}
+
+impl fmt::Display for SystemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Which tokio runtime a measurement runs on. Client and server always
+/// share it (one process, as the benchmark is in-process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Flavor {
+    /// One thread runs client and server: no cross-thread wake-ups.
+    CurrentThread,
+    /// Two worker threads (the machine's cores).
+    MultiThread,
+}
+
+impl Flavor {
+    /// Its name in tables and JSON.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Flavor::CurrentThread => "current_thread",
+            Flavor::MultiThread => "multi_thread(2)",
+        }
+    }
+
+    /// A fresh runtime of this flavor.
+    pub(crate) fn runtime(self) -> Result<tokio::runtime::Runtime, BenchError> {
+        let mut builder = match self {
+            Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            Flavor::MultiThread => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(2);
+                builder
+            }
+        };
+        builder.enable_all().build().map_err(BenchError::Runtime)
+    }
+}
+
+/// Starts `system` once per level in `levels` on a fresh `flavor` runtime,
+/// measures each, and returns what each level measured.
+pub(crate) fn measure_levels(
+    system: SystemId,
+    flavor: Flavor,
+    levels: &[usize],
+    options: &Options,
+) -> Result<Vec<(usize, Measured)>, BenchError> {
+    let runtime = flavor.runtime()?;
+    runtime.block_on(async {
+        let url = options.amqp_url.as_str();
+        match system {
+            SystemId::Mpsc => each_level(levels, options, mpsc::start).await,
+            SystemId::TarpcMem => each_level(levels, options, tarpc_mem::start).await,
+            SystemId::OursMem => each_level(levels, options, ours_mem::start).await,
+            SystemId::TarpcTcp => each_level(levels, options, tarpc_tcp::start).await,
+            SystemId::LapinQueue => {
+                each_level(levels, options, |n| {
+                    lapin_raw::start(n, url, ReplyMode::ExclusiveQueue)
+                })
+                .await
+            }
+            SystemId::LapinDirect => {
+                each_level(levels, options, |n| {
+                    lapin_raw::start(n, url, ReplyMode::DirectReplyTo)
+                })
+                .await
+            }
+            SystemId::OursAmqp => each_level(levels, options, |n| ours_amqp::start(n, url)).await,
+        }
+    })
+}
+
+async fn each_level<C, F, Fut>(
+    levels: &[usize],
+    options: &Options,
+    start: F,
+) -> Result<Vec<(usize, Measured)>, BenchError>
+where
+    C: Caller,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<Running<C>, BenchError>>,
+{
+    let mut measured = Vec::with_capacity(levels.len());
+    for &in_flight in levels {
+        let running = start(in_flight).await?;
+        let result =
+            load::measure(running.caller(), in_flight, options.warmup, options.measure).await;
+        running.stop().await;
+        measured.push((in_flight, result?));
+    }
+    Ok(measured)
+}

@@ -1,0 +1,133 @@
+//! The performance targets, checked against ratios measured within runs.
+
+use serde::Serialize;
+
+use crate::stats::Ratio;
+use crate::systems::{Flavor, SystemId};
+
+/// Which figure a target bounds.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Figure {
+    /// Calls/s ratio, at least `bound`.
+    CallsPerSec,
+    /// p50 ratio, at most `bound`.
+    P50,
+}
+
+/// One target: a bound on one ratio.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Target {
+    /// What it says, in words.
+    pub(crate) text: String,
+    /// The median ratio over runs.
+    pub(crate) measured: f64,
+    /// The worst ratio among runs (lowest calls/s ratio, highest p50 ratio).
+    pub(crate) worst: f64,
+    /// Whether the median meets the bound.
+    pub(crate) met: bool,
+}
+
+struct Spec {
+    candidate: SystemId,
+    baseline: SystemId,
+    in_flight: usize,
+    figure: Figure,
+    bound: f64,
+}
+
+const SPECS: &[Spec] = &[
+    Spec {
+        candidate: SystemId::OursMem,
+        baseline: SystemId::TarpcMem,
+        in_flight: 1,
+        figure: Figure::CallsPerSec,
+        bound: 2.0,
+    },
+    Spec {
+        candidate: SystemId::OursMem,
+        baseline: SystemId::TarpcMem,
+        in_flight: 64,
+        figure: Figure::CallsPerSec,
+        bound: 1.3,
+    },
+    Spec {
+        candidate: SystemId::OursMem,
+        baseline: SystemId::TarpcMem,
+        in_flight: 256,
+        figure: Figure::CallsPerSec,
+        bound: 1.3,
+    },
+    Spec {
+        candidate: SystemId::OursAmqp,
+        baseline: SystemId::LapinQueue,
+        in_flight: 1,
+        figure: Figure::P50,
+        bound: 1.10,
+    },
+    Spec {
+        candidate: SystemId::OursAmqp,
+        baseline: SystemId::LapinQueue,
+        in_flight: 256,
+        figure: Figure::CallsPerSec,
+        bound: 0.90,
+    },
+    Spec {
+        candidate: SystemId::OursAmqp,
+        baseline: SystemId::LapinDirect,
+        in_flight: 1,
+        figure: Figure::P50,
+        bound: 1.10,
+    },
+    Spec {
+        candidate: SystemId::OursAmqp,
+        baseline: SystemId::LapinDirect,
+        in_flight: 256,
+        figure: Figure::CallsPerSec,
+        bound: 0.90,
+    },
+];
+
+/// Every target at every runtime flavor its systems ran on; targets whose
+/// configurations did not run are left out.
+pub(crate) fn evaluate(ratios: &[Ratio]) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for spec in SPECS {
+        for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+            let ratio = ratios.iter().find(|r| {
+                r.candidate == spec.candidate
+                    && r.baseline == spec.baseline
+                    && r.flavor == flavor
+                    && r.in_flight == spec.in_flight
+            });
+            let Some(ratio) = ratio else { continue };
+            let (what, relation, spread, worst) = match spec.figure {
+                Figure::CallsPerSec => (
+                    "calls/s",
+                    ">=",
+                    ratio.calls_per_sec,
+                    ratio.calls_per_sec.min,
+                ),
+                Figure::P50 => ("p50", "<=", ratio.p50, ratio.p50.max),
+            };
+            let met = match spec.figure {
+                Figure::CallsPerSec => spread.median >= spec.bound,
+                Figure::P50 => spread.median <= spec.bound,
+            };
+            targets.push(Target {
+                text: format!(
+                    "{} {what} {relation} {:.2}x {} at {} in flight, {}",
+                    spec.candidate,
+                    spec.bound,
+                    spec.baseline,
+                    spec.in_flight,
+                    flavor.label()
+                ),
+                measured: spread.median,
+                worst,
+                met,
+            });
+        }
+    }
+    targets
+}
