@@ -16,7 +16,7 @@ async fn a_call_round_trips_and_cleanup_removes_every_queue() {
     };
     let transport = builder.connect().await.unwrap();
     let server = Server::builder(transport.clone())
-        .serve(Calc { id: 1 })
+        .serve(Calc::new(1))
         .await
         .unwrap();
     let client = Client::new(transport.clone());
@@ -99,7 +99,7 @@ async fn many_calls_share_one_connection_in_flight() {
     let transport = builder.connect().await.unwrap();
     let _server = Server::builder(transport.clone())
         .concurrency(64)
-        .serve(Calc { id: 1 })
+        .serve(Calc::new(1))
         .await
         .unwrap();
     let client = Client::new(transport.clone());
@@ -146,7 +146,7 @@ async fn direct_reply_to_mode_round_trips() {
         .await
         .unwrap();
     let _server = Server::builder(transport.clone())
-        .serve(Calc { id: 1 })
+        .serve(Calc::new(1))
         .await
         .unwrap();
     let client = Client::new(transport.clone());
@@ -191,7 +191,7 @@ async fn quorum_queues_a_named_exchange_and_no_confirms_work() {
         .await
         .unwrap();
     let _server = Server::builder(transport.clone())
-        .serve(Calc { id: 1 })
+        .serve(Calc::new(1))
         .await
         .unwrap();
     let client = Client::new(transport.clone());
@@ -213,7 +213,7 @@ async fn quorum_queues_a_named_exchange_and_no_confirms_work() {
     };
     let transport = builder.publisher_confirms(false).connect().await.unwrap();
     let _server = Server::builder(transport.clone())
-        .serve(Calc { id: 1 })
+        .serve(Calc::new(1))
         .await
         .unwrap();
     let client = Client::new(transport.clone());

@@ -94,6 +94,26 @@ const fn method(name: &'static str) -> MethodDescriptor {
 /// server's id), `panic`.
 pub struct Calc {
     pub id: u32,
+    /// Told when a `sleep_ms` call starts running.
+    pub started: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
+}
+
+impl Calc {
+    pub fn new(id: u32) -> Self {
+        Calc { id, started: None }
+    }
+
+    /// A calc that reports each `sleep_ms` call as it starts.
+    pub fn reporting(id: u32) -> (Self, tokio::sync::mpsc::UnboundedReceiver<u64>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (
+            Calc {
+                id,
+                started: Some(tx),
+            },
+            rx,
+        )
+    }
 }
 
 impl Service for Calc {
@@ -109,8 +129,12 @@ impl Service for Calc {
                     .await
             }
             "sleep_ms" => {
+                let started = self.started.clone();
                 request
                     .respond(|ms: u64| async move {
+                        if let Some(started) = started {
+                            let _ = started.send(ms);
+                        }
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         ms
                     })
@@ -214,33 +238,20 @@ fn urlencode(vhost: &str) -> String {
 /// Closes, broker-side, the connections whose name is `name`; returns how many.
 pub fn close_connections_named(name: &str) -> usize {
     let out = std::process::Command::new("rabbitmqctl")
-        .args([
-            "list_connections",
-            "pid",
-            "client_properties",
-            "--formatter",
-            "json",
-            "--silent",
-        ])
+        .args(["list_connections", "pid", "client_properties", "--silent"])
         .output()
         .expect("rabbitmqctl runs");
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("rabbitmqctl json");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let quoted = format!("\"{name}\"");
     let mut closed = 0;
-    for conn in list.as_array().into_iter().flatten() {
-        let named = conn["client_properties"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|prop| prop[0] == "connection_name" && prop[2] == name);
-        if named {
-            let pid = conn["pid"].as_str().expect("pid");
-            let status = std::process::Command::new("rabbitmqctl")
-                .args(["close_connection", pid, "test closes it"])
-                .status()
-                .expect("rabbitmqctl runs");
-            assert!(status.success());
-            closed += 1;
-        }
+    for line in listing.lines().filter(|line| line.contains(&quoted)) {
+        let pid = line.split_whitespace().next().expect("a pid column");
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "test closes it"])
+            .output()
+            .expect("rabbitmqctl runs");
+        assert!(status.status.success(), "{status:?}");
+        closed += 1;
     }
     closed
 }

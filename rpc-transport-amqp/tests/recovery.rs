@@ -1,0 +1,179 @@
+//! Connection loss: calls in flight end typed within a second, the transport
+//! reconnects, re-declares and resumes serving; nothing hangs.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rpc_core::{Client, RpcError, Server};
+use rpc_transport_amqp::AmqpTransport;
+use support::{AddArgs, Calc, Relay};
+
+/// Starts `n` slow calls, waits until the server runs all of them, runs
+/// `cut`, and checks each call ends with `ConnectionLost` within a second.
+async fn in_flight_calls_fail_fast_when(
+    client: &Client<AmqpTransport>,
+    started: &mut tokio::sync::mpsc::UnboundedReceiver<u64>,
+    n: usize,
+    cut: impl FnOnce(),
+) {
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let result = client.call::<_, u64>("calc", "sleep_ms", &20_000u64).await;
+                (result, Instant::now())
+            })
+        })
+        .collect();
+    for _ in 0..n {
+        started.recv().await.unwrap();
+    }
+    cut();
+    // Measured from when the cut is done: rabbitmqctl itself takes seconds.
+    let cut_at = Instant::now();
+    for call in calls {
+        let (result, ended) = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("call hangs")
+            .unwrap();
+        assert!(
+            matches!(result, Err(RpcError::ConnectionLost)),
+            "{result:?}"
+        );
+        let took = ended.duration_since(cut_at);
+        assert!(
+            took < Duration::from_secs(1),
+            "ended {took:?} after the cut"
+        );
+    }
+}
+
+/// New calls work once the transport is back (polled: reconnecting has no
+/// event visible from here but the calls themselves).
+async fn calls_work_again(client: &Client<AmqpTransport>) {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        match client
+            .with_timeout(Duration::from_secs(2))
+            .call::<_, i64>("calc", "add", &AddArgs { a: 20, b: 22 })
+            .await
+        {
+            Ok(sum) => {
+                assert_eq!(sum, 42);
+                return;
+            }
+            Err(error) if Instant::now() < until => {
+                tracing_like_log(&error);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("calls still fail after reconnecting: {error:?}"),
+        }
+    }
+}
+
+fn tracing_like_log(error: &RpcError) {
+    eprintln!("retrying after: {error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_fails_calls_in_flight_and_recovers() {
+    let Some(builder) = support::builder("relaycut").await else {
+        return;
+    };
+    let relay = Relay::start().await;
+    // Client and server share one transport, through the relay.
+    let transport = AmqpTransport::builder(relay.url())
+        .queue_prefix(support::unique_prefix("relaycut"))
+        .heartbeat(Duration::from_secs(5))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    drop(builder);
+    let (calc, mut started) = Calc::reporting(1);
+    let _server = Server::builder(transport.clone())
+        .serve(calc)
+        .await
+        .unwrap();
+    let client = Client::new(transport.clone());
+    calls_work_again(&client).await;
+
+    in_flight_calls_fail_fast_when(&client, &mut started, 8, || assert!(relay.cut() > 0)).await;
+    calls_work_again(&client).await;
+    assert_eq!(transport.connection_generation(), 2);
+    assert_eq!(client.pending_calls(), 0);
+
+    // And once more, to show recovery is not one-shot.
+    in_flight_calls_fail_fast_when(&client, &mut started, 4, || assert!(relay.cut() > 0)).await;
+    calls_work_again(&client).await;
+    assert_eq!(transport.connection_generation(), 3);
+    transport.cleanup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_side_close_fails_calls_in_flight_and_recovers() {
+    let Some(builder) = support::builder("brokerclose").await else {
+        return;
+    };
+    let name = format!(
+        "rpc-test-brokerclose-{}-{}",
+        std::process::id(),
+        support::unique_prefix("n")
+    );
+    let client_transport = builder
+        .clone()
+        .connection_name(name.clone())
+        .connect()
+        .await
+        .unwrap();
+    // The server has its own connection, which stays up.
+    let server_transport = builder
+        .connection_name("rpc-test-brokerclose-server")
+        .connect()
+        .await
+        .unwrap();
+    let (calc, mut started) = Calc::reporting(1);
+    let _server = Server::builder(server_transport.clone())
+        .serve(calc)
+        .await
+        .unwrap();
+    let client = Client::new(client_transport.clone());
+    calls_work_again(&client).await;
+
+    in_flight_calls_fail_fast_when(&client, &mut started, 8, || {
+        assert_eq!(support::close_connections_named(&name), 1);
+    })
+    .await;
+    calls_work_again(&client).await;
+    assert_eq!(client_transport.connection_generation(), 2);
+    client_transport.cleanup().await.unwrap();
+    server_transport.cleanup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_connection_is_closed_resumes_serving() {
+    let Some(builder) = support::builder("serverclose").await else {
+        return;
+    };
+    let name = format!("rpc-test-serverclose-{}", support::unique_prefix("n"));
+    let server_transport = builder
+        .clone()
+        .connection_name(name.clone())
+        .connect()
+        .await
+        .unwrap();
+    let client_transport = builder.connect().await.unwrap();
+    let server = Server::builder(server_transport.clone())
+        .serve(Calc::new(1))
+        .await
+        .unwrap();
+    let client = Client::new(client_transport.clone());
+    calls_work_again(&client).await;
+    assert_eq!(support::close_connections_named(&name), 1);
+    calls_work_again(&client).await;
+    assert_eq!(server_transport.connection_generation(), 2);
+    assert!(server.stats().handled() >= 2);
+    client_transport.cleanup().await.unwrap();
+    server_transport.cleanup().await.unwrap();
+}
