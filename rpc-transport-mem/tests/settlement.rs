@@ -1,0 +1,133 @@
+//! Delivery settlement: ack, requeue, dead-letter, and handles dropped unsettled.
+
+mod support;
+
+use futures_util::{FutureExt, StreamExt};
+use rpc_core::transport::{ServiceSpec, Settlement};
+use rpc_core::{Address, Transport, TransportError};
+use rpc_transport_mem::MemTransport;
+use support::request;
+
+const SVC: Address = Address::from_static("svc");
+
+async fn with_messages(ids: &[u64]) -> (MemTransport, rpc_transport_mem::MemRequests) {
+    let transport = MemTransport::new();
+    let requests = transport.serve(&ServiceSpec::new("svc", 1)).await.unwrap();
+    for &id in ids {
+        transport.send(&SVC, request("svc", id)).await.unwrap();
+    }
+    (transport, requests)
+}
+
+#[tokio::test]
+async fn deliveries_are_tracked_until_settled() {
+    let (transport, mut requests) = with_messages(&[1, 2]).await;
+    let delivery = requests.next().await.unwrap();
+    assert!(delivery.handle.is_tracked());
+    assert_eq!(
+        (transport.unacked("svc"), transport.queue_depth("svc")),
+        (1, 1)
+    );
+    delivery.handle.settle(Settlement::Ack).await.unwrap();
+    assert_eq!(
+        (transport.unacked("svc"), transport.queue_depth("svc")),
+        (0, 1)
+    );
+}
+
+#[tokio::test]
+async fn an_acked_request_is_gone() {
+    let (transport, mut requests) = with_messages(&[1]).await;
+    let delivery = requests.next().await.unwrap();
+    delivery.handle.settle(Settlement::Ack).await.unwrap();
+    assert!(requests.next().now_or_never().is_none());
+    assert!(transport.dead_letters("svc").is_empty());
+}
+
+#[tokio::test]
+async fn a_requeued_request_comes_back_first() {
+    let (transport, mut requests) = with_messages(&[1, 2]).await;
+    let first = requests.next().await.unwrap();
+    first.handle.settle(Settlement::Requeue).await.unwrap();
+    assert_eq!(transport.queue_depth("svc"), 2);
+    let again = requests.next().await.unwrap();
+    assert_eq!(
+        again.envelope,
+        request("svc", 1),
+        "redelivered unchanged, ahead of 2"
+    );
+}
+
+#[tokio::test]
+async fn a_requeue_wakes_a_waiting_consumer() {
+    let (transport, mut taker) = with_messages(&[1]).await;
+    let mut waiter = transport.serve(&ServiceSpec::new("svc", 1)).await.unwrap();
+    let delivery = taker.next().await.unwrap();
+    let waiting = tokio::spawn(async move { waiter.next().await.map(|d| d.envelope) });
+    tokio::task::yield_now().await; // let it park on the empty queue
+    delivery.handle.settle(Settlement::Requeue).await.unwrap();
+    assert_eq!(waiting.await.unwrap(), Some(request("svc", 1)));
+}
+
+#[tokio::test]
+async fn a_dead_lettered_request_is_kept_for_inspection() {
+    let (transport, mut requests) = with_messages(&[1, 2]).await;
+    let delivery = requests.next().await.unwrap();
+    delivery
+        .handle
+        .settle(Settlement::DeadLetter)
+        .await
+        .unwrap();
+    assert_eq!(transport.dead_letters("svc"), vec![request("svc", 1)]);
+    assert_eq!(transport.queue_depth("svc"), 1, "not requeued");
+    assert_eq!(transport.take_dead_letters("svc").len(), 1);
+    assert!(transport.dead_letters("svc").is_empty());
+    assert!(transport.dead_letters("unknown").is_empty());
+}
+
+#[tokio::test]
+async fn a_handle_dropped_unsettled_requeues() {
+    let (transport, mut requests) = with_messages(&[1, 2]).await;
+    let delivery = requests.next().await.unwrap();
+    drop(delivery);
+    assert_eq!(
+        (transport.unacked("svc"), transport.queue_depth("svc")),
+        (0, 2)
+    );
+    let again = requests.next().await.unwrap();
+    assert_eq!(again.envelope.header.correlation_id, 1);
+}
+
+#[tokio::test]
+async fn deliveries_outlive_their_stream() {
+    let (transport, mut requests) = with_messages(&[1]).await;
+    let delivery = requests.next().await.unwrap();
+    drop(requests);
+    delivery
+        .handle
+        .settle(Settlement::DeadLetter)
+        .await
+        .unwrap();
+    assert_eq!(transport.dead_letters("svc").len(), 1);
+}
+
+#[tokio::test]
+async fn settling_while_disconnected_fails_and_requeues() {
+    let (transport, mut requests) = with_messages(&[1]).await;
+    let delivery = requests.next().await.unwrap();
+    transport.faults().disconnect();
+    let error = delivery.handle.settle(Settlement::Ack).await.unwrap_err();
+    assert!(matches!(error, TransportError::ConnectionLost), "{error:?}");
+    assert_eq!(transport.queue_depth("svc"), 1);
+    transport.faults().reconnect();
+    assert_eq!(
+        requests
+            .next()
+            .await
+            .unwrap()
+            .envelope
+            .header
+            .correlation_id,
+        1
+    );
+}
