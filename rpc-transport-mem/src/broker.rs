@@ -12,12 +12,15 @@ use rpc_core::{Address, Envelope, Kind, Name};
 use crate::connection::{Connection, Link};
 use crate::faults::{Direction, FaultPlan, Route};
 use crate::queue::ServiceQueue;
+use crate::wire;
 
 /// Options fixed when the broker is built.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     /// The largest body accepted, in bytes.
     pub(crate) max_message_size: usize,
+    /// Whether every envelope goes through frame encoding and back.
+    pub(crate) frame_round_trip: bool,
 }
 
 /// Shared state behind every clone of a transport.
@@ -52,7 +55,7 @@ impl Broker {
     pub(crate) fn send(
         self: &Arc<Self>,
         to: &Address,
-        envelope: Envelope,
+        mut envelope: Envelope,
     ) -> Result<(), TransportError> {
         self.connection.check()?;
         let size = envelope.body.len();
@@ -61,6 +64,9 @@ impl Broker {
                 size,
                 limit: self.config.max_message_size,
             });
+        }
+        if self.config.frame_round_trip {
+            envelope = wire::round_trip(&envelope)?;
         }
         let faulty = self.faults.is_active();
         if envelope.header.kind == Kind::Reply {

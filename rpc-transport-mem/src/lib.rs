@@ -72,6 +72,7 @@
 //! - [`MemInbox`] (`inbox.rs`): the guard that keeps a reply inbox open.
 //! - [`Faults`] (`faults.rs`): fault injection.
 //! - `connection.rs`: the simulated connection state.
+//! - `wire.rs`: the optional round trip through `rpc_core::frame` encoding.
 //!
 //! # Routing
 //!
@@ -97,6 +98,10 @@
 //! - **Size.** Bodies larger than
 //!   [`MemTransportBuilder::max_message_size`] (16 MiB by default) fail
 //!   with `TransportError::TooLarge`.
+//! - **Wire.** With [`MemTransportBuilder::frame_round_trip`], every
+//!   envelope is encoded with `rpc_core::frame` and decoded again on its
+//!   way, so tests see exactly what a byte-stream transport would deliver.
+//!   Off by default: it costs an encode and a decode per message.
 //!
 //! # Settlement
 //!
@@ -171,6 +176,7 @@ mod queue;
 mod requests;
 mod settle;
 mod transport;
+mod wire;
 
 pub use faults::{Direction, Faults};
 pub use inbox::MemInbox;

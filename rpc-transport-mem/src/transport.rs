@@ -32,6 +32,7 @@ impl MemTransport {
     pub fn builder() -> MemTransportBuilder {
         MemTransportBuilder {
             max_message_size: FrameLimits::default().max_frame,
+            frame_round_trip: false,
         }
     }
 
@@ -141,6 +142,7 @@ impl Transport for MemTransport {
 #[derive(Clone, Debug)]
 pub struct MemTransportBuilder {
     max_message_size: usize,
+    frame_round_trip: bool,
 }
 
 impl MemTransportBuilder {
@@ -153,11 +155,21 @@ impl MemTransportBuilder {
         self
     }
 
+    /// Sends every envelope through `rpc_core::frame` encoding and back
+    /// (default off), so a test exercises the binary envelope encoding on
+    /// every call. Envelopes the encoding refuses fail to send with
+    /// `TransportError::Protocol` (or `TooLarge`).
+    pub fn frame_round_trip(mut self, on: bool) -> Self {
+        self.frame_round_trip = on;
+        self
+    }
+
     /// Builds a new, empty broker.
     pub fn build(self) -> MemTransport {
         MemTransport {
             broker: Arc::new(Broker::new(Config {
                 max_message_size: self.max_message_size,
+                frame_round_trip: self.frame_round_trip,
             })),
         }
     }

@@ -318,3 +318,23 @@ async fn closing_the_transport_ends_servers_and_fails_clients() {
         .unwrap_err();
     assert!(matches!(error, RpcError::Closed), "{error:?}");
 }
+
+#[tokio::test]
+async fn calls_survive_the_frame_round_trip() {
+    let transport = MemTransport::builder().frame_round_trip(true).build();
+    let _server = Server::builder(transport.clone())
+        .serve(Math::new(1))
+        .await
+        .unwrap();
+    let client = Client::new(transport.clone()).with_metadata("tenant", "a");
+    let sum: i64 = client
+        .call("math", "add", &Add { a: 20, b: 22 })
+        .await
+        .unwrap();
+    assert_eq!(sum, 42);
+    let error = client
+        .call::<_, ()>("math", "panic", &NoArgs {})
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RpcError::Remote { .. }), "{error:?}");
+}
