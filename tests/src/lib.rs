@@ -1,6 +1,7 @@
 //! Shared support for the end-to-end tests: the services under test, the
 //! conformance suite every transport runs, and a traffic tap.
 
+pub mod broker;
 pub mod conformance;
 pub mod services;
 pub mod tap;
