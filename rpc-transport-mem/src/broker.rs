@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use rpc_core::TransportError;
 use rpc_core::transport::ReplySink;
 use rpc_core::{Address, Envelope, Kind, Name};
 
 use crate::connection::{Connection, Link};
+use crate::fast_hash::FxBuildHasher;
 use crate::faults::{Direction, FaultPlan, Route};
 use crate::queue::ServiceQueue;
 use crate::wire;
@@ -31,8 +32,8 @@ pub(crate) struct Broker {
     pub(crate) faults: FaultPlan,
     // Read-mostly maps: senders take read locks, `serve` and inbox
     // open/close take write locks.
-    services: RwLock<HashMap<Name, Arc<ServiceQueue>>>,
-    inboxes: RwLock<HashMap<Name, ReplySink>>,
+    services: RwLock<HashMap<Name, Arc<ServiceQueue>, FxBuildHasher>>,
+    inboxes: RwLock<HashMap<Name, ReplySink, FxBuildHasher>>,
     next_inbox: AtomicU64,
     undeliverable_replies: AtomicU64,
 }
@@ -194,12 +195,14 @@ impl Broker {
         self.undeliverable_replies.load(Ordering::Relaxed)
     }
 
-    fn read_services(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Name, Arc<ServiceQueue>>> {
+    fn read_services(
+        &self,
+    ) -> RwLockReadGuard<'_, HashMap<Name, Arc<ServiceQueue>, FxBuildHasher>> {
         // Map operations cannot be left half-done by a panic.
         self.services.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read_inboxes(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Name, ReplySink>> {
+    fn read_inboxes(&self) -> RwLockReadGuard<'_, HashMap<Name, ReplySink, FxBuildHasher>> {
         self.inboxes.read().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -73,11 +73,15 @@
 //! - [`Faults`] (`faults.rs`): fault injection.
 //! - `connection.rs`: the simulated connection state.
 //! - `wire.rs`: the optional round trip through `rpc_core::frame` encoding.
+//! - `fast_hash.rs`: the hasher of the broker's name-keyed maps.
 //!
 //! # Routing
 //!
 //! The envelope's kind picks the namespace: replies go to inboxes, requests,
-//! oneway calls and cancels go to service queues.
+//! oneway calls and cancels go to service queues. `send` routes the
+//! envelope when it is called; the future it returns only carries the
+//! outcome (the transport contract allows this, and it spares copying the
+//! envelope through the future's state).
 //!
 //! - **Service queues.** A service's queue exists from its first `serve`.
 //!   Every `serve` stream of a service is a consumer of the same FIFO: each
@@ -170,6 +174,7 @@
 
 mod broker;
 mod connection;
+mod fast_hash;
 mod faults;
 mod inbox;
 mod queue;
