@@ -1,13 +1,16 @@
-//! The quickstart: a calculator service called over the in-memory transport.
+//! The quickstart: a calculator service called over the in-memory transport,
+//! or over RabbitMQ when given a broker URL. Nothing else changes.
 //!
 //! ```sh
 //! cargo run -p rpc-examples --bin quickstart
+//! cargo run -p rpc-examples --bin quickstart -- amqp://guest:guest@127.0.0.1:5672/%2f
 //! ```
 
 use std::error::Error;
 use std::time::Duration;
 
 use rpc_core::{RpcError, Server, Transport, rpc_service};
+use rpc_transport_amqp::AmqpTransport;
 use rpc_transport_mem::MemTransport;
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +88,22 @@ async fn run<T: Transport>(transport: T) -> Result<(), Box<dyn Error>> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    println!("transport: memory");
-    run(MemTransport::new()).await
+    match std::env::args().nth(1) {
+        None => {
+            println!("transport: memory");
+            run(MemTransport::new()).await
+        }
+        Some(url) => {
+            println!("transport: AMQP");
+            let transport = AmqpTransport::builder(url)
+                .queue_prefix(format!("quickstart.{}.", std::process::id()))
+                .durable(false)
+                .connect()
+                .await?;
+            run(transport.clone()).await?;
+            // Leave nothing behind on the broker.
+            transport.cleanup().await?;
+            Ok(())
+        }
+    }
 }

@@ -1,0 +1,9 @@
+//! Shared pieces of the example programs: the calculator service they serve
+//! and call, and where to find the broker.
+
+pub mod calculator;
+
+/// The broker the AMQP examples use: `AMQP_URL`, else the local RabbitMQ.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
