@@ -56,30 +56,33 @@ impl Faults {
     /// send still succeeds (a lost message is not a send error); a route
     /// check happens first, so a send to an unserved service is still
     /// `NoRoute`. Counted in [`MemStats::dropped_requests`](crate::MemStats)
-    /// or `dropped_replies`. Adds to a count already set.
+    /// or `dropped_replies`. Adds to a count already set (saturating: `usize::MAX` means "every one").
     pub fn drop_next(&self, direction: Direction, count: usize) {
-        self.broker
-            .faults
-            .update(|plan| plan.lanes[direction.index()].drop += count);
+        self.broker.faults.update(|plan| {
+            let lane = &mut plan.lanes[direction.index()];
+            lane.drop = lane.drop.saturating_add(count)
+        });
     }
 
     /// Delivers each of the next `count` messages going `direction` twice.
-    /// Adds to a count already set.
+    /// Adds to a count already set (saturating: `usize::MAX` means "every one").
     pub fn duplicate_next(&self, direction: Direction, count: usize) {
-        self.broker
-            .faults
-            .update(|plan| plan.lanes[direction.index()].duplicate += count);
+        self.broker.faults.update(|plan| {
+            let lane = &mut plan.lanes[direction.index()];
+            lane.duplicate = lane.duplicate.saturating_add(count)
+        });
     }
 
     /// Swaps the next `count` pairs of messages going `direction`: a message
     /// is held back and released right after the one that follows it. A
     /// held message waits for as long as no other comes;
     /// [`release_held`](Self::release_held) or [`clear`](Self::clear) let it
-    /// go. Adds to a count already set.
+    /// go. Adds to a count already set (saturating: `usize::MAX` means "every one").
     pub fn reorder_next(&self, direction: Direction, count: usize) {
-        self.broker
-            .faults
-            .update(|plan| plan.lanes[direction.index()].reorder += count);
+        self.broker.faults.update(|plan| {
+            let lane = &mut plan.lanes[direction.index()];
+            lane.reorder = lane.reorder.saturating_add(count)
+        });
     }
 
     /// Delays every message going `direction` by `by`, until changed;
