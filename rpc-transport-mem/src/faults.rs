@@ -56,7 +56,8 @@ impl Faults {
     /// send still succeeds (a lost message is not a send error); a route
     /// check happens first, so a send to an unserved service is still
     /// `NoRoute`. Counted in [`MemStats::dropped_requests`](crate::MemStats)
-    /// or `dropped_replies`. Adds to a count already set (saturating: `usize::MAX` means "every one").
+    /// or `dropped_replies`. Adds to a count already set, saturating:
+    /// `usize::MAX` means every message.
     pub fn drop_next(&self, direction: Direction, count: usize) {
         self.broker.faults.update(|plan| {
             let lane = &mut plan.lanes[direction.index()];
@@ -65,7 +66,8 @@ impl Faults {
     }
 
     /// Delivers each of the next `count` messages going `direction` twice.
-    /// Adds to a count already set (saturating: `usize::MAX` means "every one").
+    /// Adds to a count already set, saturating: `usize::MAX` means every
+    /// message.
     pub fn duplicate_next(&self, direction: Direction, count: usize) {
         self.broker.faults.update(|plan| {
             let lane = &mut plan.lanes[direction.index()];
@@ -77,7 +79,8 @@ impl Faults {
     /// is held back and released right after the one that follows it. A
     /// held message waits for as long as no other comes;
     /// [`release_held`](Self::release_held) or [`clear`](Self::clear) let it
-    /// go. Adds to a count already set (saturating: `usize::MAX` means "every one").
+    /// go. Adds to a count already set, saturating: `usize::MAX` means
+    /// every message.
     pub fn reorder_next(&self, direction: Direction, count: usize) {
         self.broker.faults.update(|plan| {
             let lane = &mut plan.lanes[direction.index()];
