@@ -5,6 +5,72 @@
 //! body) over a [`Transport`]: the in-memory one for tests and quickstarts,
 //! AMQP for production. Swapping one for the other changes one line.
 //!
+//! ```
+//! use rpc_core::{RpcError, Server, rpc_service};
+//! use rpc_transport_mem::MemTransport;
+//!
+//! #[rpc_service(name = "calc.v1")]
+//! pub trait Calculator {
+//!     /// Adds two numbers.
+//!     async fn add(&self, a: i64, b: i64) -> i64;
+//!     /// Application errors travel back typed, inside `Ok`.
+//!     async fn div(&self, a: i64, b: i64) -> Result<i64, String>;
+//! }
+//!
+//! struct Calc;
+//!
+//! impl Calculator for Calc {
+//!     async fn add(&self, a: i64, b: i64) -> i64 {
+//!         a + b
+//!     }
+//!     async fn div(&self, a: i64, b: i64) -> Result<i64, String> {
+//!         a.checked_div(b).ok_or_else(|| "division by zero".to_owned())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), RpcError> {
+//! let transport = MemTransport::new(); // or rpc_transport_amqp::AmqpTransport
+//! let server = Server::builder(transport.clone())
+//!     .serve(CalculatorServer::new(Calc))
+//!     .await?;
+//!
+//! let calc = CalculatorClient::new(transport);
+//! assert_eq!(calc.add(2, 3).await?, 5);
+//! assert_eq!(calc.div(1, 0).await?, Err("division by zero".to_owned()));
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Semantics
+//!
+//! - **Deadlines.** Every call has one: [`DEFAULT_TIMEOUT`] (30 s), or the
+//!   client's [`with_timeout`](Client::with_timeout). It travels as an
+//!   absolute time; a server does not start a request whose deadline has
+//!   passed, and calls made inside a handler inherit what is left of it
+//!   (see [`Context`]).
+//! - **Errors.** [`RpcError`] tells apart timeouts, no route (nobody serves
+//!   the service), unknown methods, decode and encode failures, handler
+//!   panics (`Remote`), overload, connection loss and closed clients. A bad
+//!   request always gets a typed reply, never a silent timeout. A method
+//!   returning `Result<T, E>` returns `Result<Result<T, E>, RpcError>`.
+//! - **Delivery.** On transports that track deliveries (AMQP) requests are
+//!   at-least-once: acknowledged after the reply is sent. Methods marked
+//!   `#[rpc(at_most_once)]` are acknowledged before they run. Requests that
+//!   fail to decode, name an unknown method or make the handler panic are
+//!   answered, then dead-lettered. Duplicate and unknown replies are
+//!   dropped and counted ([`Client::dropped_replies`]).
+//! - **Cancellation.** Dropping a call future removes its pending entry at
+//!   once; a late reply is dropped.
+//! - **Server.** Bounded concurrency ([`ServerBuilder::concurrency`], the
+//!   prefetch on AMQP), handler panics caught and answered as `Remote`,
+//!   graceful shutdown ([`ServerHandle::shutdown`]) that stops taking
+//!   requests and finishes those in flight within a drain timeout.
+//! - **Client.** Many concurrent calls over one transport, a cap on calls
+//!   in flight ([`ClientConfig::max_in_flight`], `Overloaded` past it), and
+//!   cheap clones that share one reply inbox.
+//!
 //! # Layout
 //!
 //! - [`envelope`] and [`frame`]: the message and its binary encoding.
