@@ -4,10 +4,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::BenchError;
+use crate::systems::{Flavor, SystemId};
 
 /// How to call the program.
 pub(crate) const USAGE: &str = "\
 usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp] [--runs N] [--secs S]
+                 [--system NAME]... [--flavor current|multi] [--in-flight N]... [--no-memory]
 
   --quick        a few seconds in all: one short run per configuration, a reduced
                  memory check; skips AMQP with a notice when no broker answers
@@ -16,6 +18,11 @@ usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp] [--runs 
   --only GROUP   mem: in-process systems only; amqp: broker systems only
   --runs N       interleaved runs per configuration (default 5; quick: 1)
   --secs S       measured seconds per configuration and run (default 2; quick: 0.15)
+  --system NAME  run only this system (repeatable): mpsc, tarpc-mem, ours-mem,
+                 tarpc-tcp, lapin-queue, lapin-direct, ours-amqp (for profiling)
+  --flavor F     in-process systems on this runtime only: current or multi
+  --in-flight N  measure at this many calls in flight only (repeatable)
+  --no-memory    skip the resident-memory check
 
 The broker is AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f).";
 
@@ -39,6 +46,14 @@ pub(crate) struct Options {
     pub(crate) svg: Option<PathBuf>,
     /// Run one group only.
     pub(crate) only: Option<Group>,
+    /// Run these systems only (all when empty).
+    pub(crate) systems: Vec<SystemId>,
+    /// Run in-process systems on this flavor only.
+    pub(crate) flavor: Option<Flavor>,
+    /// Levels of calls in flight to measure (the defaults when empty).
+    pub(crate) levels: Vec<usize>,
+    /// Run the resident-memory check.
+    pub(crate) memory: bool,
     /// Interleaved runs per configuration.
     pub(crate) runs: usize,
     /// Measured time per configuration and run.
@@ -53,6 +68,13 @@ impl Options {
     /// Whether `group` is to be run.
     pub(crate) fn runs_group(&self, group: Group) -> bool {
         self.only.is_none_or(|only| only == group)
+            && (self.systems.is_empty() || self.systems.iter().any(|s| s.group() == group))
+    }
+
+    /// Whether `system` is to be run.
+    pub(crate) fn runs_system(&self, system: SystemId) -> bool {
+        self.runs_group(system.group())
+            && (self.systems.is_empty() || self.systems.contains(&system))
     }
 }
 
@@ -64,6 +86,10 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, B
     let mut only = None;
     let mut runs = None;
     let mut secs = None;
+    let mut systems = Vec::new();
+    let mut flavor = None;
+    let mut memory = true;
+    let mut levels = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -99,6 +125,29 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, B
                     })?;
                 secs = Some(Duration::from_secs_f64(s));
             }
+            "--system" => {
+                let name = value("--system")?;
+                let system = SystemId::ALL
+                    .into_iter()
+                    .find(|s| s.name() == name)
+                    .ok_or_else(|| BenchError::Usage(format!("unknown system `{name}`")))?;
+                systems.push(system);
+            }
+            "--flavor" => {
+                flavor = Some(match value("--flavor")?.as_str() {
+                    "current" => Flavor::CurrentThread,
+                    "multi" => Flavor::MultiThread,
+                    other => return Err(BenchError::Usage(format!("unknown flavor `{other}`"))),
+                })
+            }
+            "--in-flight" => {
+                let text = value("--in-flight")?;
+                let n: usize = text.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    BenchError::Usage(format!("--in-flight: `{text}` is not a count"))
+                })?;
+                levels.push(n);
+            }
+            "--no-memory" => memory = false,
             "-h" | "--help" => return Err(BenchError::Usage(String::new())),
             other => return Err(BenchError::Usage(format!("unknown argument `{other}`"))),
         }
@@ -113,6 +162,10 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, B
         json,
         svg,
         only,
+        systems,
+        flavor,
+        memory,
+        levels,
         runs: runs.unwrap_or(if quick { 1 } else { 5 }),
         measure,
         // A fifth of the measured time, at least enough for lazy setup
@@ -158,5 +211,15 @@ mod tests {
         assert!(parse_str("--secs -1").is_err());
         assert!(parse_str("--json").is_err());
         assert!(parse_str("--fast").is_err());
+        assert!(parse_str("--system grpc").is_err());
+        assert!(parse_str("--flavor both").is_err());
+    }
+
+    #[test]
+    fn systems_narrow_the_run() {
+        let options = parse_str("--system ours-mem --system tarpc-mem").expect("valid");
+        assert!(options.runs_system(SystemId::OursMem));
+        assert!(!options.runs_system(SystemId::Mpsc));
+        assert!(!options.runs_group(Group::Amqp));
     }
 }

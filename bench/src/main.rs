@@ -57,8 +57,7 @@ fn run() -> Result<(), BenchError> {
     }
     // First, while the heap is fresh, so earlier runs' freed memory cannot
     // hide growth.
-    let memory = options
-        .runs_group(Group::Mem)
+    let memory = (options.memory && options.runs_group(Group::Mem))
         .then(|| memory_check(&options))
         .transpose()?;
     let samples = plan.run(&options)?;

@@ -18,14 +18,14 @@ pub(crate) const MEM_LEVELS: &[usize] = &[1, 16, 64, 256];
 pub(crate) const AMQP_LEVELS: &[usize] = &[1, 16, 256];
 
 /// One system on one runtime, measured at several levels.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Config {
     /// The system.
     pub(crate) system: SystemId,
     /// The runtime.
     pub(crate) flavor: Flavor,
     /// The levels of calls in flight.
-    pub(crate) levels: &'static [usize],
+    pub(crate) levels: Vec<usize>,
 }
 
 /// The configurations to run, and what was left out and why.
@@ -47,16 +47,22 @@ impl Plan {
             // one thread is the in-process best case; two workers is what a
             // server application runs. Each baseline runs on the same flavor.
             for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+                if options.flavor.is_some_and(|only| only != flavor) {
+                    continue;
+                }
                 for system in [
                     SystemId::Mpsc,
                     SystemId::TarpcMem,
                     SystemId::OursMem,
                     SystemId::TarpcTcp,
                 ] {
+                    if !options.runs_system(system) {
+                        continue;
+                    }
                     configs.push(Config {
                         system,
                         flavor,
-                        levels: MEM_LEVELS,
+                        levels: levels(options, MEM_LEVELS),
                     });
                 }
             }
@@ -71,10 +77,13 @@ impl Plan {
                         SystemId::OursAmqp,
                         SystemId::LapinDirect,
                     ] {
+                        if !options.runs_system(system) {
+                            continue;
+                        }
                         configs.push(Config {
                             system,
                             flavor: Flavor::MultiThread,
-                            levels: AMQP_LEVELS,
+                            levels: levels(options, AMQP_LEVELS),
                         });
                     }
                 }
@@ -116,7 +125,7 @@ impl Plan {
                     config.flavor.label()
                 );
                 let measured =
-                    systems::measure_levels(config.system, config.flavor, config.levels, options)?;
+                    systems::measure_levels(config.system, config.flavor, &config.levels, options)?;
                 for (in_flight, m) in &measured {
                     samples.push(Sample::new(
                         config.system,
@@ -129,6 +138,15 @@ impl Plan {
             }
         }
         Ok(samples)
+    }
+}
+
+/// The levels asked for on the command line, else `default`.
+fn levels(options: &Options, default: &[usize]) -> Vec<usize> {
+    if options.levels.is_empty() {
+        default.to_vec()
+    } else {
+        options.levels.clone()
     }
 }
 

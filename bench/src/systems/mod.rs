@@ -77,6 +77,30 @@ pub(crate) enum SystemId {
 }
 
 impl SystemId {
+    /// Every system, in table order.
+    pub(crate) const ALL: [SystemId; 7] = [
+        SystemId::Mpsc,
+        SystemId::TarpcMem,
+        SystemId::OursMem,
+        SystemId::TarpcTcp,
+        SystemId::LapinQueue,
+        SystemId::LapinDirect,
+        SystemId::OursAmqp,
+    ];
+
+    /// Its name on the command line and in JSON.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SystemId::Mpsc => "mpsc",
+            SystemId::TarpcMem => "tarpc-mem",
+            SystemId::OursMem => "ours-mem",
+            SystemId::TarpcTcp => "tarpc-tcp",
+            SystemId::LapinQueue => "lapin-queue",
+            SystemId::LapinDirect => "lapin-direct",
+            SystemId::OursAmqp => "ours-amqp",
+        }
+    }
+
     /// Which group it belongs to.
     pub(crate) fn group(self) -> Group {
         match self {
