@@ -3,5 +3,6 @@
 
 pub mod broker;
 pub mod conformance;
+pub mod relay;
 pub mod services;
 pub mod tap;

@@ -1,0 +1,357 @@
+//! Shared by the `reliability_*` tests: the service they call, a probe into
+//! its handlers, broker set-up through the relay, and `rabbitmqctl` readings.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "a module of each test binary: each uses a subset, and `pub` is for them"
+)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rpc_core::{Server, ServerHandle, Transport, rpc_service};
+use rpc_tests::broker::{amqp_builder, amqp_url, unique_prefix};
+use rpc_tests::relay::Relay;
+use rpc_transport_amqp::AmqpTransportBuilder;
+use rpc_transport_amqp::lapin::uri::AMQPUri;
+use tokio::sync::{Notify, Semaphore};
+
+/// The input [`Work::poison`] always panics on.
+pub const POISON: u64 = 13;
+
+/// The service the reliability tests call.
+#[rpc_service(name = "reliability.work")]
+pub trait Work {
+    /// Returns `n`.
+    async fn echo(&self, n: u64) -> u64;
+    /// Sleeps `ms` milliseconds, then returns `ms`.
+    async fn sleep(&self, ms: u64) -> u64;
+    /// Never returns.
+    async fn hang(&self);
+    /// Panics on [`POISON`], returns `n` otherwise.
+    async fn poison(&self, n: u64) -> u64;
+    /// Waits for a permit of the probe's gate, then returns `n`.
+    async fn gated(&self, n: u64) -> u64;
+}
+
+/// What the handlers of one server did, for tests to read.
+#[derive(Debug)]
+pub struct WorkProbe {
+    /// Runs of `echo`.
+    pub echo_runs: AtomicU64,
+    /// Runs of `sleep`.
+    pub sleep_runs: AtomicU64,
+    /// Runs of `hang`.
+    pub hang_runs: AtomicU64,
+    /// Runs of `poison` with the poison input.
+    pub poison_runs: AtomicU64,
+    /// Handlers running right now.
+    pub running: AtomicUsize,
+    /// Calls waiting inside `gated`.
+    pub in_gate: AtomicUsize,
+    /// The most calls ever inside `gated` at once.
+    pub max_in_gate: AtomicUsize,
+    /// `gated` calls take a permit here.
+    pub gate: Semaphore,
+    /// Woken on every change above.
+    changed: Notify,
+}
+
+impl Default for WorkProbe {
+    fn default() -> Self {
+        WorkProbe {
+            echo_runs: AtomicU64::new(0),
+            sleep_runs: AtomicU64::new(0),
+            hang_runs: AtomicU64::new(0),
+            poison_runs: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
+            in_gate: AtomicUsize::new(0),
+            max_in_gate: AtomicUsize::new(0),
+            gate: Semaphore::new(0),
+            changed: Notify::new(),
+        }
+    }
+}
+
+impl WorkProbe {
+    /// Waits until `condition` holds, at most `limit`; whether it did.
+    pub async fn wait_until(&self, limit: Duration, condition: impl Fn(&Self) -> bool) -> bool {
+        tokio::time::timeout(limit, async {
+            loop {
+                let changed = self.changed.notified();
+                if condition(self) {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    fn enter(&self, runs: &AtomicU64) -> Running<'_> {
+        runs.fetch_add(1, Ordering::SeqCst);
+        self.running.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        Running(self)
+    }
+}
+
+/// Counts a handler as running until dropped (also when the call is aborted).
+struct Running<'a>(&'a WorkProbe);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// The implementation of [`Work`].
+#[derive(Clone, Debug, Default)]
+pub struct WorkImpl {
+    /// Shared with the test.
+    pub probe: Arc<WorkProbe>,
+}
+
+impl Work for WorkImpl {
+    async fn echo(&self, n: u64) -> u64 {
+        let _running = self.probe.enter(&self.probe.echo_runs);
+        n
+    }
+
+    async fn sleep(&self, ms: u64) -> u64 {
+        let _running = self.probe.enter(&self.probe.sleep_runs);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+
+    async fn hang(&self) {
+        let _running = self.probe.enter(&self.probe.hang_runs);
+        std::future::pending::<()>().await
+    }
+
+    async fn poison(&self, n: u64) -> u64 {
+        let no_runs = AtomicU64::new(0);
+        let runs = if n == POISON {
+            &self.probe.poison_runs
+        } else {
+            &no_runs
+        };
+        let _running = self.probe.enter(runs);
+        assert_ne!(n, POISON, "poison input");
+        n
+    }
+
+    async fn gated(&self, n: u64) -> u64 {
+        let probe = &self.probe;
+        let _running = probe.enter(&AtomicU64::new(0));
+        let inside = probe.in_gate.fetch_add(1, Ordering::SeqCst) + 1;
+        probe.max_in_gate.fetch_max(inside, Ordering::SeqCst);
+        probe.changed.notify_waiters();
+        probe.gate.acquire().await.expect("never closed").forget();
+        probe.in_gate.fetch_sub(1, Ordering::SeqCst);
+        probe.changed.notify_waiters();
+        n
+    }
+}
+
+/// Starts a [`Work`] server on `transport`; returns it with its probe.
+pub async fn serve_work<T: Transport>(
+    transport: T,
+    concurrency: usize,
+) -> (ServerHandle, Arc<WorkProbe>) {
+    let service = WorkImpl::default();
+    let probe = service.probe.clone();
+    let server = Server::builder(transport)
+        .concurrency(concurrency)
+        .serve(WorkServer::new(service))
+        .await
+        .expect("serve reliability.work");
+    (server, probe)
+}
+
+// ---- the broker ------------------------------------------------------------
+
+/// A namespace on the test broker: a queue prefix and connection names
+/// no other test uses, so `rabbitmqctl` readings can be filtered to it.
+#[derive(Clone, Debug)]
+pub struct BrokerSetup {
+    /// Prepended to every queue of this test.
+    pub prefix: String,
+    /// Prepended to the connection names of this test.
+    pub connection_prefix: String,
+}
+
+impl BrokerSetup {
+    /// A fresh namespace, or `None` when broker tests are skipped (see
+    /// [`amqp_builder`]: the skip-or-fail policy lives there).
+    pub async fn new(test: &str) -> Option<BrokerSetup> {
+        amqp_builder(test).await?;
+        let prefix = unique_prefix(test);
+        Some(BrokerSetup {
+            connection_prefix: format!("rpc-reliability-{}", prefix.trim_end_matches('.')),
+            prefix,
+        })
+    }
+
+    /// A builder for a connection straight to the broker, named `<prefix>-<role>`.
+    pub fn direct(&self, role: &str) -> AmqpTransportBuilder {
+        self.builder(amqp_url(), role)
+    }
+
+    /// A builder for a connection through `relay`, named `<prefix>-<role>`.
+    pub fn through(&self, relay: &Relay, role: &str) -> AmqpTransportBuilder {
+        let uri = broker_uri();
+        let url = format!(
+            "amqp://{}:{}@{}/{}",
+            uri.authority.userinfo.username,
+            uri.authority.userinfo.password,
+            relay.addr(),
+            uri.vhost.replace('%', "%25").replace('/', "%2f"),
+        );
+        self.builder(url, role)
+    }
+
+    /// The name a connection of `role` shows on the broker.
+    pub fn connection_name(&self, role: &str) -> String {
+        format!("{}-{role}", self.connection_prefix)
+    }
+
+    fn builder(&self, url: String, role: &str) -> AmqpTransportBuilder {
+        rpc_transport_amqp::AmqpTransport::builder(url)
+            .queue_prefix(self.prefix.clone())
+            .connection_name(self.connection_name(role))
+            .connect_timeout(Duration::from_secs(3))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(250))
+    }
+
+    /// This test's queues as the broker sees them.
+    pub fn queues(&self) -> Vec<QueueRow> {
+        list_queues()
+            .into_iter()
+            .filter(|q| q.name.starts_with(&self.prefix))
+            .collect()
+    }
+
+    /// One of this test's queues by full name.
+    pub fn queue(&self, name: &str) -> Option<QueueRow> {
+        self.queues().into_iter().find(|q| q.name == name)
+    }
+
+    /// Open channels per connection of this test, by connection name.
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        let out = rabbitmqctl(&["list_connections", "client_properties", "channels"]);
+        let mut rows: Vec<(String, usize)> = out
+            .lines()
+            .filter_map(|line| {
+                let name = connection_name_in(line)?;
+                if !name.starts_with(&self.connection_prefix) {
+                    return None;
+                }
+                let channels = line.split_whitespace().last()?.parse().ok()?;
+                Some((name, channels))
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// Closes, broker-side, the connections named for `role`; how many.
+    pub fn close_connections(&self, role: &str) -> usize {
+        let name = self.connection_name(role);
+        let out = rabbitmqctl(&["list_connections", "pid", "client_properties"]);
+        let pids: Vec<String> = out
+            .lines()
+            .filter(|line| connection_name_in(line).as_deref() == Some(name.as_str()))
+            .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+            .collect();
+        for pid in &pids {
+            rabbitmqctl(&["close_connection", pid, "reliability test closes it"]);
+        }
+        pids.len()
+    }
+}
+
+/// The broker URL, parsed.
+fn broker_uri() -> AMQPUri {
+    amqp_url().parse().expect("AMQP_URL is a valid AMQP URI")
+}
+
+/// The broker's `host:port`, for the relay.
+pub fn broker_addr() -> String {
+    let uri = broker_uri();
+    format!("{}:{}", uri.authority.host, uri.authority.port)
+}
+
+/// The `connection_name` in a `client_properties` column.
+fn connection_name_in(line: &str) -> Option<String> {
+    let start = line.find("{\"connection_name\",\"")? + "{\"connection_name\",\"".len();
+    let rest = &line[start..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
+/// One queue in `rabbitmqctl list_queues`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueRow {
+    /// Its name.
+    pub name: String,
+    /// Ready to deliver.
+    pub ready: u64,
+    /// Delivered and not settled.
+    pub unacked: u64,
+    /// Consumers on it.
+    pub consumers: u64,
+}
+
+/// Every queue of the default vhost.
+pub fn list_queues() -> Vec<QueueRow> {
+    let out = rabbitmqctl(&[
+        "list_queues",
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        "consumers",
+    ]);
+    out.lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let name = fields.next()?.to_owned();
+            let mut number = || fields.next()?.trim().parse::<u64>().ok();
+            Some(QueueRow {
+                name,
+                ready: number()?,
+                unacked: number()?,
+                consumers: number()?,
+            })
+        })
+        .collect()
+}
+
+/// Runs `rabbitmqctl <args> --silent` and returns its output.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .arg("--silent")
+        .output()
+        .expect("rabbitmqctl runs (broker tests need it on PATH)");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// ---- figures -----------------------------------------------------------------
+
+/// Prints a figure for docs/reliability.md (shown with `--nocapture`).
+pub fn report(check: &str, figure: impl std::fmt::Display) {
+    eprintln!("figure: {check}: {figure}");
+}
+
+/// The `p`-th percentile (0-100) of sorted durations.
+pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(sorted.len() - 1) * p / 100]
+}
