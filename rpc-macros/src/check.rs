@@ -15,7 +15,7 @@
 //! - method names are unique (they identify methods on the wire) and do not
 //!   clash with the methods of the generated client and server.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use quote::quote;
 use syn::visit::{self, Visit};
@@ -24,17 +24,26 @@ use syn::{ItemTrait, ReceiverKind, Safety, TraitItem, TypeImplTrait, TypePath, T
 use crate::ctxt::Ctxt;
 use crate::model::{Method, Service};
 
-/// Method names the generated types already use, and which type uses them.
-const RESERVED: &[(&str, &str)] = &[
-    ("new", "client and server"),
-    ("from_client", "client"),
-    ("client", "client"),
-    ("with_timeout", "client"),
-    ("with_metadata", "client"),
-    ("into_inner", "server"),
-    ("get_ref", "server"),
-    ("descriptor", "server (trait `Service`)"),
-    ("call", "server (trait `Service`)"),
+/// Who already uses a method name in the generated code.
+enum Taken {
+    Client,
+    Server,
+    Both,
+    /// A method of core's `Service` trait, which the server implements.
+    ServiceTrait,
+}
+
+/// Method names the generated types already use.
+const RESERVED: &[(&str, Taken)] = &[
+    ("new", Taken::Both),
+    ("from_client", Taken::Client),
+    ("client", Taken::Client),
+    ("with_timeout", Taken::Client),
+    ("with_metadata", Taken::Client),
+    ("into_inner", Taken::Server),
+    ("get_ref", Taken::Server),
+    ("descriptor", Taken::ServiceTrait),
+    ("call", Taken::ServiceTrait),
 ];
 
 /// Reports everything about `service` that cannot be expanded.
@@ -190,21 +199,26 @@ fn check_reserved_name(cx: &Ctxt, service: &Service<'_>, method: &Method<'_>) {
             method.ident(),
             "method names starting with `__` are reserved for generated code",
         );
-    } else if let Some((_, owner)) = RESERVED.iter().find(|(reserved, _)| *reserved == name) {
-        cx.error_spanned_by(
-            method.ident(),
-            format!(
-                "`{name}` is reserved: the generated {owner} of `{}` has a method of that name",
-                service.ident()
-            ),
-        );
+    } else if let Some((_, taken)) = RESERVED.iter().find(|(reserved, _)| *reserved == name) {
+        let (client, server) = (service.client_ident(), service.server_ident());
+        let by = match taken {
+            Taken::Client => format!("the generated `{client}` has a method of that name"),
+            Taken::Server => format!("the generated `{server}` has a method of that name"),
+            Taken::Both => {
+                format!("the generated `{client}` and `{server}` have methods of that name")
+            }
+            Taken::ServiceTrait => {
+                format!("the generated `{server}` implements `Service::{name}`")
+            }
+        };
+        cx.error_spanned_by(method.ident(), format!("`{name}` is reserved: {by}"));
     }
 }
 
 fn check_unique_names(cx: &Ctxt, service: &Service<'_>) {
-    let mut seen = HashMap::new();
+    let mut seen = HashSet::new();
     for method in &service.methods {
-        if seen.insert(method.wire_name.as_str(), ()).is_some() {
+        if !seen.insert(method.wire_name.as_str()) {
             cx.error_spanned_by(
                 method.ident(),
                 format!(

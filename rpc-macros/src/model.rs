@@ -5,9 +5,10 @@
 //! reported at once. Every part keeps a reference to the user's tokens:
 //! generated code and error messages carry their spans.
 
-use proc_macro2::{TokenStream, TokenTree};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote};
 use syn::ext::IdentExt;
+use syn::spanned::Spanned;
 use syn::{
     Attribute, FnArg, Ident, ItemTrait, Pat, Path, Receiver, ReturnType, Signature, TraitItem,
     TraitItemFn, Type, Visibility,
@@ -199,6 +200,11 @@ impl<'a> Method<'a> {
         &self.item.sig
     }
 
+    /// Where errors about the return value should point: the return type.
+    pub(crate) fn output_span(&self) -> Span {
+        self.output.map_or_else(Span::call_site, Spanned::span)
+    }
+
     /// The user's attributes minus ours: what the emitted trait keeps.
     pub(crate) fn user_attrs(&self) -> impl Iterator<Item = &'a Attribute> {
         self.item
@@ -225,7 +231,7 @@ impl<'a> Arg<'a> {
 }
 
 /// The name bound by `pat` when it is a plain `name` (no `mut`, `ref`, `@`).
-fn plain_name(pat: &Pat) -> Option<&Ident> {
+pub(crate) fn plain_name(pat: &Pat) -> Option<&Ident> {
     match pat {
         Pat::Ident(p)
             if p.attrs.is_empty()

@@ -7,6 +7,7 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
+use syn::Ident;
 use syn::ext::IdentExt;
 
 use crate::model::{Method, Service};
@@ -111,6 +112,8 @@ fn client_method(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
         docs.push(quote!(#[doc = #doc]));
     }
     let args = quote!(&#args_ident { #(#names),* });
+    // "`Report: DeserializeOwned` is not satisfied" points at the return type.
+    let call = Ident::new("call", method.output_span());
     let (output, body) = if method.attrs.oneway {
         (
             quote!(()),
@@ -123,7 +126,7 @@ fn client_method(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
         };
         (
             output,
-            quote!(self.client.call(#descriptor.name, #wire_name, #args).await),
+            quote!(self.client.#call(#descriptor.name, #wire_name, #args).await),
         )
     };
     quote! {

@@ -3,7 +3,7 @@
 //! call -> encode the reply; an unknown name gets a `NoSuchMethod` reply.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
 use syn::ext::IdentExt;
 
 use crate::model::{Method, Service};
@@ -70,13 +70,16 @@ fn dispatch_arm(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
     let ident = method.ident();
     let args_ident = &method.args_ident;
     let fields = method.args.iter().map(|arg| arg.name());
+    // Spanned on the return type, so "`Report: Serialize` is not
+    // satisfied" points there rather than at `#[rpc_service]`.
     // Fully qualified, so an inherent method of `S` with the same name
     // cannot be picked instead.
-    quote! {
-        #wire_name => __request
+    let respond = quote_spanned! {method.output_span()=>
+        __request
             .respond(|__args: #args_ident| {
                 <S as #trait_ident>::#ident(&self.service, #(__args.#fields),*)
             })
-            .await,
-    }
+            .await
+    };
+    quote!(#wire_name => #respond,)
 }

@@ -1,0 +1,10 @@
+use rpc_core::rpc_service;
+
+#[rpc_service]
+pub trait Logger {
+    #[rpc(oneway)]
+    #[rpc(oneway)]
+    async fn log(&self, line: String);
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use rpc_core::rpc_service;
+
+#[rpc_service]
+pub trait Calculator {
+    async fn add(&self, a: i64, b: i64) -> i64;
+    async fn r#add(&self, a: i64) -> i64;
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use rpc_core::rpc_service;
+
+#[rpc_service]
+pub trait Store {
+    const LIMIT: u64;
+    async fn len(&self) -> u64;
+}
+
+fn main() {}
