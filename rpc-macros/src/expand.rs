@@ -33,3 +33,17 @@ pub(crate) fn service(service: &Service<'_>) -> TokenStream {
         #server
     }
 }
+
+/// `#[doc = " line"]` per line of `text`, spaced as `///` comments are, so
+/// that rustdoc and `cargo expand` show generated docs like written ones.
+fn doc(text: &str) -> TokenStream {
+    let lines = text.lines().map(|line| {
+        let line = if line.is_empty() {
+            String::new()
+        } else {
+            format!(" {line}")
+        };
+        quote!(#[doc = #line])
+    });
+    quote!(#(#lines)*)
+}

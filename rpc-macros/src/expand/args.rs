@@ -19,17 +19,19 @@ pub(super) fn args_struct(service: &Service<'_>, method: &Method<'_>) -> TokenSt
         service.ident().unraw(),
         method.ident().unraw()
     );
+    let doc = super::doc(&doc);
     let fields = method.args.iter().map(|arg| {
         let name = arg.name();
         let ty = arg.ty;
         let doc = format!("The `{}` argument.", name.unraw());
+        let doc = super::doc(&doc);
         quote! {
-            #[doc = #doc]
+            #doc
             #vis #name: #ty
         }
     });
     quote! {
-        #[doc = #doc]
+        #doc
         #[derive(#private::Serialize, #private::Deserialize)]
         #[serde(crate = #serde_crate)]
         #vis struct #ident {

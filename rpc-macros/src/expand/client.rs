@@ -20,19 +20,20 @@ pub(super) fn client(service: &Service<'_>) -> TokenStream {
     let t = service.transport_param();
     let doc = format!(
         "Typed client of the [`{trait_ident}`] service (wire name `{wire}`).\n\n\
-         Each method makes one call and fails with `RpcError` when the call \
-         itself fails: timeout, nobody serving, decode error, handler panic. \
+         Each method makes one call. It fails with `RpcError` when the call\n\
+         itself fails: timeout, nobody serving, decode error, handler panic.\n\
          Cheap to clone; clones share one reply inbox.",
         trait_ident = service.ident().unraw(),
         wire = service.wire_name,
     );
+    let doc = super::doc(&doc);
     let name = ident.to_string();
     let methods = service
         .methods
         .iter()
         .map(|method| client_method(service, method));
     quote! {
-        #[doc = #doc]
+        #doc
         #vis struct #ident<#t: #private::Transport> {
             client: #private::Client<#t>,
         }
@@ -109,7 +110,8 @@ fn client_method(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
             service.ident().unraw(),
             ident.unraw()
         );
-        docs.push(quote!(#[doc = #doc]));
+        let doc = super::doc(&doc);
+        docs.push(doc);
     }
     let args = quote!(&#args_ident { #(#names),* });
     // "`Report: DeserializeOwned` is not satisfied" points at the return type.

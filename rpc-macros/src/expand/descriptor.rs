@@ -16,6 +16,7 @@ pub(super) fn descriptor(service: &Service<'_>) -> TokenStream {
         "Wire name, version and methods of the [`{}`] service.",
         service.ident().unraw()
     );
+    let doc = super::doc(&doc);
     let name = &service.wire_name;
     let docs = &service.docs;
     let methods = service
@@ -23,7 +24,7 @@ pub(super) fn descriptor(service: &Service<'_>) -> TokenStream {
         .iter()
         .map(|method| method_descriptor(service, method));
     quote! {
-        #[doc = #doc]
+        #doc
         #vis static #ident: #private::ServiceDescriptor = #private::ServiceDescriptor {
             name: #name,
             // Expands in the user's crate, so this is the version of the

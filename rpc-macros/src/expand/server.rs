@@ -16,16 +16,17 @@ pub(super) fn server(service: &Service<'_>) -> TokenStream {
     let ident = service.server_ident();
     let descriptor = service.descriptor_ident();
     let doc = format!(
-        "Serves an implementation of [`{}`]: dispatches each request to the \
-         method it names. Hand it to `Server::serve`.",
+        "Serves an implementation of [`{}`]: dispatches each request to the\n\
+         method it names. Run it with `Server::builder(transport).serve(..)`.",
         trait_ident.unraw()
     );
+    let doc = super::doc(&doc);
     let arms = service
         .methods
         .iter()
         .map(|method| dispatch_arm(service, method));
     quote! {
-        #[doc = #doc]
+        #doc
         #vis struct #ident<S> {
             service: S,
         }
