@@ -28,7 +28,7 @@ pub enum Shape {
 }
 
 /// An application error.
-#[derive(::serde::Serialize, ::serde::Deserialize)]
+#[derive(::core::fmt::Debug, ::core::cmp::PartialEq, ::serde::Serialize, ::serde::Deserialize)]
 pub struct MathError;
 
 /// Named like the client's transport parameter, to prove it cannot be
@@ -69,7 +69,10 @@ pub trait Everything {
 }
 
 /// The implementation behind the server.
-pub struct Impl;
+pub struct Impl {
+    /// Where `log` puts its lines, so a test can wait for a oneway call.
+    logged: ::tokio::sync::mpsc::UnboundedSender<::std::string::String>,
+}
 
 impl Everything for Impl {
     async fn add(&self, a: i64, b: i64) -> i64 {
@@ -78,7 +81,11 @@ impl Everything for Impl {
     async fn div(&self, a: i64, b: i64) -> ::std::result::Result<i64, MathError> {
         a.checked_div(b).ok_or(MathError)
     }
-    async fn log(&self, _line: ::std::string::String) {}
+    async fn log(&self, line: ::std::string::String) {
+        // The receiver outlives the server in the tests; a send error would
+        // only mean the test already ended.
+        let _ = self.logged.send(line);
+    }
     async fn charge(&self, cents: u64) -> u64 {
         cents
     }
@@ -96,8 +103,11 @@ impl Everything for Impl {
     ) -> ::std::collections::HashMap<::std::string::String, Point> {
         ::std::collections::HashMap::new()
     }
-    async fn r#type(&self, _shape: Shape) -> T {
-        T(7)
+    async fn r#type(&self, shape: Shape) -> T {
+        match shape {
+            Shape::Dot(_) => T(1),
+            Shape::Rect { .. } => T(2),
+        }
     }
 }
 
@@ -141,7 +151,8 @@ fn server_exposes_the_descriptor() {
     use ::rpc_core::{DeliveryMode, MethodKind, Service};
     use ::std::iter::Iterator;
 
-    let server = EverythingServer::new(Impl);
+    let (logged, _) = ::tokio::sync::mpsc::unbounded_channel();
+    let server = EverythingServer::new(Impl { logged });
     let descriptor = server.descriptor();
     ::std::assert!(::std::ptr::eq(descriptor, &EVERYTHING_DESCRIPTOR));
     ::std::assert_eq!(descriptor.name, "hygiene.v1");
@@ -164,4 +175,47 @@ fn server_exposes_the_descriptor() {
     ::std::assert_eq!(descriptor.method("add").unwrap().docs, "A plain call.");
     let _: &Impl = server.get_ref();
     let _: Impl = server.into_inner();
+}
+
+#[test]
+fn every_method_shape_round_trips_over_the_memory_transport() {
+    use ::std::option::Option::Some;
+    use ::std::result::Result::{Err, Ok};
+
+    let runtime = ::tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (logged, mut log_lines) = ::tokio::sync::mpsc::unbounded_channel();
+        let transport = ::rpc_transport_mem::MemTransport::new();
+        let server = ::rpc_core::Server::builder(::core::clone::Clone::clone(&transport))
+            .serve(EverythingServer::new(Impl { logged }))
+            .await
+            .expect("serve");
+        let client = EverythingClient::new(transport);
+
+        ::std::assert_eq!(client.add(2, 3).await.expect("add"), 5);
+        ::std::assert_eq!(client.div(7, 2).await.expect("div"), Ok(3));
+        ::std::assert_eq!(client.div(1, 0).await.expect("div"), Err(MathError));
+        client
+            .log(::std::borrow::ToOwned::to_owned("hello"))
+            .await
+            .expect("log");
+        ::std::assert_eq!(log_lines.recv().await.as_deref(), Some("hello"));
+        ::std::assert_eq!(client.charge(250).await.expect("charge"), 250);
+        client.ping().await.expect("ping");
+        let many = client
+            .many(1, 2, 3, 4, 5, 6, ::std::vec::Vec::new(), Some(T(9)))
+            .await
+            .expect("many");
+        ::std::assert!(many.is_empty());
+        let rect = Shape::Rect {
+            from: Point { x: 0, y: 0 },
+            to: Point { x: 1, y: 1 },
+        };
+        ::std::assert_eq!(client.r#type(rect).await.expect("type").0, 2);
+
+        server.shutdown().await;
+    });
 }
