@@ -36,6 +36,33 @@ pub trait Work {
     async fn gated(&self, n: u64) -> u64;
 }
 
+/// A second service, so a test can tell "the connection works again" apart
+/// from "the backlog of `Work` calls has drained".
+#[rpc_service(name = "reliability.ping")]
+pub trait Ping {
+    /// Returns `n`.
+    async fn ping(&self, n: u64) -> u64;
+}
+
+/// The implementation of [`Ping`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PingImpl;
+
+impl Ping for PingImpl {
+    async fn ping(&self, n: u64) -> u64 {
+        n
+    }
+}
+
+/// Starts a [`Ping`] server on `transport`.
+pub async fn serve_ping<T: Transport>(transport: T) -> ServerHandle {
+    Server::builder(transport)
+        .concurrency(4)
+        .serve(PingServer::new(PingImpl))
+        .await
+        .expect("serve reliability.ping")
+}
+
 /// What the handlers of one server did, for tests to read.
 #[derive(Debug)]
 pub struct WorkProbe {
@@ -342,6 +369,20 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
 }
 
 // ---- figures -----------------------------------------------------------------
+
+/// Held by tests whose figures are timings, so that the other tests of the
+/// same binary do not run beside them on the two CI cores.
+pub async fn timing_sensitive() -> tokio::sync::MutexGuard<'static, ()> {
+    static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ALONE.lock().await
+}
+
+/// Resident memory of this process in bytes (Linux), for figures only.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
 
 /// Prints a figure for docs/reliability.md (shown with `--nocapture`).
 pub fn report(check: &str, figure: impl std::fmt::Display) {
