@@ -12,16 +12,15 @@
 mod reliability_support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rpc_core::{RpcError, Transport};
 use rpc_tests::relay::Relay;
 use rpc_transport_mem::MemTransport;
-use tokio::sync::Notify;
 
 use reliability_support::{
-    BrokerSetup, PingClient, WorkClient, broker_addr, report, serve_ping, serve_work,
+    BrokerSetup, Counter, PingClient, WorkClient, broker_addr, report, serve_ping, serve_work,
 };
 
 const CALLS: usize = 10_000;
@@ -45,25 +44,6 @@ struct Tally {
     last_lost_after: Duration,
 }
 
-/// Counts completed calls and wakes whoever waits for a number of them.
-#[derive(Default)]
-struct Progress {
-    done: AtomicUsize,
-    changed: Notify,
-}
-
-impl Progress {
-    async fn wait_for(&self, n: usize) {
-        loop {
-            let changed = self.changed.notified();
-            if self.done.load(Ordering::SeqCst) >= n {
-                return;
-            }
-            changed.await;
-        }
-    }
-}
-
 /// Starts `CALLS` calls, breaks the connection with `break_it` once
 /// `BREAK_AFTER` have completed, then checks that every call ends typed and
 /// that new calls succeed again within `RECOVERY_LIMIT` of the break.
@@ -80,7 +60,7 @@ async fn calls_survive_a_break<T: Transport>(
     let _ping_server = serve_ping(server).await;
     let work = WorkClient::new(client.clone());
     let ping = PingClient::from_client(work.client().clone());
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(Counter::default());
     let started = Instant::now();
     let calls: Vec<_> = (0..CALLS as u64)
         .map(|n| {
@@ -88,16 +68,18 @@ async fn calls_survive_a_break<T: Transport>(
             let progress = progress.clone();
             tokio::spawn(async move {
                 let result = work.sleep(n % 7).await;
-                progress.done.fetch_add(1, Ordering::SeqCst);
-                progress.changed.notify_waiters();
+                progress.add();
                 (n, result, Instant::now())
             })
         })
         .collect();
-    tokio::time::timeout(Duration::from_secs(60), progress.wait_for(BREAK_AFTER))
-        .await
-        .expect("calls make progress before the break");
-    let done_before = progress.done.load(Ordering::SeqCst);
+    assert!(
+        progress
+            .wait_for(BREAK_AFTER, Duration::from_secs(60))
+            .await,
+        "{label}: calls make progress before the break"
+    );
+    let done_before = progress.get();
     break_it().await;
     let broken_at = Instant::now();
 

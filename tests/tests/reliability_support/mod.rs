@@ -200,6 +200,41 @@ pub async fn serve_work<T: Transport>(
     (server, probe)
 }
 
+/// A count that tests can wait on (e.g. calls completed).
+#[derive(Debug, Default)]
+pub struct Counter {
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+impl Counter {
+    /// Adds one and wakes every waiter.
+    pub fn add(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// The count now.
+    pub fn get(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the count reaches `n`, at most `limit`; whether it did.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> bool {
+        tokio::time::timeout(limit, async {
+            loop {
+                let changed = self.changed.notified();
+                if self.get() >= n {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
 // ---- the broker ------------------------------------------------------------
 
 /// A namespace on the test broker: a queue prefix and connection names
