@@ -86,6 +86,7 @@ mod client;
 pub mod codec;
 mod context;
 mod descriptor;
+mod dyn_transport;
 pub mod envelope;
 mod error;
 pub mod frame;
@@ -98,6 +99,10 @@ pub mod transport;
 #[doc(hidden)]
 pub mod __private;
 
+/// Turns a trait of `async fn`s into a service: a typed client
+/// (`<Trait>Client`), a server dispatch (`<Trait>Server`), one argument
+/// struct per method and a `<TRAIT>_DESCRIPTOR`. The [crate example](crate)
+/// shows it end to end; what follows is the full reference.
 pub use rpc_macros::rpc_service;
 
 pub use client::{
@@ -106,6 +111,7 @@ pub use client::{
 pub use codec::{Bincode, Codec, CodecError, ContentType, Json};
 pub use context::Context;
 pub use descriptor::{DeliveryMode, MethodDescriptor, MethodKind, ServiceDescriptor};
+pub use dyn_transport::{DynInbox, DynRequests, DynTransport};
 pub use envelope::{Envelope, ErrorKind, Header, Kind, Metadata, Status};
 pub use error::{RpcError, TransportError};
 pub use frame::{FrameError, FrameLimits};

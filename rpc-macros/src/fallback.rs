@@ -21,6 +21,8 @@ use crate::parse::is_rpc_attr;
 ///
 /// - `#[rpc(..)]` attributes go: nothing but this macro accepts them.
 /// - A method whose name is taken goes: check reported it as a duplicate.
+/// - `const` on methods goes: check reported it, and rustc rejects it in
+///   traits twice over.
 /// - Argument patterns in methods without a body become `_`: check
 ///   reported them, and rustc rejects them there.
 pub(crate) fn trait_with_errors(item: &ItemTrait, errors: syn::Error) -> TokenStream {
@@ -35,6 +37,7 @@ pub(crate) fn trait_with_errors(item: &ItemTrait, errors: syn::Error) -> TokenSt
             continue;
         };
         method.attrs.retain(|attr| !is_rpc_attr(attr));
+        method.sig.constness = None;
         if method.default.is_some() {
             continue;
         }
