@@ -219,7 +219,12 @@ impl<T: Transport, S: Service> ServeLoop<T, S> {
                 max_message_size: self.max_message_size,
             };
             tokio::spawn(async move {
-                call.run(delivery).await;
+                // Boxed: a call's future is large (handler, reply and settle
+                // states), and a task holding it inline copies all of it on
+                // spawn, into the task cell and at completion (measured: 5% of
+                // the instructions of a memory-transport call). The box is
+                // one allocation and one copy.
+                Box::pin(call.run(delivery)).await;
                 drop(permit);
             });
         }
