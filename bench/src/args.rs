@@ -10,6 +10,7 @@ use crate::systems::{Flavor, SystemId};
 pub(crate) const USAGE: &str = "\
 usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp] [--runs N] [--secs S]
                  [--system NAME]... [--flavor current|multi] [--in-flight N]... [--no-memory]
+                 [--no-subscriber]
 
   --quick        a few seconds in all: one short run per configuration, a reduced
                  memory check; skips AMQP with a notice when no broker answers
@@ -23,6 +24,8 @@ usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp] [--runs 
   --flavor F     in-process systems on this runtime only: current or multi
   --in-flight N  measure at this many calls in flight only (repeatable)
   --no-memory    skip the resident-memory check
+  --no-subscriber  leave tracing without a subscriber (its `log` fallback then
+                 runs on every span enter, exit and record, in every system)
 
 The broker is AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f).";
 
@@ -54,6 +57,8 @@ pub(crate) struct Options {
     pub(crate) levels: Vec<usize>,
     /// Run the resident-memory check.
     pub(crate) memory: bool,
+    /// Install a no-op tracing subscriber.
+    pub(crate) subscriber: bool,
     /// Interleaved runs per configuration.
     pub(crate) runs: usize,
     /// Measured time per configuration and run.
@@ -89,6 +94,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, B
     let mut systems = Vec::new();
     let mut flavor = None;
     let mut memory = true;
+    let mut subscriber = true;
     let mut levels = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -148,6 +154,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, B
                 levels.push(n);
             }
             "--no-memory" => memory = false,
+            "--no-subscriber" => subscriber = false,
             "-h" | "--help" => return Err(BenchError::Usage(String::new())),
             other => return Err(BenchError::Usage(format!("unknown argument `{other}`"))),
         }
@@ -165,6 +172,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, B
         systems,
         flavor,
         memory,
+        subscriber,
         levels,
         runs: runs.unwrap_or(if quick { 1 } else { 5 }),
         measure,

@@ -51,6 +51,15 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), BenchError> {
     let options = args::parse(std::env::args().skip(1))?;
+    if options.subscriber {
+        // Applications that use tracing install a subscriber. Without one,
+        // tracing falls back to `log` (its `log` feature is on here: tarpc
+        // turns it on) and every span enter, exit and record pays for a
+        // log-level check, in every system alike. A no-op subscriber gives
+        // each the cost it has in a traced application: disabled spans.
+        let _already_set =
+            tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
+    }
     let plan = Plan::new(&options)?;
     for notice in &plan.notices {
         eprintln!("notice: {notice}");
