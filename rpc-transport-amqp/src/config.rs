@@ -171,9 +171,10 @@ impl AmqpTransportBuilder {
         self
     }
 
-    /// A PEM bundle of CA certificates to trust for `amqps://` URLs.
-    /// Certificates are always verified; with this crate's rustls build the
-    /// trusted roots are exactly the ones given here.
+    /// A PEM bundle of CA certificates to trust for `amqps://` URLs, in
+    /// addition to the Mozilla root set (webpki-root-certs) this crate's
+    /// rustls build ships with. Certificates are always verified; there is
+    /// no option to turn verification off.
     pub fn tls_ca_pem(mut self, pem: impl Into<String>) -> Self {
         self.config.tls_ca_pem = Some(pem.into());
         self

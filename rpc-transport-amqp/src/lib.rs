@@ -40,7 +40,8 @@
 //! See [`AmqpTransportBuilder`]: exchange, queue prefix, queue kind,
 //! durability, persistent messages, publisher confirms, reply mode,
 //! heartbeat, connection name, connect timeout, reconnect backoff, and a CA
-//! bundle for `amqps://` (certificates are always verified). Prefetch is not
+//! bundle for `amqps://` (TLS through rustls with ring; certificates are
+//! always verified against the Mozilla roots plus the bundle you give). Prefetch is not
 //! a transport option: a server's concurrency
 //! (`Server::builder(t).concurrency(n)`) becomes the prefetch of its consumer.
 //!

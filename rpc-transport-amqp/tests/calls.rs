@@ -241,3 +241,28 @@ fn delete_exchange(name: &str) {
         .args(["eval", &format!("rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"{name}\">>), false, <<\"test\">>).")])
         .output();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqps_to_a_plain_port_fails_with_a_connect_error_not_a_hang() {
+    let Some(_builder) = support::builder("amqps").await else {
+        return;
+    };
+    let uri: rpc_transport_amqp::lapin::uri::AMQPUri = support::broker_url().parse().unwrap();
+    let url = format!(
+        "amqps://{}:{}@{}:{}/%2f",
+        uri.authority.userinfo.username,
+        uri.authority.userinfo.password,
+        uri.authority.host,
+        uri.authority.port
+    );
+    let started = Instant::now();
+    let result = rpc_transport_amqp::AmqpTransport::builder(url)
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await;
+    assert!(
+        matches!(result, Err(rpc_core::TransportError::Connect { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
