@@ -193,8 +193,8 @@ impl<T: Transport> Client<T> {
     {
         let span = tracing::debug_span!(
             "rpc.call",
-            service,
-            method,
+            service = %service,
+            method = %method,
             correlation_id = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
@@ -259,7 +259,7 @@ impl<T: Transport> Client<T> {
     where
         A: Serialize + ?Sized,
     {
-        let span = tracing::debug_span!("rpc.notify", service, method);
+        let span = tracing::debug_span!("rpc.notify", service = %service, method = %method);
         let (timeout, envelope) = self.envelope(Kind::Oneway, service, method, args)?;
         let to = Address::from_static(service);
         let send = self.shared.transport.send(&to, envelope);

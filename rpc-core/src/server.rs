@@ -332,7 +332,7 @@ impl<T: Transport, S: Service> Call<T, S> {
                 Err(panic) => {
                     self.stats.panicked.fetch_add(1, Ordering::Relaxed);
                     let message = panic_message(panic.as_ref());
-                    tracing::warn!(%message, "handler panicked");
+                    tracing::warn!(panic = %message, "handler panicked");
                     // A handler that panics on this input will panic again:
                     // dead-letter instead of a redelivery loop.
                     (
