@@ -1,6 +1,7 @@
 //! Deadlines hold under load: 10,000 calls against a server that never
-//! replies all end with `Timeout`, none early, none later than the deadline
-//! plus 50 ms, and none hangs. On the memory transport and on RabbitMQ.
+//! replies all end with `Timeout`, none early, none later than 50 ms after
+//! the deadline (beyond what the machine delays any timer), and none hangs.
+//! On the memory transport and on RabbitMQ.
 
 mod reliability_support;
 
@@ -18,6 +19,12 @@ const LATE_BY_AT_MOST: Duration = Duration::from_millis(50);
 
 /// Starts `CALLS` calls to `hang` at once, each in its own task, and checks
 /// how each ended, timed from its own start.
+///
+/// Beside each call its task runs a bare timer of the same deadline, the
+/// control: on a loaded machine every timer fires late, and the control
+/// shows by how much. The check is that the call ends within 50 ms of its
+/// control (what the library adds to the runtime's timers), and that the
+/// typical call ends within 50 ms of its deadline in absolute terms.
 async fn every_call_times_out<T: Transport>(label: &str, server: T, client: T, deadline: Duration) {
     let _alone = timing_sensitive().await;
     let (_server, probe) = serve_work(server, 64).await;
@@ -30,45 +37,69 @@ async fn every_call_times_out<T: Transport>(label: &str, server: T, client: T, d
             let work = work.clone();
             tokio::spawn(async move {
                 let start = Instant::now();
-                let result = work.hang().await;
-                (result, start.elapsed())
+                let call = async {
+                    let result = work.hang().await;
+                    (result, start.elapsed())
+                };
+                let control = async {
+                    tokio::time::sleep(deadline).await;
+                    start.elapsed()
+                };
+                // The call first: when both timers have fired, the call is
+                // measured before the control, never after it.
+                let ((result, took), control) = tokio::join!(biased; call, control);
+                (result, took, control)
             })
         })
         .collect();
     let mut took = Vec::with_capacity(CALLS);
+    let mut beyond_control = Vec::with_capacity(CALLS);
+    let mut control_late = Vec::with_capacity(CALLS);
     let mut hung = 0;
     for call in calls {
         // Far beyond any deadline: a call still running then is hung.
         match tokio::time::timeout(deadline + Duration::from_secs(20), call).await {
             Ok(joined) => {
-                let (result, elapsed) = joined.expect("call task");
+                let (result, elapsed, control) = joined.expect("call task");
                 assert!(matches!(result, Err(RpcError::Timeout)), "{result:?}");
                 took.push(elapsed);
+                beyond_control.push(elapsed.saturating_sub(control));
+                control_late.push(control.saturating_sub(deadline));
             }
             Err(_) => hung += 1,
         }
     }
     let wall = started.elapsed();
     assert_eq!(hung, 0, "{hung} calls hung");
-    took.sort();
+    for figures in [&mut took, &mut beyond_control, &mut control_late] {
+        figures.sort();
+    }
     let (min, max) = (took[0], took[took.len() - 1]);
     let late = |d: Duration| d.saturating_sub(deadline);
+    let most_beyond_control = beyond_control[beyond_control.len() - 1];
     report(
         &format!("deadlines/{label}"),
         format_args!(
             "{CALLS} calls, deadline {deadline:?}: all Timeout, hung 0; ended after deadline \
-             +{:?} (p50) +{:?} (p99) +{:?} (max); min {min:?}; handler ran {} times; wall {wall:?}",
+             +{:?} (p50) +{:?} (p99) +{:?} (max); min {min:?}; beyond a bare timer's \
+             lateness at most {most_beyond_control:?} (bare timers were up to {:?} late); \
+             handler ran {} times; wall {wall:?}",
             late(percentile(&took, 50)),
             late(percentile(&took, 99)),
             late(max),
+            control_late[control_late.len() - 1],
             probe.hang_runs.load(std::sync::atomic::Ordering::SeqCst),
         ),
     );
     assert!(min >= deadline, "a call ended early: {min:?}");
     assert!(
-        max <= deadline + LATE_BY_AT_MOST,
-        "a call ended {:?} after its deadline",
-        late(max)
+        most_beyond_control <= LATE_BY_AT_MOST,
+        "a call ended {most_beyond_control:?} after a bare timer of the same deadline"
+    );
+    assert!(
+        late(percentile(&took, 50)) <= LATE_BY_AT_MOST,
+        "the median call ended {:?} after its deadline",
+        late(percentile(&took, 50))
     );
     assert_eq!(work.client().pending_calls(), 0);
 }
@@ -92,13 +123,14 @@ async fn ten_thousand_calls_time_out_on_amqp() {
     };
     let server = broker.direct("server").connect().await.expect("connect");
     let client = broker.direct("client").connect().await.expect("connect");
-    // Long enough that every request is published before the first expires,
-    // so the timers are not competing with 10,000 publishes.
+    // Long enough that every request is published before the first expires
+    // (10,000 publishes take 1-4 s in a debug build on 2 cores), so the
+    // timers are not competing with them for the runtime.
     every_call_times_out(
         "amqp",
         server.clone(),
         client.clone(),
-        Duration::from_secs(3),
+        Duration::from_secs(5),
     )
     .await;
     client.cleanup().await.expect("delete the reply queue");
