@@ -16,6 +16,7 @@ pub use ::std::sync::Arc;
 
 pub use crate::client::Client;
 pub use crate::descriptor::{DeliveryMode, MethodDescriptor, MethodKind, ServiceDescriptor};
+pub use crate::dyn_transport::DynTransport;
 pub use crate::error::RpcError;
 pub use crate::service::{Request, Response, Service};
 pub use crate::transport::Transport;

@@ -19,3 +19,19 @@ impl Fixture for DynFixture {
 }
 
 rpc_tests::conformance_suite!(async { Some(DynFixture(DynTransport::new(MemTransport::new()))) });
+
+/// A generated client names no transport by default: `CalcClient` is
+/// `CalcClient<DynTransport>`, so application structs need no type parameter.
+struct App {
+    calc: rpc_tests::services::CalcClient,
+}
+
+#[tokio::test]
+async fn generated_clients_default_to_the_erased_transport() {
+    let transport = DynTransport::new(MemTransport::new());
+    let _server = rpc_tests::conformance::serve_calc(transport.clone(), 1, 4).await;
+    let app = App {
+        calc: rpc_tests::services::CalcClient::new(transport),
+    };
+    assert_eq!(app.calc.add(40, 2).await.unwrap(), 42);
+}

@@ -22,7 +22,8 @@ pub(super) fn client(service: &Service<'_>) -> TokenStream {
         "Typed client of the [`{trait_ident}`] service (wire name `{wire}`).\n\n\
          Each method makes one call. It fails with `RpcError` when the call\n\
          itself fails: timeout, nobody serving, decode error, handler panic.\n\
-         Cheap to clone; clones share one reply inbox.",
+         Cheap to clone; clones share one reply inbox. The transport\n\
+         defaults to `DynTransport`, for fields that should not name one.",
         trait_ident = service.ident().unraw(),
         wire = service.wire_name,
     );
@@ -34,7 +35,7 @@ pub(super) fn client(service: &Service<'_>) -> TokenStream {
         .map(|method| client_method(service, method));
     quote! {
         #doc
-        #vis struct #ident<#t: #private::Transport> {
+        #vis struct #ident<#t: #private::Transport = #private::DynTransport> {
             client: #private::Client<#t>,
         }
 

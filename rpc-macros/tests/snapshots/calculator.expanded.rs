@@ -109,8 +109,11 @@ pub static CALCULATOR_DESCRIPTOR: ::rpc_core::__private::ServiceDescriptor = ::r
 ///
 /// Each method makes one call. It fails with `RpcError` when the call
 /// itself fails: timeout, nobody serving, decode error, handler panic.
-/// Cheap to clone; clones share one reply inbox.
-pub struct CalculatorClient<T: ::rpc_core::__private::Transport> {
+/// Cheap to clone; clones share one reply inbox. The transport
+/// defaults to `DynTransport`, for fields that should not name one.
+pub struct CalculatorClient<
+    T: ::rpc_core::__private::Transport = ::rpc_core::__private::DynTransport,
+> {
     client: ::rpc_core::__private::Client<T>,
 }
 #[automatically_derived]
