@@ -125,6 +125,7 @@ async fn at_least_once_request_is_redelivered_after_a_kill() {
         async move { crash.work(1).await }
     });
     first.wait_for("started work 1").await;
+    let first_runs = count(&first.said, "started work 1");
     // The second worker starts while the first holds the request unacked,
     // so it can only get it by redelivery.
     let second = Worker::start(&broker, "second", "answer").await;
@@ -144,13 +145,15 @@ async fn at_least_once_request_is_redelivered_after_a_kill() {
     assert_eq!(crash.client().pending_calls(), 0);
 
     let said = second.stop().await;
-    assert_eq!(count(&said, "started work 1"), 1, "{said:?}");
+    let second_runs = count(&said, "started work 1");
+    assert_eq!(second_runs, 1, "{said:?}");
     caller.cleanup().await.expect("delete the reply queue");
     report(
         "crash/at-least-once",
         format_args!(
-            "handler ran 2 times (killed worker, then the other one); caller got 1 answer \
-             {redelivered_in:?} after the kill; 0 dropped replies"
+            "handler runs: killed worker {first_runs}, other worker {second_runs}; caller got \
+             1 answer {redelivered_in:?} after the kill; dropped replies {}",
+            crash.client().dropped_replies()
         ),
     );
     assert_eq!(broker.queues(), Vec::new(), "queues left behind");
@@ -170,6 +173,7 @@ async fn at_most_once_request_is_not_run_again_after_a_kill() {
         async move { crash.charge(7).await }
     });
     first.wait_for("started charge 7").await;
+    let first_runs = count(&first.said, "started charge 7");
     let second = Worker::start(&broker, "second", "answer").await;
     first.kill().await;
 
@@ -185,12 +189,16 @@ async fn at_most_once_request_is_not_run_again_after_a_kill() {
     assert_eq!(crash.client().pending_calls(), 0);
 
     let said = second.stop().await;
-    assert_eq!(count(&said, "started charge 7"), 0, "ran again: {said:?}");
+    let second_runs = count(&said, "started charge 7");
+    assert_eq!(second_runs, 0, "ran again: {said:?}");
     caller.cleanup().await.expect("delete the reply queue");
     report(
         "crash/at-most-once",
-        "handler ran 1 time (killed worker only); caller got 1 typed error (Timeout at its \
-         deadline); the other worker never ran it",
+        format_args!(
+            "handler runs: killed worker {first_runs}, other worker {second_runs}; caller got \
+             {result:?} at its {deadline:?} deadline; dropped replies {}",
+            crash.client().dropped_replies()
+        ),
     );
     assert_eq!(broker.queues(), Vec::new(), "queues left behind");
 }
