@@ -29,6 +29,7 @@ mod systems;
 mod targets;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use args::{Group, Options};
 use error::BenchError;
@@ -64,6 +65,7 @@ fn run() -> Result<(), BenchError> {
     for notice in &plan.notices {
         eprintln!("notice: {notice}");
     }
+    watchdog(plan.time_limit(&options));
     // First, while the heap is fresh, so earlier runs' freed memory cannot
     // hide growth.
     let memory = (options.memory && options.runs_group(Group::Mem))
@@ -93,4 +95,17 @@ fn memory_check(options: &Options) -> Result<memory::MemoryCheck, BenchError> {
     };
     eprintln!("memory check: {first} then {total} calls");
     memory::check(first, total)
+}
+
+/// Ends the process if it is still running after `limit`: a system that
+/// stops answering must fail CI, not hold it until its own time-out.
+fn watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!(
+            "rpc-bench: still running after {} s; a system under test hangs",
+            limit.as_secs()
+        );
+        std::process::exit(3);
+    });
 }

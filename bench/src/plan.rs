@@ -107,6 +107,17 @@ impl Plan {
         Ok(Plan { configs, notices })
     }
 
+    /// A generous bound on how long [`run`](Plan::run) takes: measured time
+    /// twice over plus setup, so only a hang exceeds it.
+    pub(crate) fn time_limit(&self, options: &Options) -> Duration {
+        let levels: usize = self.configs.iter().map(|c| c.levels.len()).sum();
+        let per_level = options.warmup + options.measure;
+        // Setup and teardown of one level, broker connections included.
+        let setup = Duration::from_secs(3);
+        (per_level * 2 + setup) * u32::try_from(levels * options.runs).unwrap_or(u32::MAX)
+            + Duration::from_secs(120)
+    }
+
     /// Runs every configuration `options.runs` times, interleaved.
     pub(crate) fn run(&self, options: &Options) -> Result<Vec<Sample>, BenchError> {
         let mut samples = Vec::new();

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{
@@ -23,6 +24,12 @@ use tokio::sync::oneshot;
 use super::Running;
 use crate::error::BenchError;
 use crate::load::Caller;
+
+/// How long a call waits for its reply (our client's default deadline).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long closing a connection may take before it is dropped instead.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The broker's pseudo-queue for direct reply-to.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -77,9 +84,16 @@ impl Caller for LapinCaller {
             lock(&self.waiters).remove(&id);
             return Err(BenchError::call(Self::NAME, error));
         }
-        answer
-            .await
-            .map_err(|_| BenchError::call(Self::NAME, "reply reader stopped"))
+        // Bounded, like every call of ours: a lost reply fails the run
+        // instead of hanging it.
+        match tokio::time::timeout(CALL_TIMEOUT, answer).await {
+            Ok(Ok(sum)) => Ok(sum),
+            Ok(Err(_)) => Err(BenchError::call(Self::NAME, "reply reader stopped")),
+            Err(_) => {
+                lock(&self.waiters).remove(&id);
+                Err(BenchError::call(Self::NAME, "no reply within 30 s"))
+            }
+        }
     }
 }
 
@@ -197,12 +211,12 @@ pub(crate) async fn start(
     Ok(Running::new(caller, async move {
         reader.abort();
         server.abort();
-        let _ = client_connection
-            .close(200, ShortString::from("done"))
-            .await;
-        let _ = server_connection
-            .close(200, ShortString::from("done"))
-            .await;
+        // A close can wait forever on a channel lapin still thinks busy
+        // (seen after 256 in flight); dropping the connection ends it too.
+        for connection in [client_connection, server_connection] {
+            let close = connection.close(200, ShortString::from("done"));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+        }
     }))
 }
 
