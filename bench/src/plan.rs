@@ -75,6 +75,7 @@ impl Plan {
                     for system in [
                         SystemId::LapinQueue,
                         SystemId::OursAmqp,
+                        SystemId::OursAmqpNoConfirms,
                         SystemId::LapinDirect,
                     ] {
                         if !options.runs_system(system) {

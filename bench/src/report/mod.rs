@@ -23,6 +23,7 @@ const PAIRS: &[(SystemId, SystemId)] = &[
     (SystemId::OursMem, SystemId::Mpsc),
     (SystemId::OursAmqp, SystemId::LapinQueue),
     (SystemId::OursAmqp, SystemId::LapinDirect),
+    (SystemId::OursAmqpNoConfirms, SystemId::LapinQueue),
 ];
 
 /// The machine the figures come from.

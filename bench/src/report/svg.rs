@@ -60,6 +60,7 @@ fn color(system: SystemId) -> &'static str {
         SystemId::LapinQueue => "#2ca02c",
         SystemId::LapinDirect => "#17becf",
         SystemId::OursAmqp => "#ff7f0e",
+        SystemId::OursAmqpNoConfirms => "#bcbd22",
     }
 }
 

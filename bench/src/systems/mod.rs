@@ -72,13 +72,15 @@ pub(crate) enum SystemId {
     LapinQueue,
     /// Baseline: hand-written lapin request/reply, direct reply-to.
     LapinDirect,
-    /// Ours: `#[rpc_service]` over `AmqpTransport`.
+    /// Ours: `#[rpc_service]` over `AmqpTransport`, default settings.
     OursAmqp,
+    /// Ours over AMQP with publisher confirms off, as the raw baseline runs.
+    OursAmqpNoConfirms,
 }
 
 impl SystemId {
     /// Every system, in table order.
-    pub(crate) const ALL: [SystemId; 7] = [
+    pub(crate) const ALL: [SystemId; 8] = [
         SystemId::Mpsc,
         SystemId::TarpcMem,
         SystemId::OursMem,
@@ -86,6 +88,7 @@ impl SystemId {
         SystemId::LapinQueue,
         SystemId::LapinDirect,
         SystemId::OursAmqp,
+        SystemId::OursAmqpNoConfirms,
     ];
 
     /// Its name on the command line and in JSON.
@@ -98,6 +101,7 @@ impl SystemId {
             SystemId::LapinQueue => "lapin-queue",
             SystemId::LapinDirect => "lapin-direct",
             SystemId::OursAmqp => "ours-amqp",
+            SystemId::OursAmqpNoConfirms => "ours-amqp-noconfirm",
         }
     }
 
@@ -107,7 +111,10 @@ impl SystemId {
             SystemId::Mpsc | SystemId::TarpcMem | SystemId::OursMem | SystemId::TarpcTcp => {
                 Group::Mem
             }
-            SystemId::LapinQueue | SystemId::LapinDirect | SystemId::OursAmqp => Group::Amqp,
+            SystemId::LapinQueue
+            | SystemId::LapinDirect
+            | SystemId::OursAmqp
+            | SystemId::OursAmqpNoConfirms => Group::Amqp,
         }
     }
 
@@ -121,6 +128,7 @@ impl SystemId {
             SystemId::LapinQueue => "raw lapin, reply queue",
             SystemId::LapinDirect => "raw lapin, direct reply-to",
             SystemId::OursAmqp => "ours: amqp",
+            SystemId::OursAmqpNoConfirms => "ours: amqp, no confirms",
         }
     }
 }
@@ -193,7 +201,12 @@ pub(crate) fn measure_levels(
                 })
                 .await
             }
-            SystemId::OursAmqp => each_level(levels, options, |n| ours_amqp::start(n, url)).await,
+            SystemId::OursAmqp => {
+                each_level(levels, options, |n| ours_amqp::start(n, url, true)).await
+            }
+            SystemId::OursAmqpNoConfirms => {
+                each_level(levels, options, |n| ours_amqp::start(n, url, false)).await
+            }
         }
     })
 }

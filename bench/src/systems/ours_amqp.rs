@@ -1,6 +1,8 @@
 //! Ours: the `#[rpc_service]` client and server over `AmqpTransport`,
 //! in its default configuration (publisher confirms on, exclusive reply
-//! queue, classic durable request queue, transient messages).
+//! queue, classic durable request queue, transient messages), and once more
+//! with confirms off, the one setting in which the raw lapin baseline
+//! differs, so the cost of confirms shows apart from the rest.
 //!
 //! Server and client each get their own transport (their own connection),
 //! as two processes would.
@@ -28,14 +30,17 @@ impl Caller for OursAmqpCaller {
     }
 }
 
-/// Connects a server (concurrency = prefetch = `in_flight`) and a client.
+/// Connects a server (concurrency = prefetch = `in_flight`) and a client,
+/// with publisher confirms on or off.
 pub(crate) async fn start(
     in_flight: usize,
     url: &str,
+    confirms: bool,
 ) -> Result<Running<OursAmqpCaller>, BenchError> {
     let connect = || async {
         AmqpTransport::builder(url)
             .queue_prefix("rpc-bench.")
+            .publisher_confirms(confirms)
             .connect()
             .await
             .map_err(|e| BenchError::setup(OursAmqpCaller::NAME, e))
