@@ -11,6 +11,9 @@ use crate::error::protocol;
 use crate::properties::long;
 use crate::transport::{Shared, short};
 
+/// How many messages a dead-letter queue keeps before dropping its oldest.
+pub(crate) const DEAD_LETTER_MAX_LENGTH: i64 = 100_000;
+
 /// Declares `service`'s queues (idempotent: declaring again with the same
 /// options is a no-op) and returns the request queue's name.
 pub(crate) async fn declare_service(
@@ -31,8 +34,16 @@ pub(crate) async fn declare_service(
         ..Default::default()
     };
 
+    // Requests whose deadline passed in the queue are dead-lettered too, so
+    // without a bound a service whose callers often time out would grow its
+    // DLQ forever; the oldest go first.
+    let mut dead_letter_arguments = common.clone();
+    dead_letter_arguments.insert(
+        "x-max-length".into(),
+        lapin::types::AMQPValue::LongLongInt(DEAD_LETTER_MAX_LENGTH),
+    );
     channel
-        .queue_declare(short(&dead_letters)?, options, common.clone())
+        .queue_declare(short(&dead_letters)?, options, dead_letter_arguments)
         .await
         .map_err(|e| protocol("declare dead-letter queue", e))?;
     shared.record_declared(&dead_letters);
