@@ -66,4 +66,17 @@ impl BenchError {
             message: error.to_string(),
         }
     }
+
+    /// A setup failure of `system` from an error with sources: each cause
+    /// is named, since "transport failed" alone does not say why.
+    pub(crate) fn setup_from(system: &'static str, error: &dyn std::error::Error) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        BenchError::Setup { system, message }
+    }
 }

@@ -14,7 +14,7 @@ use crate::stats::{Sample, Summary};
 use crate::systems::{Flavor, SystemId};
 
 const WIDTH: f64 = 980.0;
-const HEIGHT: f64 = 760.0;
+const HEIGHT: f64 = 780.0;
 const PANEL_W: f64 = 400.0;
 const PANEL_H: f64 = 250.0;
 /// Left and top edges of the four panels' plotting areas.
@@ -329,9 +329,11 @@ fn legend(svg: &mut String, report: &Report) {
     let mut systems: Vec<SystemId> = report.summaries.iter().map(|s| s.system).collect();
     systems.sort();
     systems.dedup();
-    let mut x = 80.0;
-    let y = HEIGHT - 50.0;
-    for system in systems {
+    // Four entries a row, in columns, below the panels.
+    let top = HEIGHT - 95.0;
+    for (i, system) in systems.into_iter().enumerate() {
+        let x = 80.0 + 220.0 * (i % 4) as f64;
+        let y = top + 18.0 * (i / 4) as f64;
         let _ = writeln!(
             svg,
             r#"<line x1="{x}" x2="{}" y1="{y}" y2="{y}" stroke="{}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
@@ -341,13 +343,12 @@ fn legend(svg: &mut String, report: &Report) {
             y + 4.0,
             escape(system.label())
         );
-        x += 24.0 + 6.5 * system.label().len() as f64 + 14.0;
     }
+    let y = top + 44.0;
     let _ = writeln!(
         svg,
-        r##"<line x1="80" x2="98" y1="{0}" y2="{0}" stroke="#333" stroke-width="2"/><text x="102" y="{1}">{2}</text><line x1="260" x2="278" y1="{0}" y2="{0}" stroke="#333" stroke-width="2" stroke-dasharray="6 3"/><text x="282" y="{1}">{3}</text><text x="480" y="{1}">whiskers: range over runs; lines: medians</text>"##,
-        y + 22.0,
-        y + 26.0,
+        r##"<line x1="80" x2="98" y1="{y}" y2="{y}" stroke="#333" stroke-width="2"/><text x="102" y="{0}">{1}</text><line x1="300" x2="318" y1="{y}" y2="{y}" stroke="#333" stroke-width="2" stroke-dasharray="6 3"/><text x="322" y="{0}">{2}</text><text x="520" y="{0}">whiskers: range over runs; lines: medians</text>"##,
+        y + 4.0,
         Flavor::CurrentThread.label(),
         Flavor::MultiThread.label()
     );

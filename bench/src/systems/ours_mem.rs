@@ -34,7 +34,7 @@ pub(crate) async fn start(in_flight: usize) -> Result<Running<OursMemCaller>, Be
         .concurrency(in_flight)
         .serve(AdderServer::new(Sum))
         .await
-        .map_err(|e| BenchError::setup(OursMemCaller::NAME, e))?;
+        .map_err(|e| BenchError::setup_from(OursMemCaller::NAME, &e))?;
     let client = AdderClient::new(transport);
     Ok(Running::new(OursMemCaller(client), async move {
         server.shutdown().await;
