@@ -86,7 +86,7 @@ pub(crate) async fn drive<C: Caller>(
             }
         };
         workers.spawn(async move {
-            let mut latency_ns = new_histogram();
+            let mut latencies_ns: Vec<u64> = Vec::with_capacity(1024);
             let mut a = worker as u64;
             for _ in 0..count {
                 let sent = Instant::now();
@@ -102,23 +102,27 @@ pub(crate) async fn drive<C: Caller>(
                         got,
                     });
                 }
-                let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-                latency_ns.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+                latencies_ns.push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
                 a += in_flight as u64;
             }
-            Ok::<_, BenchError>(latency_ns)
+            Ok::<_, BenchError>((latencies_ns, Instant::now()))
         });
     }
-    let mut latency_ns = new_histogram();
+    let mut lists = Vec::with_capacity(in_flight);
+    let mut last_reply = start;
     while let Some(worker) = workers.join_next().await {
-        let worker = worker??;
-        latency_ns
-            .add(&worker)
-            .expect("histograms with the same bounds always merge");
+        let (latencies_ns, finished) = worker??;
+        last_reply = last_reply.max(finished);
+        lists.push(latencies_ns);
+    }
+    let elapsed = last_reply - start;
+    let mut latency_ns = new_histogram();
+    for ns in lists.iter().flatten() {
+        latency_ns.saturating_record((*ns).clamp(1, MAX_LATENCY_NS));
     }
     Ok(Measured {
         calls: latency_ns.len(),
-        elapsed: start.elapsed(),
+        elapsed,
         latency_ns,
     })
 }
