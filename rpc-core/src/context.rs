@@ -27,6 +27,11 @@ pub struct Context {
 }
 
 impl Context {
+    /// The metadata key under which a transport that authenticates its
+    /// peers records who sent a request (see [`caller`](Self::caller)).
+    /// Transports drop a value a client put there itself.
+    pub const CALLER_KEY: &'static str = "x-rpc-caller";
+
     /// A context; the server runtime makes one per request.
     pub fn new(
         deadline: Option<Instant>,
@@ -92,5 +97,15 @@ impl Context {
     /// The caller's metadata.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// Who sent the request, as authenticated by the transport: on AMQP the
+    /// broker-validated `user_id` (the caller's connection user), with any
+    /// value a client put there itself dropped; `None` when the sender stated
+    /// no identity. Only trust it on a transport that documents doing this:
+    /// the in-memory transport passes metadata through as the client set it.
+    /// Reads [`CALLER_KEY`](Self::CALLER_KEY).
+    pub fn caller(&self) -> Option<&str> {
+        self.metadata.get(Self::CALLER_KEY)
     }
 }

@@ -33,8 +33,9 @@ pub enum QueueKind {
     Quorum,
 }
 
-/// Everything an [`AmqpTransport`] is configured with.
-#[derive(Clone, Debug)]
+/// Everything an [`AmqpTransport`] is configured with. `Debug` is written
+/// by hand: the URL's password is shown as `***`.
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) url: String,
     pub(crate) exchange: String,
@@ -50,6 +51,47 @@ pub(crate) struct Config {
     pub(crate) tls_ca_pem: Option<String>,
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &redacted_url(&self.url))
+            .field("exchange", &self.exchange)
+            .field("queue_prefix", &self.queue_prefix)
+            .field("queue_kind", &self.queue_kind)
+            .field("durable", &self.durable)
+            .field("persistent", &self.persistent)
+            .field("confirms", &self.confirms)
+            .field("reply_mode", &self.reply_mode)
+            .field("heartbeat", &self.heartbeat)
+            .field("connection_name", &self.connection_name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls_ca_pem", &self.tls_ca_pem.as_ref().map(|_| "<pem>"))
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user info replaced by `***`, for Debug
+/// output and error messages. Works on the text, so it also covers URLs
+/// the AMQP parser refuses.
+pub(crate) fn redacted_url(url: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    // The authority ends at the first `/`, `?` or `#`; the user info at the
+    // last `@` before that (a password may itself contain `@` unescaped).
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_len].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let user = match userinfo.find(':') {
+        Some(colon) => &userinfo[..colon],
+        None => return url.to_owned(),
+    };
+    format!("{}{user}:***{}", &url[..authority_start], &rest[at..])
 }
 
 impl Config {
@@ -68,6 +110,8 @@ impl Config {
 }
 
 /// Configures an [`AmqpTransport`]: `AmqpTransport::builder(url)...connect().await`.
+///
+/// Its `Debug` output shows the URL with the password replaced by `***`.
 #[derive(Clone, Debug)]
 pub struct AmqpTransportBuilder {
     config: Config,
@@ -192,5 +236,27 @@ impl AmqpTransportBuilder {
     /// connected, the transport reconnects on its own.
     pub async fn connect(self) -> Result<AmqpTransport, TransportError> {
         AmqpTransport::start(self.config).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn passwords_are_redacted() {
+        let cases = [
+            (
+                "amqp://guest:s3cret@host:5672/%2f",
+                "amqp://guest:***@host:5672/%2f",
+            ),
+            ("amqps://u:p@ss@h/v?x=1", "amqps://u:***@h/v?x=1"),
+            ("amqp://user@host", "amqp://user@host"),
+            ("amqp://host:5672", "amqp://host:5672"),
+            ("u:pw@h", "u:***@h"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redacted_url(url), expected, "{url}");
+        }
     }
 }

@@ -22,6 +22,11 @@ pub const DEADLINE_HEADER: &str = "x-rpc-deadline-ms";
 pub const STATUS_HEADER: &str = "x-rpc-status";
 /// Header key of a failed reply's message.
 pub const ERROR_HEADER: &str = "x-rpc-error";
+/// Metadata key of the caller's identity: the AMQP `user_id` property,
+/// which RabbitMQ checks against the publishing connection's user. Decoding
+/// a request sets it from `user_id` only; a header of that name sent by a
+/// client is dropped like every other reserved header.
+pub const CALLER_METADATA: &str = rpc_core::Context::CALLER_KEY;
 /// Headers starting with this are ours; metadata may not use it.
 pub const RESERVED_PREFIX: &str = "x-rpc-";
 
@@ -274,6 +279,12 @@ pub fn decode(
             return Err(PropertiesError::TooManyEntries(headers.inner().len()));
         }
         metadata.insert(key, text_limited("metadata value", value)?);
+    }
+    // The broker refuses a publish whose user_id is not the connection's
+    // user, so on a request queue it is who sent the request. Replies carry
+    // no caller: the client knows whom it called.
+    if let (Arrival::RequestQueue { .. }, Some(user)) = (arrival, props.user_id()) {
+        metadata.insert(CALLER_METADATA, user.as_str());
     }
     let sent_at_ms = props.timestamp().map_or(0, |s| s.saturating_mul(1000));
 

@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::tcp::OwnedTLSConfig;
+use lapin::types::ShortString;
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties};
 use rpc_core::TransportError;
 use tokio::sync::Notify;
 
-use crate::config::Config;
+use crate::config::{Config, redacted_url};
 use crate::error::{connect_error, protocol};
 
 /// A connection generation: its connection, its publish channel, and
@@ -24,6 +25,10 @@ pub(crate) struct Session {
     /// Requests and replies are published here (in confirm mode when
     /// confirms are on). lapin channels are safe to share between tasks.
     pub(crate) publisher: Channel,
+    /// The user this connection logged in as: every message we publish
+    /// carries it as `user_id`, which the broker checks, so servers learn
+    /// who called (`Context::caller`).
+    pub(crate) user: ShortString,
     lost: AtomicBool,
     lost_signal: Notify,
 }
@@ -35,8 +40,19 @@ impl Session {
             .url
             .parse()
             .map_err(|e: String| TransportError::Connect {
-                message: format!("invalid AMQP URL: {e}"),
+                // The parser quotes the URL back, password and all.
+                message: format!(
+                    "invalid AMQP URL: {}",
+                    e.replace(&config.url, &redacted_url(&config.url))
+                ),
                 source: None,
+            })?;
+        let user =
+            ShortString::try_new(uri.authority.userinfo.username.as_str()).map_err(|_| {
+                TransportError::Connect {
+                    message: "invalid AMQP URL: the user name is longer than 255 bytes".into(),
+                    source: None,
+                }
             })?;
         uri.query.heartbeat = Some(u16::try_from(config.heartbeat.as_secs()).unwrap_or(u16::MAX));
         uri.query.connection_timeout =
@@ -71,6 +87,7 @@ impl Session {
             generation,
             connection,
             publisher,
+            user,
             lost: AtomicBool::new(false),
             lost_signal: Notify::new(),
         })

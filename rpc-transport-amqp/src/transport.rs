@@ -350,6 +350,9 @@ impl Shared {
         let mut props: BasicProperties =
             properties::encode(&header, reply_to, Some(&message_id))
                 .map_err(|e| TransportError::protocol("map envelope to AMQP properties", e))?;
+        // The broker refuses a user_id other than the connection's user,
+        // which is what lets a server trust it as the caller.
+        props = props.with_user_id(session.user.clone());
         let (exchange, routing_key) = if is_call {
             if config.persistent {
                 props = props.with_delivery_mode(2);
