@@ -72,7 +72,7 @@ impl Session {
                 message: format!("timed out after {:?}", config.connect_timeout),
                 source: None,
             })?
-            .map_err(|e| connect_error("connect failed", e))?;
+            .map_err(|e| connect_error("AMQP", e))?;
         let publisher = connection
             .create_channel()
             .await
