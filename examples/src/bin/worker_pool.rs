@@ -57,8 +57,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
     assert_eq!(share.values().sum::<usize>(), CALLS);
 
     transport.close().await;
+    // Stop every worker before deleting the queue: a worker still consuming
+    // would take the deletion for a broker-side cancel and declare it again.
+    let mut transports = Vec::new();
     for (transport, server) in workers {
         server.shutdown().await;
+        transports.push(transport);
+    }
+    for transport in transports {
         transport.cleanup().await?;
     }
     Ok(())
