@@ -2,7 +2,7 @@
 //! write it without a framework, on the same broker and client library as
 //! our AMQP transport.
 //!
-//! Settings follow what `notes/amqp-measured.md` found to be the fast, safe
+//! Settings follow what earlier measurements on this broker found to be the fast, safe
 //! shape: transient messages on a classic queue, server prefetch = calls in
 //! flight, one task per delivery, the reply publish awaited before the ack.
 //! Server and client each have their own connection, as two processes would.
