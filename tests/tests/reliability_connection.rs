@@ -24,9 +24,18 @@ use reliability_support::{
 };
 
 const CALLS: usize = 10_000;
-/// Completed calls before the break, so that the rest are in every stage
-/// of flight: being published, queued, running, replied to.
-const BREAK_AFTER: usize = 1_500;
+/// Calls that run freely (they sleep a few milliseconds); the others wait in
+/// the server's gate. The break comes once the gate holds as many calls as
+/// the server runs at once, so thousands of calls are provably in flight
+/// however long the break takes to arrange: closing a connection with
+/// `rabbitmqctl` takes a second or more, time enough for 10,000 free calls
+/// to finish.
+const FREE_CALLS: usize = 1_500;
+/// Calls the server runs at once.
+const SERVER_CONCURRENCY: usize = 256;
+/// Gated calls let through just before the break, so that some replies are
+/// on their way back while it happens.
+const RELEASED_AT_BREAK: usize = 500;
 /// The deadline of the 10,000 calls. A call that has not ended well after
 /// it counts as hung.
 const CALL_DEADLINE: Duration = Duration::from_secs(20);
@@ -44,9 +53,9 @@ struct Tally {
     last_lost_after: Duration,
 }
 
-/// Starts `CALLS` calls, breaks the connection with `break_it` once
-/// `BREAK_AFTER` have completed, then checks that every call ends typed and
-/// that new calls succeed again within `RECOVERY_LIMIT` of the break.
+/// Starts `CALLS` calls, breaks the connection with `break_it` while they
+/// are being published, queued, run and replied to, then checks that every call ends typed and that new
+/// calls succeed again within `RECOVERY_LIMIT` of the break.
 ///
 /// New calls go to a second service on the same connections: calls to
 /// `Work` queue behind thousands of others, and would measure the backlog.
@@ -56,7 +65,7 @@ async fn calls_survive_a_break<T: Transport>(
     client: T,
     break_it: impl AsyncFnOnce(),
 ) {
-    let (_work_server, _probe) = serve_work(server.clone(), 256).await;
+    let (_work_server, probe) = serve_work(server.clone(), SERVER_CONCURRENCY).await;
     let _ping_server = serve_ping(server).await;
     let work = WorkClient::new(client.clone());
     let ping = PingClient::from_client(work.client().clone());
@@ -67,19 +76,27 @@ async fn calls_survive_a_break<T: Transport>(
             let work = work.with_timeout(CALL_DEADLINE);
             let progress = progress.clone();
             tokio::spawn(async move {
-                let result = work.sleep(n % 7).await;
+                let result = if (n as usize) < FREE_CALLS {
+                    work.sleep(n % 7).await
+                } else {
+                    work.gated(n % 7).await
+                };
                 progress.add();
                 (n, result, Instant::now())
             })
         })
         .collect();
     assert!(
-        progress
-            .wait_for(BREAK_AFTER, Duration::from_secs(60))
+        probe
+            .wait_until(Duration::from_secs(60), |p| p
+                .in_gate
+                .load(Ordering::SeqCst)
+                == SERVER_CONCURRENCY)
             .await,
-        "{label}: calls make progress before the break"
+        "{label}: the gated calls fill the server before the break"
     );
     let done_before = progress.get();
+    probe.gate.add_permits(RELEASED_AT_BREAK);
     break_it().await;
     let broken_at = Instant::now();
 
@@ -98,6 +115,9 @@ async fn calls_survive_a_break<T: Transport>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
 
+    // Whatever is still gated runs now: a call the break did not fail
+    // (published after it) must complete.
+    probe.gate.add_permits(CALLS);
     let mut tally = Tally::default();
     let hung_after = broken_at + CALL_DEADLINE + Duration::from_secs(10);
     for call in calls {
@@ -125,7 +145,7 @@ async fn calls_survive_a_break<T: Transport>(
     report(
         &format!("connection/{label}"),
         format_args!(
-            "{CALLS} calls, break after {done_before} done: ok {}, ConnectionLost {}, \
+            "{CALLS} calls, break after {done_before} done, {RELEASED_AT_BREAK} released with it: ok {}, ConnectionLost {}, \
              Timeout {}, other {}, hung {}; last ConnectionLost {:?} after the break; \
              new calls succeed {recovered_in:?} after it; wall {:?}",
             tally.ok,
