@@ -65,24 +65,31 @@ impl Session {
         };
         let runtime =
             lapin::runtime::default_runtime().map_err(|e| connect_error("no runtime", e))?;
-        let connect = Connection::connect_uri_with_config(uri, properties, tls, runtime);
-        let connection = tokio::time::timeout(config.connect_timeout, connect)
+        // The whole opening is bounded, not just the handshake: a peer
+        // that goes silent right after it would otherwise stall the channel
+        // open forever, and with it every reconnect attempt.
+        let open = async {
+            let connection = Connection::connect_uri_with_config(uri, properties, tls, runtime)
+                .await
+                .map_err(|e| connect_error("AMQP", e))?;
+            let publisher = connection
+                .create_channel()
+                .await
+                .map_err(|e| protocol("open channel", e))?;
+            if config.confirms {
+                publisher
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(|e| protocol("confirm select", e))?;
+            }
+            Ok::<_, TransportError>((connection, publisher))
+        };
+        let (connection, publisher) = tokio::time::timeout(config.connect_timeout, open)
             .await
             .map_err(|_| TransportError::Connect {
-                message: format!("timed out after {:?}", config.connect_timeout),
-                source: None,
-            })?
-            .map_err(|e| connect_error("AMQP", e))?;
-        let publisher = connection
-            .create_channel()
-            .await
-            .map_err(|e| protocol("open channel", e))?;
-        if config.confirms {
-            publisher
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|e| protocol("confirm select", e))?;
-        }
+            message: format!("timed out after {:?}", config.connect_timeout),
+            source: None,
+        })??;
         Ok(Session {
             generation,
             connection,

@@ -178,10 +178,13 @@ impl AmqpTransport {
         let state = shared.state.borrow().clone();
         shared.close_now();
         if let State::Up(session) = state {
-            let _ = session
-                .connection
-                .close(200, "closed by owner".into())
-                .await;
+            // A connection that died unnoticed never answers the close:
+            // bounded, like every other wait on the broker.
+            let _ = tokio::time::timeout(
+                shared.config.connect_timeout,
+                session.connection.close(200, "closed by owner".into()),
+            )
+            .await;
         }
     }
 
