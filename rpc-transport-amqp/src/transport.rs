@@ -115,7 +115,8 @@ impl AmqpTransport {
     /// Tear-down for tests and environments: stops re-establishing
     /// consumers, deletes every queue this transport declared (request
     /// queues, their dead-letter queues, reply queues), then closes the
-    /// transport. Returns how many queues were deleted.
+    /// transport. Returns how many queues were deleted. A broker that does
+    /// not answer within the connect timeout fails it with `ConnectionLost`.
     ///
     /// Without the first step a running server or client would take a
     /// deleted queue for a broker-side cancel and declare it again.
@@ -140,8 +141,12 @@ impl AmqpTransport {
             }
             let _ = channel.close(200, "done".into()).await;
             Ok(names.len())
-        }
-        .await;
+        };
+        // A broker that stopped answering fails the cleanup instead of
+        // stalling it (queues left behind are the lesser harm).
+        let result = tokio::time::timeout(shared.config.connect_timeout, result)
+            .await
+            .unwrap_or(Err(TransportError::ConnectionLost));
         self.close().await;
         result
     }

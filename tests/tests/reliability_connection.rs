@@ -238,7 +238,6 @@ async fn ten_thousand_calls_survive_a_memory_disconnect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hung once in CI with the machine idle; run with --ignored while the hang is investigated"]
 async fn a_black_hole_is_detected_by_heartbeats() {
     let Some(broker) = BrokerSetup::new("conn_blackhole").await else {
         return;
