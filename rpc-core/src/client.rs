@@ -146,6 +146,9 @@ impl<T: Transport> Client<T> {
     }
 
     /// A clone whose calls carry `key = value` in their metadata.
+    ///
+    /// Keys under [`Metadata::RESERVED_PREFIX`] belong to transports: calls
+    /// of a client given one fail with [`RpcError::Encode`] before sending.
     pub fn with_metadata(&self, key: impl Into<String>, value: impl Into<String>) -> Self {
         let mut client = self.clone();
         client.options.metadata.insert(key, value);
@@ -279,6 +282,16 @@ impl<T: Transport> Client<T> {
         args: &A,
     ) -> Result<(Duration, Envelope), RpcError> {
         let options = &self.options;
+        if let Some(key) = options.metadata.reserved_key() {
+            // Transports put who called under these keys; a caller that
+            // could set them could claim to be anyone.
+            return Err(RpcError::Encode {
+                message: format!(
+                    "metadata key `{key}` uses the reserved `{}` prefix",
+                    Metadata::RESERVED_PREFIX
+                ),
+            });
+        }
         let timeout = Context::with_current(|cx| {
             let inherited = cx.and_then(Context::remaining);
             inherited.map_or(options.timeout, |left| left.min(options.timeout))

@@ -250,6 +250,11 @@ impl ErrorKind {
 pub struct Metadata(Vec<(String, String)>);
 
 impl Metadata {
+    /// Keys under this prefix are set by transports only (for example
+    /// [`Context::CALLER_KEY`](crate::Context::CALLER_KEY)); a client may not
+    /// send them, so a server can trust what it finds there.
+    pub const RESERVED_PREFIX: &'static str = "x-rpc-";
+
     /// No entries.
     pub const fn new() -> Self {
         Metadata(Vec::new())
@@ -285,6 +290,21 @@ impl Metadata {
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The first key under [`RESERVED_PREFIX`](Self::RESERVED_PREFIX), if any.
+    pub fn reserved_key(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .find(|k| k.starts_with(Self::RESERVED_PREFIX))
+    }
+
+    /// Removes every key under [`RESERVED_PREFIX`](Self::RESERVED_PREFIX);
+    /// for transports, before they add their own.
+    pub fn remove_reserved(&mut self) {
+        self.0
+            .retain(|(k, _)| !k.starts_with(Self::RESERVED_PREFIX));
     }
 }
 
