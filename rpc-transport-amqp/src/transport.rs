@@ -125,11 +125,7 @@ impl AmqpTransport {
         shared.retiring.store(true, Ordering::Release);
         let result = async {
             let session = shared.session().await?;
-            let channel = session
-                .connection
-                .create_channel()
-                .await
-                .map_err(|e| protocol("open channel", e))?;
+            let channel = session.admin_channel().await?;
             let names: Vec<String> = std::mem::take(&mut *lock(&shared.declared))
                 .into_iter()
                 .collect();
@@ -155,11 +151,7 @@ impl AmqpTransport {
     /// and health checks.
     pub async fn queue_exists(&self, queue: &str) -> Result<bool, TransportError> {
         let session = self.shared().session().await?;
-        let channel = session
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| protocol("open channel", e))?;
+        let channel = session.admin_channel().await?;
         let options = lapin::options::QueueDeclareOptions {
             passive: true,
             ..Default::default()
