@@ -102,25 +102,11 @@ impl Session {
 
     /// A channel for one administrative operation (a delete, a passive
     /// declare), closed by its user.
-    ///
-    /// lapin 4.12 now and then fails a fresh channel's open with
-    /// `InvalidChannelState(Closing)` right after another channel of the
-    /// same connection closed (seen once in CI, in `cleanup` after
-    /// `queue_exists`). The connection is unharmed and the next open
-    /// succeeds, so a few attempts are made while it stays connected.
     pub(crate) async fn admin_channel(&self) -> Result<Channel, TransportError> {
-        const ATTEMPTS: usize = 3;
-        let mut attempt = 1;
-        loop {
-            match self.connection.create_channel().await {
-                Ok(channel) => return Ok(channel),
-                Err(error) if attempt < ATTEMPTS && self.connection.status().connected() => {
-                    tracing::debug!(%error, attempt, "opening a channel failed; trying again");
-                    attempt += 1;
-                }
-                Err(error) => return Err(protocol("open channel", error)),
-            }
-        }
+        self.connection
+            .create_channel()
+            .await
+            .map_err(|e| protocol("open channel", e))
     }
 
     /// Whether this session is still usable.

@@ -61,10 +61,18 @@ async fn lost(session: &Session) {
     let mut events = session.connection.events_listener();
     let errored = async {
         while let Some(event) = events.next().await {
-            if let Event::Error(error) = event {
-                tracing::debug!(%error, "AMQP connection error");
-                return;
+            let Event::Error(error) = event else { continue };
+            // lapin reports a channel the broker closed (a passive declare
+            // of a missing queue, a refused publish) as an error event too;
+            // a connection error has already left the connected state when
+            // its event arrives. Only that one is a loss: tearing the
+            // connection down for a channel error would fail every call.
+            if session.connection.status().connected() {
+                tracing::debug!(%error, "AMQP channel error; the connection is fine");
+                continue;
             }
+            tracing::debug!(%error, "AMQP connection error");
+            return;
         }
     };
     let watchdog = async {

@@ -63,6 +63,35 @@ async fn a_call_round_trips_and_cleanup_removes_every_queue() {
     checker.close().await;
 }
 
+/// The broker closes a channel on some errors (here: a passive declare of a
+/// missing queue); lapin reports that as an error event on the connection.
+/// It must not be taken for a lost connection: no reconnect, calls keep
+/// working. (It once was, and every such error failed the calls in flight.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_error_leaves_the_connection_alone() {
+    let Some(builder) = support::builder("channel-error").await else {
+        return;
+    };
+    let transport = builder.connect().await.unwrap();
+    let server = Server::builder(transport.clone())
+        .serve(Calc::new(1))
+        .await
+        .unwrap();
+    let client = Client::new(transport.clone());
+    for n in 0..20 {
+        let missing = format!("{}no-such-queue-{n}", transport.request_queue(""));
+        assert!(!transport.queue_exists(&missing).await.unwrap());
+        let sum: i64 = client
+            .call("calc", "add", &AddArgs { a: n, b: 1 })
+            .await
+            .unwrap();
+        assert_eq!(sum, n + 1);
+    }
+    assert_eq!(transport.connection_generation(), 1, "it reconnected");
+    drop((server, client));
+    transport.cleanup().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_to_a_service_without_a_queue_fails_fast_with_no_route() {
     let Some(builder) = support::builder("noroute").await else {
