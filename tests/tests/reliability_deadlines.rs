@@ -2,6 +2,12 @@
 //! replies all end with `Timeout`, none early, none later than 50 ms after
 //! the deadline (beyond what the machine delays any timer), and none hangs.
 //! On the memory transport and on RabbitMQ.
+//!
+//! Every lateness is judged against a control, a bare tokio timer of the
+//! same deadline started beside each call: a machine busy elsewhere (seen:
+//! bare timers 370 ms late while another build ran) delays every timer, and
+//! no library can end a call before the runtime wakes it. What the library
+//! adds is the difference, and that is what must stay under 50 ms.
 
 mod reliability_support;
 
@@ -24,7 +30,8 @@ const LATE_BY_AT_MOST: Duration = Duration::from_millis(50);
 /// control: on a loaded machine every timer fires late, and the control
 /// shows by how much. The check is that the call ends within 50 ms of its
 /// control (what the library adds to the runtime's timers), and that the
-/// typical call ends within 50 ms of its deadline in absolute terms.
+/// median call ends within 50 ms of the median control: on a quiet machine,
+/// within 50 ms of its deadline in absolute terms.
 async fn every_call_times_out<T: Transport>(label: &str, server: T, client: T, deadline: Duration) {
     let _alone = timing_sensitive().await;
     let (_server, probe) = serve_work(server, 64).await;
@@ -82,11 +89,13 @@ async fn every_call_times_out<T: Transport>(label: &str, server: T, client: T, d
         format_args!(
             "{CALLS} calls, deadline {deadline:?}: all Timeout, hung 0; ended after deadline \
              +{:?} (p50) +{:?} (p99) +{:?} (max); min {min:?}; beyond a bare timer's \
-             lateness at most {most_beyond_control:?} (bare timers were up to {:?} late); \
+             lateness at most {most_beyond_control:?} (bare timers were {:?} (p50) and up to {:?} \
+             late); \
              handler ran {} times; wall {wall:?}",
             late(percentile(&took, 50)),
             late(percentile(&took, 99)),
             late(max),
+            percentile(&control_late, 50),
             control_late[control_late.len() - 1],
             probe.hang_runs.load(std::sync::atomic::Ordering::SeqCst),
         ),
@@ -96,10 +105,12 @@ async fn every_call_times_out<T: Transport>(label: &str, server: T, client: T, d
         most_beyond_control <= LATE_BY_AT_MOST,
         "a call ended {most_beyond_control:?} after a bare timer of the same deadline"
     );
+    let median_control_late = percentile(&control_late, 50);
     assert!(
-        late(percentile(&took, 50)) <= LATE_BY_AT_MOST,
-        "the median call ended {:?} after its deadline",
-        late(percentile(&took, 50))
+        late(percentile(&took, 50)) <= median_control_late + LATE_BY_AT_MOST,
+        "the median call ended {:?} after its deadline, the median bare timer {:?}",
+        late(percentile(&took, 50)),
+        median_control_late,
     );
     assert_eq!(work.client().pending_calls(), 0);
 }
