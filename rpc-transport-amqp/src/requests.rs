@@ -13,10 +13,10 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     BasicRejectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer};
 use rpc_core::transport::{Delivery, ServiceSpec, Settle, SettleFuture, Settlement};
-use rpc_core::{ErrorKind, Kind, TransportError};
+use rpc_core::{ErrorKind, TransportError};
 
 use crate::error::protocol;
 use crate::properties::{self, Arrival, PropertiesError, long};
@@ -199,12 +199,9 @@ async fn refuse(
     error: PropertiesError,
 ) {
     if let Some(reply_to) = request.reply_to() {
+        // Shaped like every reply (docs/wire.md): the inbox implies the
+        // kind, the version is the default.
         let mut headers = FieldTable::default();
-        headers.insert(
-            properties::VERSION_HEADER.into(),
-            AMQPValue::LongLongInt(i64::from(rpc_core::envelope::PROTOCOL_VERSION)),
-        );
-        headers.insert(properties::KIND_HEADER.into(), long(Kind::Reply.as_str()));
         headers.insert(
             properties::STATUS_HEADER.into(),
             long(ErrorKind::Decode.as_str()),
