@@ -346,8 +346,8 @@ impl Shared {
             },
             (reply_to, _) => reply_to.as_ref().map(Address::as_str),
         };
-        // Replies carry neither: the caller pairs them by correlation id and
-        // knows whom it called.
+        // Replies carry no message id and no user_id: the caller pairs them
+        // by correlation id and knows whom it called.
         let message_id = is_call.then(|| format!("{}-{}", self.instance, self.next_id()));
         let mut props: BasicProperties =
             properties::encode(&header, reply_to, message_id.as_deref())
