@@ -10,11 +10,15 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use rpc_core::envelope::now_ms;
 use rpc_core::{ContentType, Envelope, ErrorKind, Header, Kind, Metadata, Name, Status};
 
-/// Header key of the protocol version (an integer; absent means 1).
+/// Header key of the protocol version (an integer; absent means 1). Not
+/// written while the version is 1; still checked when a sender writes it.
 pub const VERSION_HEADER: &str = "x-rpc-version";
 /// Header key of the envelope kind: `request`, `reply`, `oneway` or `cancel`.
+/// Written only when the kind is not the one the arrival implies (see
+/// [`Arrival`]).
 pub const KIND_HEADER: &str = "x-rpc-kind";
-/// Header key of the service's wire name.
+/// Header key of the service's wire name. Not written (the request queue
+/// says it); accepted from senders that write it.
 pub const SERVICE_HEADER: &str = "x-rpc-service";
 /// Header key of the absolute deadline, unix milliseconds (an integer).
 pub const DEADLINE_HEADER: &str = "x-rpc-deadline-ms";
@@ -91,25 +95,29 @@ pub enum Arrival<'a> {
 ///
 /// `reply_to` is the AMQP `reply_to` to write (the transport translates its
 /// inbox addresses); `message_id` is a sender-unique id.
+///
+/// Only what the receiver cannot infer is written (docs/wire.md lists the
+/// defaults): every property and header costs encoding and parsing on both
+/// ends and bytes through the broker, on every call. So there is no version
+/// header while the version is 1, no kind header when the kind is the one
+/// the message's arrival implies, no service header (the request queue
+/// names it), and a reply carries neither the method, the deadline nor a
+/// message id, and no header table at all when it is ok and has no metadata.
 pub fn encode(
     header: &Header,
     reply_to: Option<&str>,
     message_id: Option<&str>,
 ) -> Result<BasicProperties, PropertiesError> {
+    let is_reply = header.kind == Kind::Reply;
     let mut headers = FieldTable::default();
-    headers.insert(
-        VERSION_HEADER.into(),
-        AMQPValue::LongLongInt(i64::from(rpc_core::envelope::PROTOCOL_VERSION)),
-    );
-    headers.insert(
-        KIND_HEADER.into(),
-        AMQPValue::LongString(header.kind.as_str().into()),
-    );
-    headers.insert(
-        SERVICE_HEADER.into(),
-        AMQPValue::LongString(header.service.as_str().into()),
-    );
-    if header.deadline_ms != 0 {
+    if !kind_is_implied(header.kind, reply_to.is_some()) {
+        headers.insert(
+            KIND_HEADER.into(),
+            AMQPValue::LongString(header.kind.as_str().into()),
+        );
+    }
+    // The deadline is the caller's; the caller does not need it back.
+    if header.deadline_ms != 0 && !is_reply {
         let deadline = i64::try_from(header.deadline_ms).map_err(|_| PropertiesError::Invalid {
             field: DEADLINE_HEADER,
             reason: "beyond i64".into(),
@@ -143,10 +151,14 @@ pub fn encode(
 
     let mut props = BasicProperties::default()
         .with_correlation_id(ShortString::from(header.correlation_id.to_string()))
-        .with_type(short("type", &header.method)?)
         .with_content_type(ShortString::from(header.content_type.mime()))
-        .with_timestamp(header.sent_at_ms / 1000)
-        .with_headers(headers);
+        .with_timestamp(header.sent_at_ms / 1000);
+    if !is_reply {
+        props = props.with_type(short("type", &header.method)?);
+    }
+    if !headers.inner().is_empty() {
+        props = props.with_headers(headers);
+    }
     if let Some(reply_to) = reply_to {
         props = props.with_reply_to(short("reply_to", reply_to)?);
     }
@@ -160,6 +172,19 @@ pub fn encode(
         props = props.with_expiration(ShortString::from(remaining.to_string()));
     }
     Ok(props)
+}
+
+/// Whether `decode` infers `kind` without a kind header: replies arrive on
+/// an inbox, and on a request queue a message with a reply address is a
+/// request, one without is a oneway call. Anything else (a cancel, a
+/// request without a reply address) says what it is.
+fn kind_is_implied(kind: Kind, has_reply_to: bool) -> bool {
+    match kind {
+        Kind::Reply => true,
+        Kind::Request => has_reply_to,
+        Kind::Oneway => !has_reply_to,
+        _ => false,
+    }
 }
 
 /// Maps AMQP properties and a body back onto an envelope.
@@ -447,7 +472,85 @@ mod tests {
         let props = encode(&header, None, None).unwrap();
         assert!(props.expiration().is_none(), "replies do not expire");
         let back = decode(&props, Vec::new(), Arrival::Inbox).unwrap();
-        assert_eq!(back.header, header);
+        // What the caller knows already does not travel back.
+        let expected = Header {
+            service: Name::from_static(""),
+            method: Name::from_static(""),
+            deadline_ms: 0,
+            ..header
+        };
+        assert_eq!(back.header, expected);
+    }
+
+    #[test]
+    fn only_what_cannot_be_inferred_is_written() {
+        let props = encode(&request(), Some("reply.q"), Some("m-1")).unwrap();
+        let headers = props.headers().as_ref().expect("deadline and metadata");
+        let mut keys: Vec<&str> = headers.inner().keys().map(|k| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["traceparent", DEADLINE_HEADER]);
+
+        let ok = request().reply(Status::Ok);
+        let props = encode(&ok, None, None).unwrap();
+        assert!(props.headers().is_none(), "{props:?}");
+        assert!(props.kind().is_none(), "{props:?}");
+        assert!(props.message_id().is_none(), "{props:?}");
+        assert_eq!(props.correlation_id().as_ref().unwrap().as_str(), "42");
+        assert_eq!(
+            decode(&props, b"5".to_vec(), Arrival::Inbox)
+                .unwrap()
+                .header
+                .kind,
+            Kind::Reply
+        );
+    }
+
+    #[test]
+    fn a_kind_the_arrival_does_not_imply_is_written() {
+        let service = Name::from_static("calc");
+        let at = Arrival::RequestQueue { service: &service };
+        let mut cancel = request();
+        cancel.kind = Kind::Cancel;
+        let mut oneway_with_reply_to = request();
+        oneway_with_reply_to.kind = Kind::Oneway;
+        for header in [cancel, oneway_with_reply_to] {
+            let props = encode(&header, Some("reply.q"), None).unwrap();
+            let back = decode(&props, Vec::new(), at).unwrap();
+            assert_eq!(back.header.kind, header.kind);
+        }
+        let mut oneway = request();
+        oneway.kind = Kind::Oneway;
+        oneway.reply_to = None;
+        let props = encode(&oneway, None, None).unwrap();
+        let headers = props.headers().as_ref().unwrap();
+        assert!(headers.inner().get(KIND_HEADER).is_none());
+        assert_eq!(decode(&props, Vec::new(), at).unwrap().header, oneway);
+        // A request that lost its reply address must not pass for a oneway.
+        let props = encode(&request(), None, None).unwrap();
+        assert_eq!(
+            decode(&props, Vec::new(), at).unwrap_err(),
+            PropertiesError::Missing("reply_to")
+        );
+    }
+
+    #[test]
+    fn the_headers_older_senders_write_are_still_read() {
+        let mut table = FieldTable::default();
+        table.insert(VERSION_HEADER.into(), AMQPValue::LongLongInt(1));
+        table.insert(KIND_HEADER.into(), long("reply"));
+        table.insert(SERVICE_HEADER.into(), long("calc"));
+        table.insert(DEADLINE_HEADER.into(), AMQPValue::LongLongInt(9));
+        let props = BasicProperties::default()
+            .with_correlation_id("3".into())
+            .with_type("add".into())
+            .with_content_type("application/json".into())
+            .with_headers(table);
+        let header = decode(&props, Vec::new(), Arrival::Inbox).unwrap().header;
+        assert_eq!(header.kind, Kind::Reply);
+        assert_eq!(header.service, "calc");
+        assert_eq!(header.method, "add");
+        assert_eq!(header.deadline_ms, 9);
+        assert!(header.metadata.is_empty());
     }
 
     #[test]

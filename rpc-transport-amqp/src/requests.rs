@@ -13,10 +13,10 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     BasicRejectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer};
 use rpc_core::transport::{Delivery, ServiceSpec, Settle, SettleFuture, Settlement};
-use rpc_core::{ErrorKind, Kind, TransportError};
+use rpc_core::{ErrorKind, TransportError};
 
 use crate::error::protocol;
 use crate::properties::{self, Arrival, PropertiesError, long};
@@ -199,12 +199,9 @@ async fn refuse(
     error: PropertiesError,
 ) {
     if let Some(reply_to) = request.reply_to() {
+        // Shaped like every reply (docs/wire.md): the inbox implies the
+        // kind, the version is the default.
         let mut headers = FieldTable::default();
-        headers.insert(
-            properties::VERSION_HEADER.into(),
-            AMQPValue::LongLongInt(i64::from(rpc_core::envelope::PROTOCOL_VERSION)),
-        );
-        headers.insert(properties::KIND_HEADER.into(), long(Kind::Reply.as_str()));
         headers.insert(
             properties::STATUS_HEADER.into(),
             long(ErrorKind::Decode.as_str()),
@@ -312,32 +309,46 @@ struct AmqpSettle {
 
 impl Settle for AmqpSettle {
     fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture {
-        Box::pin(async move {
-            let AmqpSettle {
-                channel,
-                delivery_tag,
-            } = *self;
-            let result = match settlement {
-                Settlement::Ack => {
-                    channel
-                        .basic_ack(delivery_tag, BasicAckOptions::default())
-                        .await
-                }
-                Settlement::DeadLetter => {
-                    channel
-                        .basic_reject(delivery_tag, BasicRejectOptions { requeue: false })
-                        .await
-                }
-                // Requeue, and anything newer we do not know: give it back.
-                _ => {
-                    let options = BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    };
-                    channel.basic_nack(delivery_tag, options).await
-                }
-            };
-            result.map_err(|e| protocol("settle delivery", e))
-        })
+        let AmqpSettle {
+            channel,
+            delivery_tag,
+        } = *self;
+        let result = match settlement {
+            Settlement::Ack => queue(channel.basic_ack(delivery_tag, BasicAckOptions::default())),
+            Settlement::DeadLetter => {
+                queue(channel.basic_reject(delivery_tag, BasicRejectOptions { requeue: false }))
+            }
+            // Requeue, and anything newer we do not know: give it back.
+            _ => {
+                let options = BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                };
+                queue(channel.basic_nack(delivery_tag, options))
+            }
+        };
+        Box::pin(std::future::ready(
+            result.map_err(|e| protocol("settle delivery", e)),
+        ))
     }
+}
+
+/// Queues a settlement frame on its channel without waiting for lapin to
+/// write it.
+///
+/// Awaiting the write cost a wake-up of the serving task per request, on
+/// the path every call takes. The order is kept: lapin writes its frames in
+/// the order they were queued, so the settlement leaves before anything
+/// queued after it (the channel or connection close included), and the
+/// broker answers none of them anyway. A channel already closed fails at
+/// once, on the first poll, and is reported. What is given up is the
+/// certainty that the frame reached the socket when the future resolves: a
+/// process that dies in the moment between queueing and lapin's write
+/// leaves the delivery unsettled, so the broker redelivers it (for an
+/// at-most-once method acked before it runs, that moment is a window for a
+/// second run).
+fn queue(settle: impl Future<Output = lapin::Result<()>>) -> lapin::Result<()> {
+    // lapin queues the frame on the first poll; what is left is a promise
+    // of the write, which may be dropped.
+    std::pin::pin!(settle).now_or_never().unwrap_or(Ok(()))
 }

@@ -25,7 +25,7 @@ pub(crate) struct Session {
     /// Requests and replies are published here (in confirm mode when
     /// confirms are on). lapin channels are safe to share between tasks.
     pub(crate) publisher: Channel,
-    /// The user this connection logged in as: every message we publish
+    /// The user this connection logged in as: every call we publish
     /// carries it as `user_id`, which the broker checks, so servers learn
     /// who called (`Context::caller`).
     pub(crate) user: ShortString,

@@ -346,14 +346,16 @@ impl Shared {
             },
             (reply_to, _) => reply_to.as_ref().map(Address::as_str),
         };
-        let message_id = format!("{}-{}", self.instance, self.next_id());
+        // Replies carry no message id and no user_id: the caller pairs them
+        // by correlation id and knows whom it called.
+        let message_id = is_call.then(|| format!("{}-{}", self.instance, self.next_id()));
         let mut props: BasicProperties =
-            properties::encode(&header, reply_to, Some(&message_id))
+            properties::encode(&header, reply_to, message_id.as_deref())
                 .map_err(|e| TransportError::protocol("map envelope to AMQP properties", e))?;
-        // The broker refuses a user_id other than the connection's user,
-        // which is what lets a server trust it as the caller.
-        props = props.with_user_id(session.user.clone());
         let (exchange, routing_key) = if is_call {
+            // The broker refuses a user_id other than the connection's user,
+            // which is what lets a server trust it as the caller.
+            props = props.with_user_id(session.user.clone());
             if config.persistent {
                 props = props.with_delivery_mode(2);
             }
