@@ -308,7 +308,8 @@ impl<T: Transport, S: Service> Call<T, S> {
 
             let mut handle = Some(handle);
             if delivery_mode == DeliveryMode::AtMostOnce {
-                settle(handle.take().expect("not settled yet"), Settlement::Ack).await;
+                let handle = handle.take().expect("not settled yet");
+                settle(handle, Settlement::AckBeforeRun).await;
             }
 
             let context = context_of(&request);

@@ -174,6 +174,11 @@ impl Delivery {
 pub enum Settlement {
     /// Done with; the fabric forgets it.
     Ack,
+    /// Done with, before the work it asks for starts (at-most-once): the
+    /// fabric forgets it, and the settlement has left this process when the
+    /// future resolves, so a crash after it cannot bring the delivery back.
+    /// Plain [`Ack`](Settlement::Ack) may instead be queued and sent later.
+    AckBeforeRun,
     /// Give it back to be delivered again (to this or another server).
     Requeue,
     /// Refuse it for good: it goes to the dead-letter queue where there is one.

@@ -314,6 +314,17 @@ impl Settle for AmqpSettle {
             delivery_tag,
         } = *self;
         let result = match settlement {
+            // Before an at-most-once run: the ack must have left the
+            // process, or a crash during the run would bring the request
+            // back to run again.
+            Settlement::AckBeforeRun => {
+                return Box::pin(async move {
+                    channel
+                        .basic_ack(delivery_tag, BasicAckOptions::default())
+                        .await
+                        .map_err(|e| protocol("settle delivery", e))
+                });
+            }
             Settlement::Ack => queue(channel.basic_ack(delivery_tag, BasicAckOptions::default())),
             Settlement::DeadLetter => {
                 queue(channel.basic_reject(delivery_tag, BasicRejectOptions { requeue: false }))
@@ -344,9 +355,10 @@ impl Settle for AmqpSettle {
 /// once, on the first poll, and is reported. What is given up is the
 /// certainty that the frame reached the socket when the future resolves: a
 /// process that dies in the moment between queueing and lapin's write
-/// leaves the delivery unsettled, so the broker redelivers it (for an
-/// at-most-once method acked before it runs, that moment is a window for a
-/// second run).
+/// leaves the delivery unsettled, so the broker redelivers it, which
+/// at-least-once allows. The ack before an at-most-once run
+/// ([`Settlement::AckBeforeRun`]) is awaited instead: there a redelivery
+/// would be a second run.
 fn queue(settle: impl Future<Output = lapin::Result<()>>) -> lapin::Result<()> {
     // lapin queues the frame on the first poll; what is left is a promise
     // of the write, which may be dropped.

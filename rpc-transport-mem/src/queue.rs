@@ -172,7 +172,7 @@ impl ServiceQueue {
             Link::Closed => Err(TransportError::Closed),
             Link::Up => {
                 match settlement {
-                    Settlement::Ack => drop(envelope),
+                    Settlement::Ack | Settlement::AckBeforeRun => drop(envelope),
                     Settlement::DeadLetter => self.lock().dead_letters.push(envelope),
                     // Requeue, and any settlement added later: giving the
                     // message back never loses it.

@@ -45,6 +45,23 @@ async fn an_acked_request_is_gone() {
 }
 
 #[tokio::test]
+async fn an_ack_before_the_run_is_gone_like_an_ack() {
+    let (transport, mut requests) = with_messages(&[1]).await;
+    let delivery = requests.next().await.unwrap();
+    delivery
+        .handle
+        .settle(Settlement::AckBeforeRun)
+        .await
+        .unwrap();
+    assert_eq!(
+        (transport.unacked("svc"), transport.queue_depth("svc")),
+        (0, 0)
+    );
+    assert!(requests.next().now_or_never().is_none());
+    assert!(transport.dead_letters("svc").is_empty());
+}
+
+#[tokio::test]
 async fn a_requeued_request_comes_back_first() {
     let (transport, mut requests) = with_messages(&[1, 2]).await;
     let first = requests.next().await.unwrap();
