@@ -2,14 +2,17 @@
 //! deadlines, replies, settlement and graceful shutdown.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_core::Stream;
 use futures_util::FutureExt;
-use futures_util::StreamExt;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -18,6 +21,7 @@ use crate::context::Context;
 use crate::descriptor::DeliveryMode;
 use crate::envelope::{Envelope, ErrorKind, Kind, Status};
 use crate::error::RpcError;
+use crate::running::{COMPLETIONS_PER_WAKE, RunningCalls};
 use crate::service::{Request, Response, Service};
 use crate::transport::{Delivery, ServiceSpec, Settlement, Transport};
 
@@ -83,13 +87,14 @@ impl<T: Transport> ServerBuilder<T> {
         let stats = Arc::new(ServerStats::default());
         let (stop, stopped) = oneshot::channel();
         let run = ServeLoop {
-            transport: self.transport,
-            service: Arc::new(service),
-            permits: Arc::new(Semaphore::new(self.concurrency)),
+            shared: Arc::new(CallShared {
+                transport: self.transport,
+                service,
+                stats: stats.clone(),
+                max_message_size: self.max_message_size,
+            }),
             concurrency: self.concurrency,
             drain_timeout: self.drain_timeout,
-            max_message_size: self.max_message_size,
-            stats: stats.clone(),
         };
         let task = tokio::spawn(run.run(requests, stopped));
         Ok(ServerHandle {
@@ -136,9 +141,10 @@ impl ServerHandle {
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        // Dropping `stop` unsent tells the serve task to stop taking
+        // requests at once and leave the calls it runs to finish on their
+        // own, as calls did when each ran in a task of its own.
+        drop(self.stop.take());
     }
 }
 
@@ -184,13 +190,19 @@ impl ServerStats {
 }
 
 struct ServeLoop<T, S> {
-    transport: T,
-    service: Arc<S>,
-    permits: Arc<Semaphore>,
+    shared: Arc<CallShared<T, S>>,
     concurrency: usize,
     drain_timeout: Duration,
-    max_message_size: usize,
-    stats: Arc<ServerStats>,
+}
+
+/// Why the serve loop stopped taking requests.
+enum Stopped {
+    /// [`ServerHandle::shutdown`]: finish the calls in flight, then report.
+    Shutdown,
+    /// The handle was dropped: leave the calls in flight to finish alone.
+    HandleDropped,
+    /// The transport ended the request stream.
+    StreamEnded,
 }
 
 impl<T: Transport, S: Service> ServeLoop<T, S> {
@@ -199,66 +211,85 @@ impl<T: Transport, S: Service> ServeLoop<T, S> {
         mut requests: T::Requests,
         mut stop: oneshot::Receiver<()>,
     ) -> ShutdownReport {
-        loop {
-            // Take a permit before a request, so the server never holds more
-            // requests than it can run: the rest stay with the fabric for
-            // other servers.
-            let permit = tokio::select! {
-                _ = &mut stop => break,
-                permit = self.permits.clone().acquire_owned() => permit.expect("never closed"),
-            };
-            let delivery = tokio::select! {
-                _ = &mut stop => break,
-                delivery = requests.next() => delivery,
-            };
-            let Some(delivery) = delivery else { break };
-            let call = Call {
-                transport: self.transport.clone(),
-                service: self.service.clone(),
-                stats: self.stats.clone(),
-                max_message_size: self.max_message_size,
-            };
-            tokio::spawn(async move {
-                // Boxed: a call's future is large (handler, reply and settle
-                // states), and a task holding it inline copies all of it on
-                // spawn, into the task cell and at completion (measured: 5% of
-                // the instructions of a memory-transport call). The box is
-                // one allocation and one copy.
-                Box::pin(call.run(delivery)).await;
-                drop(permit);
-            });
-        }
+        let mut running = RunningCalls::new();
+        let stopped = std::future::poll_fn(|cx| {
+            if let Poll::Ready(sent) = Pin::new(&mut stop).poll(cx) {
+                return Poll::Ready(match sent {
+                    Ok(()) => Stopped::Shutdown,
+                    Err(_) => Stopped::HandleDropped,
+                });
+            }
+            let mut finished = 0;
+            loop {
+                // Take a request only while there is room to run it, so the
+                // server never holds more than it can run: the rest stay
+                // with the fabric for other servers.
+                while running.len() < self.concurrency {
+                    match Pin::new(&mut requests).poll_next(cx) {
+                        Poll::Ready(Some(delivery)) => {
+                            running.push(self.shared.clone().run(delivery));
+                        }
+                        Poll::Ready(None) => return Poll::Ready(Stopped::StreamEnded),
+                        Poll::Pending => break,
+                    }
+                }
+                // Each finished call makes room: go back for more requests.
+                match running.poll_next_finished(cx) {
+                    Poll::Ready(Some(())) => {
+                        finished += 1;
+                        if finished == COMPLETIONS_PER_WAKE {
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                    }
+                    // Nothing running and no request waiting: both wakers
+                    // are registered (an empty set leaves room to poll
+                    // the requests).
+                    Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await;
         // Stop taking: dropping the stream hands unreceived requests back.
         drop(requests);
-        self.drain().await
+        match stopped {
+            Stopped::HandleDropped => {
+                running.finish_detached();
+                ShutdownReport {
+                    drained: false,
+                    abandoned: 0,
+                }
+            }
+            Stopped::Shutdown | Stopped::StreamEnded => self.drain(running).await,
+        }
     }
 
-    async fn drain(&self) -> ShutdownReport {
-        let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(self.drain_timeout, self.permits.acquire_many(all))
+    /// Finishes the calls in flight within the drain timeout; those still
+    /// running then are abandoned to finish (or not) in a task of their own.
+    async fn drain<F>(&self, mut running: RunningCalls<F>) -> ShutdownReport
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let drained = tokio::time::timeout(self.drain_timeout, running.finish())
             .await
             .is_ok();
-        ShutdownReport {
-            drained,
-            abandoned: if drained {
-                0
-            } else {
-                self.concurrency - self.permits.available_permits()
-            },
-        }
+        let abandoned = running.len();
+        running.finish_detached();
+        ShutdownReport { drained, abandoned }
     }
 }
 
-/// Everything one request needs, moved into its task.
-struct Call<T, S> {
+/// What one request needs beyond its delivery, shared by every call of a server.
+struct CallShared<T, S> {
     transport: T,
-    service: Arc<S>,
+    service: S,
     stats: Arc<ServerStats>,
     max_message_size: usize,
 }
 
-impl<T: Transport, S: Service> Call<T, S> {
-    async fn run(self, delivery: Delivery) {
+impl<T: Transport, S: Service> CallShared<T, S> {
+    /// Runs one request to its reply and settlement.
+    async fn run(self: Arc<Self>, delivery: Delivery) {
         let Delivery { envelope, handle } = delivery;
         let Envelope { header, body } = envelope;
         let span = tracing::debug_span!(
@@ -268,6 +299,9 @@ impl<T: Transport, S: Service> Call<T, S> {
             correlation_id = header.correlation_id,
             outcome = tracing::field::Empty,
         );
+        // Outcomes are recorded on this handle rather than through
+        // `Span::current()`, which looks the span up again on each call.
+        let outcome = span.clone();
         async move {
             if !matches!(header.kind, Kind::Request | Kind::Oneway) {
                 // Replies or cancels on a request queue: nothing to run, nobody
@@ -298,7 +332,7 @@ impl<T: Transport, S: Service> Call<T, S> {
 
             if request.header().is_expired() {
                 self.stats.expired.fetch_add(1, Ordering::Relaxed);
-                tracing::Span::current().record("outcome", "expired");
+                outcome.record("outcome", "expired");
                 let response =
                     Response::error(ErrorKind::Timeout, "deadline passed before the call ran");
                 self.reply(&request, response).await;
@@ -341,7 +375,7 @@ impl<T: Transport, S: Service> Call<T, S> {
                     )
                 }
             };
-            tracing::Span::current().record(
+            outcome.record(
                 "outcome",
                 match &response.status {
                     Status::Ok => "ok",
