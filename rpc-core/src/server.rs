@@ -14,7 +14,7 @@ use futures_core::Stream;
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use crate::client::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::context::Context;
@@ -23,7 +23,7 @@ use crate::envelope::{Envelope, ErrorKind, Kind, Status};
 use crate::error::RpcError;
 use crate::running::{COMPLETIONS_PER_WAKE, RunningCalls};
 use crate::service::{Request, Response, Service};
-use crate::transport::{Delivery, ServiceSpec, Settlement, Transport};
+use crate::transport::{Delivery, DeliveryHandle, ServiceSpec, Settlement, Transport};
 
 /// The default number of requests a server runs at once.
 pub const DEFAULT_CONCURRENCY: usize = 256;
@@ -289,7 +289,11 @@ struct CallShared<T, S> {
 
 impl<T: Transport, S: Service> CallShared<T, S> {
     /// Runs one request to its reply and settlement.
-    async fn run(self: Arc<Self>, delivery: Delivery) {
+    ///
+    /// A plain function returning the instrumented future, not an `async fn`:
+    /// the future would otherwise hold the delivery beside everything made
+    /// from it, and the set copies a call's whole future on the way in.
+    fn run(self: Arc<Self>, delivery: Delivery) -> impl Future<Output = ()> {
         let Delivery { envelope, handle } = delivery;
         let Envelope { header, body } = envelope;
         let span = tracing::debug_span!(
@@ -302,95 +306,96 @@ impl<T: Transport, S: Service> CallShared<T, S> {
         // Outcomes are recorded on this handle rather than through
         // `Span::current()`, which looks the span up again on each call.
         let outcome = span.clone();
-        async move {
-            if !matches!(header.kind, Kind::Request | Kind::Oneway) {
-                // Replies or cancels on a request queue: nothing to run, nobody
-                // to answer. Keep them for inspection rather than drop them.
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                settle(handle, Settlement::DeadLetter).await;
-                return;
-            }
-            let descriptor = self.service.descriptor();
-            let delivery_mode = descriptor
-                .method(&header.method)
-                .map_or(DeliveryMode::AtLeastOnce, |m| m.delivery);
-            let size = body.len();
-            let request = Request::new(header, body);
+        self.answer(Request::new(header, body), handle, outcome)
+            .instrument(span)
+    }
 
-            if size > self.max_message_size {
-                // Refused unread: decoding a hostile body is the risk the limit exists for.
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                let message = format!(
-                    "request of {size} bytes exceeds the limit of {} bytes",
-                    self.max_message_size
-                );
-                self.reply(&request, Response::error(ErrorKind::TooLarge, message))
-                    .await;
-                settle(handle, Settlement::DeadLetter).await;
-                return;
-            }
-
-            if request.header().is_expired() {
-                self.stats.expired.fetch_add(1, Ordering::Relaxed);
-                outcome.record("outcome", "expired");
-                let response =
-                    Response::error(ErrorKind::Timeout, "deadline passed before the call ran");
-                self.reply(&request, response).await;
-                settle(handle, Settlement::Ack).await;
-                return;
-            }
-
-            let mut handle = Some(handle);
-            if delivery_mode == DeliveryMode::AtMostOnce {
-                settle(handle.take().expect("not settled yet"), Settlement::Ack).await;
-            }
-
-            let context = context_of(&request);
-            let run = AssertUnwindSafe(context.scope(self.service.call(&request)));
-            let (response, settlement) = match run.catch_unwind().await {
-                Ok(response) => {
-                    let settlement = match &response.status {
-                        Status::Ok => {
-                            self.stats.handled.fetch_add(1, Ordering::Relaxed);
-                            Settlement::Ack
-                        }
-                        // A request that cannot be decoded or routed will fail the
-                        // same way everywhere: dead-letter it, never requeue.
-                        Status::Error { .. } => {
-                            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                            Settlement::DeadLetter
-                        }
-                    };
-                    (response, settlement)
-                }
-                Err(panic) => {
-                    self.stats.panicked.fetch_add(1, Ordering::Relaxed);
-                    let message = panic_message(panic.as_ref());
-                    tracing::warn!(panic = %message, "handler panicked");
-                    // A handler that panics on this input will panic again:
-                    // dead-letter instead of a redelivery loop.
-                    (
-                        Response::error(ErrorKind::Remote, message),
-                        Settlement::DeadLetter,
-                    )
-                }
-            };
-            outcome.record(
-                "outcome",
-                match &response.status {
-                    Status::Ok => "ok",
-                    Status::Error { kind, .. } => kind.as_str(),
-                },
-            );
-            // At-least-once: the reply is out before the ack, so a crash in
-            // between redelivers rather than loses.
-            self.reply(&request, response).await;
-            if let Some(handle) = handle {
-                settle(handle, settlement).await;
-            }
+    async fn answer(self: Arc<Self>, request: Request, handle: DeliveryHandle, outcome: Span) {
+        let header = request.header();
+        if !matches!(header.kind, Kind::Request | Kind::Oneway) {
+            // Replies or cancels on a request queue: nothing to run, nobody
+            // to answer. Keep them for inspection rather than drop them.
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            settle(handle, Settlement::DeadLetter).await;
+            return;
         }
-        .instrument(span)
-        .await
+        let descriptor = self.service.descriptor();
+        let delivery_mode = descriptor
+            .method(&header.method)
+            .map_or(DeliveryMode::AtLeastOnce, |m| m.delivery);
+        let size = request.body().len();
+
+        if size > self.max_message_size {
+            // Refused unread: decoding a hostile body is the risk the limit exists for.
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            let message = format!(
+                "request of {size} bytes exceeds the limit of {} bytes",
+                self.max_message_size
+            );
+            self.reply(&request, Response::error(ErrorKind::TooLarge, message))
+                .await;
+            settle(handle, Settlement::DeadLetter).await;
+            return;
+        }
+
+        if request.header().is_expired() {
+            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+            outcome.record("outcome", "expired");
+            let response =
+                Response::error(ErrorKind::Timeout, "deadline passed before the call ran");
+            self.reply(&request, response).await;
+            settle(handle, Settlement::Ack).await;
+            return;
+        }
+
+        let mut handle = Some(handle);
+        if delivery_mode == DeliveryMode::AtMostOnce {
+            settle(handle.take().expect("not settled yet"), Settlement::Ack).await;
+        }
+
+        let context = context_of(&request);
+        let run = AssertUnwindSafe(context.scope(self.service.call(&request)));
+        let (response, settlement) = match run.catch_unwind().await {
+            Ok(response) => {
+                let settlement = match &response.status {
+                    Status::Ok => {
+                        self.stats.handled.fetch_add(1, Ordering::Relaxed);
+                        Settlement::Ack
+                    }
+                    // A request that cannot be decoded or routed will fail the
+                    // same way everywhere: dead-letter it, never requeue.
+                    Status::Error { .. } => {
+                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        Settlement::DeadLetter
+                    }
+                };
+                (response, settlement)
+            }
+            Err(panic) => {
+                self.stats.panicked.fetch_add(1, Ordering::Relaxed);
+                let message = panic_message(panic.as_ref());
+                tracing::warn!(panic = %message, "handler panicked");
+                // A handler that panics on this input will panic again:
+                // dead-letter instead of a redelivery loop.
+                (
+                    Response::error(ErrorKind::Remote, message),
+                    Settlement::DeadLetter,
+                )
+            }
+        };
+        outcome.record(
+            "outcome",
+            match &response.status {
+                Status::Ok => "ok",
+                Status::Error { kind, .. } => kind.as_str(),
+            },
+        );
+        // At-least-once: the reply is out before the ack, so a crash in
+        // between redelivers rather than loses.
+        self.reply(&request, response).await;
+        if let Some(handle) = handle {
+            settle(handle, settlement).await;
+        }
     }
 
     async fn reply(&self, request: &Request, response: Response) {
@@ -408,7 +413,7 @@ impl<T: Transport, S: Service> CallShared<T, S> {
     }
 }
 
-async fn settle(handle: crate::transport::DeliveryHandle, settlement: Settlement) {
+async fn settle(handle: DeliveryHandle, settlement: Settlement) {
     if let Err(error) = handle.settle(settlement).await {
         tracing::warn!(%error, ?settlement, "could not settle a delivery");
     }
