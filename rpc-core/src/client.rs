@@ -230,13 +230,16 @@ impl<T: Transport> Client<T> {
 
         let to = Address::from_static(service);
         let send = self.shared.transport.send(&to, envelope);
-        let reply = tokio::time::timeout(timeout, async move {
+        let answer = tokio::time::timeout(timeout, async move {
             send.await?;
-            reply.await.map_err(|_| RpcError::Closed)?
+            Ok::<_, RpcError>(reply.await.map_err(|_| RpcError::Closed))
         })
         .await
         .map_err(|_| RpcError::Timeout)??;
-        drop(guard);
+        // Past a failed send or the deadline the guard drops and removes the
+        // entry; here the waiter was sent to or dropped, which removed it.
+        guard.answered();
+        let reply = answer??;
 
         if let Some(error) = RpcError::from_status(&reply.header.status, service, method) {
             return Err(error);

@@ -92,6 +92,7 @@ mod error;
 pub mod frame;
 mod name;
 mod pending;
+mod running;
 mod server;
 mod service;
 pub mod transport;

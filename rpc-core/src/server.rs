@@ -2,24 +2,29 @@
 //! deadlines, replies, settlement and graceful shutdown.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_core::Stream;
 use futures_util::FutureExt;
-use futures_util::StreamExt;
-use tokio::sync::{Semaphore, oneshot};
+use futures_util::future::Either;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use crate::client::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::context::Context;
 use crate::descriptor::DeliveryMode;
 use crate::envelope::{Envelope, ErrorKind, Kind, Status};
 use crate::error::RpcError;
+use crate::running::{COMPLETIONS_PER_WAKE, RunningCalls};
 use crate::service::{Request, Response, Service};
-use crate::transport::{Delivery, ServiceSpec, Settlement, Transport};
+use crate::transport::{Delivery, DeliveryHandle, ServiceSpec, Settlement, Transport};
 
 /// The default number of requests a server runs at once.
 pub const DEFAULT_CONCURRENCY: usize = 256;
@@ -39,6 +44,7 @@ impl Server {
             concurrency: DEFAULT_CONCURRENCY,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            spawn_calls: false,
         }
     }
 }
@@ -50,6 +56,7 @@ pub struct ServerBuilder<T> {
     concurrency: usize,
     drain_timeout: Duration,
     max_message_size: usize,
+    spawn_calls: bool,
 }
 
 impl<T: Transport> ServerBuilder<T> {
@@ -72,6 +79,21 @@ impl<T: Transport> ServerBuilder<T> {
         self
     }
 
+    /// Runs each call in a tokio task of its own (default: off).
+    ///
+    /// By default a server runs its calls inside its own serve task: no task
+    /// per call, which at 64 and more calls in flight was most of what a
+    /// call cost beyond its handler. The calls of one server then share one
+    /// worker thread at a time, which suits handlers that mostly await.
+    /// Handlers that compute for long (or block) hold up the others; turn
+    /// this on and one server's handlers run in parallel across the
+    /// runtime's workers, for the price of a task per call. Concurrency,
+    /// panics, deadlines and graceful shutdown behave the same either way.
+    pub fn spawn_calls(mut self, spawn_calls: bool) -> Self {
+        self.spawn_calls = spawn_calls;
+        self
+    }
+
     /// Starts serving `service` and returns a handle to stop it.
     ///
     /// Resolves once the transport is receiving, so calls made after it
@@ -83,13 +105,15 @@ impl<T: Transport> ServerBuilder<T> {
         let stats = Arc::new(ServerStats::default());
         let (stop, stopped) = oneshot::channel();
         let run = ServeLoop {
-            transport: self.transport,
-            service: Arc::new(service),
-            permits: Arc::new(Semaphore::new(self.concurrency)),
+            shared: Arc::new(CallShared {
+                transport: self.transport,
+                service,
+                stats: stats.clone(),
+                max_message_size: self.max_message_size,
+            }),
             concurrency: self.concurrency,
             drain_timeout: self.drain_timeout,
-            max_message_size: self.max_message_size,
-            stats: stats.clone(),
+            spawn_calls: self.spawn_calls,
         };
         let task = tokio::spawn(run.run(requests, stopped));
         Ok(ServerHandle {
@@ -136,9 +160,10 @@ impl ServerHandle {
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        // Dropping `stop` unsent tells the serve task to stop taking
+        // requests at once and leave the calls it runs to finish on their
+        // own, as calls did when each ran in a task of its own.
+        drop(self.stop.take());
     }
 }
 
@@ -184,13 +209,20 @@ impl ServerStats {
 }
 
 struct ServeLoop<T, S> {
-    transport: T,
-    service: Arc<S>,
-    permits: Arc<Semaphore>,
+    shared: Arc<CallShared<T, S>>,
     concurrency: usize,
     drain_timeout: Duration,
-    max_message_size: usize,
-    stats: Arc<ServerStats>,
+    spawn_calls: bool,
+}
+
+/// Why the serve loop stopped taking requests.
+enum Stopped {
+    /// [`ServerHandle::shutdown`]: finish the calls in flight, then report.
+    Shutdown,
+    /// The handle was dropped: leave the calls in flight to finish alone.
+    HandleDropped,
+    /// The transport ended the request stream.
+    StreamEnded,
 }
 
 impl<T: Transport, S: Service> ServeLoop<T, S> {
@@ -199,66 +231,111 @@ impl<T: Transport, S: Service> ServeLoop<T, S> {
         mut requests: T::Requests,
         mut stop: oneshot::Receiver<()>,
     ) -> ShutdownReport {
-        loop {
-            // Take a permit before a request, so the server never holds more
-            // requests than it can run: the rest stay with the fabric for
-            // other servers.
-            let permit = tokio::select! {
-                _ = &mut stop => break,
-                permit = self.permits.clone().acquire_owned() => permit.expect("never closed"),
-            };
-            let delivery = tokio::select! {
-                _ = &mut stop => break,
-                delivery = requests.next() => delivery,
-            };
-            let Some(delivery) = delivery else { break };
-            let call = Call {
-                transport: self.transport.clone(),
-                service: self.service.clone(),
-                stats: self.stats.clone(),
-                max_message_size: self.max_message_size,
-            };
-            tokio::spawn(async move {
-                // Boxed: a call's future is large (handler, reply and settle
-                // states), and a task holding it inline copies all of it on
-                // spawn, into the task cell and at completion (measured: 5% of
-                // the instructions of a memory-transport call). The box is
-                // one allocation and one copy.
-                Box::pin(call.run(delivery)).await;
-                drop(permit);
-            });
-        }
+        let mut running = RunningCalls::new();
+        let stopped = std::future::poll_fn(|cx| {
+            if let Poll::Ready(sent) = Pin::new(&mut stop).poll(cx) {
+                return Poll::Ready(match sent {
+                    Ok(()) => Stopped::Shutdown,
+                    Err(_) => Stopped::HandleDropped,
+                });
+            }
+            let mut finished = 0;
+            loop {
+                // Take a request only while there is room to run it, so the
+                // server never holds more than it can run: the rest stay
+                // with the fabric for other servers.
+                while running.len() < self.concurrency {
+                    match Pin::new(&mut requests).poll_next(cx) {
+                        Poll::Ready(Some(delivery)) => {
+                            let call = self.shared.clone().run(delivery);
+                            running.push(if self.spawn_calls {
+                                Either::Right(spawned(call))
+                            } else {
+                                Either::Left(call)
+                            });
+                        }
+                        Poll::Ready(None) => return Poll::Ready(Stopped::StreamEnded),
+                        Poll::Pending => break,
+                    }
+                }
+                // Each finished call makes room: go back for more requests.
+                match running.poll_next_finished(cx) {
+                    Poll::Ready(Some(())) => {
+                        finished += 1;
+                        if finished == COMPLETIONS_PER_WAKE {
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                    }
+                    // Nothing running and no request waiting: both wakers
+                    // are registered (an empty set leaves room to poll
+                    // the requests).
+                    Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await;
         // Stop taking: dropping the stream hands unreceived requests back.
         drop(requests);
-        self.drain().await
+        match stopped {
+            Stopped::HandleDropped => {
+                running.finish_detached();
+                ShutdownReport {
+                    drained: false,
+                    abandoned: 0,
+                }
+            }
+            Stopped::Shutdown | Stopped::StreamEnded => self.drain(running).await,
+        }
     }
 
-    async fn drain(&self) -> ShutdownReport {
-        let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(self.drain_timeout, self.permits.acquire_many(all))
+    /// Finishes the calls in flight within the drain timeout; those still
+    /// running then are abandoned to finish (or not) in a task of their own.
+    async fn drain<F>(&self, mut running: RunningCalls<F>) -> ShutdownReport
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let drained = tokio::time::timeout(self.drain_timeout, running.finish())
             .await
             .is_ok();
-        ShutdownReport {
-            drained,
-            abandoned: if drained {
-                0
-            } else {
-                self.concurrency - self.permits.available_permits()
-            },
-        }
+        let abandoned = running.len();
+        running.finish_detached();
+        ShutdownReport { drained, abandoned }
     }
 }
 
-/// Everything one request needs, moved into its task.
-struct Call<T, S> {
+/// Runs `call` in a task of its own; the returned future ends with it.
+///
+/// A panic in the task is raised again here, so the set reports it as it
+/// does for calls run inline.
+fn spawned<F>(call: F) -> impl Future<Output = ()> + Send + 'static
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(call).map(|joined| {
+        if let Err(error) = joined
+            && error.is_panic()
+        {
+            std::panic::resume_unwind(error.into_panic());
+        }
+    })
+}
+
+/// What one request needs beyond its delivery, shared by every call of a server.
+struct CallShared<T, S> {
     transport: T,
-    service: Arc<S>,
+    service: S,
     stats: Arc<ServerStats>,
     max_message_size: usize,
 }
 
-impl<T: Transport, S: Service> Call<T, S> {
-    async fn run(self, delivery: Delivery) {
+impl<T: Transport, S: Service> CallShared<T, S> {
+    /// Runs one request to its reply and settlement.
+    ///
+    /// A plain function returning the instrumented future, not an `async fn`:
+    /// the future would otherwise hold the delivery beside everything made
+    /// from it, and the set copies a call's whole future on the way in.
+    fn run(self: Arc<Self>, delivery: Delivery) -> impl Future<Output = ()> {
         let Delivery { envelope, handle } = delivery;
         let Envelope { header, body } = envelope;
         let span = tracing::debug_span!(
@@ -268,96 +345,100 @@ impl<T: Transport, S: Service> Call<T, S> {
             correlation_id = header.correlation_id,
             outcome = tracing::field::Empty,
         );
-        async move {
-            if !matches!(header.kind, Kind::Request | Kind::Oneway) {
-                // Replies or cancels on a request queue: nothing to run, nobody
-                // to answer. Keep them for inspection rather than drop them.
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                settle(handle, Settlement::DeadLetter).await;
-                return;
-            }
-            let descriptor = self.service.descriptor();
-            let delivery_mode = descriptor
-                .method(&header.method)
-                .map_or(DeliveryMode::AtLeastOnce, |m| m.delivery);
-            let size = body.len();
-            let request = Request::new(header, body);
+        // Outcomes are recorded on this handle rather than through
+        // `Span::current()`, which looks the span up again on each call.
+        let outcome = span.clone();
+        self.answer(Request::new(header, body), handle, outcome)
+            .instrument(span)
+    }
 
-            if size > self.max_message_size {
-                // Refused unread: decoding a hostile body is the risk the limit exists for.
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                let message = format!(
-                    "request of {size} bytes exceeds the limit of {} bytes",
-                    self.max_message_size
-                );
-                self.reply(&request, Response::error(ErrorKind::TooLarge, message))
-                    .await;
-                settle(handle, Settlement::DeadLetter).await;
-                return;
-            }
-
-            if request.header().is_expired() {
-                self.stats.expired.fetch_add(1, Ordering::Relaxed);
-                tracing::Span::current().record("outcome", "expired");
-                let response =
-                    Response::error(ErrorKind::Timeout, "deadline passed before the call ran");
-                self.reply(&request, response).await;
-                settle(handle, Settlement::Ack).await;
-                return;
-            }
-
-            let mut handle = Some(handle);
-            if delivery_mode == DeliveryMode::AtMostOnce {
-                let handle = handle.take().expect("not settled yet");
-                settle(handle, Settlement::AckBeforeRun).await;
-            }
-
-            let context = context_of(&request);
-            let run = AssertUnwindSafe(context.scope(self.service.call(&request)));
-            let (response, settlement) = match run.catch_unwind().await {
-                Ok(response) => {
-                    let settlement = match &response.status {
-                        Status::Ok => {
-                            self.stats.handled.fetch_add(1, Ordering::Relaxed);
-                            Settlement::Ack
-                        }
-                        // A request that cannot be decoded or routed will fail the
-                        // same way everywhere: dead-letter it, never requeue.
-                        Status::Error { .. } => {
-                            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                            Settlement::DeadLetter
-                        }
-                    };
-                    (response, settlement)
-                }
-                Err(panic) => {
-                    self.stats.panicked.fetch_add(1, Ordering::Relaxed);
-                    let message = panic_message(panic.as_ref());
-                    tracing::warn!(panic = %message, "handler panicked");
-                    // A handler that panics on this input will panic again:
-                    // dead-letter instead of a redelivery loop.
-                    (
-                        Response::error(ErrorKind::Remote, message),
-                        Settlement::DeadLetter,
-                    )
-                }
-            };
-            tracing::Span::current().record(
-                "outcome",
-                match &response.status {
-                    Status::Ok => "ok",
-                    Status::Error { kind, .. } => kind.as_str(),
-                },
-            );
-            // At-least-once: the reply is out before the ack, so a crash in
-            // between redelivers rather than loses.
-            self.reply(&request, response).await;
-            if let Some(handle) = handle {
-                settle(handle, settlement).await;
-            }
+    async fn answer(self: Arc<Self>, request: Request, handle: DeliveryHandle, outcome: Span) {
+        let header = request.header();
+        if !matches!(header.kind, Kind::Request | Kind::Oneway) {
+            // Replies or cancels on a request queue: nothing to run, nobody
+            // to answer. Keep them for inspection rather than drop them.
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            settle(handle, Settlement::DeadLetter).await;
+            return;
         }
-        .instrument(span)
-        .await
+        let descriptor = self.service.descriptor();
+        let delivery_mode = descriptor
+            .method(&header.method)
+            .map_or(DeliveryMode::AtLeastOnce, |m| m.delivery);
+        let size = request.body().len();
+
+        if size > self.max_message_size {
+            // Refused unread: decoding a hostile body is the risk the limit exists for.
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            let message = format!(
+                "request of {size} bytes exceeds the limit of {} bytes",
+                self.max_message_size
+            );
+            self.reply(&request, Response::error(ErrorKind::TooLarge, message))
+                .await;
+            settle(handle, Settlement::DeadLetter).await;
+            return;
+        }
+
+        if request.header().is_expired() {
+            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+            outcome.record("outcome", "expired");
+            let response =
+                Response::error(ErrorKind::Timeout, "deadline passed before the call ran");
+            self.reply(&request, response).await;
+            settle(handle, Settlement::Ack).await;
+            return;
+        }
+
+        let mut handle = Some(handle);
+        if delivery_mode == DeliveryMode::AtMostOnce {
+            let handle = handle.take().expect("not settled yet");
+            settle(handle, Settlement::AckBeforeRun).await;
+        }
+
+        let context = context_of(&request);
+        let run = AssertUnwindSafe(context.scope(self.service.call(&request)));
+        let (response, settlement) = match run.catch_unwind().await {
+            Ok(response) => {
+                let settlement = match &response.status {
+                    Status::Ok => {
+                        self.stats.handled.fetch_add(1, Ordering::Relaxed);
+                        Settlement::Ack
+                    }
+                    // A request that cannot be decoded or routed will fail the
+                    // same way everywhere: dead-letter it, never requeue.
+                    Status::Error { .. } => {
+                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        Settlement::DeadLetter
+                    }
+                };
+                (response, settlement)
+            }
+            Err(panic) => {
+                self.stats.panicked.fetch_add(1, Ordering::Relaxed);
+                let message = panic_message(panic.as_ref());
+                tracing::warn!(panic = %message, "handler panicked");
+                // A handler that panics on this input will panic again:
+                // dead-letter instead of a redelivery loop.
+                (
+                    Response::error(ErrorKind::Remote, message),
+                    Settlement::DeadLetter,
+                )
+            }
+        };
+        outcome.record(
+            "outcome",
+            match &response.status {
+                Status::Ok => "ok",
+                Status::Error { kind, .. } => kind.as_str(),
+            },
+        );
+        // At-least-once: the reply is out before the ack, so a crash in
+        // between redelivers rather than loses.
+        self.reply(&request, response).await;
+        if let Some(handle) = handle {
+            settle(handle, settlement).await;
+        }
     }
 
     async fn reply(&self, request: &Request, response: Response) {
@@ -375,7 +456,7 @@ impl<T: Transport, S: Service> Call<T, S> {
     }
 }
 
-async fn settle(handle: crate::transport::DeliveryHandle, settlement: Settlement) {
+async fn settle(handle: DeliveryHandle, settlement: Settlement) {
     if let Err(error) = handle.settle(settlement).await {
         tracing::warn!(%error, ?settlement, "could not settle a delivery");
     }

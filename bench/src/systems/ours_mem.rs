@@ -1,8 +1,9 @@
 //! Ours: the `#[rpc_service]` client and server over `MemTransport`.
 //!
 //! Every call goes through the full runtime: the codec (bincode), the
-//! envelope, the pending-call table, the server's permit and one task per
-//! request, settlement.
+//! envelope, the pending-call table, the server's concurrency limit and its
+//! set of running calls (polled by the serve task, no task per request),
+//! settlement.
 
 use rpc_core::Server;
 use rpc_transport_mem::MemTransport;
