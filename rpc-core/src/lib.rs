@@ -122,6 +122,4 @@ pub use server::{
     ShutdownReport,
 };
 pub use service::{Request, Response, Service};
-pub use transport::{
-    Delivery, DeliveryHandle, ReplyHandler, ReplySink, ServiceSpec, Settlement, Transport,
-};
+pub use transport::{Delivery, ReplyHandler, ReplySink, ServiceSpec, Settlement, Transport};

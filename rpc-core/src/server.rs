@@ -24,7 +24,7 @@ use crate::envelope::{Envelope, ErrorKind, Kind, Status};
 use crate::error::RpcError;
 use crate::running::{COMPLETIONS_PER_WAKE, RunningCalls};
 use crate::service::{Request, Response, Service};
-use crate::transport::{Delivery, DeliveryHandle, ServiceSpec, Settlement, Transport};
+use crate::transport::{Delivery, ServiceSpec, Settlement, Transport};
 
 /// The default number of requests a server runs at once.
 pub const DEFAULT_CONCURRENCY: usize = 256;
@@ -333,11 +333,10 @@ impl<T: Transport, S: Service> CallShared<T, S> {
     /// Runs one request to its reply and settlement.
     ///
     /// A plain function returning the instrumented future, not an `async fn`:
-    /// the future would otherwise hold the delivery beside everything made
+    /// the future would otherwise hold the delivery beside the request made
     /// from it, and the set copies a call's whole future on the way in.
     fn run(self: Arc<Self>, delivery: Delivery) -> impl Future<Output = ()> {
-        let Delivery { envelope, handle } = delivery;
-        let Envelope { header, body } = envelope;
+        let header = &delivery.envelope().header;
         let span = tracing::debug_span!(
             "rpc.serve",
             service = %header.service,
@@ -348,22 +347,22 @@ impl<T: Transport, S: Service> CallShared<T, S> {
         // Outcomes are recorded on this handle rather than through
         // `Span::current()`, which looks the span up again on each call.
         let outcome = span.clone();
-        self.answer(Request::new(header, body), handle, outcome)
+        self.answer(Request::received(delivery), outcome)
             .instrument(span)
     }
 
-    async fn answer(self: Arc<Self>, request: Request, handle: DeliveryHandle, outcome: Span) {
-        let header = request.header();
-        if !matches!(header.kind, Kind::Request | Kind::Oneway) {
+    async fn answer(self: Arc<Self>, mut request: Request, outcome: Span) {
+        let kind = request.header().kind;
+        if !matches!(kind, Kind::Request | Kind::Oneway) {
             // Replies or cancels on a request queue: nothing to run, nobody
             // to answer. Keep them for inspection rather than drop them.
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            settle(handle, Settlement::DeadLetter).await;
+            settle(&mut request, Settlement::DeadLetter).await;
             return;
         }
         let descriptor = self.service.descriptor();
         let delivery_mode = descriptor
-            .method(&header.method)
+            .method(&request.header().method)
             .map_or(DeliveryMode::AtLeastOnce, |m| m.delivery);
         let size = request.body().len();
 
@@ -376,27 +375,28 @@ impl<T: Transport, S: Service> CallShared<T, S> {
             );
             self.reply(&request, Response::error(ErrorKind::TooLarge, message))
                 .await;
-            settle(handle, Settlement::DeadLetter).await;
+            settle(&mut request, Settlement::DeadLetter).await;
             return;
         }
 
-        if request.header().is_expired() {
+        // One reading of the clock serves both the expiry check and the
+        // handler's deadline.
+        let remaining = request.header().remaining();
+        if remaining == Some(Duration::ZERO) {
             self.stats.expired.fetch_add(1, Ordering::Relaxed);
             outcome.record("outcome", "expired");
             let response =
                 Response::error(ErrorKind::Timeout, "deadline passed before the call ran");
             self.reply(&request, response).await;
-            settle(handle, Settlement::Ack).await;
+            settle(&mut request, Settlement::Ack).await;
             return;
         }
 
-        let mut handle = Some(handle);
         if delivery_mode == DeliveryMode::AtMostOnce {
-            let handle = handle.take().expect("not settled yet");
-            settle(handle, Settlement::AckBeforeRun).await;
+            settle(&mut request, Settlement::AckBeforeRun).await;
         }
 
-        let context = context_of(&request);
+        let context = context_of(&request, remaining);
         let run = AssertUnwindSafe(context.scope(self.service.call(&request)));
         let (response, settlement) = match run.catch_unwind().await {
             Ok(response) => {
@@ -434,11 +434,10 @@ impl<T: Transport, S: Service> CallShared<T, S> {
             },
         );
         // At-least-once: the reply is out before the ack, so a crash in
-        // between redelivers rather than loses.
+        // between redelivers rather than loses. (After an ack before the
+        // run, this settles nothing.)
         self.reply(&request, response).await;
-        if let Some(handle) = handle {
-            settle(handle, settlement).await;
-        }
+        settle(&mut request, settlement).await;
     }
 
     async fn reply(&self, request: &Request, response: Response) {
@@ -456,15 +455,21 @@ impl<T: Transport, S: Service> CallShared<T, S> {
     }
 }
 
-async fn settle(handle: DeliveryHandle, settlement: Settlement) {
-    if let Err(error) = handle.settle(settlement).await {
-        tracing::warn!(%error, ?settlement, "could not settle a delivery");
+/// Settles `request`'s delivery; the returned future does not borrow it.
+fn settle(request: &mut Request, settlement: Settlement) -> impl Future<Output = ()> + use<> {
+    let settling = request.delivery().settle_keeping_envelope(settlement);
+    async move {
+        if let Err(error) = settling.await {
+            tracing::warn!(%error, ?settlement, "could not settle a delivery");
+        }
     }
 }
 
-fn context_of(request: &Request) -> Context {
+/// The handler's context; `remaining` is the request's time left, read
+/// once for the expiry check as well.
+fn context_of(request: &Request, remaining: Option<Duration>) -> Context {
     let header = request.header();
-    let deadline = header.remaining().map(|left| Instant::now() + left);
+    let deadline = remaining.map(|left| Instant::now() + left);
     Context::new(
         deadline,
         header.correlation_id,

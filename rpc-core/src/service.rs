@@ -6,7 +6,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::descriptor::ServiceDescriptor;
-use crate::envelope::{ErrorKind, Header, Status};
+use crate::envelope::{Envelope, ErrorKind, Header, Status};
+use crate::transport::Delivery;
 
 /// One service's dispatch: method name in, encoded reply out.
 ///
@@ -23,31 +24,46 @@ pub trait Service: Send + Sync + 'static {
 }
 
 /// A request as a handler sees it: the header and the undecoded arguments.
+///
+/// It holds the transport's delivery whole, so the runtime can settle it
+/// without copying the request, and a request dropped unsettled goes back
+/// to the fabric.
 #[derive(Debug)]
 pub struct Request {
-    header: Header,
-    body: Vec<u8>,
+    delivery: Delivery,
 }
 
 impl Request {
     /// A request from a received envelope's parts.
     pub fn new(header: Header, body: Vec<u8>) -> Self {
-        Request { header, body }
+        Request {
+            delivery: Delivery::unacknowledged(Envelope { header, body }),
+        }
+    }
+
+    /// A request that settles `delivery`.
+    pub(crate) fn received(delivery: Delivery) -> Self {
+        Request { delivery }
+    }
+
+    /// The delivery, for the runtime to settle.
+    pub(crate) fn delivery(&mut self) -> &mut Delivery {
+        &mut self.delivery
     }
 
     /// The method's name.
     pub fn method(&self) -> &str {
-        &self.header.method
+        &self.header().method
     }
 
     /// The request's header.
     pub fn header(&self) -> &Header {
-        &self.header
+        &self.delivery.envelope().header
     }
 
     /// The encoded arguments.
     pub fn body(&self) -> &[u8] {
-        &self.body
+        &self.delivery.envelope().body
     }
 
     /// Decodes the arguments as `A`, runs `handler` on them and encodes what
@@ -59,8 +75,8 @@ impl Request {
         F: FnOnce(A) -> Fut,
         Fut: Future<Output = R>,
     {
-        let codec = self.header.content_type;
-        let args = match codec.decode::<A>(&self.body) {
+        let codec = self.header().content_type;
+        let args = match codec.decode::<A>(self.body()) {
             Ok(args) => args,
             Err(e) => return Response::error(ErrorKind::Decode, e.to_string()),
         };
@@ -77,14 +93,17 @@ impl Request {
             ErrorKind::NoSuchMethod,
             format!(
                 "service `{}` has no method `{}`",
-                self.header.service, self.header.method
+                self.header().service,
+                self.header().method
             ),
         )
     }
 
-    /// Takes the request apart.
+    /// Takes the request apart. A request still to be settled is handed
+    /// back to the fabric first.
     pub fn into_parts(self) -> (Header, Vec<u8>) {
-        (self.header, self.body)
+        let Envelope { header, body } = self.delivery.into_envelope();
+        (header, body)
     }
 }
 

@@ -141,13 +141,18 @@ impl fmt::Debug for ReplySink {
     }
 }
 
-/// A received request and the right to settle it.
-#[derive(Debug)]
+/// A received request and the right to settle it, once.
+///
+/// Settle it with [`settle`](Delivery::settle). Dropped unsettled, it goes
+/// back to the fabric through [`Settle::abandon`]: the memory transport
+/// requeues it at once, AMQP redelivers it when the channel closes.
+///
+/// The delivery owns its envelope until it is settled, and settling lends
+/// the envelope to the transport: a fabric that keeps no copy of its own
+/// (the memory transport) copies it only to requeue or dead-letter it.
 pub struct Delivery {
-    /// The request.
-    pub envelope: Envelope,
-    /// Ack or reject it, once.
-    pub handle: DeliveryHandle,
+    envelope: Envelope,
+    settle: Option<Box<dyn Settle>>,
 }
 
 impl Delivery {
@@ -155,7 +160,7 @@ impl Delivery {
     pub fn new(envelope: Envelope, settle: Box<dyn Settle>) -> Self {
         Delivery {
             envelope,
-            handle: DeliveryHandle(Some(settle)),
+            settle: Some(settle),
         }
     }
 
@@ -163,8 +168,73 @@ impl Delivery {
     pub fn unacknowledged(envelope: Envelope) -> Self {
         Delivery {
             envelope,
-            handle: DeliveryHandle(None),
+            settle: None,
         }
+    }
+
+    /// The request.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// Whether it still needs settling: tracked by the fabric and not
+    /// settled yet.
+    pub fn is_tracked(&self) -> bool {
+        self.settle.is_some()
+    }
+
+    /// Settles the delivery. The returned future owns what it needs: the
+    /// settlement is under way however long the delivery lives.
+    pub fn settle(mut self, settlement: Settlement) -> SettleFuture {
+        self.settle_keeping_envelope(settlement)
+    }
+
+    /// Settles the delivery now and keeps its envelope readable (for an ack
+    /// before an at-most-once run). Later settlements do nothing.
+    pub fn settle_keeping_envelope(&mut self, settlement: Settlement) -> SettleFuture {
+        match self.settle.take() {
+            Some(settle) => settle.settle(settlement, &self.envelope),
+            None => Box::pin(Settled),
+        }
+    }
+
+    /// Takes the envelope out. A delivery still tracked is abandoned first
+    /// (handed back to the fabric), as if it had been dropped.
+    pub fn into_envelope(mut self) -> Envelope {
+        if let Some(settle) = self.settle.take() {
+            settle.abandon(&self.envelope);
+        }
+        std::mem::replace(&mut self.envelope, Envelope::empty())
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some(settle) = self.settle.take() {
+            settle.abandon(&self.envelope);
+        }
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("envelope", &self.envelope)
+            .field("tracked", &self.is_tracked())
+            .finish()
+    }
+}
+
+/// A settlement with nothing to wait for. Zero-sized, so boxing it as a
+/// [`SettleFuture`] does not allocate.
+#[derive(Debug)]
+pub struct Settled;
+
+impl Future for Settled {
+    type Output = Result<(), TransportError>;
+
+    fn poll(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -189,34 +259,19 @@ pub enum Settlement {
 pub type SettleFuture = Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send>>;
 
 /// A transport's way of settling one delivery.
-pub trait Settle: Send + 'static {
-    /// Settles the delivery. Called at most once.
-    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture;
-}
+///
+/// [`Delivery`] calls exactly one of the two methods, exactly once, and
+/// lends the delivery's envelope to it. `Sync` because a handler borrows
+/// the request (and with it the delivery) across its awaits.
+pub trait Settle: Send + Sync + 'static {
+    /// Settles the delivery whose envelope is `delivered`.
+    fn settle(self: Box<Self>, settlement: Settlement, delivered: &Envelope) -> SettleFuture;
 
-/// The right to settle one delivery. Dropping it unsettled leaves the
-/// delivery to the fabric (on AMQP: redelivered when the channel closes).
-pub struct DeliveryHandle(Option<Box<dyn Settle>>);
-
-impl DeliveryHandle {
-    /// Settles the delivery.
-    pub async fn settle(mut self, settlement: Settlement) -> Result<(), TransportError> {
-        match self.0.take() {
-            Some(settle) => settle.settle(settlement).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Whether settling does anything.
-    pub fn is_tracked(&self) -> bool {
-        self.0.is_some()
-    }
-}
-
-impl fmt::Debug for DeliveryHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeliveryHandle")
-            .field("tracked", &self.0.is_some())
-            .finish()
+    /// The delivery was dropped unsettled. The default does nothing, for
+    /// fabrics that redeliver what a consumer never settled (AMQP, when the
+    /// channel closes); a fabric that keeps no copy of its deliveries
+    /// requeues `delivered` here.
+    fn abandon(self: Box<Self>, delivered: &Envelope) {
+        let _ = delivered;
     }
 }

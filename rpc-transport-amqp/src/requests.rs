@@ -16,7 +16,7 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer};
 use rpc_core::transport::{Delivery, ServiceSpec, Settle, SettleFuture, Settlement};
-use rpc_core::{ErrorKind, TransportError};
+use rpc_core::{Envelope, ErrorKind, TransportError};
 
 use crate::error::protocol;
 use crate::properties::{self, Arrival, PropertiesError, long};
@@ -308,7 +308,7 @@ struct AmqpSettle {
 }
 
 impl Settle for AmqpSettle {
-    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture {
+    fn settle(self: Box<Self>, settlement: Settlement, _: &Envelope) -> SettleFuture {
         let AmqpSettle {
             channel,
             delivery_tag,

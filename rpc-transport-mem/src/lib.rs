@@ -117,7 +117,7 @@
 //! | `Ack` | forgotten |
 //! | `Requeue` | back at the **front** of the queue, for any consumer |
 //! | `DeadLetter` | kept in the service's dead-letter list: [`MemTransport::dead_letters`] |
-//! | handle dropped unsettled | requeued, as AMQP does when a channel closes |
+//! | delivery dropped unsettled | requeued, as AMQP does when a channel closes |
 //! | any, while disconnected | requeued, and settling fails with `ConnectionLost` |
 //!
 //! [`MemTransport::unacked`] counts deliveries handed out and not settled.

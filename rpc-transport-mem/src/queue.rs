@@ -156,9 +156,11 @@ impl ServiceQueue {
     }
 
     /// Settles a delivery of this queue (see the crate docs for the rules).
+    /// `delivered` is copied only where the message is kept: requeued or
+    /// dead-lettered.
     pub(crate) fn settle(
         &self,
-        envelope: Envelope,
+        delivered: &Envelope,
         settlement: Settlement,
     ) -> Result<(), TransportError> {
         self.unacked.fetch_sub(1, Ordering::Relaxed);
@@ -166,17 +168,17 @@ impl ServiceQueue {
             // Like a channel closing under an AMQP consumer: what was not
             // acked before the connection dropped is redelivered.
             Link::Down => {
-                self.requeue(envelope);
+                self.requeue(delivered.clone());
                 Err(TransportError::ConnectionLost)
             }
             Link::Closed => Err(TransportError::Closed),
             Link::Up => {
                 match settlement {
-                    Settlement::Ack | Settlement::AckBeforeRun => drop(envelope),
-                    Settlement::DeadLetter => self.lock().dead_letters.push(envelope),
+                    Settlement::Ack | Settlement::AckBeforeRun => {}
+                    Settlement::DeadLetter => self.lock().dead_letters.push(delivered.clone()),
                     // Requeue, and any settlement added later: giving the
                     // message back never loses it.
-                    _ => self.requeue(envelope),
+                    _ => self.requeue(delivered.clone()),
                 }
                 Ok(())
             }
@@ -376,7 +378,7 @@ mod tests {
             _ => panic!("a message is ready"),
         };
         assert_eq!(q.unacked(), 1);
-        q.settle(first, Settlement::Requeue).unwrap();
+        q.settle(&first, Settlement::Requeue).unwrap();
         assert_eq!((q.unacked(), q.depth()), (0, 3));
         assert_eq!(
             taken(q.take_or_wait(a, &w)),
@@ -388,7 +390,7 @@ mod tests {
             Take::Message(envelope) => envelope,
             _ => panic!("a message is ready"),
         };
-        q.settle(second, Settlement::DeadLetter).unwrap();
+        q.settle(&second, Settlement::DeadLetter).unwrap();
         assert_eq!(q.dead_letters().len(), 1);
         assert_eq!(q.take_dead_letters()[0].header.correlation_id, 2);
         assert!(q.dead_letters().is_empty());
@@ -406,7 +408,7 @@ mod tests {
         };
         connection.set(Link::Down);
         assert!(matches!(
-            q.settle(envelope, Settlement::Ack),
+            q.settle(&envelope, Settlement::Ack),
             Err(TransportError::ConnectionLost)
         ));
         assert_eq!(q.depth(), 1);

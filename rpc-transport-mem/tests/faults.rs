@@ -37,8 +37,8 @@ fn reply_to(address: &Address, id: u64) -> (Address, rpc_core::Envelope) {
 
 async fn next_id(requests: &mut MemRequests) -> u64 {
     let delivery = requests.next().await.unwrap();
-    let id = delivery.envelope.header.correlation_id;
-    delivery.handle.settle(Settlement::Ack).await.unwrap();
+    let id = delivery.envelope().header.correlation_id;
+    delivery.settle(Settlement::Ack).await.unwrap();
     id
 }
 

@@ -62,8 +62,8 @@ async fn competing_consumers_each_get_every_message_once() {
     for turn in 0..10 {
         let stream = if turn % 2 == 0 { &mut a } else { &mut b };
         let delivery = stream.next().await.unwrap();
-        seen.push(delivery.envelope.header.correlation_id);
-        delivery.handle.settle(Settlement::Ack).await.unwrap();
+        seen.push(delivery.envelope().header.correlation_id);
+        delivery.settle(Settlement::Ack).await.unwrap();
     }
     assert_eq!(seen, (1..=10).collect::<Vec<_>>());
     assert!(a.next().now_or_never().is_none(), "the queue is empty");
@@ -83,9 +83,12 @@ async fn whoever_is_free_takes_the_next_message() {
     let held = busy.next().await.unwrap();
     let rest: Vec<u64> = [free.next().await.unwrap(), free.next().await.unwrap()]
         .iter()
-        .map(|d| d.envelope.header.correlation_id)
+        .map(|d| d.envelope().header.correlation_id)
         .collect();
-    assert_eq!((held.envelope.header.correlation_id, rest), (1, vec![2, 3]));
+    assert_eq!(
+        (held.envelope().header.correlation_id, rest),
+        (1, vec![2, 3])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,8 +113,8 @@ async fn consumers_on_other_threads_share_a_burst_exactly_once() {
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 while let Some(delivery) = stream.next().await {
-                    ids.push(delivery.envelope.header.correlation_id);
-                    delivery.handle.settle(Settlement::Ack).await.unwrap();
+                    ids.push(delivery.envelope().header.correlation_id);
+                    delivery.settle(Settlement::Ack).await.unwrap();
                     done.send(()).unwrap();
                 }
                 ids
@@ -144,7 +147,7 @@ async fn dropping_a_stream_leaves_its_messages_for_others() {
     transport.send(&SVC, request("svc", 2)).await.unwrap();
     drop(leaving);
     let ids = [waiting.next().await.unwrap(), waiting.next().await.unwrap()]
-        .map(|d| d.envelope.header.correlation_id);
+        .map(|d| d.envelope().header.correlation_id);
     assert_eq!(ids, [1, 2]);
 }
 

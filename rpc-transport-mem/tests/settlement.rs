@@ -23,12 +23,12 @@ async fn with_messages(ids: &[u64]) -> (MemTransport, rpc_transport_mem::MemRequ
 async fn deliveries_are_tracked_until_settled() {
     let (transport, mut requests) = with_messages(&[1, 2]).await;
     let delivery = requests.next().await.unwrap();
-    assert!(delivery.handle.is_tracked());
+    assert!(delivery.is_tracked());
     assert_eq!(
         (transport.unacked("svc"), transport.queue_depth("svc")),
         (1, 1)
     );
-    delivery.handle.settle(Settlement::Ack).await.unwrap();
+    delivery.settle(Settlement::Ack).await.unwrap();
     assert_eq!(
         (transport.unacked("svc"), transport.queue_depth("svc")),
         (0, 1)
@@ -39,7 +39,7 @@ async fn deliveries_are_tracked_until_settled() {
 async fn an_acked_request_is_gone() {
     let (transport, mut requests) = with_messages(&[1]).await;
     let delivery = requests.next().await.unwrap();
-    delivery.handle.settle(Settlement::Ack).await.unwrap();
+    delivery.settle(Settlement::Ack).await.unwrap();
     assert!(requests.next().now_or_never().is_none());
     assert!(transport.dead_letters("svc").is_empty());
 }
@@ -48,11 +48,7 @@ async fn an_acked_request_is_gone() {
 async fn an_ack_before_the_run_is_gone_like_an_ack() {
     let (transport, mut requests) = with_messages(&[1]).await;
     let delivery = requests.next().await.unwrap();
-    delivery
-        .handle
-        .settle(Settlement::AckBeforeRun)
-        .await
-        .unwrap();
+    delivery.settle(Settlement::AckBeforeRun).await.unwrap();
     assert_eq!(
         (transport.unacked("svc"), transport.queue_depth("svc")),
         (0, 0)
@@ -65,12 +61,12 @@ async fn an_ack_before_the_run_is_gone_like_an_ack() {
 async fn a_requeued_request_comes_back_first() {
     let (transport, mut requests) = with_messages(&[1, 2]).await;
     let first = requests.next().await.unwrap();
-    first.handle.settle(Settlement::Requeue).await.unwrap();
+    first.settle(Settlement::Requeue).await.unwrap();
     assert_eq!(transport.queue_depth("svc"), 2);
     let again = requests.next().await.unwrap();
     assert_eq!(
-        again.envelope,
-        request("svc", 1),
+        again.envelope(),
+        &request("svc", 1),
         "redelivered unchanged, ahead of 2"
     );
 }
@@ -80,9 +76,9 @@ async fn a_requeue_wakes_a_waiting_consumer() {
     let (transport, mut taker) = with_messages(&[1]).await;
     let mut waiter = transport.serve(&ServiceSpec::new("svc", 1)).await.unwrap();
     let delivery = taker.next().await.unwrap();
-    let waiting = tokio::spawn(async move { waiter.next().await.map(|d| d.envelope) });
+    let waiting = tokio::spawn(async move { waiter.next().await.map(|d| d.envelope().clone()) });
     tokio::task::yield_now().await; // let it park on the empty queue
-    delivery.handle.settle(Settlement::Requeue).await.unwrap();
+    delivery.settle(Settlement::Requeue).await.unwrap();
     assert_eq!(waiting.await.unwrap(), Some(request("svc", 1)));
 }
 
@@ -90,11 +86,7 @@ async fn a_requeue_wakes_a_waiting_consumer() {
 async fn a_dead_lettered_request_is_kept_for_inspection() {
     let (transport, mut requests) = with_messages(&[1, 2]).await;
     let delivery = requests.next().await.unwrap();
-    delivery
-        .handle
-        .settle(Settlement::DeadLetter)
-        .await
-        .unwrap();
+    delivery.settle(Settlement::DeadLetter).await.unwrap();
     assert_eq!(transport.dead_letters("svc"), vec![request("svc", 1)]);
     assert_eq!(transport.queue_depth("svc"), 1, "not requeued");
     assert_eq!(transport.take_dead_letters("svc").len(), 1);
@@ -112,7 +104,37 @@ async fn a_handle_dropped_unsettled_requeues() {
         (0, 2)
     );
     let again = requests.next().await.unwrap();
-    assert_eq!(again.envelope.header.correlation_id, 1);
+    assert_eq!(again.envelope().header.correlation_id, 1);
+}
+
+#[tokio::test]
+async fn a_delivery_settled_early_stays_readable_and_is_not_settled_again() {
+    let (transport, mut requests) = with_messages(&[1]).await;
+    let mut delivery = requests.next().await.unwrap();
+    delivery
+        .settle_keeping_envelope(Settlement::AckBeforeRun)
+        .await
+        .unwrap();
+    assert!(!delivery.is_tracked());
+    assert_eq!(delivery.envelope(), &request("svc", 1));
+    drop(delivery);
+    assert_eq!(
+        (transport.unacked("svc"), transport.queue_depth("svc")),
+        (0, 0),
+        "dropping it after the ack requeues nothing"
+    );
+}
+
+#[tokio::test]
+async fn taking_the_envelope_out_of_a_tracked_delivery_hands_it_back() {
+    let (transport, mut requests) = with_messages(&[1]).await;
+    let envelope = requests.next().await.unwrap().into_envelope();
+    assert_eq!(envelope, request("svc", 1));
+    assert_eq!(
+        (transport.unacked("svc"), transport.queue_depth("svc")),
+        (0, 1),
+        "requeued, as a delivery dropped unsettled is"
+    );
 }
 
 #[tokio::test]
@@ -120,11 +142,7 @@ async fn deliveries_outlive_their_stream() {
     let (transport, mut requests) = with_messages(&[1]).await;
     let delivery = requests.next().await.unwrap();
     drop(requests);
-    delivery
-        .handle
-        .settle(Settlement::DeadLetter)
-        .await
-        .unwrap();
+    delivery.settle(Settlement::DeadLetter).await.unwrap();
     assert_eq!(transport.dead_letters("svc").len(), 1);
 }
 
@@ -133,7 +151,7 @@ async fn settling_while_disconnected_fails_and_requeues() {
     let (transport, mut requests) = with_messages(&[1]).await;
     let delivery = requests.next().await.unwrap();
     transport.faults().disconnect();
-    let error = delivery.handle.settle(Settlement::Ack).await.unwrap_err();
+    let error = delivery.settle(Settlement::Ack).await.unwrap_err();
     assert!(matches!(error, TransportError::ConnectionLost), "{error:?}");
     assert_eq!(transport.queue_depth("svc"), 1);
     transport.faults().reconnect();
@@ -142,7 +160,7 @@ async fn settling_while_disconnected_fails_and_requeues() {
             .next()
             .await
             .unwrap()
-            .envelope
+            .envelope()
             .header
             .correlation_id,
         1
