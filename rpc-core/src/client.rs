@@ -221,21 +221,27 @@ impl<T: Transport> Client<T> {
     {
         let _slot = InFlightSlot::take(&self.shared)?;
         let reply_to = self.inbox().await?.clone();
-        let (timeout, mut envelope) = self.envelope(Kind::Request, service, method, args)?;
         let pending = &self.shared.pending;
-        let (guard, reply) = pending.register()?;
-        envelope.header.correlation_id = guard.id();
-        envelope.header.reply_to = Some(reply_to);
-        tracing::Span::current().record("correlation_id", guard.id());
-
         let to = Address::from_static(service);
-        let send = self.shared.transport.send(&to, envelope);
-        let answer = tokio::time::timeout(timeout, async move {
-            send.await?;
-            Ok::<_, RpcError>(reply.await.map_err(|_| RpcError::Closed))
-        })
-        .await
-        .map_err(|_| RpcError::Timeout)??;
+        // Built in a block so that nothing here (the envelope above all)
+        // takes room in the call's future across the await below: that
+        // future is moved as a whole, so every byte of it is copied again.
+        let (guard, timeout, sending) = {
+            let (timeout, mut envelope) = self.envelope(Kind::Request, service, method, args)?;
+            let (guard, reply) = pending.register()?;
+            envelope.header.correlation_id = guard.id();
+            envelope.header.reply_to = Some(reply_to);
+            tracing::Span::current().record("correlation_id", guard.id());
+            let send = self.shared.transport.send(&to, envelope);
+            let sending = async move {
+                send.await?;
+                Ok::<_, RpcError>(reply.await.map_err(|_| RpcError::Closed))
+            };
+            (guard, timeout, sending)
+        };
+        let answer = tokio::time::timeout(timeout, sending)
+            .await
+            .map_err(|_| RpcError::Timeout)??;
         // Past a failed send or the deadline the guard drops and removes the
         // entry; here the waiter was sent to or dropped, which removed it.
         guard.answered();
@@ -327,6 +333,17 @@ impl<T: Transport> Client<T> {
     }
 
     async fn inbox(&self) -> Result<&Address, RpcError> {
+        match self.shared.inbox.get() {
+            Some((address, _)) => Ok(address),
+            // Boxed: opening the inbox happens once per client, and its
+            // future (a semaphore wait and the transport's open) would
+            // otherwise make every call's future larger, and every move of
+            // it dearer.
+            None => Box::pin(self.open_inbox()).await,
+        }
+    }
+
+    async fn open_inbox(&self) -> Result<&Address, RpcError> {
         let shared = &self.shared;
         let (address, _) = shared
             .inbox

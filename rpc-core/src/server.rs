@@ -440,17 +440,29 @@ impl<T: Transport, S: Service> CallShared<T, S> {
         settle(&mut request, settlement).await;
     }
 
-    async fn reply(&self, request: &Request, response: Response) {
+    /// Sends `response` to the caller, if the request asked for one.
+    ///
+    /// A plain function returning the transport's send, not an `async fn`:
+    /// the envelope is built and handed over before the call's future
+    /// stores anything, so it takes no room there.
+    fn reply(&self, request: &Request, response: Response) -> impl Future<Output = ()> {
         let header = request.header();
-        let (Kind::Request, Some(reply_to)) = (header.kind, &header.reply_to) else {
-            return;
+        let send = match (header.kind, &header.reply_to) {
+            (Kind::Request, Some(reply_to)) => {
+                let envelope = Envelope {
+                    header: header.reply(response.status),
+                    body: response.body,
+                };
+                Some(self.transport.send(reply_to, envelope))
+            }
+            _ => None,
         };
-        let envelope = Envelope {
-            header: header.reply(response.status),
-            body: response.body,
-        };
-        if let Err(error) = self.transport.send(reply_to, envelope).await {
-            tracing::warn!(%error, "could not send a reply");
+        async move {
+            if let Some(send) = send
+                && let Err(error) = send.await
+            {
+                tracing::warn!(%error, "could not send a reply");
+            }
         }
     }
 }

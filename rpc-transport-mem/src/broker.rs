@@ -1,16 +1,15 @@
 //! The broker every clone of one [`MemTransport`](crate::MemTransport)
 //! shares: service queues, reply inboxes, routing, counters.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use rpc_core::TransportError;
 use rpc_core::transport::ReplySink;
 use rpc_core::{Address, Envelope, Kind, Name};
 
 use crate::connection::{Connection, Link};
-use crate::fast_hash::FxBuildHasher;
+use crate::directory::Directory;
 use crate::faults::{Direction, FaultPlan, Route};
 use crate::queue::ServiceQueue;
 use crate::wire;
@@ -30,10 +29,10 @@ pub(crate) struct Broker {
     pub(crate) config: Config,
     pub(crate) connection: Arc<Connection>,
     pub(crate) faults: FaultPlan,
-    // Read-mostly maps: senders take read locks, `serve` and inbox
-    // open/close take write locks.
-    services: RwLock<HashMap<Name, Arc<ServiceQueue>, FxBuildHasher>>,
-    inboxes: RwLock<HashMap<Name, ReplySink, FxBuildHasher>>,
+    // Read on every message without a lock; written by `serve` and by
+    // inboxes opening and closing.
+    services: Directory<Arc<ServiceQueue>>,
+    inboxes: Directory<ReplySink>,
     next_inbox: AtomicU64,
     undeliverable_replies: AtomicU64,
 }
@@ -44,8 +43,8 @@ impl Broker {
             config,
             connection: Arc::new(Connection::new()),
             faults: FaultPlan::default(),
-            services: RwLock::default(),
-            inboxes: RwLock::default(),
+            services: Directory::new(),
+            inboxes: Directory::new(),
             next_inbox: AtomicU64::new(0),
             undeliverable_replies: AtomicU64::new(0),
         }
@@ -89,7 +88,7 @@ impl Broker {
                 .apply(self, Direction::Requests, Route::Queue(queue), envelope);
             return Ok(());
         }
-        match self.read_services().get(to.as_str()) {
+        match self.services.read().get(to.as_str()) {
             Some(queue) => queue.publish(envelope),
             None => Err(no_route(to)),
         }
@@ -100,7 +99,7 @@ impl Broker {
     pub(crate) fn deliver_reply(&self, to: &Address, envelope: Envelope) {
         // Clone the sink out of the lock: the sink runs caller code, which
         // must be free to open or close inboxes.
-        let sink = self.read_inboxes().get(to.as_str()).cloned();
+        let sink = self.inboxes.read().get(to.as_str()).cloned();
         match sink {
             Some(sink) => sink.deliver(envelope),
             None => self.count_undeliverable(to, &envelope),
@@ -132,7 +131,7 @@ impl Broker {
     }
 
     fn queue_with_consumer(&self, to: &Address) -> Result<Arc<ServiceQueue>, TransportError> {
-        match self.read_services().get(to.as_str()) {
+        match self.services.read().get(to.as_str()) {
             Some(queue) if queue.consumers() > 0 => Ok(queue.clone()),
             _ => Err(no_route(to)),
         }
@@ -140,70 +139,61 @@ impl Broker {
 
     /// The queue of `service`, created on first use.
     pub(crate) fn declare(&self, service: &Name) -> Arc<ServiceQueue> {
-        if let Some(queue) = self.read_services().get(service.as_str()) {
+        if let Some(queue) = self.services.read().get(service.as_str()) {
             return queue.clone();
         }
-        let mut services = self
-            .services
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        services
-            .entry(service.clone())
-            .or_insert_with(|| {
-                Arc::new(ServiceQueue::new(service.clone(), self.connection.clone()))
-            })
-            .clone()
+        self.services.update(|services| {
+            services
+                .entry(service.clone())
+                .or_insert_with(|| {
+                    Arc::new(ServiceQueue::new(service.clone(), self.connection.clone()))
+                })
+                .clone()
+        })
     }
 
     /// The queue of `service`, if anyone ever served it.
     pub(crate) fn queue(&self, service: &str) -> Option<Arc<ServiceQueue>> {
-        self.read_services().get(service).cloned()
+        self.services.read().get(service).cloned()
     }
 
     pub(crate) fn queues(&self) -> Vec<Arc<ServiceQueue>> {
-        self.read_services().values().cloned().collect()
+        self.services
+            .read_between_writes(|services| services.values().cloned().collect())
     }
 
     /// Registers a reply inbox under a fresh address.
     pub(crate) fn open_inbox(&self, sink: ReplySink) -> Result<Address, TransportError> {
         let n = self.next_inbox.fetch_add(1, Ordering::Relaxed) + 1;
         let address = Address::new(format!("mem.inbox.{n}"));
-        let mut inboxes = self.inboxes.write().unwrap_or_else(PoisonError::into_inner);
-        // Checked under the lock `disconnect` and `close` read the inboxes
-        // under, so a new inbox is either refused or told of the loss.
-        self.connection.check()?;
-        inboxes.insert(address.name().clone(), sink);
-        Ok(address)
+        self.inboxes.update(|inboxes| {
+            // Checked while no other writer runs, and `disconnect` and
+            // `close` read the inboxes between writes: a new inbox is either
+            // refused or told of the loss.
+            self.connection.check()?;
+            inboxes.insert(address.name().clone(), sink);
+            Ok(address)
+        })
     }
 
     pub(crate) fn close_inbox(&self, address: &Address) {
-        let mut inboxes = self.inboxes.write().unwrap_or_else(PoisonError::into_inner);
-        inboxes.remove(address.as_str());
+        self.inboxes
+            .update(|inboxes| inboxes.remove(address.as_str()));
     }
 
     pub(crate) fn open_inboxes(&self) -> usize {
-        self.read_inboxes().len()
+        self.inboxes.read().len()
     }
 
-    /// The sinks of every open inbox, taken under the inbox lock after a
+    /// The sinks of every open inbox, read between writes after a
     /// connection change (see [`open_inbox`](Self::open_inbox)).
     pub(crate) fn sinks(&self) -> Vec<ReplySink> {
-        self.read_inboxes().values().cloned().collect()
+        self.inboxes
+            .read_between_writes(|inboxes| inboxes.values().cloned().collect())
     }
 
     pub(crate) fn undeliverable_replies(&self) -> u64 {
         self.undeliverable_replies.load(Ordering::Relaxed)
-    }
-
-    fn read_services(
-        &self,
-    ) -> RwLockReadGuard<'_, HashMap<Name, Arc<ServiceQueue>, FxBuildHasher>> {
-        // Map operations cannot be left half-done by a panic.
-        self.services.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn read_inboxes(&self) -> RwLockReadGuard<'_, HashMap<Name, ReplySink, FxBuildHasher>> {
-        self.inboxes.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

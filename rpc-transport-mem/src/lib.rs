@@ -73,7 +73,8 @@
 //! - [`Faults`] (`faults.rs`): fault injection.
 //! - `connection.rs`: the simulated connection state.
 //! - `wire.rs`: the optional round trip through `rpc_core::frame` encoding.
-//! - `fast_hash.rs`: the hasher of the broker's name-keyed maps.
+//! - `directory.rs`: the broker's name-keyed maps, read without locking.
+//! - `fast_hash.rs`: the hasher of those maps.
 //!
 //! # Routing
 //!
@@ -174,6 +175,7 @@
 
 mod broker;
 mod connection;
+mod directory;
 mod fast_hash;
 mod faults;
 mod inbox;

@@ -1,0 +1,84 @@
+//! The broker's name-keyed maps: read on every message, written when a
+//! service is first served or an inbox opens or closes.
+//!
+//! A lock, even a read lock, writes to shared memory on every lookup: with
+//! senders on two threads its cache line moves between the cores on each
+//! message, and that was the largest share of a send on a multi-threaded
+//! runtime. Here readers load a snapshot through `arc-swap`, which writes
+//! only to memory of the reading thread; writers copy the map, change the
+//! copy and publish it, one writer at a time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::{ArcSwap, Guard};
+use rpc_core::Name;
+
+use crate::fast_hash::FxBuildHasher;
+
+/// One snapshot of a [`Directory`].
+pub(crate) type Entries<V> = HashMap<Name, V, FxBuildHasher>;
+
+/// A map from names to `V`, read without locking.
+#[derive(Debug)]
+pub(crate) struct Directory<V> {
+    current: ArcSwap<Entries<V>>,
+    /// Serializes writers (so none loses another's change), and lets a
+    /// reader see a snapshot no writer is about to replace.
+    writer: Mutex<()>,
+}
+
+impl<V: Clone> Directory<V> {
+    pub(crate) fn new() -> Self {
+        Directory {
+            current: ArcSwap::from_pointee(Entries::default()),
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// The current entries; a snapshot, so a change made meanwhile is not seen.
+    pub(crate) fn read(&self) -> Guard<Arc<Entries<V>>> {
+        self.current.load()
+    }
+
+    /// Changes the map: `change` edits a copy, which then replaces it.
+    pub(crate) fn update<R>(&self, change: impl FnOnce(&mut Entries<V>) -> R) -> R {
+        let _writer = self.lock_writers();
+        let mut entries = Entries::clone(&self.current.load());
+        let result = change(&mut entries);
+        self.current.store(Arc::new(entries));
+        result
+    }
+
+    /// Reads the map while no writer can change it: whatever a writer does
+    /// next happens after `read` has seen the entries.
+    pub(crate) fn read_between_writes<R>(&self, read: impl FnOnce(&Entries<V>) -> R) -> R {
+        let _writer = self.lock_writers();
+        read(&self.current.load())
+    }
+
+    fn lock_writers(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is `()`: nothing can be left half-done.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_keeps_what_it_saw_and_later_reads_see_the_change() {
+        let directory = Directory::new();
+        directory.update(|map| map.insert(Name::from_static("a"), 1));
+        let before = directory.read();
+        directory.update(|map| map.insert(Name::from_static("b"), 2));
+        assert_eq!(before.len(), 1);
+        assert_eq!(directory.read().get("b"), Some(&2));
+        assert_eq!(
+            directory.read_between_writes(|map| map.len()),
+            2,
+            "both writes kept"
+        );
+    }
+}
