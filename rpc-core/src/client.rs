@@ -1,6 +1,7 @@
 //! The client runtime: one reply inbox, a pending-call table, per-call options.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -8,14 +9,16 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
-use tracing::Instrument;
+use tokio::time::Instant;
+use tracing::{Instrument, Span};
 
+use crate::clock;
 use crate::codec::ContentType;
 use crate::context::Context;
-use crate::envelope::{Envelope, Header, Kind, Metadata, now_ms};
+use crate::envelope::{Envelope, Header, Kind, Metadata};
 use crate::error::RpcError;
 use crate::name::{Address, Name};
-use crate::pending::PendingTable;
+use crate::pending::{PendingGuard, PendingTable};
 use crate::transport::{ReplySink, Transport};
 
 /// The deadline a call gets when nobody sets one.
@@ -181,17 +184,19 @@ impl<T: Transport> Client<T> {
     /// Calls `service.method(args)` and decodes the reply as `R`.
     ///
     /// The deadline is this client's timeout, capped by the remaining budget
-    /// of the handler this call is made from (if any). Dropping the returned
-    /// future cancels the call: its pending entry goes at once, and a late
-    /// reply is dropped and counted.
-    pub async fn call<A, R>(
+    /// of the handler this call is made from (if any). Nothing happens until
+    /// the returned future is polled. Dropping it cancels the call: its
+    /// pending entry goes at once, and a late reply is dropped and counted.
+    ///
+    /// `args` may be a value or a reference (`&T` serializes as `T`).
+    pub fn call<A, R>(
         &self,
         service: &'static str,
         method: &'static str,
-        args: &A,
-    ) -> Result<R, RpcError>
+        args: A,
+    ) -> impl Future<Output = Result<R, RpcError>>
     where
-        A: Serialize + ?Sized,
+        A: Serialize,
         R: DeserializeOwned,
     {
         let span = tracing::debug_span!(
@@ -201,95 +206,123 @@ impl<T: Transport> Client<T> {
             correlation_id = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let result = self
-            .call_inner(service, method, args)
-            .instrument(span.clone())
-            .await;
-        span.record("outcome", outcome(&result));
-        result
+        let record = span.clone();
+        // One `async` block for the whole call, not an `async fn` calling
+        // another: every layer of future is copied whole when it is first
+        // awaited, so each one costs a copy per call.
+        async move {
+            let to = Address::from_static(service);
+            let result = 'call: {
+                let reply_to = match self.inbox().await {
+                    Ok(reply_to) => reply_to.clone(),
+                    Err(error) => break 'call Err(error),
+                };
+                // Taken apart in the `let`, so nothing of the temporary is
+                // kept across the await below.
+                let Started {
+                    _slot,
+                    guard,
+                    deadline,
+                    answer,
+                } = match self.start(&to, service, method, &args, reply_to, &record) {
+                    Ok(started) => started,
+                    Err(error) => break 'call Err(error),
+                };
+                match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(Ok(answered)) => {
+                        // The waiter was sent to (or closed), which removed
+                        // the entry: nothing left for the guard to remove.
+                        guard.answered();
+                        answered
+                    }
+                    // A failed send or the deadline: the guard drops and
+                    // removes the entry.
+                    Ok(Err(send_failed)) => Err(send_failed),
+                    Err(_) => Err(RpcError::Timeout),
+                }
+            };
+            record.record("outcome", outcome(&result));
+            result
+        }
+        .instrument(span)
     }
 
-    async fn call_inner<A, R>(
-        &self,
+    /// Everything a call does before it waits: takes an in-flight slot,
+    /// builds the envelope, registers the call and hands the envelope to
+    /// the transport.
+    fn start<'a, A, R>(
+        &'a self,
+        to: &'a Address,
         service: &'static str,
         method: &'static str,
         args: &A,
-    ) -> Result<R, RpcError>
+        reply_to: Address,
+        span: &Span,
+    ) -> Result<Started<'a, impl Future<Output = Answer<R>>>, RpcError>
     where
-        A: Serialize + ?Sized,
+        A: Serialize,
         R: DeserializeOwned,
     {
-        let _slot = InFlightSlot::take(&self.shared)?;
-        let reply_to = self.inbox().await?.clone();
-        let pending = &self.shared.pending;
-        let to = Address::from_static(service);
-        // Built in a block so that nothing here (the envelope above all)
-        // takes room in the call's future across the await below: that
-        // future is moved as a whole, so every byte of it is copied again.
-        let (guard, timeout, sending) = {
-            let (timeout, mut envelope) = self.envelope(Kind::Request, service, method, args)?;
-            let (guard, reply) = pending.register()?;
-            envelope.header.correlation_id = guard.id();
-            envelope.header.reply_to = Some(reply_to);
-            tracing::Span::current().record("correlation_id", guard.id());
-            let send = self.shared.transport.send(&to, envelope);
-            let sending = async move {
-                send.await?;
-                Ok::<_, RpcError>(reply.await.map_err(|_| RpcError::Closed))
-            };
-            (guard, timeout, sending)
-        };
-        let answer = tokio::time::timeout(timeout, sending)
-            .await
-            .map_err(|_| RpcError::Timeout)??;
-        // Past a failed send or the deadline the guard drops and removes the
-        // entry; here the waiter was sent to or dropped, which removed it.
-        guard.answered();
-        let reply = answer??;
-
-        if let Some(error) = RpcError::from_status(&reply.header.status, service, method) {
-            return Err(error);
-        }
-        reply
-            .header
-            .content_type
-            .decode(&reply.body)
-            .map_err(|e| RpcError::Decode {
-                message: e.to_string(),
+        let slot = InFlightSlot::take(&self.shared)?;
+        let (deadline, mut envelope) = self.envelope(Kind::Request, service, method, args)?;
+        let (guard, reply) = self.shared.pending.register()?;
+        envelope.header.correlation_id = guard.id();
+        envelope.header.reply_to = Some(reply_to);
+        span.record("correlation_id", guard.id());
+        let send = self.shared.transport.send(to, envelope);
+        // The reply is read where it comes out of its channel: only the
+        // decoded value travels on, not the envelope, which every layer of
+        // `Result` would otherwise copy again. The outer error is a failed
+        // send (the call is still registered), the inner one the answer.
+        let answer = async move {
+            send.await?;
+            Ok(match reply.await {
+                Ok(Ok(reply)) => read_reply(&reply, service, method),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(RpcError::Closed),
             })
+        };
+        Ok(Started {
+            _slot: slot,
+            guard,
+            deadline,
+            answer,
+        })
     }
 
     /// Sends `service.method(args)` without waiting for a reply. Resolves once
     /// the transport has taken the message; fails with [`RpcError::NoRoute`]
     /// when nobody serves the service.
+    ///
+    /// `args` may be a value or a reference (`&T` serializes as `T`).
     pub async fn notify<A>(
         &self,
         service: &'static str,
         method: &'static str,
-        args: &A,
+        args: A,
     ) -> Result<(), RpcError>
     where
-        A: Serialize + ?Sized,
+        A: Serialize,
     {
         let span = tracing::debug_span!("rpc.notify", service = %service, method = %method);
-        let (timeout, envelope) = self.envelope(Kind::Oneway, service, method, args)?;
+        let (deadline, envelope) = self.envelope(Kind::Oneway, service, method, &args)?;
         let to = Address::from_static(service);
         let send = self.shared.transport.send(&to, envelope);
-        tokio::time::timeout(timeout, send)
+        tokio::time::timeout_at(deadline, send)
             .instrument(span)
             .await
             .map_err(|_| RpcError::Timeout)?
             .map_err(RpcError::from)
     }
 
-    /// Builds the envelope of a call, and returns the time it has left.
+    /// Builds the envelope of a call, and returns its deadline.
     fn envelope<A: Serialize + ?Sized>(
         &self,
         kind: Kind,
         service: &'static str,
         method: &'static str,
         args: &A,
-    ) -> Result<(Duration, Envelope), RpcError> {
+    ) -> Result<(Instant, Envelope), RpcError> {
         let options = &self.options;
         if let Some(key) = options.metadata.reserved_key() {
             // Transports put who called under these keys; a caller that
@@ -318,18 +351,18 @@ impl<T: Transport> Client<T> {
                 limit,
             });
         }
-        let now = now_ms();
+        let now = clock::now();
         let mut header = Header::request(
             Name::from_static(service),
             Name::from_static(method),
             options.content_type,
         );
         header.kind = kind;
-        header.sent_at_ms = now;
+        header.sent_at_ms = now.unix_ms;
         // Round up so a deadline is never earlier on the wire than here.
-        header.deadline_ms = now + timeout.as_millis() as u64 + 1;
+        header.deadline_ms = now.unix_ms + timeout.as_millis() as u64 + 1;
         header.metadata = options.metadata.clone();
-        Ok((timeout, Envelope { header, body }))
+        Ok((now.instant + timeout, Envelope { header, body }))
     }
 
     async fn inbox(&self) -> Result<&Address, RpcError> {
@@ -354,6 +387,24 @@ impl<T: Transport> Client<T> {
             .await?;
         Ok(address)
     }
+}
+
+/// The value a reply carries, or the error its status reports.
+fn read_reply<R: DeserializeOwned>(
+    reply: &Envelope,
+    service: &'static str,
+    method: &'static str,
+) -> Result<R, RpcError> {
+    if let Some(error) = RpcError::from_status(&reply.header.status, service, method) {
+        return Err(error);
+    }
+    reply
+        .header
+        .content_type
+        .decode(&reply.body)
+        .map_err(|e| RpcError::Decode {
+            message: e.to_string(),
+        })
 }
 
 fn outcome<R>(result: &Result<R, RpcError>) -> &'static str {
@@ -382,6 +433,18 @@ impl<T: Transport> fmt::Debug for Client<T> {
             .field("pending_calls", &self.pending_calls())
             .finish_non_exhaustive()
     }
+}
+
+/// What a sent call resolves to: the outer error is a failed send (the call
+/// is still registered), the inner result the call's answer.
+type Answer<R> = Result<Result<R, RpcError>, RpcError>;
+
+/// A call sent and registered: what waits for its answer until its deadline.
+struct Started<'a, F> {
+    _slot: InFlightSlot<'a>,
+    guard: PendingGuard<'a>,
+    deadline: Instant,
+    answer: F,
 }
 
 /// One unit of the client's in-flight cap, given back on drop.

@@ -83,6 +83,7 @@
 //! Design notes live in `docs/ARCHITECTURE.md`; the wire format in `docs/wire.md`.
 
 mod client;
+mod clock;
 pub mod codec;
 mod context;
 mod descriptor;

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_core::Stream;
 use futures_util::FutureExt;
@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, Span};
 
 use crate::client::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::clock::{self, Now};
 use crate::context::Context;
 use crate::descriptor::DeliveryMode;
 use crate::envelope::{Envelope, ErrorKind, Kind, Status};
@@ -351,93 +352,105 @@ impl<T: Transport, S: Service> CallShared<T, S> {
             .instrument(span)
     }
 
-    async fn answer(self: Arc<Self>, mut request: Request, outcome: Span) {
-        let kind = request.header().kind;
-        if !matches!(kind, Kind::Request | Kind::Oneway) {
-            // Replies or cancels on a request queue: nothing to run, nobody
-            // to answer. Keep them for inspection rather than drop them.
-            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            settle(&mut request, Settlement::DeadLetter).await;
-            return;
-        }
-        let descriptor = self.service.descriptor();
-        let delivery_mode = descriptor
-            .method(&request.header().method)
-            .map_or(DeliveryMode::AtLeastOnce, |m| m.delivery);
-        let size = request.body().len();
+    /// Runs `request` to its reply and settlement.
+    ///
+    /// Returns an `async move` block rather than being an `async fn`: an
+    /// `async fn` moves its arguments into locals and keeps room for both in
+    /// its future, and the request is most of that future's size.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would double the future"
+    )]
+    fn answer(self: Arc<Self>, mut request: Request, outcome: Span) -> impl Future<Output = ()> {
+        async move {
+            let kind = request.header().kind;
+            if !matches!(kind, Kind::Request | Kind::Oneway) {
+                // Replies or cancels on a request queue: nothing to run, nobody
+                // to answer. Keep them for inspection rather than drop them.
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                settle(&mut request, Settlement::DeadLetter).await;
+                return;
+            }
+            let descriptor = self.service.descriptor();
+            let delivery_mode = descriptor
+                .method(&request.header().method)
+                .map_or(DeliveryMode::AtLeastOnce, |m| m.delivery);
+            let size = request.body().len();
 
-        if size > self.max_message_size {
-            // Refused unread: decoding a hostile body is the risk the limit exists for.
-            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            let message = format!(
-                "request of {size} bytes exceeds the limit of {} bytes",
-                self.max_message_size
+            if size > self.max_message_size {
+                // Refused unread: decoding a hostile body is the risk the limit exists for.
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                let message = format!(
+                    "request of {size} bytes exceeds the limit of {} bytes",
+                    self.max_message_size
+                );
+                self.reply(&request, Response::error(ErrorKind::TooLarge, message))
+                    .await;
+                settle(&mut request, Settlement::DeadLetter).await;
+                return;
+            }
+
+            // One reading of the clock serves both the expiry check and the
+            // handler's deadline.
+            let now = clock::now();
+            let remaining = now.until(request.header().deadline_ms);
+            if remaining == Some(Duration::ZERO) {
+                self.stats.expired.fetch_add(1, Ordering::Relaxed);
+                outcome.record("outcome", "expired");
+                let response =
+                    Response::error(ErrorKind::Timeout, "deadline passed before the call ran");
+                self.reply(&request, response).await;
+                settle(&mut request, Settlement::Ack).await;
+                return;
+            }
+
+            if delivery_mode == DeliveryMode::AtMostOnce {
+                settle(&mut request, Settlement::AckBeforeRun).await;
+            }
+
+            let context = context_of(&request, now, remaining);
+            let run = AssertUnwindSafe(context.scope(self.service.call(&request)));
+            let (response, settlement) = match run.catch_unwind().await {
+                Ok(response) => {
+                    let settlement = match &response.status {
+                        Status::Ok => {
+                            self.stats.handled.fetch_add(1, Ordering::Relaxed);
+                            Settlement::Ack
+                        }
+                        // A request that cannot be decoded or routed will fail the
+                        // same way everywhere: dead-letter it, never requeue.
+                        Status::Error { .. } => {
+                            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            Settlement::DeadLetter
+                        }
+                    };
+                    (response, settlement)
+                }
+                Err(panic) => {
+                    self.stats.panicked.fetch_add(1, Ordering::Relaxed);
+                    let message = panic_message(panic.as_ref());
+                    tracing::warn!(panic = %message, "handler panicked");
+                    // A handler that panics on this input will panic again:
+                    // dead-letter instead of a redelivery loop.
+                    (
+                        Response::error(ErrorKind::Remote, message),
+                        Settlement::DeadLetter,
+                    )
+                }
+            };
+            outcome.record(
+                "outcome",
+                match &response.status {
+                    Status::Ok => "ok",
+                    Status::Error { kind, .. } => kind.as_str(),
+                },
             );
-            self.reply(&request, Response::error(ErrorKind::TooLarge, message))
-                .await;
-            settle(&mut request, Settlement::DeadLetter).await;
-            return;
-        }
-
-        // One reading of the clock serves both the expiry check and the
-        // handler's deadline.
-        let remaining = request.header().remaining();
-        if remaining == Some(Duration::ZERO) {
-            self.stats.expired.fetch_add(1, Ordering::Relaxed);
-            outcome.record("outcome", "expired");
-            let response =
-                Response::error(ErrorKind::Timeout, "deadline passed before the call ran");
+            // At-least-once: the reply is out before the ack, so a crash in
+            // between redelivers rather than loses. (After an ack before the
+            // run, this settles nothing.)
             self.reply(&request, response).await;
-            settle(&mut request, Settlement::Ack).await;
-            return;
+            settle(&mut request, settlement).await;
         }
-
-        if delivery_mode == DeliveryMode::AtMostOnce {
-            settle(&mut request, Settlement::AckBeforeRun).await;
-        }
-
-        let context = context_of(&request, remaining);
-        let run = AssertUnwindSafe(context.scope(self.service.call(&request)));
-        let (response, settlement) = match run.catch_unwind().await {
-            Ok(response) => {
-                let settlement = match &response.status {
-                    Status::Ok => {
-                        self.stats.handled.fetch_add(1, Ordering::Relaxed);
-                        Settlement::Ack
-                    }
-                    // A request that cannot be decoded or routed will fail the
-                    // same way everywhere: dead-letter it, never requeue.
-                    Status::Error { .. } => {
-                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        Settlement::DeadLetter
-                    }
-                };
-                (response, settlement)
-            }
-            Err(panic) => {
-                self.stats.panicked.fetch_add(1, Ordering::Relaxed);
-                let message = panic_message(panic.as_ref());
-                tracing::warn!(panic = %message, "handler panicked");
-                // A handler that panics on this input will panic again:
-                // dead-letter instead of a redelivery loop.
-                (
-                    Response::error(ErrorKind::Remote, message),
-                    Settlement::DeadLetter,
-                )
-            }
-        };
-        outcome.record(
-            "outcome",
-            match &response.status {
-                Status::Ok => "ok",
-                Status::Error { kind, .. } => kind.as_str(),
-            },
-        );
-        // At-least-once: the reply is out before the ack, so a crash in
-        // between redelivers rather than loses. (After an ack before the
-        // run, this settles nothing.)
-        self.reply(&request, response).await;
-        settle(&mut request, settlement).await;
     }
 
     /// Sends `response` to the caller, if the request asked for one.
@@ -477,11 +490,11 @@ fn settle(request: &mut Request, settlement: Settlement) -> impl Future<Output =
     }
 }
 
-/// The handler's context; `remaining` is the request's time left, read
-/// once for the expiry check as well.
-fn context_of(request: &Request, remaining: Option<Duration>) -> Context {
+/// The handler's context; `remaining` is the request's time left at `now`,
+/// read once for the expiry check as well.
+fn context_of(request: &Request, now: Now, remaining: Option<Duration>) -> Context {
     let header = request.header();
-    let deadline = remaining.map(|left| Instant::now() + left);
+    let deadline = remaining.map(|left| now.instant.into_std() + left);
     Context::new(
         deadline,
         header.correlation_id,

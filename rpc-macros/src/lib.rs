@@ -137,15 +137,13 @@ use crate::model::Service;
 ///
 /// impl<T: Transport> CalculatorClient<T> {
 ///     /// Adds two numbers.
-///     pub async fn add(&self, a: i64, b: i64) -> Result<i64, RpcError> {
+///     pub fn add(&self, a: i64, b: i64) -> impl Future<Output = Result<i64, RpcError>> + '_ {
 ///         self.client
-///             .call(CALCULATOR_DESCRIPTOR.name, "add", &CalculatorAddArgs { a, b })
-///             .await
+///             .call(CALCULATOR_DESCRIPTOR.name, "add", CalculatorAddArgs { a, b })
 ///     }
-///     pub async fn log(&self, line: String) -> Result<(), RpcError> {
+///     pub fn log(&self, line: String) -> impl Future<Output = Result<(), RpcError>> + '_ {
 ///         self.client
-///             .notify(CALCULATOR_DESCRIPTOR.name, "log", &CalculatorLogArgs { line })
-///             .await
+///             .notify(CALCULATOR_DESCRIPTOR.name, "log", CalculatorLogArgs { line })
 ///     }
 ///     // new, from_client, client, with_timeout, with_metadata, ...
 /// }

@@ -1,5 +1,10 @@
-//! `CalculatorClient<T>`: one `async fn` per method over core's untyped
-//! `Client<T>`, returning `Result<R, RpcError>`.
+//! `CalculatorClient<T>`: one method per trait method over core's untyped
+//! `Client<T>`, returning a future of `Result<R, RpcError>`.
+//!
+//! The methods return the core client's future itself rather than being
+//! `async fn`s awaiting it: a wrapping `async fn` is one more layer of
+//! future, copied whole when first awaited, on every call. Like an `async
+//! fn`, the future does nothing until polled.
 //!
 //! A method returning `Result<T, E>` gets `Result<Result<T, E>, RpcError>`:
 //! flattening would force every `E` to be `From<RpcError>`, and would
@@ -114,13 +119,13 @@ fn client_method(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
         let doc = super::doc(&doc);
         docs.push(doc);
     }
-    let args = quote!(&#args_ident { #(#names),* });
+    let args = quote!(#args_ident { #(#names),* });
     // "`Report: DeserializeOwned` is not satisfied" points at the return type.
     let call = Ident::new("call", method.output_span());
     let (output, body) = if method.attrs.oneway {
         (
             quote!(()),
-            quote!(self.client.notify(#descriptor.name, #wire_name, #args).await),
+            quote!(self.client.notify(#descriptor.name, #wire_name, #args)),
         )
     } else {
         let output = match method.output {
@@ -129,13 +134,13 @@ fn client_method(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
         };
         (
             output,
-            quote!(self.client.#call(#descriptor.name, #wire_name, #args).await),
+            quote!(self.client.#call(#descriptor.name, #wire_name, #args)),
         )
     };
     quote! {
         #(#docs)*
-        #vis async fn #ident(&self, #(#names: #types),*)
-            -> #private::Result<#output, #private::RpcError>
+        #vis fn #ident(&self, #(#names: #types),*)
+            -> impl #private::Future<Output = #private::Result<#output, #private::RpcError>> + '_
         {
             #body
         }

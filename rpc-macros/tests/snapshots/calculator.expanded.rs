@@ -159,53 +159,54 @@ impl<T: ::rpc_core::__private::Transport> CalculatorClient<T> {
         Self::from_client(self.client.with_metadata(key, value))
     }
     /// Adds two numbers.
-    pub async fn add(
+    pub fn add(
         &self,
         a: i64,
         b: i64,
-    ) -> ::rpc_core::__private::Result<i64, ::rpc_core::__private::RpcError> {
-        self.client
-            .call(CALCULATOR_DESCRIPTOR.name, "add", &CalculatorAddArgs { a, b })
-            .await
+    ) -> impl ::rpc_core::__private::Future<
+        Output = ::rpc_core::__private::Result<i64, ::rpc_core::__private::RpcError>,
+    > + '_ {
+        self.client.call(CALCULATOR_DESCRIPTOR.name, "add", CalculatorAddArgs { a, b })
     }
     /// Divides `a` by `b`; dividing by zero is an application error.
-    pub async fn div(
+    pub fn div(
         &self,
         a: i64,
         b: i64,
-    ) -> ::rpc_core::__private::Result<
-        Result<i64, MathError>,
-        ::rpc_core::__private::RpcError,
-    > {
-        self.client
-            .call(CALCULATOR_DESCRIPTOR.name, "div", &CalculatorDivArgs { a, b })
-            .await
+    ) -> impl ::rpc_core::__private::Future<
+        Output = ::rpc_core::__private::Result<
+            Result<i64, MathError>,
+            ::rpc_core::__private::RpcError,
+        >,
+    > + '_ {
+        self.client.call(CALCULATOR_DESCRIPTOR.name, "div", CalculatorDivArgs { a, b })
     }
     /// Appends a line to the server's log; nobody waits for it.
-    pub async fn log(
+    pub fn log(
         &self,
         line: String,
-    ) -> ::rpc_core::__private::Result<(), ::rpc_core::__private::RpcError> {
-        self.client
-            .notify(CALCULATOR_DESCRIPTOR.name, "log", &CalculatorLogArgs { line })
-            .await
+    ) -> impl ::rpc_core::__private::Future<
+        Output = ::rpc_core::__private::Result<(), ::rpc_core::__private::RpcError>,
+    > + '_ {
+        self.client.notify(CALCULATOR_DESCRIPTOR.name, "log", CalculatorLogArgs { line })
     }
     /// Charges once at most, even if the server crashes midway.
-    pub async fn charge(
+    pub fn charge(
         &self,
         cents: u64,
-    ) -> ::rpc_core::__private::Result<u64, ::rpc_core::__private::RpcError> {
+    ) -> impl ::rpc_core::__private::Future<
+        Output = ::rpc_core::__private::Result<u64, ::rpc_core::__private::RpcError>,
+    > + '_ {
         self.client
-            .call(CALCULATOR_DESCRIPTOR.name, "charge", &CalculatorChargeArgs { cents })
-            .await
+            .call(CALCULATOR_DESCRIPTOR.name, "charge", CalculatorChargeArgs { cents })
     }
     /// Calls [`Calculator::reset`] on the service.
-    pub async fn reset(
+    pub fn reset(
         &self,
-    ) -> ::rpc_core::__private::Result<(), ::rpc_core::__private::RpcError> {
-        self.client
-            .call(CALCULATOR_DESCRIPTOR.name, "reset", &CalculatorResetArgs {})
-            .await
+    ) -> impl ::rpc_core::__private::Future<
+        Output = ::rpc_core::__private::Result<(), ::rpc_core::__private::RpcError>,
+    > + '_ {
+        self.client.call(CALCULATOR_DESCRIPTOR.name, "reset", CalculatorResetArgs {})
     }
 }
 /// Serves an implementation of [`Calculator`]: dispatches each request to the

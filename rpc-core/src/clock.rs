@@ -1,0 +1,96 @@
+//! One reading of the clock per call and side.
+//!
+//! A call needs the time twice: as an `Instant` for its timer and as
+//! wall-clock milliseconds for the wire (deadlines cross processes, so they
+//! are wall-clock). Reading both clocks is two clock reads per call on each
+//! side, a measurable share of a memory-transport call, so the wall clock is
+//! derived from the monotonic one instead: each thread keeps an anchor (one
+//! reading of both, taken together) and reads the wall clock again once its
+//! anchor is a second old, so a step of the wall clock shows within a second.
+//!
+//! The monotonic clock is tokio's, so calls made under paused test time
+//! (`tokio::time::pause`) time out by that clock, as `tokio::time::timeout`
+//! would have them.
+
+use std::cell::Cell;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+/// How long a thread derives the wall clock from one anchor.
+const ANCHOR_LIFETIME: Duration = Duration::from_secs(1);
+
+/// The time now, on both clocks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Now {
+    /// For timers.
+    pub(crate) instant: Instant,
+    /// Milliseconds since the unix epoch, for the wire.
+    pub(crate) unix_ms: u64,
+}
+
+impl Now {
+    /// Time left before a wire deadline (`0` is none); a passed deadline
+    /// gives `Some(Duration::ZERO)`.
+    pub(crate) fn until(&self, deadline_ms: u64) -> Option<Duration> {
+        (deadline_ms != 0).then(|| Duration::from_millis(deadline_ms.saturating_sub(self.unix_ms)))
+    }
+}
+
+thread_local! {
+    /// A monotonic reading and the wall-clock time (since the epoch) at it.
+    static ANCHOR: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
+}
+
+/// Reads the clock once.
+pub(crate) fn now() -> Now {
+    let instant = Instant::now();
+    let since_epoch = ANCHOR.with(|anchor| match anchor.get() {
+        Some((at, wall)) if instant >= at && instant - at < ANCHOR_LIFETIME => {
+            wall + (instant - at)
+        }
+        _ => {
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            anchor.set(Some((instant, wall)));
+            wall
+        }
+    });
+    Now {
+        instant,
+        unix_ms: u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::now_ms;
+
+    #[test]
+    fn the_derived_wall_clock_matches_the_real_one() {
+        for _ in 0..1000 {
+            let before = now_ms();
+            let derived = now().unix_ms;
+            let after = now_ms();
+            // Within a millisecond either side: the anchor truncates nothing,
+            // but the two clocks tick apart by up to a millisecond.
+            assert!(
+                derived + 1 >= before && derived <= after + 1,
+                "{before} <= {derived} <= {after}"
+            );
+        }
+    }
+
+    #[test]
+    fn time_left_before_a_deadline() {
+        let now = Now {
+            instant: Instant::now(),
+            unix_ms: 10_000,
+        };
+        assert_eq!(now.until(0), None, "no deadline");
+        assert_eq!(now.until(10_250), Some(Duration::from_millis(250)));
+        assert_eq!(now.until(9_000), Some(Duration::ZERO), "passed");
+    }
+}
