@@ -1,9 +1,11 @@
 //! The client runtime: one reply inbox, a pending-call table, per-call options.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{self, Future};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -222,23 +224,21 @@ impl<T: Transport> Client<T> {
                 let Started {
                     _slot,
                     guard,
-                    deadline,
                     answer,
                 } = match self.start(&to, service, method, &args, reply_to, &record) {
                     Ok(started) => started,
                     Err(error) => break 'call Err(error),
                 };
-                match tokio::time::timeout_at(deadline, answer).await {
-                    Ok(Ok(answered)) => {
-                        // The waiter was sent to (or closed), which removed
+                match answer.await {
+                    Ok(answered) => {
+                        // The waiter was sent to (a reply, the watchdog at
+                        // the deadline, a connection loss), which removed
                         // the entry: nothing left for the guard to remove.
                         guard.answered();
                         answered
                     }
-                    // A failed send or the deadline: the guard drops and
-                    // removes the entry.
-                    Ok(Err(send_failed)) => Err(send_failed),
-                    Err(_) => Err(RpcError::Timeout),
+                    // A failed send: the guard drops and removes the entry.
+                    Err(send_failed) => Err(send_failed),
                 }
             };
             record.record("outcome", outcome(&result));
@@ -265,18 +265,32 @@ impl<T: Transport> Client<T> {
     {
         let slot = InFlightSlot::take(&self.shared)?;
         let (deadline, mut envelope) = self.envelope(Kind::Request, service, method, args)?;
-        let (guard, reply) = self.shared.pending.register()?;
+        let (guard, mut reply) = PendingTable::register(&self.shared.pending, deadline)?;
         envelope.header.correlation_id = guard.id();
         envelope.header.reply_to = Some(reply_to);
         span.record("correlation_id", guard.id());
         let send = self.shared.transport.send(to, envelope);
         // The reply is read where it comes out of its channel: only the
         // decoded value travels on, not the envelope, which every layer of
-        // `Result` would otherwise copy again. The outer error is a failed
-        // send (the call is still registered), the inner one the answer.
+        // `Result` would otherwise copy again.
         let answer = async move {
-            send.await?;
-            Ok(match reply.await {
+            // The send races the reply channel: the client's watchdog fails
+            // a call whose deadline passes while it is still being sent, and
+            // a reply may come before the transport reports the send done.
+            let mut send = pin!(send);
+            let first = future::poll_fn(|cx| {
+                if let Poll::Ready(received) = Pin::new(&mut reply).poll(cx) {
+                    return Poll::Ready(Err(received));
+                }
+                send.as_mut().poll(cx).map(Ok)
+            })
+            .await;
+            let received = match first {
+                Ok(Ok(())) => (&mut reply).await,
+                Ok(Err(send_failed)) => return Err(RpcError::from(send_failed)),
+                Err(received) => received,
+            };
+            Ok(match received {
                 Ok(Ok(reply)) => read_reply(&reply, service, method),
                 Ok(Err(error)) => Err(error),
                 Err(_) => Err(RpcError::Closed),
@@ -285,7 +299,6 @@ impl<T: Transport> Client<T> {
         Ok(Started {
             _slot: slot,
             guard,
-            deadline,
             answer,
         })
     }
@@ -439,11 +452,11 @@ impl<T: Transport> fmt::Debug for Client<T> {
 /// is still registered), the inner result the call's answer.
 type Answer<R> = Result<Result<R, RpcError>, RpcError>;
 
-/// A call sent and registered: what waits for its answer until its deadline.
+/// A call sent and registered: what waits for its answer (the watchdog
+/// answers it at its deadline).
 struct Started<'a, F> {
     _slot: InFlightSlot<'a>,
     guard: PendingGuard<'a>,
-    deadline: Instant,
     answer: F,
 }
 

@@ -97,6 +97,7 @@ mod running;
 mod server;
 mod service;
 pub mod transport;
+mod watchdog;
 
 #[doc(hidden)]
 pub mod __private;

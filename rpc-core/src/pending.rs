@@ -2,16 +2,24 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 
 use crate::envelope::Envelope;
 use crate::error::RpcError;
 use crate::transport::ReplyHandler;
 
 type Waiter = oneshot::Sender<Result<Envelope, RpcError>>;
+
+/// A call waiting for its reply until its deadline.
+#[derive(Debug)]
+struct Entry {
+    waiter: Waiter,
+    deadline: Instant,
+}
 
 /// The table's hasher: correlation ids are this table's own sequence
 /// numbers, so SipHash's resistance to chosen keys buys nothing (a peer can
@@ -44,35 +52,96 @@ impl Hasher for IdHasher {
 /// Where a registered call waits for its reply.
 pub(crate) type ReplyReceiver = oneshot::Receiver<Result<Envelope, RpcError>>;
 
-/// Calls in flight on one client inbox.
+/// Calls in flight on one client inbox, and their deadlines.
 ///
-/// Every entry is removed exactly once: by its reply, by a connection loss,
-/// or by the caller's [`PendingGuard`] when the call future completes, times
-/// out or is dropped. So the table is empty whenever no call is in flight.
+/// Every entry is removed exactly once: by its reply, by its deadline (the
+/// [watchdog](crate::watchdog)), by a connection loss, or by the caller's
+/// [`PendingGuard`] when the call future completes or is dropped. So the
+/// table is empty whenever no call is in flight.
 #[derive(Debug, Default)]
 pub(crate) struct PendingTable {
-    waiters: Mutex<HashMap<u64, Waiter, Ids>>,
+    calls: Mutex<Calls>,
+    /// Wakes the watchdog when a call's deadline is earlier than the one it
+    /// sleeps towards, and when the table closes.
+    pub(crate) alarm: Arc<Notify>,
+    /// Whether a watchdog task is alive for this table.
+    pub(crate) watched: AtomicBool,
     next_id: AtomicU64,
     dropped_replies: AtomicU64,
     closed: AtomicBool,
 }
 
+#[derive(Debug, Default)]
+struct Calls {
+    entries: HashMap<u64, Entry, Ids>,
+    /// The deadline the watchdog sleeps until; `None` while it waits for
+    /// the alarm only.
+    wake_at: Option<Instant>,
+}
+
 impl PendingTable {
-    /// Registers a new call; the guard removes it again on drop.
-    pub(crate) fn register(&self) -> Result<(PendingGuard<'_>, ReplyReceiver), RpcError> {
+    /// Registers a new call that times out at `deadline`; the guard removes
+    /// it again on drop. Starts the watchdog if none is running.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        deadline: Instant,
+    ) -> Result<(PendingGuard<'_>, ReplyReceiver), RpcError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(RpcError::Closed);
         }
+        if !self.watched.load(Ordering::Acquire) {
+            crate::watchdog::start(self);
+        }
         // Ids start at 1 so that 0 never names a call.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = oneshot::channel();
-        self.lock().insert(id, tx);
+        let (waiter, rx) = oneshot::channel();
+        let earlier = {
+            let mut calls = self.lock();
+            calls.entries.insert(id, Entry { waiter, deadline });
+            // With one timeout per client, deadlines only grow: the alarm
+            // rings only for a call with a shorter timeout than the rest.
+            let earlier = calls.wake_at.is_none_or(|at| deadline < at);
+            if earlier {
+                calls.wake_at = Some(deadline);
+            }
+            earlier
+        };
+        if earlier {
+            self.alarm.notify_one();
+        }
         Ok((PendingGuard { table: self, id }, rx))
+    }
+
+    /// Fails every call whose deadline is not after `now` with
+    /// [`RpcError::Timeout`]; returns the earliest deadline left, which the
+    /// watchdog sleeps until.
+    pub(crate) fn expire(&self, now: Instant) -> Option<Instant> {
+        let (expired, next) = {
+            let mut calls = self.lock();
+            let expired: Vec<Waiter> = calls
+                .entries
+                .extract_if(|_, entry| entry.deadline <= now)
+                .map(|(_, entry)| entry.waiter)
+                .collect();
+            let next = calls.entries.values().map(|entry| entry.deadline).min();
+            calls.wake_at = next;
+            (expired, next)
+        };
+        for waiter in expired {
+            // The caller may have just given up; nothing to tell then.
+            let _ = waiter.send(Err(RpcError::Timeout));
+        }
+        next
+    }
+
+    /// Whether the table has closed for good.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Calls currently waiting for a reply.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     /// Replies that matched no waiting call (duplicates, late or unknown).
@@ -81,24 +150,24 @@ impl PendingTable {
     }
 
     fn fail_all(&self, error: fn() -> RpcError) {
-        let waiters: Vec<Waiter> = self.lock().drain().map(|(_, w)| w).collect();
+        let waiters: Vec<Waiter> = self.lock().entries.drain().map(|(_, e)| e.waiter).collect();
         for waiter in waiters {
             let _ = waiter.send(Err(error()));
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter, Ids>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Calls> {
         // A panic while holding this lock cannot leave the map half-updated
         // (every critical section is one map call), so poisoning is ignored.
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl ReplyHandler for PendingTable {
     fn deliver(&self, envelope: Envelope) {
-        let waiter = self.lock().remove(&envelope.header.correlation_id);
-        match waiter {
-            Some(waiter) => {
+        let entry = self.lock().entries.remove(&envelope.header.correlation_id);
+        match entry {
+            Some(Entry { waiter, .. }) => {
                 // The caller may have just given up; then the reply is dropped.
                 if waiter.send(Ok(envelope)).is_err() {
                     self.dropped_replies.fetch_add(1, Ordering::Relaxed);
@@ -121,6 +190,8 @@ impl ReplyHandler for PendingTable {
     fn closed(&self) {
         self.closed.store(true, Ordering::Release);
         self.fail_all(|| RpcError::Closed);
+        // Lets the watchdog see the table closed and stop.
+        self.alarm.notify_one();
     }
 }
 
@@ -148,7 +219,7 @@ impl PendingGuard<'_> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.table.lock().remove(&self.id);
+        self.table.lock().entries.remove(&self.id);
     }
 }
 
@@ -157,6 +228,11 @@ mod tests {
     use super::*;
     use crate::codec::ContentType;
     use crate::envelope::Header;
+
+    /// A deadline no test reaches.
+    fn later() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(60)
+    }
 
     fn reply(id: u64) -> Envelope {
         let mut header = Header::request("s".into(), "m".into(), ContentType::Json);
@@ -167,10 +243,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_reply_completes_its_call_once() {
-        let table = PendingTable::default();
-        let (guard, mut rx) = table.register().unwrap();
+    #[tokio::test]
+    async fn a_reply_completes_its_call_once() {
+        let table = Arc::new(PendingTable::default());
+        let (guard, mut rx) = table.register(later()).unwrap();
         table.deliver(reply(guard.id()));
         table.deliver(reply(guard.id()));
         assert!(rx.try_recv().unwrap().is_ok());
@@ -180,11 +256,11 @@ mod tests {
         assert_eq!(table.len(), 0);
     }
 
-    #[test]
-    fn an_answered_guard_leaves_other_calls_alone() {
-        let table = PendingTable::default();
-        let (answered, _ra) = table.register().unwrap();
-        let (waiting, _rw) = table.register().unwrap();
+    #[tokio::test]
+    async fn an_answered_guard_leaves_other_calls_alone() {
+        let table = Arc::new(PendingTable::default());
+        let (answered, _ra) = table.register(later()).unwrap();
+        let (waiting, _rw) = table.register(later()).unwrap();
         table.deliver(reply(answered.id()));
         answered.answered();
         assert_eq!(table.len(), 1);
@@ -209,25 +285,89 @@ mod tests {
         assert_eq!(tags.len(), 128);
     }
 
-    #[test]
-    fn dropping_the_guard_empties_the_table() {
-        let table = PendingTable::default();
-        let (a, _ra) = table.register().unwrap();
-        let (b, _rb) = table.register().unwrap();
+    #[tokio::test]
+    async fn dropping_the_guard_empties_the_table() {
+        let table = Arc::new(PendingTable::default());
+        let (a, _ra) = table.register(later()).unwrap();
+        let (b, _rb) = table.register(later()).unwrap();
         assert_ne!(a.id(), b.id());
         assert_eq!(table.len(), 2);
         drop((a, b));
         assert_eq!(table.len(), 0);
     }
 
-    #[test]
-    fn connection_loss_fails_every_waiter() {
-        let table = PendingTable::default();
-        let (_g, mut rx) = table.register().unwrap();
+    #[tokio::test]
+    async fn connection_loss_fails_every_waiter() {
+        let table = Arc::new(PendingTable::default());
+        let (_g, mut rx) = table.register(later()).unwrap();
         table.connection_lost();
         assert!(matches!(rx.try_recv(), Ok(Err(RpcError::ConnectionLost))));
         assert_eq!(table.len(), 0);
         table.closed();
-        assert!(matches!(table.register(), Err(RpcError::Closed)));
+        assert!(matches!(table.register(later()), Err(RpcError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn expiry_fails_the_calls_that_are_due_and_names_the_next_deadline() {
+        let table = Arc::new(PendingTable::default());
+        let now = Instant::now();
+        let soon = now + std::time::Duration::from_millis(10);
+        let (due, mut due_rx) = table.register(now).unwrap();
+        let (waiting, mut waiting_rx) = table.register(soon).unwrap();
+        assert_eq!(table.expire(now), Some(soon));
+        assert!(matches!(due_rx.try_recv(), Ok(Err(RpcError::Timeout))));
+        assert!(waiting_rx.try_recv().is_err(), "not due yet");
+        assert_eq!(table.len(), 1);
+        due.answered();
+        assert_eq!(table.expire(soon), None, "nothing left");
+        assert!(matches!(waiting_rx.try_recv(), Ok(Err(RpcError::Timeout))));
+        waiting.answered();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_answers_a_call_at_its_deadline_even_an_earlier_one_registered_later() {
+        let table = Arc::new(PendingTable::default());
+        let start = Instant::now();
+        let (_late, _late_rx) = table
+            .register(start + std::time::Duration::from_secs(30))
+            .unwrap();
+        // Let the watchdog go to sleep towards the 30 s deadline first.
+        tokio::task::yield_now().await;
+        let (early, early_rx) = table
+            .register(start + std::time::Duration::from_millis(50))
+            .unwrap();
+        assert!(matches!(early_rx.await, Ok(Err(RpcError::Timeout))));
+        assert_eq!(start.elapsed(), std::time::Duration::from_millis(50));
+        early.answered();
+    }
+
+    #[test]
+    fn a_watchdog_lost_with_its_runtime_is_started_again_by_the_next_call() {
+        let table = Arc::new(PendingTable::default());
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        first.block_on(async {
+            let (guard, _rx) = table.register(later()).unwrap();
+            tokio::task::yield_now().await;
+            drop(guard);
+        });
+        assert!(table.watched.load(Ordering::Acquire));
+        drop(first);
+        assert!(
+            !table.watched.load(Ordering::Acquire),
+            "the runtime dropped the task"
+        );
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        second.block_on(async {
+            let soon = Instant::now() + std::time::Duration::from_millis(20);
+            let (guard, rx) = table.register(soon).unwrap();
+            assert!(matches!(rx.await, Ok(Err(RpcError::Timeout))));
+            guard.answered();
+        });
     }
 }
