@@ -288,6 +288,18 @@ impl<T: Transport> Client<T> {
             let received = match first {
                 Ok(Ok(())) => (&mut reply).await,
                 Ok(Err(send_failed)) => return Err(RpcError::from(send_failed)),
+                Err(received @ Ok(Ok(_))) => {
+                    // Answered before the transport reported the send done
+                    // (a broker's confirm can trail the reply). The send is
+                    // finished all the same, within the deadline: lapin
+                    // keeps an unawaited confirm until someone asks for it.
+                    // Boxed: rare, and it would otherwise take room in
+                    // every call's future.
+                    let _ = Box::pin(tokio::time::timeout_at(deadline, send)).await;
+                    received
+                }
+                // The deadline or a lost connection: the send is abandoned,
+                // as dropping a call abandons it.
                 Err(received) => received,
             };
             Ok(match received {
