@@ -387,7 +387,14 @@ impl<T: Transport> Client<T> {
         // Round up so a deadline is never earlier on the wire than here.
         header.deadline_ms = now.unix_ms + timeout.as_millis() as u64 + 1;
         header.metadata = options.metadata.clone();
-        Ok((now.instant + timeout, Envelope { header, body }))
+        // The call gives up when the wall clock reaches the deadline on the
+        // wire (at most a millisecond after `timeout`), not before: then a
+        // server that takes the request after the caller gave up sees it
+        // expired and does not run it.
+        Ok((
+            now.instant_at(header.deadline_ms),
+            Envelope { header, body },
+        ))
     }
 
     async fn inbox(&self) -> Result<&Address, RpcError> {

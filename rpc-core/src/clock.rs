@@ -25,11 +25,21 @@ const ANCHOR_LIFETIME: Duration = Duration::from_secs(1);
 pub(crate) struct Now {
     /// For timers.
     pub(crate) instant: Instant,
-    /// Milliseconds since the unix epoch, for the wire.
+    /// Milliseconds since the unix epoch (rounded down), for the wire.
     pub(crate) unix_ms: u64,
+    /// The exact wall-clock time, since the unix epoch.
+    since_epoch: Duration,
 }
 
 impl Now {
+    /// The instant at which the wall clock reads `unix_ms` (rounded down):
+    /// a timer set for it ends exactly when a peer reading the wall clock
+    /// sees that deadline pass.
+    pub(crate) fn instant_at(&self, unix_ms: u64) -> Instant {
+        let at = Duration::from_millis(unix_ms);
+        self.instant + at.saturating_sub(self.since_epoch)
+    }
+
     /// Time left before a wire deadline (`0` is none); a passed deadline
     /// gives `Some(Duration::ZERO)`.
     pub(crate) fn until(&self, deadline_ms: u64) -> Option<Duration> {
@@ -50,17 +60,43 @@ pub(crate) fn now() -> Now {
             wall + (instant - at)
         }
         _ => {
-            let wall = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            anchor.set(Some((instant, wall)));
-            wall
+            let (at, wall) = read_both();
+            anchor.set(Some((at, wall)));
+            wall + instant.saturating_duration_since(at)
         }
     });
     Now {
         instant,
         unix_ms: u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
+        since_epoch,
     }
+}
+
+/// A monotonic and a wall-clock reading taken together. A thread
+/// preempted between the two would pair readings milliseconds apart, and
+/// every time derived from them would be off by as much, so the wall clock
+/// is read between two monotonic readings, again if they are far apart.
+fn read_both() -> (Instant, Duration) {
+    const TOGETHER: Duration = Duration::from_micros(20);
+    let mut best: Option<(Duration, Instant, Duration)> = None;
+    for _ in 0..4 {
+        let before = Instant::now();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let after = Instant::now();
+        let apart = after.saturating_duration_since(before);
+        // The wall reading sits between the two: pair it with the middle.
+        let middle = before + apart / 2;
+        if best.is_none_or(|(closest, ..)| apart < closest) {
+            best = Some((apart, middle, wall));
+        }
+        if apart <= TOGETHER {
+            break;
+        }
+    }
+    let (_, at, wall) = best.expect("read at least once");
+    (at, wall)
 }
 
 #[cfg(test)]
@@ -88,9 +124,15 @@ mod tests {
         let now = Now {
             instant: Instant::now(),
             unix_ms: 10_000,
+            since_epoch: Duration::from_micros(10_000_400),
         };
         assert_eq!(now.until(0), None, "no deadline");
         assert_eq!(now.until(10_250), Some(Duration::from_millis(250)));
         assert_eq!(now.until(9_000), Some(Duration::ZERO), "passed");
+        assert_eq!(
+            now.instant_at(10_250) - now.instant,
+            Duration::from_micros(249_600),
+            "when the wall clock reads 10.250 s"
+        );
     }
 }
