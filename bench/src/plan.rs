@@ -77,6 +77,7 @@ impl Plan {
                         SystemId::OursAmqp,
                         SystemId::OursAmqpNoConfirms,
                         SystemId::LapinDirect,
+                        SystemId::OursAmqpDirectNoConfirms,
                     ] {
                         if !options.runs_system(system) {
                             continue;

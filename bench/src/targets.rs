@@ -100,6 +100,20 @@ const SPECS: &[Spec] = &[
         figure: Figure::CallsPerSec,
         bound: 0.90,
     },
+    Spec {
+        candidate: SystemId::OursAmqpDirectNoConfirms,
+        baseline: SystemId::LapinDirect,
+        in_flight: 1,
+        figure: Figure::P50,
+        bound: 1.10,
+    },
+    Spec {
+        candidate: SystemId::OursAmqpDirectNoConfirms,
+        baseline: SystemId::LapinDirect,
+        in_flight: 256,
+        figure: Figure::CallsPerSec,
+        bound: 0.90,
+    },
 ];
 
 /// Every target at every runtime flavor its systems ran on; targets whose

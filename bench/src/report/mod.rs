@@ -24,6 +24,7 @@ const PAIRS: &[(SystemId, SystemId)] = &[
     (SystemId::OursAmqp, SystemId::LapinQueue),
     (SystemId::OursAmqp, SystemId::LapinDirect),
     (SystemId::OursAmqpNoConfirms, SystemId::LapinQueue),
+    (SystemId::OursAmqpDirectNoConfirms, SystemId::LapinDirect),
 ];
 
 /// The machine the figures come from.

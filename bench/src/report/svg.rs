@@ -61,6 +61,7 @@ fn color(system: SystemId) -> &'static str {
         SystemId::LapinDirect => "#17becf",
         SystemId::OursAmqp => "#ff7f0e",
         SystemId::OursAmqpNoConfirms => "#bcbd22",
+        SystemId::OursAmqpDirectNoConfirms => "#8c564b",
     }
 }
 

@@ -76,11 +76,14 @@ pub(crate) enum SystemId {
     OursAmqp,
     /// Ours over AMQP with publisher confirms off, as the raw baseline runs.
     OursAmqpNoConfirms,
+    /// Ours over AMQP in the direct reply-to baseline's settings: direct
+    /// reply-to, publisher confirms off.
+    OursAmqpDirectNoConfirms,
 }
 
 impl SystemId {
     /// Every system, in table order.
-    pub(crate) const ALL: [SystemId; 8] = [
+    pub(crate) const ALL: [SystemId; 9] = [
         SystemId::Mpsc,
         SystemId::TarpcMem,
         SystemId::OursMem,
@@ -89,6 +92,7 @@ impl SystemId {
         SystemId::LapinDirect,
         SystemId::OursAmqp,
         SystemId::OursAmqpNoConfirms,
+        SystemId::OursAmqpDirectNoConfirms,
     ];
 
     /// Its name on the command line and in JSON.
@@ -102,6 +106,7 @@ impl SystemId {
             SystemId::LapinDirect => "lapin-direct",
             SystemId::OursAmqp => "ours-amqp",
             SystemId::OursAmqpNoConfirms => "ours-amqp-noconfirm",
+            SystemId::OursAmqpDirectNoConfirms => "ours-amqp-direct-noconfirm",
         }
     }
 
@@ -114,7 +119,8 @@ impl SystemId {
             SystemId::LapinQueue
             | SystemId::LapinDirect
             | SystemId::OursAmqp
-            | SystemId::OursAmqpNoConfirms => Group::Amqp,
+            | SystemId::OursAmqpNoConfirms
+            | SystemId::OursAmqpDirectNoConfirms => Group::Amqp,
         }
     }
 
@@ -129,6 +135,7 @@ impl SystemId {
             SystemId::LapinDirect => "raw lapin, direct reply-to",
             SystemId::OursAmqp => "ours: amqp",
             SystemId::OursAmqpNoConfirms => "ours: amqp, no confirms",
+            SystemId::OursAmqpDirectNoConfirms => "ours: amqp, direct, no confirms",
         }
     }
 }
@@ -202,10 +209,22 @@ pub(crate) fn measure_levels(
                 .await
             }
             SystemId::OursAmqp => {
-                each_level(levels, options, |n| ours_amqp::start(n, url, true)).await
+                each_level(levels, options, |n| {
+                    ours_amqp::start(n, url, true, ours_amqp::Replies::Queue)
+                })
+                .await
             }
             SystemId::OursAmqpNoConfirms => {
-                each_level(levels, options, |n| ours_amqp::start(n, url, false)).await
+                each_level(levels, options, |n| {
+                    ours_amqp::start(n, url, false, ours_amqp::Replies::Queue)
+                })
+                .await
+            }
+            SystemId::OursAmqpDirectNoConfirms => {
+                each_level(levels, options, |n| {
+                    ours_amqp::start(n, url, false, ours_amqp::Replies::DirectReplyTo)
+                })
+                .await
             }
         }
     })

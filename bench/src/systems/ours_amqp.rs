@@ -1,8 +1,9 @@
 //! Ours: the `#[rpc_service]` client and server over `AmqpTransport`,
 //! in its default configuration (publisher confirms on, exclusive reply
-//! queue, classic durable request queue, transient messages), and once more
-//! with confirms off, the one setting in which the raw lapin baseline
-//! differs, so the cost of confirms shows apart from the rest.
+//! queue, classic durable request queue, transient messages); once more
+//! with confirms off, the one setting in which the raw reply-queue loop
+//! differs, so the cost of confirms shows apart from the rest; and once in
+//! the direct reply-to loop's settings (direct reply-to, no confirms).
 //!
 //! Server and client each get their own transport (their own connection),
 //! as two processes would.
@@ -12,7 +13,7 @@ use std::time::Duration;
 use lapin::options::QueueDeleteOptions;
 use lapin::{Connection, ConnectionProperties};
 use rpc_core::Server;
-use rpc_transport_amqp::AmqpTransport;
+use rpc_transport_amqp::{AmqpTransport, ReplyMode};
 
 use super::Running;
 use super::service::{ADDER_DESCRIPTOR, AdderClient, AdderServer, Sum};
@@ -34,8 +35,17 @@ impl Caller for OursAmqpCaller {
     }
 }
 
+/// Where replies go.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Replies {
+    /// An exclusive reply queue per client (the default).
+    Queue,
+    /// RabbitMQ's direct reply-to.
+    DirectReplyTo,
+}
+
 /// Connects a server (concurrency = prefetch = `in_flight`) and a client,
-/// with publisher confirms on or off.
+/// with publisher confirms on or off and replies as given.
 ///
 /// Queues get this process's own prefix, so a queue left by an older build
 /// with other arguments cannot fail the declaration; they are deleted again
@@ -44,12 +54,18 @@ pub(crate) async fn start(
     in_flight: usize,
     url: &str,
     confirms: bool,
+    replies: Replies,
 ) -> Result<Running<OursAmqpCaller>, BenchError> {
+    let reply_mode = match replies {
+        Replies::Queue => ReplyMode::ExclusiveQueue,
+        Replies::DirectReplyTo => ReplyMode::DirectReplyTo,
+    };
     let prefix = format!("rpc-bench.{}.", std::process::id());
     let connect = || async {
         AmqpTransport::builder(url)
             .queue_prefix(prefix.clone())
             .publisher_confirms(confirms)
+            .reply_mode(reply_mode)
             .connect()
             .await
             .map_err(|e| BenchError::setup_from(OursAmqpCaller::NAME, &e))
