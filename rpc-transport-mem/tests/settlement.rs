@@ -19,20 +19,19 @@ async fn with_messages(ids: &[u64]) -> (MemTransport, rpc_transport_mem::MemRequ
     (transport, requests)
 }
 
+/// Deliveries of `svc` handed out and not settled, and requests waiting.
+fn unacked_and_queued(transport: &MemTransport) -> (usize, usize) {
+    (transport.unacked("svc"), transport.queue_depth("svc"))
+}
+
 #[tokio::test]
 async fn deliveries_are_tracked_until_settled() {
     let (transport, mut requests) = with_messages(&[1, 2]).await;
     let delivery = requests.next().await.unwrap();
     assert!(delivery.is_tracked());
-    assert_eq!(
-        (transport.unacked("svc"), transport.queue_depth("svc")),
-        (1, 1)
-    );
+    assert_eq!(unacked_and_queued(&transport), (1, 1));
     delivery.settle(Settlement::Ack).await.unwrap();
-    assert_eq!(
-        (transport.unacked("svc"), transport.queue_depth("svc")),
-        (0, 1)
-    );
+    assert_eq!(unacked_and_queued(&transport), (0, 1));
 }
 
 #[tokio::test]
@@ -49,10 +48,7 @@ async fn an_ack_before_the_run_is_gone_like_an_ack() {
     let (transport, mut requests) = with_messages(&[1]).await;
     let delivery = requests.next().await.unwrap();
     delivery.settle(Settlement::AckBeforeRun).await.unwrap();
-    assert_eq!(
-        (transport.unacked("svc"), transport.queue_depth("svc")),
-        (0, 0)
-    );
+    assert_eq!(unacked_and_queued(&transport), (0, 0));
     assert!(requests.next().now_or_never().is_none());
     assert!(transport.dead_letters("svc").is_empty());
 }
@@ -99,10 +95,7 @@ async fn a_handle_dropped_unsettled_requeues() {
     let (transport, mut requests) = with_messages(&[1, 2]).await;
     let delivery = requests.next().await.unwrap();
     drop(delivery);
-    assert_eq!(
-        (transport.unacked("svc"), transport.queue_depth("svc")),
-        (0, 2)
-    );
+    assert_eq!(unacked_and_queued(&transport), (0, 2));
     let again = requests.next().await.unwrap();
     assert_eq!(again.envelope().header.correlation_id, 1);
 }
@@ -119,7 +112,7 @@ async fn a_delivery_settled_early_stays_readable_and_is_not_settled_again() {
     assert_eq!(delivery.envelope(), &request("svc", 1));
     drop(delivery);
     assert_eq!(
-        (transport.unacked("svc"), transport.queue_depth("svc")),
+        unacked_and_queued(&transport),
         (0, 0),
         "dropping it after the ack requeues nothing"
     );
@@ -131,7 +124,7 @@ async fn taking_the_envelope_out_of_a_tracked_delivery_hands_it_back() {
     let envelope = requests.next().await.unwrap().into_envelope();
     assert_eq!(envelope, request("svc", 1));
     assert_eq!(
-        (transport.unacked("svc"), transport.queue_depth("svc")),
+        unacked_and_queued(&transport),
         (0, 1),
         "requeued, as a delivery dropped unsettled is"
     );
