@@ -47,9 +47,11 @@
 //!
 //! - **Deadlines.** Every call has one: [`DEFAULT_TIMEOUT`] (30 s), or the
 //!   client's [`with_timeout`](Client::with_timeout). It travels as an
-//!   absolute time; a server does not start a request whose deadline has
-//!   passed, and calls made inside a handler inherit what is left of it
-//!   (see [`Context`]).
+//!   absolute time (wall-clock milliseconds, rounded up); the caller gives
+//!   up when it passes, a server does not start a request whose deadline
+//!   has passed, and calls made inside a handler inherit what is left of it
+//!   (see [`Context`]). Each client has one watchdog task that ends calls at
+//!   their deadline, rather than a timer per call.
 //! - **Errors.** [`RpcError`] tells apart timeouts, no route (nobody serves
 //!   the service), unknown methods, decode and encode failures, handler
 //!   panics (`Remote`), overload, connection loss and closed clients. A bad
