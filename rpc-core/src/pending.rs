@@ -229,6 +229,10 @@ mod tests {
     use crate::codec::ContentType;
     use crate::envelope::Header;
 
+    fn table() -> Arc<PendingTable> {
+        Arc::new(PendingTable::default())
+    }
+
     /// A deadline no test reaches.
     fn later() -> Instant {
         Instant::now() + std::time::Duration::from_secs(60)
@@ -245,7 +249,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reply_completes_its_call_once() {
-        let table = Arc::new(PendingTable::default());
+        let table = table();
         let (guard, mut rx) = table.register(later()).unwrap();
         table.deliver(reply(guard.id()));
         table.deliver(reply(guard.id()));
@@ -258,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answered_guard_leaves_other_calls_alone() {
-        let table = Arc::new(PendingTable::default());
+        let table = table();
         let (answered, _ra) = table.register(later()).unwrap();
         let (waiting, _rw) = table.register(later()).unwrap();
         table.deliver(reply(answered.id()));
@@ -287,7 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_guard_empties_the_table() {
-        let table = Arc::new(PendingTable::default());
+        let table = table();
         let (a, _ra) = table.register(later()).unwrap();
         let (b, _rb) = table.register(later()).unwrap();
         assert_ne!(a.id(), b.id());
@@ -298,7 +302,7 @@ mod tests {
 
     #[tokio::test]
     async fn connection_loss_fails_every_waiter() {
-        let table = Arc::new(PendingTable::default());
+        let table = table();
         let (_g, mut rx) = table.register(later()).unwrap();
         table.connection_lost();
         assert!(matches!(rx.try_recv(), Ok(Err(RpcError::ConnectionLost))));
@@ -309,7 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn expiry_fails_the_calls_that_are_due_and_names_the_next_deadline() {
-        let table = Arc::new(PendingTable::default());
+        let table = table();
         let now = Instant::now();
         let soon = now + std::time::Duration::from_millis(10);
         let (due, mut due_rx) = table.register(now).unwrap();
@@ -326,7 +330,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_watchdog_answers_a_call_at_its_deadline_even_an_earlier_one_registered_later() {
-        let table = Arc::new(PendingTable::default());
+        let table = table();
         let start = Instant::now();
         let (_late, _late_rx) = table
             .register(start + std::time::Duration::from_secs(30))
@@ -343,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_watchdog_lost_with_its_runtime_is_started_again_by_the_next_call() {
-        let table = Arc::new(PendingTable::default());
+        let table = table();
         let first = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

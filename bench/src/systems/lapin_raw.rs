@@ -21,7 +21,7 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::oneshot;
 
-use super::Running;
+use super::{ReplyMode, Running};
 use crate::error::BenchError;
 use crate::load::Caller;
 
@@ -33,15 +33,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The broker's pseudo-queue for direct reply-to.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
-
-/// Where replies come back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ReplyMode {
-    /// RabbitMQ's direct reply-to (no queue).
-    DirectReplyTo,
-    /// An exclusive, auto-deleted reply queue named by the client.
-    ExclusiveQueue,
-}
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<u64>>>>;
 

@@ -23,8 +23,6 @@ use crate::args::{Group, Options};
 use crate::error::BenchError;
 use crate::load::{self, Caller, Measured};
 
-use lapin_raw::ReplyMode;
-
 pub(crate) use lapin_raw::broker_reachable;
 pub(crate) use ours_mem::start as start_ours_mem;
 
@@ -146,6 +144,15 @@ impl fmt::Display for SystemId {
     }
 }
 
+/// Where replies come back, in the AMQP systems (raw and ours alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplyMode {
+    /// RabbitMQ's direct reply-to (no queue).
+    DirectReplyTo,
+    /// An exclusive, auto-deleted reply queue named by the client.
+    ExclusiveQueue,
+}
+
 /// Which tokio runtime a measurement runs on. Client and server always
 /// share it (one process, as the benchmark is in-process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -210,19 +217,19 @@ pub(crate) fn measure_levels(
             }
             SystemId::OursAmqp => {
                 each_level(levels, options, |n| {
-                    ours_amqp::start(n, url, true, ours_amqp::Replies::Queue)
+                    ours_amqp::start(n, url, true, ReplyMode::ExclusiveQueue)
                 })
                 .await
             }
             SystemId::OursAmqpNoConfirms => {
                 each_level(levels, options, |n| {
-                    ours_amqp::start(n, url, false, ours_amqp::Replies::Queue)
+                    ours_amqp::start(n, url, false, ReplyMode::ExclusiveQueue)
                 })
                 .await
             }
             SystemId::OursAmqpDirectNoConfirms => {
                 each_level(levels, options, |n| {
-                    ours_amqp::start(n, url, false, ours_amqp::Replies::DirectReplyTo)
+                    ours_amqp::start(n, url, false, ReplyMode::DirectReplyTo)
                 })
                 .await
             }

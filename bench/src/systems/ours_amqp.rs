@@ -13,10 +13,10 @@ use std::time::Duration;
 use lapin::options::QueueDeleteOptions;
 use lapin::{Connection, ConnectionProperties};
 use rpc_core::Server;
-use rpc_transport_amqp::{AmqpTransport, ReplyMode};
+use rpc_transport_amqp::AmqpTransport;
 
-use super::Running;
 use super::service::{ADDER_DESCRIPTOR, AdderClient, AdderServer, Sum};
+use super::{ReplyMode, Running};
 use crate::error::BenchError;
 use crate::load::Caller;
 
@@ -35,15 +35,6 @@ impl Caller for OursAmqpCaller {
     }
 }
 
-/// Where replies go.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Replies {
-    /// An exclusive reply queue per client (the default).
-    Queue,
-    /// RabbitMQ's direct reply-to.
-    DirectReplyTo,
-}
-
 /// Connects a server (concurrency = prefetch = `in_flight`) and a client,
 /// with publisher confirms on or off and replies as given.
 ///
@@ -54,11 +45,11 @@ pub(crate) async fn start(
     in_flight: usize,
     url: &str,
     confirms: bool,
-    replies: Replies,
+    replies: ReplyMode,
 ) -> Result<Running<OursAmqpCaller>, BenchError> {
     let reply_mode = match replies {
-        Replies::Queue => ReplyMode::ExclusiveQueue,
-        Replies::DirectReplyTo => ReplyMode::DirectReplyTo,
+        ReplyMode::ExclusiveQueue => rpc_transport_amqp::ReplyMode::ExclusiveQueue,
+        ReplyMode::DirectReplyTo => rpc_transport_amqp::ReplyMode::DirectReplyTo,
     };
     let prefix = format!("rpc-bench.{}.", std::process::id());
     let connect = || async {
