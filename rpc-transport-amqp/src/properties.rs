@@ -94,20 +94,17 @@ pub enum Arrival<'a> {
 /// Maps a header onto AMQP properties.
 ///
 /// `reply_to` is the AMQP `reply_to` to write (the transport translates its
-/// inbox addresses); `message_id` is a sender-unique id.
+/// inbox addresses).
 ///
 /// Only what the receiver cannot infer is written (docs/wire.md lists the
 /// defaults): every property and header costs encoding and parsing on both
 /// ends and bytes through the broker, on every call. So there is no version
 /// header while the version is 1, no kind header when the kind is the one
 /// the message's arrival implies, no service header (the request queue
-/// names it), and a reply carries neither the method, the deadline nor a
-/// message id, and no header table at all when it is ok and has no metadata.
-pub fn encode(
-    header: &Header,
-    reply_to: Option<&str>,
-    message_id: Option<&str>,
-) -> Result<BasicProperties, PropertiesError> {
+/// names it), no `message_id` (nothing reads it: calls pair by correlation
+/// id), and a reply carries neither the method nor the deadline, and no
+/// header table at all when it is ok and has no metadata.
+pub fn encode(header: &Header, reply_to: Option<&str>) -> Result<BasicProperties, PropertiesError> {
     let is_reply = header.kind == Kind::Reply;
     let mut headers = FieldTable::default();
     if !kind_is_implied(header.kind, reply_to.is_some()) {
@@ -161,9 +158,6 @@ pub fn encode(
     }
     if let Some(reply_to) = reply_to {
         props = props.with_reply_to(short("reply_to", reply_to)?);
-    }
-    if let Some(message_id) = message_id {
-        props = props.with_message_id(short("message_id", message_id)?);
     }
     // Only calls expire: the broker drops a request nobody took in time, so
     // a server that comes back late does not run stale work.
@@ -232,7 +226,8 @@ pub fn decode(
         None => return Err(PropertiesError::Missing("correlation_id")),
     };
     let method = match props.kind() {
-        Some(method) => Name::from(method.as_str().to_owned()),
+        // Straight into the shared string: one allocation, not two.
+        Some(method) => Name::from(std::sync::Arc::<str>::from(method.as_str())),
         None if kind == Kind::Reply => Name::from_static(""),
         None => return Err(PropertiesError::Missing("type")),
     };
@@ -243,7 +238,9 @@ pub fn decode(
     let content_type = ContentType::from_mime(mime.as_str())
         .ok_or_else(|| PropertiesError::UnsupportedContentType(mime.to_string()))?;
     let reply_to = match (kind, reply_to) {
-        (Kind::Request, Some(reply_to)) => Some(rpc_core::Address::new(reply_to.to_owned())),
+        (Kind::Request, Some(reply_to)) => Some(rpc_core::Address::new(
+            std::sync::Arc::<str>::from(reply_to),
+        )),
         (Kind::Request, None) => return Err(PropertiesError::Missing("reply_to")),
         _ => None,
     };
@@ -434,7 +431,7 @@ mod tests {
     #[test]
     fn a_request_round_trips() {
         let header = request();
-        let props = encode(&header, Some("reply.q"), Some("m-1")).unwrap();
+        let props = encode(&header, Some("reply.q")).unwrap();
         assert_eq!(props.correlation_id().as_ref().unwrap().as_str(), "42");
         assert_eq!(props.kind().as_ref().unwrap().as_str(), "add");
         assert_eq!(
@@ -469,7 +466,7 @@ mod tests {
             message: "handler panicked: boom".into(),
         });
         header.sent_at_ms = 2_000;
-        let props = encode(&header, None, None).unwrap();
+        let props = encode(&header, None).unwrap();
         assert!(props.expiration().is_none(), "replies do not expire");
         let back = decode(&props, Vec::new(), Arrival::Inbox).unwrap();
         // What the caller knows already does not travel back.
@@ -484,14 +481,15 @@ mod tests {
 
     #[test]
     fn only_what_cannot_be_inferred_is_written() {
-        let props = encode(&request(), Some("reply.q"), Some("m-1")).unwrap();
+        let props = encode(&request(), Some("reply.q")).unwrap();
         let headers = props.headers().as_ref().expect("deadline and metadata");
         let mut keys: Vec<&str> = headers.inner().keys().map(|k| k.as_str()).collect();
         keys.sort_unstable();
         assert_eq!(keys, ["traceparent", DEADLINE_HEADER]);
+        assert!(props.message_id().is_none(), "nothing reads it: {props:?}");
 
         let ok = request().reply(Status::Ok);
-        let props = encode(&ok, None, None).unwrap();
+        let props = encode(&ok, None).unwrap();
         assert!(props.headers().is_none(), "{props:?}");
         assert!(props.kind().is_none(), "{props:?}");
         assert!(props.message_id().is_none(), "{props:?}");
@@ -514,19 +512,19 @@ mod tests {
         let mut oneway_with_reply_to = request();
         oneway_with_reply_to.kind = Kind::Oneway;
         for header in [cancel, oneway_with_reply_to] {
-            let props = encode(&header, Some("reply.q"), None).unwrap();
+            let props = encode(&header, Some("reply.q")).unwrap();
             let back = decode(&props, Vec::new(), at).unwrap();
             assert_eq!(back.header.kind, header.kind);
         }
         let mut oneway = request();
         oneway.kind = Kind::Oneway;
         oneway.reply_to = None;
-        let props = encode(&oneway, None, None).unwrap();
+        let props = encode(&oneway, None).unwrap();
         let headers = props.headers().as_ref().unwrap();
         assert!(headers.inner().get(KIND_HEADER).is_none());
         assert_eq!(decode(&props, Vec::new(), at).unwrap().header, oneway);
         // A request that lost its reply address must not pass for a oneway.
-        let props = encode(&request(), None, None).unwrap();
+        let props = encode(&request(), None).unwrap();
         assert_eq!(
             decode(&props, Vec::new(), at).unwrap_err(),
             PropertiesError::Missing("reply_to")
@@ -711,13 +709,13 @@ mod tests {
         let mut header = request();
         header.metadata.insert("x-rpc-kind", "reply");
         assert!(matches!(
-            encode(&header, None, None),
+            encode(&header, None),
             Err(PropertiesError::ReservedKey(_))
         ));
         let mut header = request();
         header.method = Name::from("m".repeat(256));
         assert!(matches!(
-            encode(&header, None, None),
+            encode(&header, None),
             Err(PropertiesError::TooLong { field: "type", .. })
         ));
     }

@@ -52,7 +52,7 @@ pub(crate) struct Shared {
     declared: Mutex<BTreeSet<String>>,
     /// Set by `cleanup`: consumers that end are not re-established.
     retiring: AtomicBool,
-    /// Unique per transport instance: names reply queues and message ids.
+    /// Unique per transport instance: names its reply queues.
     pub(crate) instance: String,
     next_id: AtomicU64,
 }
@@ -346,15 +346,12 @@ impl Shared {
             },
             (reply_to, _) => reply_to.as_ref().map(Address::as_str),
         };
-        // Replies carry no message id and no user_id: the caller pairs them
-        // by correlation id and knows whom it called.
-        let message_id = is_call.then(|| format!("{}-{}", self.instance, self.next_id()));
-        let mut props: BasicProperties =
-            properties::encode(&header, reply_to, message_id.as_deref())
-                .map_err(|e| TransportError::protocol("map envelope to AMQP properties", e))?;
+        let mut props: BasicProperties = properties::encode(&header, reply_to)
+            .map_err(|e| TransportError::protocol("map envelope to AMQP properties", e))?;
         let (exchange, routing_key) = if is_call {
             // The broker refuses a user_id other than the connection's user,
-            // which is what lets a server trust it as the caller.
+            // which is what lets a server trust it as the caller. Replies
+            // carry none: the caller knows whom it called.
             props = props.with_user_id(session.user.clone());
             if config.persistent {
                 props = props.with_delivery_mode(2);
@@ -372,7 +369,11 @@ impl Shared {
             mandatory: is_call,
             immediate: false,
         };
-        let channel = direct_channel.as_deref().unwrap_or(&session.publisher);
+        let channel = match &direct_channel {
+            Some(channel) => channel,
+            None if is_call => &session.publisher,
+            None => &session.replier,
+        };
         let confirm = channel
             .basic_publish(short(exchange)?, routing_key, options, &body, props)
             .await

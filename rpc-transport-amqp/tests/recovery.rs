@@ -177,3 +177,79 @@ async fn a_server_whose_connection_is_closed_resumes_serving() {
     client_transport.cleanup().await.unwrap();
     server_transport.cleanup().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_channel_the_broker_closed_is_replaced() {
+    let Some(builder) = support::builder("channelclose").await else {
+        return;
+    };
+    let exchange = format!("rpc-test-channelclose-{}", support::unique_prefix("x"));
+    let prefix = support::unique_prefix("channelclose");
+    let builder = builder
+        .queue_prefix(prefix.clone())
+        .exchange(exchange.clone())
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+    let server_transport = builder.clone().connect().await.unwrap();
+    let client_transport = builder.connect().await.unwrap();
+    let _server = Server::builder(server_transport.clone())
+        .serve(Calc::new(1))
+        .await
+        .unwrap();
+    let client = Client::new(client_transport.clone());
+    calls_work_again(&client).await;
+
+    // A publish to an exchange that no longer exists makes the broker
+    // close the publishing channel (404) while the connection stays up.
+    let admin = lapin::Connection::connect(&support::broker_url(), Default::default())
+        .await
+        .unwrap();
+    let channel = admin.create_channel().await.unwrap();
+    channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let refused = client
+        .with_timeout(Duration::from_secs(5))
+        .call::<_, i64>("calc", "add", &AddArgs { a: 1, b: 2 })
+        .await;
+    assert!(
+        matches!(&refused, Err(error) if !matches!(error, RpcError::Timeout)),
+        "a refused publish fails at once, typed: {refused:?}"
+    );
+
+    // The exchange comes back (as the server's topology declares it);
+    // calls must work again, on a new session.
+    let queue = format!("{prefix}calc");
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Direct,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            queue.as_str().into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    calls_work_again(&client).await;
+    assert_eq!(client_transport.connection_generation(), 2);
+
+    channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let _ = admin.close(200, "done".into()).await;
+    client_transport.cleanup().await.unwrap();
+    server_transport.cleanup().await.unwrap();
+}
