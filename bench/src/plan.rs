@@ -74,6 +74,7 @@ impl Plan {
                     // and a broker-backed server is a multi-threaded program.
                     for system in [
                         SystemId::LapinQueue,
+                        SystemId::LapinQueueConfirms,
                         SystemId::OursAmqp,
                         SystemId::OursAmqpNoConfirms,
                         SystemId::LapinDirect,

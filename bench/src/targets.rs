@@ -60,6 +60,20 @@ const SPECS: &[Spec] = &[
     },
     Spec {
         candidate: SystemId::OursAmqp,
+        baseline: SystemId::LapinQueueConfirms,
+        in_flight: 1,
+        figure: Figure::P50,
+        bound: 1.10,
+    },
+    Spec {
+        candidate: SystemId::OursAmqp,
+        baseline: SystemId::LapinQueueConfirms,
+        in_flight: 256,
+        figure: Figure::CallsPerSec,
+        bound: 0.90,
+    },
+    Spec {
+        candidate: SystemId::OursAmqp,
         baseline: SystemId::LapinQueue,
         in_flight: 1,
         figure: Figure::P50,

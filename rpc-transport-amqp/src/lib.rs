@@ -48,8 +48,8 @@
 //! # Delivery guarantees
 //!
 //! - **Requests are at-least-once** by default: the server acknowledges a
-//!   request only after its reply has been published (its frames written;
-//!   replies are not confirmed, see docs/wire.md). A server that dies mid-call leaves the request
+//!   request only after its reply has been published (and, with confirms,
+//!   confirmed by the broker). A server that dies mid-call leaves the request
 //!   to be redelivered to another server, so a handler can run twice.
 //! - **`#[rpc(at_most_once)]` methods** are acknowledged before they run
 //!   (the server runtime does that from the method's descriptor): a crash

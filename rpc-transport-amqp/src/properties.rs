@@ -102,8 +102,8 @@ pub enum Arrival<'a> {
 /// header while the version is 1, no kind header when the kind is the one
 /// the message's arrival implies, no service header (the request queue
 /// names it), no `message_id` (nothing reads it: calls pair by correlation
-/// id), and a reply carries neither the method nor the deadline, and no
-/// header table at all when it is ok and has no metadata.
+/// id), and a reply carries neither the method, the deadline nor a send
+/// time, and no header table at all when it is ok and has no metadata.
 pub fn encode(header: &Header, reply_to: Option<&str>) -> Result<BasicProperties, PropertiesError> {
     let is_reply = header.kind == Kind::Reply;
     let mut headers = FieldTable::default();
@@ -148,10 +148,13 @@ pub fn encode(header: &Header, reply_to: Option<&str>) -> Result<BasicProperties
 
     let mut props = BasicProperties::default()
         .with_correlation_id(ShortString::from(header.correlation_id.to_string()))
-        .with_content_type(ShortString::from(header.content_type.mime()))
-        .with_timestamp(header.sent_at_ms / 1000);
+        .with_content_type(ShortString::from(header.content_type.mime()));
+    // A call's send time is for whoever inspects a queue; the caller
+    // measures its own round trip, so a reply does not carry one.
     if !is_reply {
-        props = props.with_type(short("type", &header.method)?);
+        props = props
+            .with_type(short("type", &header.method)?)
+            .with_timestamp(header.sent_at_ms / 1000);
     }
     if !headers.inner().is_empty() {
         props = props.with_headers(headers);
@@ -474,6 +477,7 @@ mod tests {
             service: Name::from_static(""),
             method: Name::from_static(""),
             deadline_ms: 0,
+            sent_at_ms: 0,
             ..header
         };
         assert_eq!(back.header, expected);
@@ -492,6 +496,7 @@ mod tests {
         let props = encode(&ok, None).unwrap();
         assert!(props.headers().is_none(), "{props:?}");
         assert!(props.kind().is_none(), "{props:?}");
+        assert!(props.timestamp().is_none(), "{props:?}");
         assert!(props.message_id().is_none(), "{props:?}");
         assert_eq!(props.correlation_id().as_ref().unwrap().as_str(), "42");
         assert_eq!(

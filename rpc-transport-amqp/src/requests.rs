@@ -219,7 +219,7 @@ async fn refuse(
             reply = reply.with_correlation_id(id.clone());
         }
         let published = session
-            .replier
+            .publisher
             .basic_publish(
                 "".into(),
                 reply_to.clone(),

@@ -1,5 +1,4 @@
-//! One live AMQP connection ("session") and the channels calls and replies
-//! are published on.
+//! One live AMQP connection ("session") and the channel calls are published on.
 //!
 //! A session never recovers: when its connection drops it is marked lost and
 //! the supervisor builds a new one (lapin's own auto-recovery stays off, so
@@ -18,24 +17,14 @@ use tokio::sync::Notify;
 use crate::config::{Config, redacted_url};
 use crate::error::{connect_error, protocol};
 
-/// A connection generation: its connection, its publish channels, and
+/// A connection generation: its connection, its publish channel, and
 /// whether it has been declared lost.
 pub(crate) struct Session {
     pub(crate) generation: u64,
     pub(crate) connection: Connection,
-    /// Calls are published here (in confirm mode when confirms are on).
-    /// lapin channels are safe to share between tasks.
+    /// Requests and replies are published here (in confirm mode when
+    /// confirms are on). lapin channels are safe to share between tasks.
     pub(crate) publisher: Channel,
-    /// Replies are published here, never in confirm mode (the same channel
-    /// as `publisher` when confirms are off). A confirm would only say the
-    /// broker took the reply into a reply queue, which is exclusive to the
-    /// caller's connection and transient: whatever loses the reply after
-    /// that (a broker crash, the caller's connection dropping) loses it
-    /// with or without the confirm, and the server's ack after the reply
-    /// leaves on the same connection, behind the reply's frames. Waiting
-    /// for it held every request's ack back by a broker round trip and cost
-    /// a frame, a parse and a wake-up per call.
-    pub(crate) replier: Channel,
     /// The user this connection logged in as: every call we publish
     /// carries it as `user_id`, which the broker checks, so servers learn
     /// who called (`Context::caller`).
@@ -87,31 +76,24 @@ impl Session {
                 .create_channel()
                 .await
                 .map_err(|e| protocol("open channel", e))?;
-            let replier = if config.confirms {
+            if config.confirms {
                 publisher
                     .confirm_select(ConfirmSelectOptions::default())
                     .await
                     .map_err(|e| protocol("confirm select", e))?;
-                connection
-                    .create_channel()
-                    .await
-                    .map_err(|e| protocol("open channel", e))?
-            } else {
-                publisher.clone()
-            };
-            Ok::<_, TransportError>((connection, publisher, replier))
+            }
+            Ok::<_, TransportError>((connection, publisher))
         };
-        let (connection, publisher, replier) = tokio::time::timeout(config.connect_timeout, open)
+        let (connection, publisher) = tokio::time::timeout(config.connect_timeout, open)
             .await
             .map_err(|_| TransportError::Connect {
-                message: format!("timed out after {:?}", config.connect_timeout),
-                source: None,
-            })??;
+            message: format!("timed out after {:?}", config.connect_timeout),
+            source: None,
+        })??;
         Ok(Session {
             generation,
             connection,
             publisher,
-            replier,
             user,
             lost: AtomicBool::new(false),
             lost_signal: Notify::new(),
@@ -140,8 +122,8 @@ impl Session {
     }
 
     /// Marks the session lost if its connection is down or the broker
-    /// closed one of its publish channels; for callers that saw an
-    /// operation fail and want to know whether the session is why.
+    /// closed its publish channel; for callers that saw an operation fail
+    /// and want to know whether the session is why.
     ///
     /// A publish channel the broker closed (a publish to an exchange that
     /// was deleted, say) fails every later publish on it while the
@@ -149,8 +131,7 @@ impl Session {
     /// supervisor then builds a whole new one, the path a broker restart
     /// already takes.
     pub(crate) fn check(&self) {
-        let publishing = self.publisher.status().connected() && self.replier.status().connected();
-        if !self.connection.status().connected() || !publishing {
+        if !self.connection.status().connected() || !self.publisher.status().connected() {
             self.mark_lost();
         }
     }

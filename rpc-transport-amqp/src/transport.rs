@@ -369,11 +369,7 @@ impl Shared {
             mandatory: is_call,
             immediate: false,
         };
-        let channel = match &direct_channel {
-            Some(channel) => channel,
-            None if is_call => &session.publisher,
-            None => &session.replier,
-        };
+        let channel = direct_channel.as_deref().unwrap_or(&session.publisher);
         let confirm = channel
             .basic_publish(short(exchange)?, routing_key, options, &body, props)
             .await

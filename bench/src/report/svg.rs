@@ -58,6 +58,7 @@ fn color(system: SystemId) -> &'static str {
         SystemId::OursMem => "#d62728",
         SystemId::TarpcTcp => "#9467bd",
         SystemId::LapinQueue => "#2ca02c",
+        SystemId::LapinQueueConfirms => "#98df8a",
         SystemId::LapinDirect => "#17becf",
         SystemId::OursAmqp => "#ff7f0e",
         SystemId::OursAmqpNoConfirms => "#bcbd22",

@@ -7,6 +7,12 @@
 //! flight, one task per delivery, the reply publish awaited before the ack.
 //! Server and client each have their own connection, as two processes would.
 //! The payload is 16 raw bytes in, 8 out: no envelope, no codec.
+//!
+//! With `confirms` both sides publish in confirm mode, as our transport
+//! does by default: the client publishes every request `mandatory` and
+//! awaits its confirm (what a fail-fast "no such service" costs a
+//! hand-written loop), the server acks a request once its reply is
+//! confirmed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,10 +21,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
 };
+
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::oneshot;
 
 use super::{ReplyMode, Running};
@@ -44,6 +52,8 @@ pub(crate) struct LapinCaller {
     reply_to: ShortString,
     waiters: Waiters,
     next_id: Arc<AtomicU64>,
+    /// Whether requests are published mandatory and their confirms awaited.
+    confirms: bool,
     /// Held so the reply consumer's channel lives as long as the client.
     _reply_channel: Channel,
 }
@@ -61,16 +71,29 @@ impl Caller for LapinCaller {
         let properties = BasicProperties::default()
             .with_correlation_id(id.to_string().into())
             .with_reply_to(self.reply_to.clone());
+        let options = BasicPublishOptions {
+            mandatory: self.confirms,
+            ..BasicPublishOptions::default()
+        };
         let sent = self
             .channel
             .basic_publish(
                 ShortString::from(""),
                 self.queue.clone(),
-                BasicPublishOptions::default(),
+                options,
                 &payload,
                 properties,
             )
             .await;
+        let sent = match sent {
+            Ok(confirm) if self.confirms => match confirm.await {
+                Ok(Confirmation::Ack(None)) => Ok(()),
+                Ok(refused) => Err(format!("broker refused the request: {refused:?}")),
+                Err(error) => Err(error.to_string()),
+            },
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.to_string()),
+        };
         if let Err(error) = sent {
             lock(&self.waiters).remove(&id);
             return Err(BenchError::call(Self::NAME, error));
@@ -90,11 +113,13 @@ impl Caller for LapinCaller {
 
 static NEXT_QUEUE: AtomicU64 = AtomicU64::new(0);
 
-/// Declares a fresh request queue, starts a server on it and connects a client.
+/// Declares a fresh request queue, starts a server on it and connects a
+/// client, with replies as `mode` says and requests confirmed or not.
 pub(crate) async fn start(
     in_flight: usize,
     url: &str,
     mode: ReplyMode,
+    confirms: bool,
 ) -> Result<Running<LapinCaller>, BenchError> {
     let setup = |e: lapin::Error| BenchError::setup(LapinCaller::NAME, e);
     let n = NEXT_QUEUE.fetch_add(1, Ordering::Relaxed);
@@ -105,6 +130,12 @@ pub(crate) async fn start(
         .await
         .map_err(setup)?;
     let server_channel = server_connection.create_channel().await.map_err(setup)?;
+    if confirms {
+        server_channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(setup)?;
+    }
     let declare = QueueDeclareOptions {
         auto_delete: true,
         ..QueueDeclareOptions::default()
@@ -129,7 +160,7 @@ pub(crate) async fn start(
         .map_err(setup)?;
     let server = tokio::spawn(async move {
         while let Some(Ok(delivery)) = requests.next().await {
-            tokio::spawn(serve_one(server_channel.clone(), delivery));
+            tokio::spawn(serve_one(server_channel.clone(), delivery, confirms));
         }
     });
 
@@ -138,6 +169,12 @@ pub(crate) async fn start(
         .await
         .map_err(setup)?;
     let channel = client_connection.create_channel().await.map_err(setup)?;
+    if confirms {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(setup)?;
+    }
     // Direct reply-to needs its consumer on the publishing channel, before
     // the first publish. A reply queue gets a channel of its own: sharing
     // the publishing channel measured several times slower at 1 in flight.
@@ -197,6 +234,7 @@ pub(crate) async fn start(
         reply_to,
         waiters,
         next_id: Arc::default(),
+        confirms,
         _reply_channel: reply_channel,
     };
     Ok(Running::new(caller, async move {
@@ -211,8 +249,9 @@ pub(crate) async fn start(
     }))
 }
 
-/// Answers one request: publish the reply, wait until it is written, then ack.
-async fn serve_one(channel: Channel, delivery: lapin::message::Delivery) {
+/// Answers one request: publish the reply, wait until it is written (and
+/// confirmed, with `confirms`), then ack.
+async fn serve_one(channel: Channel, delivery: lapin::message::Delivery, confirms: bool) {
     let data = &delivery.data;
     let (Some(a), Some(b)) = (decode_u64(data), data.get(8..).and_then(decode_u64)) else {
         let _ = delivery.acker.ack(BasicAckOptions::default()).await;
@@ -235,7 +274,12 @@ async fn serve_one(channel: Channel, delivery: lapin::message::Delivery) {
             properties,
         )
         .await;
-    if published.is_ok() {
+    let answered = match published {
+        Ok(confirm) if confirms => confirm.await.is_ok_and(|c| c.is_ack()),
+        Ok(_) => true,
+        Err(_) => false,
+    };
+    if answered {
         let _ = delivery.acker.ack(BasicAckOptions::default()).await;
     }
 }

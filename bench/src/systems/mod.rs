@@ -68,6 +68,10 @@ pub(crate) enum SystemId {
     /// Baseline: hand-written lapin request/reply, exclusive reply queue
     /// (the reply path our transport uses by default).
     LapinQueue,
+    /// Baseline: hand-written lapin request/reply, exclusive reply queue,
+    /// requests published mandatory with their confirms awaited: the
+    /// settings of our transport's defaults.
+    LapinQueueConfirms,
     /// Baseline: hand-written lapin request/reply, direct reply-to.
     LapinDirect,
     /// Ours: `#[rpc_service]` over `AmqpTransport`, default settings.
@@ -81,12 +85,13 @@ pub(crate) enum SystemId {
 
 impl SystemId {
     /// Every system, in table order.
-    pub(crate) const ALL: [SystemId; 9] = [
+    pub(crate) const ALL: [SystemId; 10] = [
         SystemId::Mpsc,
         SystemId::TarpcMem,
         SystemId::OursMem,
         SystemId::TarpcTcp,
         SystemId::LapinQueue,
+        SystemId::LapinQueueConfirms,
         SystemId::LapinDirect,
         SystemId::OursAmqp,
         SystemId::OursAmqpNoConfirms,
@@ -101,6 +106,7 @@ impl SystemId {
             SystemId::OursMem => "ours-mem",
             SystemId::TarpcTcp => "tarpc-tcp",
             SystemId::LapinQueue => "lapin-queue",
+            SystemId::LapinQueueConfirms => "lapin-queue-confirm",
             SystemId::LapinDirect => "lapin-direct",
             SystemId::OursAmqp => "ours-amqp",
             SystemId::OursAmqpNoConfirms => "ours-amqp-noconfirm",
@@ -115,6 +121,7 @@ impl SystemId {
                 Group::Mem
             }
             SystemId::LapinQueue
+            | SystemId::LapinQueueConfirms
             | SystemId::LapinDirect
             | SystemId::OursAmqp
             | SystemId::OursAmqpNoConfirms
@@ -130,6 +137,7 @@ impl SystemId {
             SystemId::OursMem => "ours: memory",
             SystemId::TarpcTcp => "tarpc tcp+bincode",
             SystemId::LapinQueue => "raw lapin, reply queue",
+            SystemId::LapinQueueConfirms => "raw lapin, reply queue, confirms",
             SystemId::LapinDirect => "raw lapin, direct reply-to",
             SystemId::OursAmqp => "ours: amqp",
             SystemId::OursAmqpNoConfirms => "ours: amqp, no confirms",
@@ -205,13 +213,19 @@ pub(crate) fn measure_levels(
             SystemId::TarpcTcp => each_level(levels, options, tarpc_tcp::start).await,
             SystemId::LapinQueue => {
                 each_level(levels, options, |n| {
-                    lapin_raw::start(n, url, ReplyMode::ExclusiveQueue)
+                    lapin_raw::start(n, url, ReplyMode::ExclusiveQueue, false)
+                })
+                .await
+            }
+            SystemId::LapinQueueConfirms => {
+                each_level(levels, options, |n| {
+                    lapin_raw::start(n, url, ReplyMode::ExclusiveQueue, true)
                 })
                 .await
             }
             SystemId::LapinDirect => {
                 each_level(levels, options, |n| {
-                    lapin_raw::start(n, url, ReplyMode::DirectReplyTo)
+                    lapin_raw::start(n, url, ReplyMode::DirectReplyTo, false)
                 })
                 .await
             }
