@@ -20,9 +20,9 @@ usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp] [--runs 
   --runs N       interleaved runs per configuration (default 5; quick: 1)
   --secs S       measured seconds per configuration and run (default 2; quick: 0.15)
   --system NAME  run only this system (repeatable; for profiling): mpsc,
-                 tarpc-mem, ours-mem, tarpc-tcp, lapin-queue, lapin-queue-confirm,
-                 lapin-direct, ours-amqp, ours-amqp-noconfirm,
-                 ours-amqp-direct-noconfirm
+                 tarpc-mem, ours-mem, tarpc-tcp, lapin-queue, lapin-queue-confirms,
+                 lapin-direct, ours-amqp, ours-amqp-no-confirms,
+                 ours-amqp-direct-no-confirms
   --flavor F     in-process systems on this runtime only: current or multi
   --in-flight N  measure at this many calls in flight only (repeatable)
   --no-memory    skip the resident-memory check

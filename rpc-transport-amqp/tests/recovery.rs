@@ -5,8 +5,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rpc_core::{Client, RpcError, Server};
-use rpc_transport_amqp::AmqpTransport;
+use rpc_core::{Client, RpcError, Server, ServerHandle};
+use rpc_transport_amqp::{AmqpTransport, AmqpTransportBuilder};
 use support::{AddArgs, Calc, Relay};
 
 /// Starts `n` slow calls, waits until the server runs all of them, runs
@@ -70,6 +70,28 @@ async fn calls_work_again(client: &Client<AmqpTransport>) {
             Err(error) => panic!("calls still fail after reconnecting: {error:?}"),
         }
     }
+}
+
+/// Serves `Calc` on a transport from `server` and returns it with a client
+/// on a transport of its own from `client`, once a call has gone through.
+async fn serve_calc(
+    server: AmqpTransportBuilder,
+    client: AmqpTransportBuilder,
+) -> (
+    AmqpTransport,
+    AmqpTransport,
+    ServerHandle,
+    Client<AmqpTransport>,
+) {
+    let server_transport = server.connect().await.unwrap();
+    let client_transport = client.connect().await.unwrap();
+    let handle = Server::builder(server_transport.clone())
+        .serve(Calc::new(1))
+        .await
+        .unwrap();
+    let client = Client::new(client_transport.clone());
+    calls_work_again(&client).await;
+    (server_transport, client_transport, handle, client)
 }
 
 fn tracing_like_log(error: &RpcError) {
@@ -157,19 +179,8 @@ async fn a_server_whose_connection_is_closed_resumes_serving() {
         return;
     };
     let name = format!("rpc-test-serverclose-{}", support::unique_prefix("n"));
-    let server_transport = builder
-        .clone()
-        .connection_name(name.clone())
-        .connect()
-        .await
-        .unwrap();
-    let client_transport = builder.connect().await.unwrap();
-    let server = Server::builder(server_transport.clone())
-        .serve(Calc::new(1))
-        .await
-        .unwrap();
-    let client = Client::new(client_transport.clone());
-    calls_work_again(&client).await;
+    let (server_transport, client_transport, server, client) =
+        serve_calc(builder.clone().connection_name(name.clone()), builder).await;
     assert_eq!(support::close_connections_named(&name), 1);
     calls_work_again(&client).await;
     assert_eq!(server_transport.connection_generation(), 2);
@@ -189,14 +200,8 @@ async fn a_publish_channel_the_broker_closed_is_replaced() {
         .queue_prefix(prefix.clone())
         .exchange(exchange.clone())
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
-    let server_transport = builder.clone().connect().await.unwrap();
-    let client_transport = builder.connect().await.unwrap();
-    let _server = Server::builder(server_transport.clone())
-        .serve(Calc::new(1))
-        .await
-        .unwrap();
-    let client = Client::new(client_transport.clone());
-    calls_work_again(&client).await;
+    let (server_transport, client_transport, _server, client) =
+        serve_calc(builder.clone(), builder).await;
 
     // A publish to an exchange that no longer exists makes the broker
     // close the publishing channel (404) while the connection stays up.

@@ -106,11 +106,11 @@ impl SystemId {
             SystemId::OursMem => "ours-mem",
             SystemId::TarpcTcp => "tarpc-tcp",
             SystemId::LapinQueue => "lapin-queue",
-            SystemId::LapinQueueConfirms => "lapin-queue-confirm",
+            SystemId::LapinQueueConfirms => "lapin-queue-confirms",
             SystemId::LapinDirect => "lapin-direct",
             SystemId::OursAmqp => "ours-amqp",
-            SystemId::OursAmqpNoConfirms => "ours-amqp-noconfirm",
-            SystemId::OursAmqpDirectNoConfirms => "ours-amqp-direct-noconfirm",
+            SystemId::OursAmqpNoConfirms => "ours-amqp-no-confirms",
+            SystemId::OursAmqpDirectNoConfirms => "ours-amqp-direct-no-confirms",
         }
     }
 
@@ -270,4 +270,17 @@ where
         measured.push((in_flight, result?));
     }
     Ok(measured)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SystemId;
+
+    #[test]
+    fn command_line_names_are_the_json_names() {
+        for system in SystemId::ALL {
+            let json = serde_json::to_value(system).unwrap();
+            assert_eq!(json, system.name(), "{system:?}");
+        }
+    }
 }
