@@ -24,7 +24,6 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
 };
-
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::oneshot;
@@ -129,13 +128,9 @@ pub(crate) async fn start(
     let server_connection = Connection::connect(url, ConnectionProperties::default())
         .await
         .map_err(setup)?;
-    let server_channel = server_connection.create_channel().await.map_err(setup)?;
-    if confirms {
-        server_channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(setup)?;
-    }
+    let server_channel = open_channel(&server_connection, confirms)
+        .await
+        .map_err(setup)?;
     let declare = QueueDeclareOptions {
         auto_delete: true,
         ..QueueDeclareOptions::default()
@@ -168,13 +163,9 @@ pub(crate) async fn start(
     let client_connection = Connection::connect(url, ConnectionProperties::default())
         .await
         .map_err(setup)?;
-    let channel = client_connection.create_channel().await.map_err(setup)?;
-    if confirms {
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(setup)?;
-    }
+    let channel = open_channel(&client_connection, confirms)
+        .await
+        .map_err(setup)?;
     // Direct reply-to needs its consumer on the publishing channel, before
     // the first publish. A reply queue gets a channel of its own: sharing
     // the publishing channel measured several times slower at 1 in flight.
@@ -247,6 +238,17 @@ pub(crate) async fn start(
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
         }
     }))
+}
+
+/// A channel on `connection`, in confirm mode if `confirms`.
+async fn open_channel(connection: &Connection, confirms: bool) -> lapin::Result<Channel> {
+    let channel = connection.create_channel().await?;
+    if confirms {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+    }
+    Ok(channel)
 }
 
 /// Answers one request: publish the reply, wait until it is written (and
