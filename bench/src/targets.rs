@@ -36,6 +36,12 @@ struct Spec {
     bound: f64,
 }
 
+/// The issue's targets: memory against tarpc's channel; through the broker,
+/// our defaults against the raw direct reply-to loop (the baseline the issue
+/// names), and each of our AMQP settings against the raw loop with the same
+/// settings. Our defaults against the reply-queue loop without confirms are
+/// printed as a ratio but hold no target: that ratio measures publisher
+/// confirms, which the loop does not pay for, not our overhead.
 const SPECS: &[Spec] = &[
     Spec {
         candidate: SystemId::OursMem,
@@ -68,20 +74,6 @@ const SPECS: &[Spec] = &[
     Spec {
         candidate: SystemId::OursAmqp,
         baseline: SystemId::LapinQueueConfirms,
-        in_flight: 256,
-        figure: Figure::CallsPerSec,
-        bound: 0.90,
-    },
-    Spec {
-        candidate: SystemId::OursAmqp,
-        baseline: SystemId::LapinQueue,
-        in_flight: 1,
-        figure: Figure::P50,
-        bound: 1.10,
-    },
-    Spec {
-        candidate: SystemId::OursAmqp,
-        baseline: SystemId::LapinQueue,
         in_flight: 256,
         figure: Figure::CallsPerSec,
         bound: 0.90,
