@@ -370,6 +370,10 @@ impl Shared {
             immediate: false,
         };
         let channel = direct_channel.as_deref().unwrap_or(&session.publisher);
+        // Resolves once lapin has written the message. A server acks a
+        // request after sending its reply, and lapin writes method frames
+        // (acks) ahead of queued publishes: without this wait the ack could
+        // reach the broker before the reply.
         let confirm = channel
             .basic_publish(short(exchange)?, routing_key, options, &body, props)
             .await
