@@ -8,28 +8,37 @@ use crate::systems::{Flavor, SystemId};
 
 /// How to call the program.
 pub(crate) const USAGE: &str = "\
-usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp] [--runs N] [--secs S]
+usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp|nats|kafka] [--runs N] [--secs S]
                  [--system NAME]... [--flavor current|multi] [--in-flight N]... [--no-memory]
-                 [--no-subscriber]
+                 [--no-subscriber] [--calls N]
 
   --quick        a few seconds in all: one short run per configuration, a reduced
                  memory check; skips AMQP with a notice when no broker answers
   --json FILE    write every figure (each run, medians, ratios) as JSON
   --svg FILE     draw calls/s by calls in flight and latency percentiles as SVG
-  --only GROUP   mem: in-process systems only; amqp: broker systems only
+  --only GROUP   mem: in-process systems only; amqp: RabbitMQ systems only;
+                 nats: NATS systems only
   --runs N       interleaved runs per configuration (default 5; quick: 1)
   --secs S       measured seconds per configuration and run (default 2; quick: 0.15)
   --system NAME  run only this system (repeatable; for profiling): mpsc,
                  tarpc-mem, ours-mem, tarpc-tcp, lapin-queue, lapin-queue-confirms,
                  lapin-direct, ours-amqp, ours-amqp-no-confirms,
-                 ours-amqp-direct-no-confirms
+                 ours-amqp-direct-no-confirms, ours-amqp-quorum-cluster, nats-raw,
+                 nats-raw-headers, ours-nats, zmq-raw, ours-zmq, kafka-raw, ours-kafka
   --flavor F     in-process systems on this runtime only: current or multi
   --in-flight N  measure at this many calls in flight only (repeatable)
   --no-memory    skip the resident-memory check
   --no-subscriber  leave tracing without a subscriber (its `log` fallback then
                  runs on every span enter, exit and record, in every system)
+  --calls N      no table: ours-mem only, 1,000 warm-up calls then exactly N
+                 calls (at the first --in-flight level, default 1; on --flavor,
+                 default current), for counting instructions under callgrind
+                 (bench/instructions.sh)
 
-The broker is AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f).";
+The broker is AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f), the NATS
+server NATS_URL (default nats://127.0.0.1:4222). With RABBIT_CLUSTER_URLS set
+(`.ci/rabbit-cluster run -- ...` sets it), ours also runs with a quorum queue on
+the first node of that cluster.";
 
 /// Which systems to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +47,10 @@ pub(crate) enum Group {
     Mem,
     /// Through the broker: our AMQP transport and raw lapin.
     Amqp,
+    /// Through a NATS server: our NATS transport and raw async-nats.
+    Nats,
+    /// Through a Kafka broker: our Kafka transport and raw rdkafka.
+    Kafka,
 }
 
 /// What the command line asked for.
@@ -61,6 +74,8 @@ pub(crate) struct Options {
     pub(crate) memory: bool,
     /// Install a no-op tracing subscriber.
     pub(crate) subscriber: bool,
+    /// Make this many calls of ours-mem and stop (`--calls`).
+    pub(crate) calls: Option<u64>,
     /// Interleaved runs per configuration.
     pub(crate) runs: usize,
     /// Measured time per configuration and run.
@@ -69,6 +84,13 @@ pub(crate) struct Options {
     pub(crate) warmup: Duration,
     /// The broker's URL.
     pub(crate) amqp_url: String,
+    /// The first node of the test cluster (`RABBIT_CLUSTER_URLS`), when set:
+    /// the quorum-queue system runs there.
+    pub(crate) cluster_url: Option<String>,
+    /// The NATS server's URL.
+    pub(crate) nats_url: String,
+    /// The Kafka broker (`KAFKA_BOOTSTRAP`, default 127.0.0.1:19092).
+    pub(crate) kafka_bootstrap: String,
 }
 
 impl Options {
@@ -98,6 +120,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, B
     let mut memory = true;
     let mut subscriber = true;
     let mut levels = Vec::new();
+    let mut calls = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -112,6 +135,8 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, B
                 only = Some(match value("--only")?.as_str() {
                     "mem" => Group::Mem,
                     "amqp" => Group::Amqp,
+                    "nats" => Group::Nats,
+                    "kafka" => Group::Kafka,
                     other => return Err(BenchError::Usage(format!("unknown group `{other}`"))),
                 })
             }
@@ -155,6 +180,13 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, B
                 })?;
                 levels.push(n);
             }
+            "--calls" => {
+                let text = value("--calls")?;
+                let n: u64 = text.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    BenchError::Usage(format!("--calls: `{text}` is not a count"))
+                })?;
+                calls = Some(n);
+            }
             "--no-memory" => memory = false,
             "--no-subscriber" => subscriber = false,
             "-h" | "--help" => return Err(BenchError::Usage(String::new())),
@@ -176,6 +208,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, B
         memory,
         subscriber,
         levels,
+        calls,
         runs: runs.unwrap_or(if quick { 1 } else { 5 }),
         measure,
         // A fifth of the measured time, at least enough for lazy setup
@@ -183,6 +216,13 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, B
         warmup: (measure / 5).max(Duration::from_millis(30)),
         amqp_url: std::env::var("AMQP_URL")
             .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+        cluster_url: std::env::var("RABBIT_CLUSTER_URLS").ok().and_then(|urls| {
+            let first = urls.split(',').next()?.trim();
+            (!first.is_empty()).then(|| first.to_owned())
+        }),
+        nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned()),
+        kafka_bootstrap: std::env::var("KAFKA_BOOTSTRAP")
+            .unwrap_or_else(|_| "127.0.0.1:19092".to_owned()),
     })
 }
 
@@ -223,6 +263,7 @@ mod tests {
         assert!(parse_str("--fast").is_err());
         assert!(parse_str("--system grpc").is_err());
         assert!(parse_str("--flavor both").is_err());
+        assert!(parse_str("--calls 0").is_err());
     }
 
     #[test]
@@ -231,5 +272,12 @@ mod tests {
         assert!(options.runs_system(SystemId::OursMem));
         assert!(!options.runs_system(SystemId::Mpsc));
         assert!(!options.runs_group(Group::Amqp));
+    }
+
+    #[test]
+    fn a_call_count_is_read() {
+        let options = parse_str("--calls 20000 --in-flight 1").expect("valid");
+        assert_eq!(options.calls, Some(20_000));
+        assert_eq!(parse_str("").expect("valid").calls, None);
     }
 }

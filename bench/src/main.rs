@@ -14,11 +14,13 @@
 //! - [`stats`]: samples, medians and ranges, within-run ratios.
 //! - [`targets`]: the ratios we hold ourselves to.
 //! - [`memory`]: resident memory over many calls.
+//! - [`count`]: a fixed number of calls, for counting instructions.
 //! - [`report`]: the text table, the JSON file and the SVG plot.
 //!
 //! Method and results: `docs/benchmarks.md`.
 
 mod args;
+mod count;
 mod error;
 mod load;
 mod memory;
@@ -60,6 +62,11 @@ fn run() -> Result<(), BenchError> {
         // each the cost it has in a traced application: disabled spans.
         let _already_set =
             tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
+    }
+    if let Some(calls) = options.calls {
+        let made = count::run(&options, calls)?;
+        println!("calls {made} (after {} warm-up calls)", count::WARMUP_CALLS);
+        return Ok(());
     }
     let plan = Plan::new(&options)?;
     for notice in &plan.notices {

@@ -16,6 +16,10 @@ use crate::systems::{self, Flavor, SystemId};
 pub(crate) const MEM_LEVELS: &[usize] = &[1, 16, 64, 256];
 /// Calls in flight through the broker.
 pub(crate) const AMQP_LEVELS: &[usize] = &[1, 16, 256];
+/// Levels of calls in flight for the NATS systems (the targets).
+pub(crate) const NATS_LEVELS: &[usize] = &[1, 16, 256];
+/// Calls in flight through Kafka (the targets are at 16 and 256).
+pub(crate) const KAFKA_LEVELS: &[usize] = &[1, 16, 256];
 
 /// One system on one runtime, measured at several levels.
 #[derive(Clone, Debug)]
@@ -55,6 +59,8 @@ impl Plan {
                     SystemId::TarpcMem,
                     SystemId::OursMem,
                     SystemId::TarpcTcp,
+                    SystemId::ZmqRaw,
+                    SystemId::OursZmq,
                 ] {
                     if !options.runs_system(system) {
                         continue;
@@ -89,6 +95,14 @@ impl Plan {
                             levels: levels(options, AMQP_LEVELS),
                         });
                     }
+                    let quorum = SystemId::OursAmqpQuorumCluster;
+                    if options.cluster_url.is_some() && options.runs_system(quorum) {
+                        configs.push(Config {
+                            system: quorum,
+                            flavor: Flavor::MultiThread,
+                            levels: levels(options, AMQP_LEVELS),
+                        });
+                    }
                 }
                 Err(why) if options.quick => {
                     notices.push(format!(
@@ -105,6 +119,63 @@ impl Plan {
                         ),
                     ));
                 }
+            }
+        }
+        if options.runs_group(Group::Nats) {
+            match nats_probe(&options.nats_url)? {
+                Ok(()) => {
+                    for system in [
+                        SystemId::NatsRaw,
+                        SystemId::NatsRawHeaders,
+                        SystemId::OursNats,
+                    ] {
+                        if !options.runs_system(system) {
+                            continue;
+                        }
+                        configs.push(Config {
+                            system,
+                            flavor: Flavor::MultiThread,
+                            levels: levels(options, NATS_LEVELS),
+                        });
+                    }
+                }
+                Err(why) if options.quick => {
+                    notices.push(format!(
+                        "NATS skipped: no server at {} ({why})",
+                        options.nats_url
+                    ));
+                }
+                Err(why) => {
+                    return Err(BenchError::setup(
+                        "nats",
+                        format!(
+                            "{} is unreachable ({why}); use --only mem or amqp to skip NATS",
+                            options.nats_url
+                        ),
+                    ));
+                }
+            }
+        }
+        if options.runs_group(Group::Kafka) {
+            let runtime = Flavor::CurrentThread.runtime()?;
+            match runtime.block_on(systems::kafka_reachable(&options.kafka_bootstrap)) {
+                Ok(()) => {
+                    for system in [SystemId::KafkaRaw, SystemId::OursKafka] {
+                        if options.runs_system(system) {
+                            configs.push(Config {
+                                system,
+                                flavor: Flavor::MultiThread,
+                                levels: levels(options, KAFKA_LEVELS),
+                            });
+                        }
+                    }
+                }
+                // Kafka is opt-in outside CI: without a broker it is skipped
+                // with a notice (start one with `.ci/kafka-broker start`).
+                Err(why) => notices.push(format!(
+                    "Kafka skipped: no broker at {} ({why})",
+                    options.kafka_bootstrap
+                )),
             }
         }
         Ok(Plan { configs, notices })
@@ -168,6 +239,12 @@ fn levels(options: &Options, default: &[usize]) -> Vec<usize> {
 fn broker_probe(url: &str) -> Result<Result<(), String>, BenchError> {
     let runtime = Flavor::CurrentThread.runtime()?;
     Ok(runtime.block_on(systems::broker_reachable(url, Duration::from_secs(3))))
+}
+
+/// `Ok(Err(why))` when no NATS server answers.
+fn nats_probe(url: &str) -> Result<Result<(), String>, BenchError> {
+    let runtime = Flavor::CurrentThread.runtime()?;
+    Ok(runtime.block_on(systems::nats_reachable(url, Duration::from_secs(3))))
 }
 
 /// The URL without its password, for messages.

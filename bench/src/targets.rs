@@ -41,8 +41,35 @@ struct Spec {
 /// names), and each of our AMQP settings against the raw loop with the same
 /// settings. Our defaults against the reply-queue loop without confirms are
 /// printed as a ratio but hold no target: that ratio measures publisher
-/// confirms, which the loop does not pay for, not our overhead.
+/// confirms, which the loop does not pay for, not our overhead. Over NATS,
+/// ours in core mode against the raw async-nats request/reply loop; over
+/// Kafka, ours against the raw rdkafka loop with the same settings.
+///
+/// ZeroMQ: ours against the hand-written ROUTER/DEALER loop on the same
+/// library: sequential p50 within 1.10x, calls/s at least 0.90x at 16 and
+/// 256 in flight.
 const SPECS: &[Spec] = &[
+    Spec {
+        candidate: SystemId::OursZmq,
+        baseline: SystemId::ZmqRaw,
+        in_flight: 1,
+        figure: Figure::P50,
+        bound: 1.10,
+    },
+    Spec {
+        candidate: SystemId::OursZmq,
+        baseline: SystemId::ZmqRaw,
+        in_flight: 16,
+        figure: Figure::CallsPerSec,
+        bound: 0.90,
+    },
+    Spec {
+        candidate: SystemId::OursZmq,
+        baseline: SystemId::ZmqRaw,
+        in_flight: 256,
+        figure: Figure::CallsPerSec,
+        bound: 0.90,
+    },
     Spec {
         candidate: SystemId::OursMem,
         baseline: SystemId::TarpcMem,
@@ -120,7 +147,63 @@ const SPECS: &[Spec] = &[
         figure: Figure::CallsPerSec,
         bound: 0.90,
     },
+    Spec {
+        candidate: SystemId::OursNats,
+        baseline: SystemId::NatsRaw,
+        in_flight: 1,
+        figure: Figure::P50,
+        bound: 1.10,
+    },
+    Spec {
+        candidate: SystemId::OursNats,
+        baseline: SystemId::NatsRaw,
+        in_flight: 16,
+        figure: Figure::CallsPerSec,
+        bound: 0.90,
+    },
+    Spec {
+        candidate: SystemId::OursNats,
+        baseline: SystemId::NatsRaw,
+        in_flight: 256,
+        figure: Figure::CallsPerSec,
+        bound: 0.90,
+    },
+    Spec {
+        candidate: SystemId::OursKafka,
+        baseline: SystemId::KafkaRaw,
+        in_flight: 16,
+        figure: Figure::P50,
+        bound: 1.10,
+    },
+    Spec {
+        candidate: SystemId::OursKafka,
+        baseline: SystemId::KafkaRaw,
+        in_flight: 16,
+        figure: Figure::CallsPerSec,
+        bound: 0.90,
+    },
+    Spec {
+        candidate: SystemId::OursKafka,
+        baseline: SystemId::KafkaRaw,
+        in_flight: 256,
+        figure: Figure::P50,
+        bound: 1.10,
+    },
+    Spec {
+        candidate: SystemId::OursKafka,
+        baseline: SystemId::KafkaRaw,
+        in_flight: 256,
+        figure: Figure::CallsPerSec,
+        bound: 0.90,
+    },
 ];
+
+/// The (candidate, baseline) pair of every target: the report must take
+/// their ratios, or the target is never judged.
+#[cfg(test)]
+pub(crate) fn judged_pairs() -> impl Iterator<Item = (SystemId, SystemId)> {
+    SPECS.iter().map(|spec| (spec.candidate, spec.baseline))
+}
 
 /// Every target at every runtime flavor its systems ran on; targets whose
 /// configurations did not run are left out.

@@ -1,7 +1,8 @@
 //! Feeds arbitrary bytes, read as an AMQP content header's property list by
 //! lapin's own wire parser (so every `BasicProperties` a broker could hand
-//! the transport is reachable), to `rpc_transport_amqp::properties::decode`,
-//! on a request queue and on a reply inbox.
+//! the transport is reachable), to `rpc_transport_amqp::properties::decode`
+//! (public behind the crate's `fuzzing` feature), on a request queue and on
+//! a reply inbox.
 //!
 //! Beyond "never panics" it checks what the server relies on: a decoded
 //! request has a reply address, no reserved `x-rpc-` header leaks into
@@ -13,7 +14,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rpc_core::{Kind, Name};
-use rpc_transport_amqp::lapin::protocol::basic::parse_properties;
+use lapin::protocol::basic::parse_properties;
 use rpc_transport_amqp::properties::{self, Arrival, CALLER_METADATA, RESERVED_PREFIX};
 
 fuzz_target!(|data: &[u8]| {

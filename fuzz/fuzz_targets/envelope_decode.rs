@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     // A small limit keeps the interesting "too large" paths reachable with
     // short inputs; the decoder's logic does not depend on the number.
     let limits = FrameLimits {
-        max_frame: 4096,
+        max_message_size: 4096,
         ..FrameLimits::default()
     };
     let checked = frame::check(data, &limits);

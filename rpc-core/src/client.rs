@@ -14,13 +14,17 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
+use crate::cancel::CancelOnDrop;
 use crate::clock;
 use crate::codec::ContentType;
 use crate::context::Context;
 use crate::envelope::{Envelope, Header, Kind, Metadata};
 use crate::error::RpcError;
-use crate::name::{Address, Name};
+use crate::limits::Limits;
+use crate::metrics::{ClientMeters, Outcome};
+use crate::name::Name;
 use crate::pending::{PendingGuard, PendingTable};
+use crate::trace::{self, TraceContext};
 use crate::transport::{ReplySink, Transport};
 
 /// The deadline a call gets when nobody sets one.
@@ -28,9 +32,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default cap on calls in flight per client.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 65_536;
-
-/// The default limit on the encoded size of a call's arguments.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
 /// Settings shared by every clone of a [`Client`].
 #[derive(Clone, Debug)]
@@ -53,7 +54,7 @@ impl Default for ClientConfig {
             timeout: DEFAULT_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             content_type: ContentType::default(),
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_message_size: Limits::default().max_message_size,
         }
     }
 }
@@ -99,10 +100,11 @@ pub struct Client<T: Transport> {
 struct Shared<T: Transport> {
     transport: T,
     pending: Arc<PendingTable>,
-    inbox: OnceCell<(Address, T::Inbox)>,
+    inbox: OnceCell<T::Inbox>,
     in_flight: AtomicUsize,
     max_in_flight: usize,
     max_message_size: usize,
+    meters: ClientMeters,
 }
 
 #[derive(Clone, Debug)]
@@ -128,6 +130,7 @@ impl<T: Transport> Client<T> {
                 in_flight: AtomicUsize::new(0),
                 max_in_flight: config.max_in_flight,
                 max_message_size: config.max_message_size,
+                meters: ClientMeters::default(),
             }),
             options: CallOptions {
                 timeout: config.timeout,
@@ -188,7 +191,10 @@ impl<T: Transport> Client<T> {
     /// The deadline is this client's timeout, capped by the remaining budget
     /// of the handler this call is made from (if any). Nothing happens until
     /// the returned future is polled. Dropping it cancels the call: its
-    /// pending entry goes at once, and a late reply is dropped and counted.
+    /// pending entry goes at once, a late reply is dropped and counted, and
+    /// a [`Kind::Cancel`] for the call goes to the service, whose server
+    /// drops the handler if it still runs (best effort; see
+    /// docs/ARCHITECTURE.md, "Cancellation").
     ///
     /// `args` may be a value or a reference (`&T` serializes as `T`).
     pub fn call<A, R>(
@@ -206,6 +212,7 @@ impl<T: Transport> Client<T> {
             service = %service,
             method = %method,
             correlation_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
         let record = span.clone();
@@ -213,10 +220,10 @@ impl<T: Transport> Client<T> {
         // another: every layer of future is copied whole when it is first
         // awaited, so each one costs a copy per call.
         async move {
-            let to = Address::from_static(service);
+            let meter = self.shared.meters.start(service, method);
             let result = 'call: {
-                let reply_to = match self.inbox().await {
-                    Ok(reply_to) => reply_to.clone(),
+                let inbox = match self.inbox().await {
+                    Ok(inbox) => inbox,
                     Err(error) => break 'call Err(error),
                 };
                 // Taken apart in the `let`, so nothing of the temporary is
@@ -224,12 +231,17 @@ impl<T: Transport> Client<T> {
                 let Started {
                     _slot,
                     guard,
+                    cancel,
                     answer,
-                } = match self.start(&to, service, method, &args, reply_to, &record) {
+                } = match self.start(inbox, service, method, &args, &record) {
                     Ok(started) => started,
                     Err(error) => break 'call Err(error),
                 };
-                match answer.await {
+                let answer = answer.await;
+                // Answered, timed out, or failed to send: nothing to cancel.
+                // Only a call future dropped before this point sends a cancel.
+                cancel.disarm();
+                match answer {
                     Ok(answered) => {
                         // The waiter was sent to (a reply, the watchdog at
                         // the deadline, a connection loss), which removed
@@ -241,7 +253,9 @@ impl<T: Transport> Client<T> {
                     Err(send_failed) => Err(send_failed),
                 }
             };
-            record.record("outcome", outcome(&result));
+            let finished = Outcome::of_result(&result);
+            meter.finish(finished);
+            record.record("outcome", finished.as_str());
             result
         }
         .instrument(span)
@@ -252,24 +266,31 @@ impl<T: Transport> Client<T> {
     /// the transport.
     fn start<'a, A, R>(
         &'a self,
-        to: &'a Address,
+        inbox: &'a T::Inbox,
         service: &'static str,
         method: &'static str,
         args: &A,
-        reply_to: Address,
         span: &Span,
-    ) -> Result<Started<'a, impl Future<Output = Answer<R>>>, RpcError>
+    ) -> Result<Started<'a, T, impl Future<Output = Answer<R>>>, RpcError>
     where
         A: Serialize,
         R: DeserializeOwned,
     {
         let slot = InFlightSlot::take(&self.shared)?;
-        let (deadline, mut envelope) = self.envelope(Kind::Request, service, method, args)?;
+        let (deadline, mut envelope, trace) =
+            self.envelope(Kind::Request, service, method, args)?;
+        span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
         let (guard, mut reply) = PendingTable::register(&self.shared.pending, deadline)?;
         envelope.header.correlation_id = guard.id();
-        envelope.header.reply_to = Some(reply_to);
         span.record("correlation_id", guard.id());
-        let send = self.shared.transport.send(to, envelope);
+        let cancel = CancelOnDrop::new(
+            &self.shared.transport,
+            service,
+            method,
+            &envelope.header,
+            deadline,
+        );
+        let send = self.shared.transport.send_request(inbox, envelope);
         // The reply is read where it comes out of its channel: only the
         // decoded value travels on, not the envelope, which every layer of
         // `Result` would otherwise copy again.
@@ -311,6 +332,7 @@ impl<T: Transport> Client<T> {
         Ok(Started {
             _slot: slot,
             guard,
+            cancel,
             answer,
         })
     }
@@ -330,9 +352,8 @@ impl<T: Transport> Client<T> {
         A: Serialize,
     {
         let span = tracing::debug_span!("rpc.notify", service = %service, method = %method);
-        let (deadline, envelope) = self.envelope(Kind::Oneway, service, method, &args)?;
-        let to = Address::from_static(service);
-        let send = self.shared.transport.send(&to, envelope);
+        let (deadline, envelope, _) = self.envelope(Kind::Oneway, service, method, &args)?;
+        let send = self.shared.transport.send_oneway(envelope);
         tokio::time::timeout_at(deadline, send)
             .instrument(span)
             .await
@@ -340,14 +361,14 @@ impl<T: Transport> Client<T> {
             .map_err(RpcError::from)
     }
 
-    /// Builds the envelope of a call, and returns its deadline.
+    /// Builds the envelope of a call, and returns its deadline and trace.
     fn envelope<A: Serialize + ?Sized>(
         &self,
         kind: Kind,
         service: &'static str,
         method: &'static str,
         args: &A,
-    ) -> Result<(Instant, Envelope), RpcError> {
+    ) -> Result<(Instant, Envelope, TraceContext), RpcError> {
         let options = &self.options;
         if let Some(key) = options.metadata.reserved_key() {
             // Transports put who called under these keys; a caller that
@@ -359,9 +380,11 @@ impl<T: Transport> Client<T> {
                 ),
             });
         }
-        let timeout = Context::with_current(|cx| {
+        let mut metadata = options.metadata.clone();
+        let (timeout, trace) = Context::with_current(|cx| {
             let inherited = cx.and_then(Context::remaining);
-            inherited.map_or(options.timeout, |left| left.min(options.timeout))
+            let timeout = inherited.map_or(options.timeout, |left| left.min(options.timeout));
+            (timeout, trace::inject(&mut metadata, cx))
         });
         let body = options
             .content_type
@@ -386,7 +409,7 @@ impl<T: Transport> Client<T> {
         header.sent_at_ms = now.unix_ms;
         // Round up so a deadline is never earlier on the wire than here.
         header.deadline_ms = now.unix_ms + timeout.as_millis() as u64 + 1;
-        header.metadata = options.metadata.clone();
+        header.metadata = metadata;
         // The call gives up when the wall clock reaches the deadline on the
         // wire (at most a millisecond after `timeout`), not before: then a
         // server that takes the request after the caller gave up sees it
@@ -394,12 +417,13 @@ impl<T: Transport> Client<T> {
         Ok((
             now.instant_at(header.deadline_ms),
             Envelope { header, body },
+            trace,
         ))
     }
 
-    async fn inbox(&self) -> Result<&Address, RpcError> {
+    async fn inbox(&self) -> Result<&T::Inbox, RpcError> {
         match self.shared.inbox.get() {
-            Some((address, _)) => Ok(address),
+            Some(inbox) => Ok(inbox),
             // Boxed: opening the inbox happens once per client, and its
             // future (a semaphore wait and the transport's open) would
             // otherwise make every call's future larger, and every move of
@@ -408,24 +432,25 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    async fn open_inbox(&self) -> Result<&Address, RpcError> {
+    async fn open_inbox(&self) -> Result<&T::Inbox, RpcError> {
         let shared = &self.shared;
-        let (address, _) = shared
+        let inbox = shared
             .inbox
             .get_or_try_init(|| {
                 let sink = ReplySink::new(shared.pending.clone());
                 shared.transport.open_inbox(sink)
             })
             .await?;
-        Ok(address)
+        Ok(inbox)
     }
 }
 
-/// The value a reply carries, or the error its status reports.
-fn read_reply<R: DeserializeOwned>(
+/// The value a reply carries, or the error its status reports; also how
+/// the introspection queries read their answers, so both read a reply alike.
+pub(crate) fn read_reply<R: DeserializeOwned>(
     reply: &Envelope,
-    service: &'static str,
-    method: &'static str,
+    service: &str,
+    method: &str,
 ) -> Result<R, RpcError> {
     if let Some(error) = RpcError::from_status(&reply.header.status, service, method) {
         return Err(error);
@@ -437,15 +462,6 @@ fn read_reply<R: DeserializeOwned>(
         .map_err(|e| RpcError::Decode {
             message: e.to_string(),
         })
-}
-
-fn outcome<R>(result: &Result<R, RpcError>) -> &'static str {
-    match result {
-        Ok(_) => "ok",
-        Err(RpcError::Timeout) => "timeout",
-        Err(RpcError::Remote { .. }) => "remote",
-        Err(_) => "error",
-    }
 }
 
 impl<T: Transport> Clone for Client<T> {
@@ -473,9 +489,11 @@ type Answer<R> = Result<Result<R, RpcError>, RpcError>;
 
 /// A call sent and registered: what waits for its answer (the watchdog
 /// answers it at its deadline).
-struct Started<'a, F> {
+struct Started<'a, T: Transport, F> {
     _slot: InFlightSlot<'a>,
     guard: PendingGuard<'a>,
+    /// Sends the call's cancel if the call future is dropped unanswered.
+    cancel: CancelOnDrop<'a, T>,
     answer: F,
 }
 

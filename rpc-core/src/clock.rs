@@ -8,6 +8,10 @@
 //! reading of both, taken together) and reads the wall clock again once its
 //! anchor is a second old, so a step of the wall clock shows within a second.
 //!
+//! This is the crate's one clock: the wire's wall-clock milliseconds
+//! ([`now_ms`], re-exported as `envelope::now_ms`), the client's and the
+//! server's timers, and a handler's [`Context`](crate::Context) all read it.
+//!
 //! The monotonic clock is tokio's, so calls made under paused test time
 //! (`tokio::time::pause`) time out by that clock, as `tokio::time::timeout`
 //! would have them.
@@ -52,14 +56,22 @@ thread_local! {
     static ANCHOR: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
 }
 
+/// Now, as unix milliseconds (rounded down), read as [`now`] reads it.
+pub fn now_ms() -> u64 {
+    now().unix_ms
+}
+
 /// Reads the clock once.
 pub(crate) fn now() -> Now {
     let instant = Instant::now();
-    let since_epoch = ANCHOR.with(|anchor| match anchor.get() {
-        Some((at, wall)) if instant >= at && instant - at < ANCHOR_LIFETIME => {
-            wall + (instant - at)
-        }
-        _ => {
+    // One subtraction gives both the anchor's age and the offset to add.
+    let fresh = |(at, wall): (Instant, Duration)| {
+        let age = instant.checked_duration_since(at)?;
+        (age < ANCHOR_LIFETIME).then(|| wall + age)
+    };
+    let since_epoch = ANCHOR.with(|anchor| match anchor.get().and_then(fresh) {
+        Some(since_epoch) => since_epoch,
+        None => {
             let (at, wall) = read_both();
             anchor.set(Some((at, wall)));
             wall + instant.saturating_duration_since(at)
@@ -102,14 +114,20 @@ fn read_both() -> (Instant, Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::now_ms;
+
+    /// The wall clock read directly.
+    fn system_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
 
     #[test]
     fn the_derived_wall_clock_matches_the_real_one() {
         for _ in 0..1000 {
-            let before = now_ms();
-            let derived = now().unix_ms;
-            let after = now_ms();
+            let before = system_ms();
+            let derived = now_ms();
+            let after = system_ms();
             // Within a millisecond either side: the anchor truncates nothing,
             // but the two clocks tick apart by up to a millisecond.
             assert!(

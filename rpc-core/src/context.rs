@@ -9,8 +9,11 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use tokio::time::Instant as TokioInstant;
+
 use crate::envelope::Metadata;
 use crate::name::Name;
+use crate::trace::TraceContext;
 
 tokio::task_local! {
     static CURRENT: Context;
@@ -19,11 +22,14 @@ tokio::task_local! {
 /// What a handler knows about the call it is serving.
 #[derive(Clone, Debug)]
 pub struct Context {
-    deadline: Option<Instant>,
+    /// On tokio's clock, the crate's one monotonic clock (see `clock.rs`):
+    /// under paused test time a handler's budget runs down with it.
+    deadline: Option<TokioInstant>,
     correlation_id: u64,
     service: Name,
     method: Name,
     metadata: Metadata,
+    trace: Option<TraceContext>,
 }
 
 impl Context {
@@ -41,12 +47,26 @@ impl Context {
         metadata: Metadata,
     ) -> Self {
         Context {
-            deadline,
+            deadline: deadline.map(TokioInstant::from_std),
             correlation_id,
             service,
             method,
             metadata,
+            trace: None,
         }
+    }
+
+    /// This context, in the span `trace` of a trace (the server runtime
+    /// gives each request's handler its own span of the caller's trace).
+    pub fn with_trace(mut self, trace: TraceContext) -> Self {
+        self.trace = Some(trace);
+        self
+    }
+
+    /// The handler's place in its trace: calls made from it continue this
+    /// trace, with this span as their parent.
+    pub fn trace(&self) -> Option<TraceContext> {
+        self.trace
     }
 
     /// The context of the request being served by this task, if any.
@@ -70,13 +90,13 @@ impl Context {
 
     /// When the caller stops waiting.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.deadline.map(TokioInstant::into_std)
     }
 
     /// Time left before the deadline (`None` without one).
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
+            .map(|d| d.saturating_duration_since(TokioInstant::now()))
     }
 
     /// The call's correlation id (unique per caller inbox).

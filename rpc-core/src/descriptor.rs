@@ -30,6 +30,9 @@ pub struct MethodDescriptor {
     pub kind: MethodKind,
     /// When the server acknowledges the request.
     pub delivery: DeliveryMode,
+    /// `#[rpc(run_to_completion)]`: the server lets the handler finish past
+    /// the deadline and after a cancel, instead of dropping its future.
+    pub run_to_completion: bool,
     /// The signature as written, e.g. `async fn add(&self, a: i64, b: i64) -> i64`.
     pub signature: &'static str,
     /// The method's doc comment.

@@ -10,10 +10,9 @@ use futures_core::Stream;
 
 use crate::envelope::Envelope;
 use crate::error::TransportError;
-use crate::name::Address;
 use crate::transport::{Delivery, ReplySink, ServiceSpec, Transport};
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The request stream of a [`DynTransport`].
 pub type DynRequests = Pin<Box<dyn Stream<Item = Delivery> + Send>>;
@@ -54,35 +53,88 @@ impl fmt::Debug for DynTransport {
 
 /// The object-safe mirror of [`Transport`]: owned arguments, boxed futures.
 trait ErasedTransport: Send + Sync + 'static {
-    fn open_inbox(&self, sink: ReplySink)
-    -> BoxFuture<Result<(Address, DynInbox), TransportError>>;
-    fn send(&self, to: Address, envelope: Envelope) -> BoxFuture<Result<(), TransportError>>;
-    fn serve(&self, service: ServiceSpec) -> BoxFuture<Result<DynRequests, TransportError>>;
+    fn open_inbox(&self, sink: ReplySink) -> BoxFuture<'static, Result<DynInbox, TransportError>>;
+    fn send_request<'a>(
+        &'a self,
+        inbox: &'a DynInbox,
+        envelope: Envelope,
+    ) -> BoxFuture<'a, Result<(), TransportError>>;
+    fn send_oneway(&self, envelope: Envelope) -> BoxFuture<'static, Result<(), TransportError>>;
+    fn serve(
+        &self,
+        service: ServiceSpec,
+    ) -> BoxFuture<'static, Result<DynRequests, TransportError>>;
+    fn serve_broadcast(
+        &self,
+        service: ServiceSpec,
+    ) -> BoxFuture<'static, Result<DynRequests, TransportError>>;
+    fn send_broadcast<'a>(
+        &'a self,
+        inbox: &'a DynInbox,
+        envelope: Envelope,
+    ) -> BoxFuture<'a, Result<(), TransportError>>;
+}
+
+/// The `T::Inbox` inside a `DynInbox`. Only [`ErasedTransport`] for `T`
+/// makes `DynInbox`es, each from a `T::Inbox`, and a `DynTransport` wraps
+/// one `T`, so the downcast holds; an inbox that is not one is as good as
+/// closed.
+fn inbox_of<T: Transport>(inbox: &DynInbox) -> Result<&T::Inbox, TransportError> {
+    inbox
+        .downcast_ref::<T::Inbox>()
+        .ok_or(TransportError::Closed)
 }
 
 impl<T: Transport> ErasedTransport for T {
-    fn open_inbox(
-        &self,
-        sink: ReplySink,
-    ) -> BoxFuture<Result<(Address, DynInbox), TransportError>> {
+    fn open_inbox(&self, sink: ReplySink) -> BoxFuture<'static, Result<DynInbox, TransportError>> {
         let transport = self.clone();
         Box::pin(async move {
-            let (address, inbox) = transport.open_inbox(sink).await?;
-            Ok((address, Box::new(inbox) as DynInbox))
+            let inbox = transport.open_inbox(sink).await?;
+            Ok(Box::new(inbox) as DynInbox)
         })
     }
 
-    fn send(&self, to: Address, envelope: Envelope) -> BoxFuture<Result<(), TransportError>> {
-        let transport = self.clone();
-        Box::pin(async move { transport.send(&to, envelope).await })
+    fn send_request<'a>(
+        &'a self,
+        inbox: &'a DynInbox,
+        envelope: Envelope,
+    ) -> BoxFuture<'a, Result<(), TransportError>> {
+        Box::pin(async move { self.send_request(inbox_of::<T>(inbox)?, envelope).await })
     }
 
-    fn serve(&self, service: ServiceSpec) -> BoxFuture<Result<DynRequests, TransportError>> {
+    fn send_oneway(&self, envelope: Envelope) -> BoxFuture<'static, Result<(), TransportError>> {
+        let transport = self.clone();
+        Box::pin(async move { transport.send_oneway(envelope).await })
+    }
+
+    fn serve(
+        &self,
+        service: ServiceSpec,
+    ) -> BoxFuture<'static, Result<DynRequests, TransportError>> {
         let transport = self.clone();
         Box::pin(async move {
             let requests = transport.serve(&service).await?;
             Ok(Box::pin(requests) as DynRequests)
         })
+    }
+
+    fn serve_broadcast(
+        &self,
+        service: ServiceSpec,
+    ) -> BoxFuture<'static, Result<DynRequests, TransportError>> {
+        let transport = self.clone();
+        Box::pin(async move {
+            let requests = transport.serve_broadcast(&service).await?;
+            Ok(Box::pin(requests) as DynRequests)
+        })
+    }
+
+    fn send_broadcast<'a>(
+        &'a self,
+        inbox: &'a DynInbox,
+        envelope: Envelope,
+    ) -> BoxFuture<'a, Result<(), TransportError>> {
+        Box::pin(async move { self.send_broadcast(inbox_of::<T>(inbox)?, envelope).await })
     }
 }
 
@@ -93,16 +145,23 @@ impl Transport for DynTransport {
     fn open_inbox(
         &self,
         sink: ReplySink,
-    ) -> impl Future<Output = Result<(Address, DynInbox), TransportError>> + Send {
+    ) -> impl Future<Output = Result<DynInbox, TransportError>> + Send {
         self.0.open_inbox(sink)
     }
 
-    fn send(
+    async fn send_request(
         &self,
-        to: &Address,
+        inbox: &DynInbox,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        self.0.send_request(inbox, envelope).await
+    }
+
+    fn send_oneway(
+        &self,
         envelope: Envelope,
     ) -> impl Future<Output = Result<(), TransportError>> + Send {
-        self.0.send(to.clone(), envelope)
+        self.0.send_oneway(envelope)
     }
 
     fn serve(
@@ -110,5 +169,20 @@ impl Transport for DynTransport {
         service: &ServiceSpec,
     ) -> impl Future<Output = Result<DynRequests, TransportError>> + Send {
         self.0.serve(service.clone())
+    }
+
+    fn serve_broadcast(
+        &self,
+        service: &ServiceSpec,
+    ) -> impl Future<Output = Result<DynRequests, TransportError>> + Send {
+        self.0.serve_broadcast(service.clone())
+    }
+
+    async fn send_broadcast(
+        &self,
+        inbox: &DynInbox,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        self.0.send_broadcast(inbox, envelope).await
     }
 }

@@ -4,7 +4,11 @@
 //! bytes of the argument struct (requests) or of the return value (replies),
 //! and nobody but the generated code ever decodes it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smallvec::SmallVec;
 
 use crate::codec::ContentType;
 use crate::name::{Address, Name};
@@ -258,9 +262,15 @@ impl ErrorKind {
 /// Caller data that travels with a call: string keys to string values.
 ///
 /// Kept as a small vector, not a map: calls carry a handful of entries at
-/// most, and an empty one costs no allocation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Metadata(Vec<(String, String)>);
+/// most, and an empty one costs no allocation. The entries are shared
+/// (copied on the first write to a shared copy), so that the copy a server
+/// hands its handler's [`Context`](crate::Context) costs no allocation.
+#[derive(Clone, Debug, Default)]
+pub struct Metadata(Option<Arc<Entries>>);
+
+/// The entries: the first two inline (a call usually carries its trace
+/// context alone), keys the crate writes itself borrowed from constants.
+type Entries = SmallVec<[(Cow<'static, str>, String); 2]>;
 
 impl Metadata {
     /// Keys under this prefix are set by transports only (for example
@@ -270,12 +280,21 @@ impl Metadata {
 
     /// No entries.
     pub const fn new() -> Self {
-        Metadata(Vec::new())
+        Metadata(None)
+    }
+
+    fn entries(&self) -> &[(Cow<'static, str>, String)] {
+        self.0.as_deref().map_or(&[], SmallVec::as_slice)
+    }
+
+    /// The entries to change: this copy's own (a shared list is copied).
+    fn entries_mut(&mut self) -> &mut Entries {
+        Arc::make_mut(self.0.get_or_insert_with(Arc::default))
     }
 
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
+        self.entries()
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
@@ -283,43 +302,63 @@ impl Metadata {
 
     /// Sets `key` to `value`, replacing an earlier value.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        let (key, value) = (key.into(), value.into());
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
+        self.set(Cow::Owned(key.into()), value.into());
+    }
+
+    /// [`insert`](Self::insert) for a key that is a constant: no copy of it.
+    pub(crate) fn insert_static(&mut self, key: &'static str, value: String) {
+        self.set(Cow::Borrowed(key), value);
+    }
+
+    fn set(&mut self, key: Cow<'static, str>, value: String) {
+        let entries = self.entries_mut();
+        match entries.iter_mut().find(|(k, _)| *k == key) {
             Some(entry) => entry.1 = value,
-            None => self.0.push((key, value)),
+            None => entries.push((key, value)),
         }
     }
 
     /// All entries, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries().iter().map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 
     /// The number of entries.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries().len()
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries().is_empty()
     }
 
     /// The first key under [`RESERVED_PREFIX`](Self::RESERVED_PREFIX), if any.
     pub fn reserved_key(&self) -> Option<&str> {
-        self.0
+        self.entries()
             .iter()
-            .map(|(k, _)| k.as_str())
+            .map(|(k, _)| k.as_ref())
             .find(|k| k.starts_with(Self::RESERVED_PREFIX))
     }
 
     /// Removes every key under [`RESERVED_PREFIX`](Self::RESERVED_PREFIX);
     /// for transports, before they add their own.
     pub fn remove_reserved(&mut self) {
-        self.0
-            .retain(|(k, _)| !k.starts_with(Self::RESERVED_PREFIX));
+        if self.reserved_key().is_some() {
+            self.entries_mut()
+                .retain(|(k, _)| !k.starts_with(Self::RESERVED_PREFIX));
+        }
     }
 }
+
+/// Equal when the entries are, in the same order (whether shared or not).
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries() == other.entries()
+    }
+}
+
+impl Eq for Metadata {}
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Metadata {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
@@ -331,12 +370,9 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Metadata {
     }
 }
 
-/// Now, as unix milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Now, as unix milliseconds: the one wall clock of the crate (see
+/// `clock.rs`), which the wire's deadlines and send times are read against.
+pub use crate::clock::now_ms;
 
 #[cfg(test)]
 mod tests {
@@ -355,6 +391,28 @@ mod tests {
             }
         }
         assert_eq!(ErrorKind::from_code(0), None);
+    }
+
+    #[test]
+    fn metadata_copies_are_independent() {
+        let mut original = Metadata::new();
+        original.insert("tenant", "a");
+        let mut copy = original.clone();
+        copy.insert("tenant", "b");
+        copy.insert("region", "eu");
+        assert_eq!(original.get("tenant"), Some("a"));
+        assert_eq!(original.len(), 1);
+        assert_eq!(copy.get("tenant"), Some("b"));
+        assert_eq!(copy.len(), 2);
+        let mut emptied = original.clone();
+        emptied.insert("x-rpc-caller", "me");
+        emptied.remove_reserved();
+        assert_eq!(emptied, original);
+        let mut cleared = Metadata::new();
+        cleared.insert("x-rpc-caller", "me");
+        cleared.remove_reserved();
+        assert_eq!(cleared, Metadata::new());
+        assert!(cleared.is_empty());
     }
 
     #[test]

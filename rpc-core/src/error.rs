@@ -51,6 +51,10 @@ pub enum RpcError {
     /// The connection dropped while the call was in flight; it may or may not have run.
     #[error("connection lost while the call was in flight")]
     ConnectionLost,
+    /// The call was never sent: the connection was down and did not come back
+    /// before the call's deadline. It did not run, so retrying it is safe.
+    #[error("not sent: no connection until the deadline")]
+    NotSent,
     /// The transport failed.
     #[error("transport failed")]
     Transport(#[source] TransportError),
@@ -97,6 +101,7 @@ impl From<TransportError> for RpcError {
         match error {
             TransportError::NoRoute { address } => RpcError::NoRoute { service: address },
             TransportError::ConnectionLost => RpcError::ConnectionLost,
+            TransportError::NotSent => RpcError::NotSent,
             TransportError::Closed => RpcError::Closed,
             TransportError::TooLarge { size, limit } => RpcError::TooLarge { size, limit },
             other => RpcError::Transport(other),
@@ -114,9 +119,14 @@ pub enum TransportError {
         /// The address that had no receiver.
         address: String,
     },
-    /// The connection dropped; the transport may be reconnecting.
+    /// The connection dropped; the transport may be reconnecting. A message
+    /// being sent when it dropped may or may not have left.
     #[error("connection lost")]
     ConnectionLost,
+    /// The message was not sent: there was no connection to send it on (for
+    /// a call, none until its deadline). Nothing left the process.
+    #[error("not sent: no connection")]
+    NotSent,
     /// The transport was closed by its owner.
     #[error("transport closed")]
     Closed,
@@ -136,6 +146,13 @@ pub enum TransportError {
         /// The underlying error, if any.
         #[source]
         source: Option<Box<dyn StdError + Send + Sync>>,
+    },
+    /// The transport does not offer this operation (an optional part of
+    /// the contract, such as broadcasts).
+    #[error("{operation} is not supported by this transport")]
+    Unsupported {
+        /// The operation.
+        operation: &'static str,
     },
     /// The broker or fabric refused an operation.
     #[error("{operation} failed")]

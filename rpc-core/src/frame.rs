@@ -42,13 +42,8 @@ use std::sync::Arc;
 
 use crate::codec::ContentType;
 use crate::envelope::{Envelope, ErrorKind, Header, Kind, Metadata, PROTOCOL_VERSION, Status};
+use crate::limits::Limits;
 use crate::name::{Address, Name};
-
-/// The largest frame [`FrameLimits::default`] accepts: 16 MiB.
-pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
-
-/// The most metadata entries [`FrameLimits::default`] accepts.
-pub const DEFAULT_MAX_METADATA: usize = 256;
 
 /// Width of the length prefix that starts every frame.
 const LENGTH_PREFIX_LEN: usize = 4;
@@ -67,29 +62,9 @@ const REPLY_TO_ABSENT: u8 = 0;
 /// Reply-to marker byte: a `u16`-length-prefixed address follows.
 const REPLY_TO_PRESENT: u8 = 1;
 
-/// Limits applied while encoding and decoding a frame.
-///
-/// Build one with struct update syntax so new limits keep their defaults:
-/// `FrameLimits { max_frame: 1 << 20, ..FrameLimits::default() }`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameLimits {
-    /// The largest frame accepted, in bytes, length prefix included
-    /// (default 16 MiB). The prefix is a `u32`, so frames can never exceed
-    /// 4 GiB + 4 bytes whatever this says.
-    pub max_frame: usize,
-    /// The most metadata entries accepted (default 256). Bounds the work
-    /// a frame can cause beyond its size: keys are checked for duplicates.
-    pub max_metadata: usize,
-}
-
-impl Default for FrameLimits {
-    fn default() -> Self {
-        FrameLimits {
-            max_frame: DEFAULT_MAX_FRAME,
-            max_metadata: DEFAULT_MAX_METADATA,
-        }
-    }
-}
+/// Limits applied while encoding and decoding a frame: the crate's one
+/// [`Limits`] type, whose `max_message_size` bounds the whole frame here.
+pub type FrameLimits = Limits;
 
 /// Why a frame could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -175,7 +150,7 @@ pub enum FrameError {
 ///
 /// - [`FrameError::Incomplete`]: the frame is not all there yet.
 /// - [`FrameError::TooLarge`]: the prefix announces more than
-///   `limits.max_frame`; reported as soon as the prefix is in, so a reader
+///   `limits.max_message_size`; reported as soon as the prefix is in, so a reader
 ///   never buffers a frame it will refuse.
 /// - [`FrameError::UnsupportedVersion`]: the version byte is wrong; reported
 ///   as soon as it is in, because a peer speaking something else sends a
@@ -187,11 +162,11 @@ pub fn check(buf: &[u8], limits: &FrameLimits) -> Result<usize, FrameError> {
     let rest_len = u32::from_be_bytes(*prefix);
     let size = LENGTH_PREFIX_LEN as u64 + u64::from(rest_len);
     let size = match usize::try_from(size) {
-        Ok(size) if size <= limits.max_frame => size,
+        Ok(size) if size <= limits.max_message_size => size,
         _ => {
             return Err(FrameError::TooLarge {
                 size: usize::try_from(size).unwrap_or(usize::MAX),
-                limit: limits.max_frame,
+                limit: limits.max_message_size,
             });
         }
     };
@@ -233,8 +208,8 @@ pub fn decode(buf: &[u8], limits: &FrameLimits) -> Result<(Envelope, usize), Fra
 ///
 /// # Errors
 ///
-/// [`FrameError::TooLarge`] when the frame would exceed `limits.max_frame`,
-/// [`FrameError::TooManyMetadata`] past `limits.max_metadata`, and
+/// [`FrameError::TooLarge`] when the frame would exceed `limits.max_message_size`,
+/// [`FrameError::TooManyMetadata`] past `limits.max_metadata_entries`, and
 /// [`FrameError::FieldTooLong`] when a field outgrows its length prefix.
 pub fn encode(
     envelope: &Envelope,
@@ -287,10 +262,10 @@ pub fn encode(
 fn encoded_len(envelope: &Envelope, limits: &FrameLimits) -> Result<usize, FrameError> {
     let header = &envelope.header;
     let metadata_count = header.metadata.len();
-    if metadata_count > limits.max_metadata {
+    if metadata_count > limits.max_metadata_entries {
         return Err(FrameError::TooManyMetadata {
             count: metadata_count,
-            limit: limits.max_metadata,
+            limit: limits.max_metadata_entries,
         });
     }
     fit("metadata count", metadata_count, u16::MAX.into())?;
@@ -311,7 +286,7 @@ fn encoded_len(envelope: &Envelope, limits: &FrameLimits) -> Result<usize, Frame
     }
     size += fit("body", envelope.body.len(), u32::MAX as usize)?;
 
-    let limit = limits.max_frame;
+    let limit = limits.max_message_size;
     match usize::try_from(size) {
         Ok(size) if size <= limit && size as u64 <= MAX_ENCODABLE_FRAME => Ok(size),
         _ => Err(FrameError::TooLarge {
@@ -415,10 +390,10 @@ fn parse_metadata(frame: &mut Reader<'_>, limits: &FrameLimits) -> Result<Metada
     let count = usize::from(frame.u16("metadata count")?);
     // Checked before the loop: the duplicate check below is quadratic, and
     // this bound is what keeps it cheap.
-    if count > limits.max_metadata {
+    if count > limits.max_metadata_entries {
         return Err(FrameError::TooManyMetadata {
             count,
-            limit: limits.max_metadata,
+            limit: limits.max_metadata_entries,
         });
     }
     let mut metadata = Metadata::new();
@@ -629,13 +604,15 @@ mod tests {
             check(&prefix, &limits),
             Err(FrameError::TooLarge {
                 size: LENGTH_PREFIX_LEN + u32::MAX as usize,
-                limit: DEFAULT_MAX_FRAME,
+                limit: crate::limits::DEFAULT_MAX_MESSAGE_SIZE,
             })
         );
-        // The limit counts the prefix: exactly max_frame passes, one more does not.
-        let at_limit = ((DEFAULT_MAX_FRAME - LENGTH_PREFIX_LEN) as u32).to_be_bytes();
+        // The limit counts the prefix: exactly max_message_size passes, one more does not.
+        let at_limit =
+            ((crate::limits::DEFAULT_MAX_MESSAGE_SIZE - LENGTH_PREFIX_LEN) as u32).to_be_bytes();
         assert_eq!(check(&at_limit, &limits), Err(FrameError::Incomplete));
-        let over = ((DEFAULT_MAX_FRAME - LENGTH_PREFIX_LEN + 1) as u32).to_be_bytes();
+        let over = ((crate::limits::DEFAULT_MAX_MESSAGE_SIZE - LENGTH_PREFIX_LEN + 1) as u32)
+            .to_be_bytes();
         assert!(matches!(
             check(&over, &limits),
             Err(FrameError::TooLarge { .. })
@@ -646,7 +623,7 @@ mod tests {
     fn limits_are_configurable() {
         let (envelope, wire) = sample();
         let tight = FrameLimits {
-            max_frame: wire.len() - 1,
+            max_message_size: wire.len() - 1,
             ..FrameLimits::default()
         };
         let too_large = FrameError::TooLarge {
@@ -660,7 +637,7 @@ mod tests {
         assert_eq!(out, [7], "a refused encode leaves the buffer alone");
 
         let exact = FrameLimits {
-            max_frame: wire.len(),
+            max_message_size: wire.len(),
             ..FrameLimits::default()
         };
         assert_eq!(check(&wire, &exact), Ok(wire.len()));
@@ -671,7 +648,7 @@ mod tests {
         // A peer speaking HTTP: the "length" is ASCII and the fifth byte is not ours.
         let http = b"GET / HTTP/1.1\r\n";
         let limits = FrameLimits {
-            max_frame: usize::MAX,
+            max_message_size: usize::MAX,
             ..FrameLimits::default()
         };
         assert_eq!(
@@ -824,7 +801,7 @@ mod tests {
     fn metadata_count_is_bounded_both_ways() {
         let (mut envelope, wire) = sample();
         let none = FrameLimits {
-            max_metadata: 0,
+            max_metadata_entries: 0,
             ..FrameLimits::default()
         };
         let expected = FrameError::TooManyMetadata { count: 1, limit: 0 };
@@ -838,11 +815,11 @@ mod tests {
             decode_default(&bad),
             Err(FrameError::TooManyMetadata {
                 count: 0xFFFF,
-                limit: DEFAULT_MAX_METADATA,
+                limit: crate::limits::MAX_METADATA_ENTRIES,
             })
         );
 
-        envelope.header.metadata = (0..=DEFAULT_MAX_METADATA)
+        envelope.header.metadata = (0..=crate::limits::MAX_METADATA_ENTRIES)
             .map(|i| (i.to_string(), ""))
             .collect();
         assert!(matches!(

@@ -64,7 +64,11 @@
 //!   answered, then dead-lettered. Duplicate and unknown replies are
 //!   dropped and counted ([`Client::dropped_replies`]).
 //! - **Cancellation.** Dropping a call future removes its pending entry at
-//!   once; a late reply is dropped.
+//!   once (a late reply is dropped) and sends a [`Kind::Cancel`] for the
+//!   call; the server running it drops the handler's future (best effort:
+//!   on a fabric of competing servers the cancel may reach another one).
+//!   At its deadline a server drops a handler's future too, unless the
+//!   method is marked `#[rpc(run_to_completion)]`.
 //! - **Server.** Bounded concurrency ([`ServerBuilder::concurrency`], the
 //!   prefetch on AMQP), handler panics caught and answered as `Remote`,
 //!   graceful shutdown ([`ServerHandle::shutdown`]) that stops taking
@@ -75,7 +79,8 @@
 //!
 //! # Layout
 //!
-//! - [`envelope`] and [`frame`]: the message and its binary encoding.
+//! - [`envelope`] and [`frame`]: the message and its binary encoding;
+//!   [`limits`]: the size limits every layer shares.
 //! - [`codec`]: bincode (default) and JSON bodies.
 //! - [`transport`]: the contract a message fabric implements.
 //! - [`Client`] and [`Server`]: the runtimes generated code drives.
@@ -84,6 +89,7 @@
 //!
 //! Design notes live in `docs/ARCHITECTURE.md`; the wire format in `docs/wire.md`.
 
+mod cancel;
 mod client;
 mod clock;
 pub mod codec;
@@ -93,11 +99,18 @@ mod dyn_transport;
 pub mod envelope;
 mod error;
 pub mod frame;
+mod interrupt;
+pub mod introspection;
+pub mod limits;
+pub mod metrics;
 mod name;
 mod pending;
+mod replay;
 mod running;
 mod server;
 mod service;
+pub mod trace;
+mod trace_otel;
 pub mod transport;
 mod watchdog;
 
@@ -110,9 +123,7 @@ pub mod __private;
 /// shows it end to end; what follows is the full reference.
 pub use rpc_macros::rpc_service;
 
-pub use client::{
-    Client, ClientConfig, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TIMEOUT,
-};
+pub use client::{Client, ClientConfig, DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT};
 pub use codec::{Bincode, Codec, CodecError, ContentType, Json};
 pub use context::Context;
 pub use descriptor::{DeliveryMode, MethodDescriptor, MethodKind, ServiceDescriptor};
@@ -120,10 +131,15 @@ pub use dyn_transport::{DynInbox, DynRequests, DynTransport};
 pub use envelope::{Envelope, ErrorKind, Header, Kind, Metadata, Status};
 pub use error::{RpcError, TransportError};
 pub use frame::{FrameError, FrameLimits};
+pub use limits::{DEFAULT_MAX_MESSAGE_SIZE, Limits, MAX_METADATA_ENTRIES};
 pub use name::{Address, Name};
+pub use replay::{DEFAULT_REPLAY_BYTES, DEFAULT_REPLAY_ENTRIES, MAX_FAILED_SENDS};
 pub use server::{
     DEFAULT_CONCURRENCY, DEFAULT_DRAIN_TIMEOUT, Server, ServerBuilder, ServerHandle, ServerStats,
     ShutdownReport,
 };
 pub use service::{Request, Response, Service};
-pub use transport::{Delivery, ReplyHandler, ReplySink, ServiceSpec, Settlement, Transport};
+pub use transport::{
+    Delivery, DeliveryHandle, EVERY_SERVICE, ReplyHandler, ReplySink, ServiceSpec, Settlement,
+    Transport,
+};

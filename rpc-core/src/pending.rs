@@ -1,16 +1,17 @@
 //! The pending-call table: correlation ids to the callers waiting on them.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::envelope::Envelope;
 use crate::error::RpcError;
 use crate::transport::ReplyHandler;
+use crate::transport::support::lock_unpoisoned;
 
 type Waiter = oneshot::Sender<Result<Envelope, RpcError>>;
 
@@ -19,34 +20,6 @@ type Waiter = oneshot::Sender<Result<Envelope, RpcError>>;
 struct Entry {
     waiter: Waiter,
     deadline: Instant,
-}
-
-/// The table's hasher: correlation ids are this table's own sequence
-/// numbers, so SipHash's resistance to chosen keys buys nothing (a peer can
-/// only make us look ids up, never insert them), and it was a measurable
-/// share of a memory-transport call (three hashes per call).
-type Ids = BuildHasherDefault<IdHasher>;
-
-/// Fibonacci hashing of one `u64`: a bijection that spreads sequential ids
-/// over the high bits hashbrown uses for its tags.
-#[derive(Clone, Copy, Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; this keeps any other use correct.
-        for &byte in bytes {
-            self.write_u64(self.0.rotate_left(8) ^ u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
 }
 
 /// Where a registered call waits for its reply.
@@ -58,7 +31,7 @@ pub(crate) type ReplyReceiver = oneshot::Receiver<Result<Envelope, RpcError>>;
 /// [watchdog](crate::watchdog)), by a connection loss, or by the caller's
 /// [`PendingGuard`] when the call future completes or is dropped. So the
 /// table is empty whenever no call is in flight.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PendingTable {
     calls: Mutex<Calls>,
     /// Wakes the watchdog when a call's deadline is earlier than the one it
@@ -71,9 +44,36 @@ pub(crate) struct PendingTable {
     closed: AtomicBool,
 }
 
+impl Default for PendingTable {
+    fn default() -> Self {
+        PendingTable {
+            calls: Mutex::default(),
+            alarm: Arc::default(),
+            watched: AtomicBool::new(false),
+            next_id: AtomicU64::new(first_id()),
+            dropped_replies: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Where a table's correlation ids start: a random point of the 64-bit
+/// space, so that ids of different clients do not meet in practice. A
+/// server tells calls apart by id (with the reply address where it has one,
+/// with the deadline for a cancel, which carries no reply address), and a
+/// peer cannot guess another client's ids from its own.
+fn first_id() -> u64 {
+    // Each `RandomState` has keys of its own, drawn from the OS once per
+    // thread and stepped for each new one; no dependency needed for this.
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// Calls keyed by correlation id. The ids are this table's own sequence
+/// numbers, so a fast non-keyed hash is safe: a peer can make us look ids
+/// up, never insert them.
 #[derive(Debug, Default)]
 struct Calls {
-    entries: HashMap<u64, Entry, Ids>,
+    entries: FxHashMap<u64, Entry>,
     /// The deadline the watchdog sleeps until; `None` while it waits for
     /// the alarm only.
     wake_at: Option<Instant>,
@@ -92,8 +92,11 @@ impl PendingTable {
         if !self.watched.load(Ordering::Acquire) {
             crate::watchdog::start(self);
         }
-        // Ids start at 1 so that 0 never names a call.
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        // 0 never names a call (a oneway call's id is 0 on the wire).
+        let id = match self.next_id.fetch_add(1, Ordering::Relaxed) {
+            0 => self.next_id.fetch_add(1, Ordering::Relaxed),
+            id => id,
+        };
         let (waiter, rx) = oneshot::channel();
         let earlier = {
             let mut calls = self.lock();
@@ -159,7 +162,7 @@ impl PendingTable {
     fn lock(&self) -> std::sync::MutexGuard<'_, Calls> {
         // A panic while holding this lock cannot leave the map half-updated
         // (every critical section is one map call), so poisoning is ignored.
-        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+        lock_unpoisoned(&self.calls)
     }
 }
 
@@ -171,10 +174,12 @@ impl ReplyHandler for PendingTable {
                 // The caller may have just given up; then the reply is dropped.
                 if waiter.send(Ok(envelope)).is_err() {
                     self.dropped_replies.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::reply_dropped();
                 }
             }
             None => {
                 self.dropped_replies.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::reply_dropped();
                 tracing::debug!(
                     correlation_id = envelope.header.correlation_id,
                     "dropped a reply that no call is waiting for"
@@ -185,6 +190,26 @@ impl ReplyHandler for PendingTable {
 
     fn connection_lost(&self) {
         self.fail_all(|| RpcError::ConnectionLost);
+    }
+
+    fn fail(&self, correlation_id: u64, error: RpcError) {
+        let entry = self.lock().entries.remove(&correlation_id);
+        match entry {
+            Some(Entry { waiter, .. }) => {
+                let _ = waiter.send(Err(error));
+            }
+            None => {
+                self.dropped_replies.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn call_lost(&self, correlation_id: u64) {
+        let entry = self.lock().entries.remove(&correlation_id);
+        if let Some(Entry { waiter, .. }) = entry {
+            // The caller may have just given up; nothing to tell then.
+            let _ = waiter.send(Err(RpcError::ConnectionLost));
+        }
     }
 
     fn closed(&self) {
@@ -277,11 +302,8 @@ mod tests {
     #[test]
     fn sequential_ids_hash_apart() {
         use std::collections::HashSet;
-        let hash = |id: u64| {
-            let mut hasher = IdHasher::default();
-            hasher.write_u64(id);
-            hasher.finish()
-        };
+        let start = first_id();
+        let hash = |id: u64| rustc_hash::FxBuildHasher.hash_one(start.wrapping_add(id));
         let hashes: HashSet<u64> = (0..4096).map(hash).collect();
         assert_eq!(hashes.len(), 4096);
         // hashbrown's tags are the top 7 bits: sequential ids must use them all.
@@ -295,6 +317,13 @@ mod tests {
         let (a, _ra) = table.register(later()).unwrap();
         let (b, _rb) = table.register(later()).unwrap();
         assert_ne!(a.id(), b.id());
+        let other = Arc::new(PendingTable::default());
+        let (c, _rc) = other.register(later()).unwrap();
+        assert!(
+            c.id().abs_diff(a.id()) > 1 << 32,
+            "another client's ids start elsewhere"
+        );
+        drop(c);
         assert_eq!(table.len(), 2);
         drop((a, b));
         assert_eq!(table.len(), 0);
@@ -309,6 +338,21 @@ mod tests {
         assert_eq!(table.len(), 0);
         table.closed();
         assert!(matches!(table.register(later()), Err(RpcError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn a_lost_call_fails_alone() {
+        let table = table();
+        let (lost, mut lost_rx) = table.register(later()).unwrap();
+        let (_kept, mut kept_rx) = table.register(later()).unwrap();
+        table.call_lost(lost.id());
+        assert!(matches!(
+            lost_rx.try_recv(),
+            Ok(Err(RpcError::ConnectionLost))
+        ));
+        assert!(kept_rx.try_recv().is_err(), "the other call still waits");
+        lost.answered();
+        assert_eq!(table.len(), 1);
     }
 
     #[tokio::test]

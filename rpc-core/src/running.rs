@@ -2,8 +2,8 @@
 //!
 //! Running calls inside the serve task instead of spawning a task per request
 //! saves the runtime's per-task work (allocation, scheduling, join handle):
-//! at 64 and more calls in flight on the memory transport that work was most
-//! of what a call cost beyond the handler.
+//! at 64 and more calls in flight on the memory transport that work would be
+//! most of what a call costs beyond the handler.
 
 use std::any::Any;
 use std::future::Future;

@@ -15,17 +15,26 @@ use futures_util::FutureExt;
 use futures_util::future::Either;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
-use crate::client::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::clock::{self, Now};
+use crate::clock;
 use crate::context::Context;
 use crate::descriptor::DeliveryMode;
-use crate::envelope::{Envelope, ErrorKind, Kind, Status};
-use crate::error::RpcError;
+use crate::envelope::{Envelope, ErrorKind, Header, Kind, Status};
+use crate::error::{RpcError, TransportError};
+use crate::interrupt::{CallKey, Interrupted, RunningHandlers, interruptible};
+use crate::introspection::{self, BroadcastTask, Responder};
+use crate::limits::Limits;
+use crate::metrics::{Outcome as MeteredOutcome, ServerMeter};
+use crate::replay::{
+    Answer, DEFAULT_REPLAY_BYTES, DEFAULT_REPLAY_ENTRIES, MAX_FAILED_SENDS, ReplayCache,
+};
 use crate::running::{COMPLETIONS_PER_WAKE, RunningCalls};
 use crate::service::{Request, Response, Service};
-use crate::transport::{Delivery, ServiceSpec, Settlement, Transport};
+use crate::trace::{self, TraceContext};
+use crate::trace_otel;
+use crate::transport::{Delivery, RefusalCount, ServiceSpec, Settlement, Transport};
 
 /// The default number of requests a server runs at once.
 pub const DEFAULT_CONCURRENCY: usize = 256;
@@ -44,8 +53,11 @@ impl Server {
             transport,
             concurrency: DEFAULT_CONCURRENCY,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_message_size: Limits::default().max_message_size,
             spawn_calls: false,
+            replay_entries: DEFAULT_REPLAY_ENTRIES,
+            replay_bytes: DEFAULT_REPLAY_BYTES,
+            introspection: true,
         }
     }
 }
@@ -58,9 +70,19 @@ pub struct ServerBuilder<T> {
     drain_timeout: Duration,
     max_message_size: usize,
     spawn_calls: bool,
+    replay_entries: usize,
+    replay_bytes: usize,
+    introspection: bool,
 }
 
 impl<T: Transport> ServerBuilder<T> {
+    /// Answers `$ping`, `$info` and `$stats` queries, one at a time and by
+    /// broadcast (default: on). Off, such queries get `NoSuchMethod`.
+    pub fn introspection(mut self, on: bool) -> Self {
+        self.introspection = on;
+        self
+    }
+
     /// How many requests run at once (default 256; prefetch on AMQP).
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
@@ -95,22 +117,55 @@ impl<T: Transport> ServerBuilder<T> {
         self
     }
 
+    /// How many recent answers the server keeps, and how many bytes of reply
+    /// bodies at most (defaults 4096 and 16 MiB; `0` entries keeps none).
+    ///
+    /// A request the fabric delivers again after its answer was sent (the
+    /// server's connection dropped before the ack got through) gets the
+    /// kept answer again and is settled as before, without running its
+    /// handler a second time. Only this server's answers are kept: a
+    /// request redelivered to another server runs there. The cache also
+    /// bounds the retries of an answer whose send failed (the request is
+    /// handed back, up to [`MAX_FAILED_SENDS`] times); with no cache such a
+    /// request is acked at once. See docs/reliability.md.
+    pub fn replay_cache(mut self, entries: usize, bytes: usize) -> Self {
+        self.replay_entries = entries;
+        self.replay_bytes = bytes;
+        self
+    }
+
     /// Starts serving `service` and returns a handle to stop it.
     ///
     /// Resolves once the transport is receiving, so calls made after it
     /// returns reach this server.
     pub async fn serve<S: Service>(self, service: S) -> Result<ServerHandle, RpcError> {
-        let name = service.descriptor().name;
+        let descriptor = service.descriptor();
+        let name = descriptor.name;
         let spec = ServiceSpec::new(name, self.concurrency);
         let requests = self.transport.serve(&spec).await?;
-        let stats = Arc::new(ServerStats::default());
+        let stats = Arc::new(ServerStats {
+            refused_by_transport: spec.refusals(),
+            ..ServerStats::default()
+        });
+        let meter = Arc::new(ServerMeter::new(descriptor));
+        let (responder, broadcasts) = if self.introspection {
+            let responder = Arc::new(Responder::new(descriptor, meter.clone()));
+            let task = responder.clone().serve_broadcasts(&self.transport).await?;
+            (Some(responder), task)
+        } else {
+            (None, None)
+        };
         let (stop, stopped) = oneshot::channel();
         let run = ServeLoop {
+            _transport: self.transport,
             shared: Arc::new(CallShared {
-                transport: self.transport,
                 service,
                 stats: stats.clone(),
                 max_message_size: self.max_message_size,
+                handlers: RunningHandlers::default(),
+                replay: ReplayCache::new(self.replay_entries, self.replay_bytes),
+                meter,
+                responder,
             }),
             concurrency: self.concurrency,
             drain_timeout: self.drain_timeout,
@@ -121,6 +176,7 @@ impl<T: Transport> ServerBuilder<T> {
             stop: Some(stop),
             task: Some(task),
             stats,
+            _broadcasts: broadcasts,
         })
     }
 }
@@ -132,6 +188,7 @@ pub struct ServerHandle {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<ShutdownReport>>,
     stats: Arc<ServerStats>,
+    _broadcasts: Option<BroadcastTask>,
 }
 
 impl ServerHandle {
@@ -184,6 +241,11 @@ pub struct ServerStats {
     panicked: AtomicU64,
     expired: AtomicU64,
     rejected: AtomicU64,
+    cut_at_deadline: AtomicU64,
+    cancelled: AtomicU64,
+    replayed: AtomicU64,
+    /// Shared with the transport through the [`ServiceSpec`].
+    refused_by_transport: RefusalCount,
 }
 
 impl ServerStats {
@@ -203,14 +265,61 @@ impl ServerStats {
     }
 
     /// Requests refused without running: unknown method, undecodable
-    /// arguments, wrong envelope kind.
+    /// arguments, wrong envelope kind, too large, and those the transport
+    /// refused before dispatch ([`refused_by_transport`](Self::refused_by_transport)).
     pub fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
+        self.rejected.load(Ordering::Relaxed) + self.refused_by_transport()
+    }
+
+    /// Requests the transport refused before they reached the server: their
+    /// headers or properties could not be read (see
+    /// [`ServiceSpec::refused`]). Each was answered with a `decode` error
+    /// where it named a reply address, and dead-lettered where the fabric
+    /// has dead letters.
+    pub fn refused_by_transport(&self) -> u64 {
+        self.refused_by_transport.get()
+    }
+
+    /// Handlers dropped at their call's deadline.
+    pub fn cut_at_deadline(&self) -> u64 {
+        self.cut_at_deadline.load(Ordering::Relaxed)
+    }
+
+    /// Handlers dropped because their caller cancelled.
+    pub fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Redelivered requests answered again from the replay cache, not run.
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Ordering::Relaxed)
+    }
+
+    /// Counts one request's outcome.
+    fn count(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Ran(Response {
+                status: Status::Ok, ..
+            }) => &self.handled,
+            Outcome::Ran(_) | Outcome::NotACall | Outcome::TooLarge { .. } => &self.rejected,
+            Outcome::Expired => &self.expired,
+            Outcome::Panicked(_) => &self.panicked,
+            Outcome::Interrupted(Interrupted::Deadline) => &self.cut_at_deadline,
+            Outcome::Interrupted(Interrupted::Cancelled) => &self.cancelled,
+            Outcome::Replayed(_) => &self.replayed,
+            // A cancel message is not a request of its own.
+            Outcome::Cancel => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 struct ServeLoop<T, S> {
-    shared: Arc<CallShared<T, S>>,
+    /// Held for the server's life: a transport may close its connection
+    /// when the last clone goes (AMQP does), and the request stream alone
+    /// does not keep it open.
+    _transport: T,
+    shared: Arc<CallShared<S>>,
     concurrency: usize,
     drain_timeout: Duration,
     spawn_calls: bool,
@@ -227,9 +336,9 @@ enum Stopped {
 }
 
 impl<T: Transport, S: Service> ServeLoop<T, S> {
-    async fn run(
+    async fn run<R: Stream<Item = Delivery> + Unpin>(
         self,
-        mut requests: T::Requests,
+        mut requests: R,
         mut stop: oneshot::Receiver<()>,
     ) -> ShutdownReport {
         let mut running = RunningCalls::new();
@@ -323,14 +432,19 @@ where
 }
 
 /// What one request needs beyond its delivery, shared by every call of a server.
-struct CallShared<T, S> {
-    transport: T,
+struct CallShared<S> {
     service: S,
     stats: Arc<ServerStats>,
     max_message_size: usize,
+    /// Handlers waiting, for cancels to find.
+    handlers: RunningHandlers,
+    /// Answers sent, for requests delivered again.
+    replay: ReplayCache,
+    meter: Arc<ServerMeter>,
+    responder: Option<Arc<Responder>>,
 }
 
-impl<T: Transport, S: Service> CallShared<T, S> {
+impl<S: Service> CallShared<S> {
     /// Runs one request to its reply and settlement.
     ///
     /// A plain function returning the instrumented future, not an `async fn`:
@@ -338,21 +452,33 @@ impl<T: Transport, S: Service> CallShared<T, S> {
     /// from it, and the set copies a call's whole future on the way in.
     fn run(self: Arc<Self>, delivery: Delivery) -> impl Future<Output = ()> {
         let header = &delivery.envelope().header;
+        if let Some(responder) = &self.responder
+            && introspection::is_query(&header.method)
+        {
+            return Either::Right(responder.clone().answer(delivery));
+        }
+        let (caller, trace) = trace::serving(&header.metadata);
         let span = tracing::debug_span!(
             "rpc.serve",
             service = %header.service,
             method = %header.method,
             correlation_id = header.correlation_id,
+            trace_id = %trace.trace_id_hex(),
+            span_id = %trace.span_id_hex(),
             outcome = tracing::field::Empty,
         );
+        trace_otel::set_parent(&span, caller);
         // Outcomes are recorded on this handle rather than through
         // `Span::current()`, which looks the span up again on each call.
         let outcome = span.clone();
-        self.answer(Request::received(delivery), outcome)
-            .instrument(span)
+        Either::Left(
+            self.answer(Request::received(delivery), outcome, trace)
+                .instrument(span),
+        )
     }
 
-    /// Runs `request` to its reply and settlement.
+    /// Runs `request` to its outcome, then replies and settles as
+    /// [`policy`] says.
     ///
     /// Returns an `async move` block rather than being an `async fn`: an
     /// `async fn` moves its arguments into locals and keeps room for both in
@@ -361,120 +487,246 @@ impl<T: Transport, S: Service> CallShared<T, S> {
         clippy::manual_async_fn,
         reason = "an async fn would double the future"
     )]
-    fn answer(self: Arc<Self>, mut request: Request, outcome: Span) -> impl Future<Output = ()> {
+    fn answer(
+        self: Arc<Self>,
+        mut request: Request,
+        span: Span,
+        trace: TraceContext,
+    ) -> impl Future<Output = ()> {
         async move {
-            let kind = request.header().kind;
-            if !matches!(kind, Kind::Request | Kind::Oneway) {
-                // Replies or cancels on a request queue: nothing to run, nobody
-                // to answer. Keep them for inspection rather than drop them.
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                settle(&mut request, Settlement::DeadLetter).await;
-                return;
+            let meter = self.meter.start(request.method());
+            // Tracked when received: a fabric that tracks deliveries may
+            // deliver this request again, and its answer is kept for that.
+            let redeliverable = request.delivery_ref().is_tracked();
+            let outcome = self.outcome(&mut request, trace).await;
+            self.stats.count(&outcome);
+            if let Outcome::Panicked(message) = &outcome {
+                tracing::warn!(panic = %message, "handler panicked");
             }
-            let descriptor = self.service.descriptor();
-            let delivery_mode = descriptor
-                .method(&request.header().method)
-                .map_or(DeliveryMode::AtLeastOnce, |m| m.delivery);
-            let size = request.body().len();
-
-            if size > self.max_message_size {
-                // Refused unread: decoding a hostile body is the risk the limit exists for.
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                let message = format!(
-                    "request of {size} bytes exceeds the limit of {} bytes",
-                    self.max_message_size
+            let ran = outcome.ran_the_handler();
+            let (response, settlement) = policy(outcome);
+            let finished = response.as_ref().map_or(MeteredOutcome::Refused, |r| {
+                MeteredOutcome::of_status(&r.status)
+            });
+            meter.finish(finished, settlement == Settlement::DeadLetter);
+            span.record("outcome", finished.as_str());
+            if ran
+                && redeliverable
+                && let Some(response) = &response
+            {
+                self.replay.insert(
+                    request.header(),
+                    Answer {
+                        status: response.status.clone(),
+                        body: response.body.clone(),
+                        settlement,
+                        failed_sends: 0,
+                    },
                 );
-                self.reply(&request, Response::error(ErrorKind::TooLarge, message))
-                    .await;
-                settle(&mut request, Settlement::DeadLetter).await;
-                return;
             }
-
-            // One reading of the clock serves both the expiry check and the
-            // handler's deadline.
-            let now = clock::now();
-            let remaining = now.until(request.header().deadline_ms);
-            if remaining == Some(Duration::ZERO) {
-                self.stats.expired.fetch_add(1, Ordering::Relaxed);
-                outcome.record("outcome", "expired");
-                let response =
-                    Response::error(ErrorKind::Timeout, "deadline passed before the call ran");
-                self.reply(&request, response).await;
-                settle(&mut request, Settlement::Ack).await;
-                return;
-            }
-
-            if delivery_mode == DeliveryMode::AtMostOnce {
-                settle(&mut request, Settlement::AckBeforeRun).await;
-            }
-
-            let context = context_of(&request, now, remaining);
-            let run = AssertUnwindSafe(context.scope(self.service.call(&request)));
-            let (response, settlement) = match run.catch_unwind().await {
-                Ok(response) => {
-                    let settlement = match &response.status {
-                        Status::Ok => {
-                            self.stats.handled.fetch_add(1, Ordering::Relaxed);
-                            Settlement::Ack
-                        }
-                        // A request that cannot be decoded or routed will fail the
-                        // same way everywhere: dead-letter it, never requeue.
-                        Status::Error { .. } => {
-                            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                            Settlement::DeadLetter
-                        }
-                    };
-                    (response, settlement)
-                }
-                Err(panic) => {
-                    self.stats.panicked.fetch_add(1, Ordering::Relaxed);
-                    let message = panic_message(panic.as_ref());
-                    tracing::warn!(panic = %message, "handler panicked");
-                    // A handler that panics on this input will panic again:
-                    // dead-letter instead of a redelivery loop.
-                    (
-                        Response::error(ErrorKind::Remote, message),
-                        Settlement::DeadLetter,
-                    )
-                }
-            };
-            outcome.record(
-                "outcome",
-                match &response.status {
-                    Status::Ok => "ok",
-                    Status::Error { kind, .. } => kind.as_str(),
-                },
-            );
             // At-least-once: the reply is out before the ack, so a crash in
             // between redelivers rather than loses. (After an ack before the
             // run, this settles nothing.)
-            self.reply(&request, response).await;
+            let mut settlement = settlement;
+            if let Some(response) = response
+                && !reply(&request, response).await
+                && settlement == Settlement::Ack
+                && request.delivery_ref().is_tracked()
+            {
+                settlement = self.after_failed_send(request.header());
+            }
             settle(&mut request, settlement).await;
         }
     }
+}
 
-    /// Sends `response` to the caller, if the request asked for one.
-    ///
-    /// A plain function returning the transport's send, not an `async fn`:
-    /// the envelope is built and handed over before the call's future
-    /// stores anything, so it takes no room there.
-    fn reply(&self, request: &Request, response: Response) -> impl Future<Output = ()> {
+impl<S: Service> CallShared<S> {
+    /// The settlement of a request whose answer could not be sent: handed
+    /// back to the fabric, which delivers it again and the replay cache
+    /// answers it without running, until its sends have failed
+    /// [`MAX_FAILED_SENDS`] times; then acked, as an answer nobody can
+    /// receive. An answer the cache does not keep is acked at once: only the
+    /// cache bounds the retries.
+    fn after_failed_send(&self, header: &Header) -> Settlement {
+        match self.replay.send_failed(header) {
+            Some(failed) if failed < MAX_FAILED_SENDS => Settlement::Requeue,
+            _ => Settlement::Ack,
+        }
+    }
+
+    /// Decides `request`'s fate and runs its handler if it comes to that.
+    async fn outcome(&self, request: &mut Request, trace: TraceContext) -> Outcome {
         let header = request.header();
-        let send = match (header.kind, &header.reply_to) {
-            (Kind::Request, Some(reply_to)) => {
-                let envelope = Envelope {
-                    header: header.reply(response.status),
-                    body: response.body,
-                };
-                Some(self.transport.send(reply_to, envelope))
+        match header.kind {
+            Kind::Request | Kind::Oneway => {}
+            Kind::Cancel => {
+                // Best effort: a handler is dropped only if it runs here.
+                self.handlers.cancel(CallKey::of(header));
+                return Outcome::Cancel;
             }
-            _ => None,
+            _ => return Outcome::NotACall,
+        }
+        let size = request.body().len();
+        if size > self.max_message_size {
+            // Refused unread: decoding a hostile body is the risk the limit exists for.
+            return Outcome::TooLarge {
+                size,
+                limit: self.max_message_size,
+            };
+        }
+        // One reading of the clock serves both the expiry check and the
+        // handler's deadline.
+        let now = clock::now();
+        let remaining = now.until(header.deadline_ms);
+        if remaining == Some(Duration::ZERO) {
+            return Outcome::Expired;
+        }
+        if let Some(answer) = self.replay.get(header) {
+            return Outcome::Replayed(answer);
+        }
+        let method = self.service.descriptor().method(&header.method);
+        if method.is_some_and(|m| m.delivery == DeliveryMode::AtMostOnce) {
+            settle(request, Settlement::AckBeforeRun).await;
+        }
+        let request = &*request;
+        let deadline = remaining.map(|left| now.instant + left);
+        // Methods marked `run_to_completion` are never cut short.
+        let cut_at = if method.is_some_and(|m| m.run_to_completion) {
+            None
+        } else {
+            Some(deadline)
         };
-        async move {
-            if let Some(send) = send
-                && let Err(error) = send.await
-            {
+        let context = context_of(request, deadline).with_trace(trace);
+        let run = AssertUnwindSafe(context.scope(self.service.call(request)));
+        let handler = run.catch_unwind();
+        let finished = match cut_at {
+            Some(deadline) => {
+                let key = CallKey::of(request.header());
+                match interruptible(handler, deadline, &self.handlers, key).await {
+                    Ok(finished) => finished,
+                    Err(why) => return Outcome::Interrupted(why),
+                }
+            }
+            None => handler.await,
+        };
+        match finished {
+            Ok(response) => Outcome::Ran(response),
+            Err(panic) => Outcome::Panicked(panic_message(panic.as_ref())),
+        }
+    }
+}
+
+/// What became of one request, as far as replying and settling go.
+#[derive(Debug)]
+enum Outcome {
+    /// A reply found among requests: nothing to run, nobody to answer.
+    NotACall,
+    /// A caller's cancel of one of its calls: handed to that call's handler
+    /// if it runs here; nobody to answer.
+    Cancel,
+    /// The body is over the server's limit; refused unread.
+    TooLarge {
+        /// The body's size.
+        size: usize,
+        /// The server's limit.
+        limit: usize,
+    },
+    /// The deadline passed before the request ran.
+    Expired,
+    /// The dispatch ran: the handler's value, or a refusal it made
+    /// (unknown method, undecodable arguments, unencodable value).
+    Ran(Response),
+    /// The handler panicked.
+    Panicked(String),
+    /// The handler's future was dropped before it finished.
+    Interrupted(Interrupted),
+    /// The request was answered before and delivered again: its answer is
+    /// sent again, not run again.
+    Replayed(Answer),
+}
+
+impl Outcome {
+    /// Whether the handler ran (to its end or not): only then is the answer
+    /// worth keeping for a redelivery.
+    fn ran_the_handler(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Ran(_) | Outcome::Panicked(_) | Outcome::Interrupted(_)
+        )
+    }
+}
+
+/// The settlement policy, the table in docs/ARCHITECTURE.md: what to answer
+/// (if the request asked for an answer) and how to settle.
+///
+/// Requests that will fail the same way everywhere (undecodable, unknown
+/// method, a handler that panics on them, too large) are dead-lettered,
+/// never requeued into a redelivery loop; a request that was merely late is
+/// acked (stale, not poison), and so is one whose caller gave up.
+fn policy(outcome: Outcome) -> (Option<Response>, Settlement) {
+    match outcome {
+        Outcome::NotACall => (None, Settlement::DeadLetter),
+        Outcome::Cancel => (None, Settlement::Ack),
+        Outcome::TooLarge { size, limit } => (
+            Some(Response::error(
+                ErrorKind::TooLarge,
+                format!("request of {size} bytes exceeds the limit of {limit} bytes"),
+            )),
+            Settlement::DeadLetter,
+        ),
+        Outcome::Expired => (
+            Some(Response::error(
+                ErrorKind::Timeout,
+                "deadline passed before the call ran",
+            )),
+            Settlement::Ack,
+        ),
+        Outcome::Ran(response) => {
+            let settlement = match response.status {
+                Status::Ok => Settlement::Ack,
+                Status::Error { .. } => Settlement::DeadLetter,
+            };
+            (Some(response), settlement)
+        }
+        Outcome::Panicked(message) => (
+            Some(Response::error(ErrorKind::Remote, message)),
+            Settlement::DeadLetter,
+        ),
+        Outcome::Interrupted(Interrupted::Deadline) => (
+            Some(Response::error(
+                ErrorKind::Timeout,
+                "deadline passed while the call ran",
+            )),
+            Settlement::Ack,
+        ),
+        Outcome::Interrupted(Interrupted::Cancelled) => (None, Settlement::Ack),
+        Outcome::Replayed(answer) => (Some(answer.response()), answer.settlement),
+    }
+}
+
+/// Sends `response` to the caller, if the request asked for one; resolves
+/// to whether it is out (or needed no sending). A send that fails because
+/// the caller's inbox is gone (`NoRoute`) counts as out: nobody is left to
+/// receive it, sending again would not change that.
+///
+/// A plain function returning the transport's send, not an `async fn`: the
+/// envelope is built and handed over before the call's future stores
+/// anything, so it takes no room there.
+fn reply(request: &Request, response: Response) -> impl Future<Output = bool> + use<> {
+    let header = request.header();
+    let send = (header.kind == Kind::Request).then(|| {
+        request.delivery_ref().reply(Envelope {
+            header: header.reply(response.status),
+            body: response.body,
+        })
+    });
+    async move {
+        let Some(send) = send else { return true };
+        match send.await {
+            Ok(()) => true,
+            Err(error) => {
                 tracing::warn!(%error, "could not send a reply");
+                matches!(error, TransportError::NoRoute { .. })
             }
         }
     }
@@ -490,11 +742,11 @@ fn settle(request: &mut Request, settlement: Settlement) -> impl Future<Output =
     }
 }
 
-/// The handler's context; `remaining` is the request's time left at `now`,
-/// read once for the expiry check as well.
-fn context_of(request: &Request, now: Now, remaining: Option<Duration>) -> Context {
+/// The handler's context, with the request's deadline read once for the
+/// expiry check as well.
+fn context_of(request: &Request, deadline: Option<Instant>) -> Context {
     let header = request.header();
-    let deadline = remaining.map(|left| now.instant.into_std() + left);
+    let deadline = deadline.map(Instant::into_std);
     Context::new(
         deadline,
         header.correlation_id,

@@ -37,7 +37,7 @@ impl Request {
     /// A request from a received envelope's parts.
     pub fn new(header: Header, body: Vec<u8>) -> Self {
         Request {
-            delivery: Delivery::unacknowledged(Envelope { header, body }),
+            delivery: Delivery::detached(Envelope { header, body }),
         }
     }
 
@@ -49,6 +49,11 @@ impl Request {
     /// The delivery, for the runtime to settle.
     pub(crate) fn delivery(&mut self) -> &mut Delivery {
         &mut self.delivery
+    }
+
+    /// The delivery, for the runtime to answer.
+    pub(crate) fn delivery_ref(&self) -> &Delivery {
+        &self.delivery
     }
 
     /// The method's name.

@@ -5,68 +5,140 @@
 //! owns is addressing, native message properties, delivery settlement
 //! (ack / reject), fast "nobody serves that" detection and connection
 //! recovery.
+//!
+//! The contract has two halves, and nothing in it routes on an envelope's
+//! [`Kind`](crate::Kind):
+//!
+//! - **Client half.** [`Transport::open_inbox`] opens a reply inbox (a typed
+//!   value of the transport's own: a reply queue, an inbox subject, a socket,
+//!   a reply partition), [`Transport::send_request`] sends a request whose
+//!   reply comes back to that inbox, and [`Transport::send_oneway`] sends a
+//!   call nobody answers.
+//! - **Server half.** [`Transport::serve`] yields [`Delivery`]s. Each carries
+//!   the capability to answer it ([`Delivery::reply`]) and to settle it
+//!   ([`Delivery::settle`]), through the transport's [`DeliveryHandle`]. The
+//!   reply goes wherever the fabric says the request came from (a reply
+//!   queue, a reply subject, the connection it arrived on, a reply topic),
+//!   so no address is ever written to a string and parsed back in the same
+//!   process.
+//!
+//! # The rules, and what each kind of fabric does for them
+//!
+//! Every rule below has a case in the conformance suite (`rpc-tests`'
+//! `conformance` module), which is this contract's executable form; a new
+//! transport runs the whole suite by implementing its `Fixture`.
+//! `docs/transports.md` is the guide for transport authors.
+//!
+//! | rule | queue broker (AMQP) | subject broker (NATS) | brokerless sockets (ZeroMQ) | log (Kafka) |
+//! |---|---|---|---|---|
+//! | **competing consumers**: each request reaches exactly one of a service's `serve` streams | one queue per service, every server consumes it | a queue group per service | the client picks one connected server that has credit | one consumer group per service, partitions spread |
+//! | **no route**: a request or oneway call to a service nobody serves fails with [`TransportError::NoRoute`] fast, never by timeout | `mandatory` publish returned by the broker | the "no responders" status | no server connected | metadata: the request topic does not exist |
+//! | **reply**: [`Delivery::reply`] reaches the inbox of the client that sent the request, and no other | publish to the request's `reply_to` queue | publish to the request's reply subject | send on the connection the request came in on | produce to the client's reply topic/partition named in the request |
+//! | **settlement**: [`Settlement::Ack`] forgets, `Requeue` redelivers, `DeadLetter` moves aside; `AckBeforeRun` has left the process when it resolves | basic.ack / basic.nack(requeue) / nack to the dead-letter exchange | core mode: nothing to settle; durable mode: JetStream ack / nak / term + dead-letter subject | nothing to settle: at-most-once by nature | commit the offset / do not commit / produce to `<service>.dlq` and commit |
+//! | **abandon**: a delivery dropped unsettled goes back for another server | the channel's close redelivers it | durable mode: ack wait expires; core mode: lost | lost (the caller gets `ConnectionLost` or its deadline) | uncommitted: redelivered after a rebalance |
+//! | **connection loss**: every open inbox gets [`ReplySink::connection_lost`] at once; the transport reconnects by itself and resumes every `serve` stream and inbox | yes | yes | per server: heartbeats tell a dead peer, calls it held fail | yes |
+//! | **close**: after [`ReplySink::closed`] nothing more is delivered; `serve` streams end | yes | yes | yes | yes |
+//!
+//! A transport that cannot keep a rule says so in its crate docs and in
+//! `docs/transports.md`; the fixture declares it (`Fabric` in the suite)
+//! so the suite checks what the fabric promises instead.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_core::Stream;
 
 use crate::envelope::Envelope;
 use crate::error::TransportError;
-use crate::name::{Address, Name};
+use crate::name::Name;
+
+pub mod support;
 
 /// A connection to a message fabric, shared by clients and servers. Cheap to clone.
 ///
-/// # Contract
-///
-/// - **Requests.** [`serve`](Transport::serve) starts receiving the requests
-///   of one service. Several `serve` streams of one service, in this process
-///   or others, compete: each request goes to exactly one of them. Dropping
-///   the stream stops receiving; requests not yet yielded go back to the
-///   fabric for other servers (or are lost, for fabrics without queues).
-/// - **Replies.** [`open_inbox`](Transport::open_inbox) opens a reply inbox and
-///   pushes every envelope that arrives there into the given [`ReplySink`],
-///   synchronously, from the transport's receive path: no extra task hop per
-///   reply. The inbox lives as long as the returned guard.
-/// - **Sending.** [`send`](Transport::send) resolves once the fabric has taken
-///   the envelope (for brokers with confirms: once confirmed). Sending a
-///   request or oneway call to a service that nobody serves fails with
-///   [`TransportError::NoRoute`], fast, never by timeout.
-/// - **Connection loss.** When the connection drops, the transport calls
-///   [`ReplySink::connection_lost`] on every open inbox, so calls in flight
-///   end at once, then reconnects on its own and resumes every `serve`
-///   stream and inbox. A transport that cannot recover ends its streams and
-///   calls [`ReplySink::closed`].
-/// - **Cancellation.** Dropping a future returned here abandons the operation;
-///   the envelope may or may not have been sent.
+/// See the [module docs](self) for the rules every implementation keeps.
+/// Dropping a future returned here abandons the operation; the envelope may
+/// or may not have been sent.
 pub trait Transport: Clone + Send + Sync + 'static {
     /// Requests for one served service.
     type Requests: Stream<Item = Delivery> + Send + Unpin + 'static;
-    /// Keeps a reply inbox open; dropping it closes the inbox.
+    /// A reply inbox: where replies to this client's requests arrive, and
+    /// the guard that keeps it open (dropping it closes the inbox).
     type Inbox: Send + Sync + 'static;
 
-    /// Opens a reply inbox. Its address goes into every request's `reply_to`.
+    /// Opens a reply inbox and pushes every reply that arrives there into
+    /// `sink`, synchronously, from the transport's receive path: no extra
+    /// task hop per reply.
     fn open_inbox(
         &self,
         sink: ReplySink,
-    ) -> impl Future<Output = Result<(Address, Self::Inbox), TransportError>> + Send;
+    ) -> impl Future<Output = Result<Self::Inbox, TransportError>> + Send;
 
-    /// Sends an envelope to a service (requests, oneway calls) or to a reply
-    /// address (replies). The envelope's kind tells which.
-    fn send(
+    /// Sends a request to the service its header names; its reply comes back
+    /// to `inbox`. The transport writes the reply address it needs into the
+    /// message itself. Resolves once the fabric has taken the envelope (for
+    /// brokers with confirms: once confirmed).
+    fn send_request(
         &self,
-        to: &Address,
+        inbox: &Self::Inbox,
         envelope: Envelope,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
-    /// Starts receiving the requests of a service.
+    /// Sends a call nobody answers to the service its header names.
+    fn send_oneway(
+        &self,
+        envelope: Envelope,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Starts receiving the requests of a service. Several streams of one
+    /// service, in this process or others, compete: each request goes to
+    /// exactly one. Dropping the stream stops receiving; requests not yet
+    /// yielded go back to the fabric for other servers (or are lost, for
+    /// fabrics without queues).
     fn serve(
         &self,
         service: &ServiceSpec,
     ) -> impl Future<Output = Result<Self::Requests, TransportError>> + Send;
+
+    /// Starts receiving the broadcasts to a service: requests sent with
+    /// [`send_broadcast`](Self::send_broadcast) to its name or to
+    /// [`EVERY_SERVICE`]. Unlike [`serve`](Self::serve), every stream gets
+    /// its own copy (a fanout: on AMQP a queue of its own bound to the
+    /// broadcast exchange; on memory, every subscriber). Servers answer
+    /// introspection through it (docs/wire.md). The default says
+    /// [`TransportError::Unsupported`]: servers then answer introspection
+    /// only one at a time, through their request queue.
+    fn serve_broadcast(
+        &self,
+        service: &ServiceSpec,
+    ) -> impl Future<Output = Result<Self::Requests, TransportError>> + Send {
+        let _ = service;
+        std::future::ready(Err(TransportError::Unsupported {
+            operation: "broadcast",
+        }))
+    }
+
+    /// Sends a request to every `serve_broadcast` stream of the service its
+    /// header names (of every service, for [`EVERY_SERVICE`]); each answer
+    /// comes back to `inbox`. Nobody listening is not an error: no answer
+    /// comes. The default says [`TransportError::Unsupported`].
+    fn send_broadcast(
+        &self,
+        inbox: &Self::Inbox,
+        envelope: Envelope,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        let _ = (inbox, envelope);
+        std::future::ready(Err(TransportError::Unsupported {
+            operation: "broadcast",
+        }))
+    }
 }
+
+/// The service name a broadcast to every service is addressed to.
+pub const EVERY_SERVICE: &str = "*";
 
 /// What a server asks of the transport for one service.
 #[derive(Clone, Debug)]
@@ -75,8 +147,10 @@ pub struct ServiceSpec {
     /// The service's wire name.
     pub name: Name,
     /// How many requests the server runs at once; transports with
-    /// prefetch (AMQP) set it to this.
+    /// prefetch or credit (AMQP, JetStream, ZeroMQ) hold no more than this.
     pub concurrency: usize,
+    /// Requests the transport refused before they became deliveries.
+    refusals: RefusalCount,
 }
 
 impl ServiceSpec {
@@ -85,12 +159,40 @@ impl ServiceSpec {
         ServiceSpec {
             name: name.into(),
             concurrency: concurrency.max(1),
+            refusals: RefusalCount::default(),
         }
     }
 
-    /// The service's address (where requests to it are sent).
-    pub fn address(&self) -> Address {
-        Address::new(self.name.clone())
+    /// Counts a request the transport refused itself, before dispatch (its
+    /// headers or properties could not be read, so no [`Delivery`] could
+    /// be made of it). The server's
+    /// [`ServerStats::rejected`](crate::ServerStats::rejected) includes
+    /// these, so it counts every request the server did not run, whoever
+    /// refused it. Clones of a spec share one count.
+    pub fn refused(&self) {
+        self.refusals.add();
+    }
+
+    /// The count [`refused`](Self::refused) adds to, shared with the
+    /// server's stats.
+    pub(crate) fn refusals(&self) -> RefusalCount {
+        self.refusals.clone()
+    }
+}
+
+/// A count shared by a [`ServiceSpec`] (and its clones, held by the
+/// transport) and the server's stats.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RefusalCount(Arc<AtomicU64>);
+
+impl RefusalCount {
+    fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The requests counted so far.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -105,8 +207,23 @@ pub trait ReplyHandler: Send + Sync + 'static {
     fn deliver(&self, envelope: Envelope);
     /// The connection dropped: calls in flight will get no reply.
     fn connection_lost(&self);
+    /// One call will get no reply: the peer that held it died (a
+    /// brokerless fabric loses calls per server, not per connection). The
+    /// default fails every call, as [`connection_lost`](Self::connection_lost)
+    /// does, which is correct if coarse.
+    fn call_lost(&self, correlation_id: u64) {
+        let _ = correlation_id;
+        self.connection_lost();
+    }
     /// The transport closed for good.
     fn closed(&self);
+    /// A reply for the call `correlation_id` arrived but cannot be read (no
+    /// content type, an unknown status): fail that one call now with
+    /// `error` instead of leaving it to its deadline. The default drops it
+    /// (the call then ends by its deadline).
+    fn fail(&self, correlation_id: u64, error: crate::RpcError) {
+        let _ = (correlation_id, error);
+    }
 }
 
 /// A shared handle to a [`ReplyHandler`], handed to [`Transport::open_inbox`].
@@ -129,9 +246,19 @@ impl ReplySink {
         self.0.connection_lost()
     }
 
+    /// The call with this correlation id will get no reply.
+    pub fn call_lost(&self, correlation_id: u64) {
+        self.0.call_lost(correlation_id)
+    }
+
     /// The transport closed for good.
     pub fn closed(&self) {
         self.0.closed()
+    }
+
+    /// A reply for `correlation_id` arrived unreadable: fail that call.
+    pub fn fail(&self, correlation_id: u64, error: crate::RpcError) {
+        self.0.fail(correlation_id, error)
     }
 }
 
@@ -141,34 +268,51 @@ impl fmt::Debug for ReplySink {
     }
 }
 
-/// A received request and the right to settle it, once.
+/// A received request, the capability to answer it, and the right to
+/// settle it, once.
 ///
-/// Settle it with [`settle`](Delivery::settle). Dropped unsettled, it goes
-/// back to the fabric through [`Settle::abandon`]: the memory transport
+/// Answer it with [`reply`](Delivery::reply), settle it with
+/// [`settle`](Delivery::settle). Dropped unsettled, it goes back to the
+/// fabric through [`DeliveryHandle::abandon`]: the memory transport
 /// requeues it at once, AMQP redelivers it when the channel closes.
 ///
-/// The delivery owns its envelope until it is settled, and settling lends
-/// the envelope to the transport: a fabric that keeps no copy of its own
-/// (the memory transport) copies it only to requeue or dead-letter it.
+/// The delivery owns its envelope, and lends it to the transport when it
+/// replies or settles: a fabric that keeps no copy of its own (the memory
+/// transport) copies it only to requeue or dead-letter it.
 pub struct Delivery {
     envelope: Envelope,
-    settle: Option<Box<dyn Settle>>,
+    handle: Option<Box<dyn DeliveryHandle>>,
+    /// Tracked by the fabric and not settled yet.
+    unsettled: bool,
 }
 
 impl Delivery {
-    /// A delivery that needs settling through `settle`.
-    pub fn new(envelope: Envelope, settle: Box<dyn Settle>) -> Self {
+    /// A delivery the fabric tracks: answered and settled through `handle`.
+    pub fn new(envelope: Envelope, handle: Box<dyn DeliveryHandle>) -> Self {
         Delivery {
             envelope,
-            settle: Some(settle),
+            handle: Some(handle),
+            unsettled: true,
         }
     }
 
-    /// A delivery the fabric does not track (settling it does nothing).
-    pub fn unacknowledged(envelope: Envelope) -> Self {
+    /// A delivery the fabric does not track (settling it does nothing), still
+    /// answered through `handle`: a fabric without acknowledgements.
+    pub fn untracked(envelope: Envelope, handle: Box<dyn DeliveryHandle>) -> Self {
         Delivery {
             envelope,
-            settle: None,
+            handle: Some(handle),
+            unsettled: false,
+        }
+    }
+
+    /// A request built in this process, with nobody to answer and nothing to
+    /// settle (a handler called directly, in tests).
+    pub fn detached(envelope: Envelope) -> Self {
+        Delivery {
+            envelope,
+            handle: None,
+            unsettled: false,
         }
     }
 
@@ -180,7 +324,16 @@ impl Delivery {
     /// Whether it still needs settling: tracked by the fabric and not
     /// settled yet.
     pub fn is_tracked(&self) -> bool {
-        self.settle.is_some()
+        self.unsettled
+    }
+
+    /// Sends `reply` back to whoever sent this request. The returned future
+    /// owns what it needs.
+    pub fn reply(&self, reply: Envelope) -> SendFuture {
+        match &self.handle {
+            Some(handle) => handle.reply(&self.envelope, reply),
+            None => Box::pin(Settled),
+        }
     }
 
     /// Settles the delivery. The returned future owns what it needs: the
@@ -190,29 +343,56 @@ impl Delivery {
     }
 
     /// Settles the delivery now and keeps its envelope readable (for an ack
-    /// before an at-most-once run). Later settlements do nothing.
+    /// before an at-most-once run) and answerable. Later settlements do
+    /// nothing.
     pub fn settle_keeping_envelope(&mut self, settlement: Settlement) -> SettleFuture {
-        match self.settle.take() {
-            Some(settle) => settle.settle(settlement, &self.envelope),
-            None => Box::pin(Settled),
+        match (&self.handle, std::mem::take(&mut self.unsettled)) {
+            (Some(handle), true) => handle.settle(settlement, &self.envelope),
+            _ => Box::pin(Settled),
         }
     }
 
     /// Takes the envelope out. A delivery still tracked is abandoned first
     /// (handed back to the fabric), as if it had been dropped.
     pub fn into_envelope(mut self) -> Envelope {
-        if let Some(settle) = self.settle.take() {
-            settle.abandon(&self.envelope);
-        }
+        self.abandon();
         std::mem::replace(&mut self.envelope, Envelope::empty())
+    }
+
+    /// Takes the delivery apart: its envelope, its handle, and whether it is
+    /// still unsettled. Nothing is abandoned; for wrappers that put a
+    /// delivery back together with [`Delivery::from_parts`].
+    pub fn into_parts(mut self) -> (Envelope, Option<Box<dyn DeliveryHandle>>, bool) {
+        let envelope = std::mem::replace(&mut self.envelope, Envelope::empty());
+        let unsettled = std::mem::take(&mut self.unsettled);
+        (envelope, self.handle.take(), unsettled)
+    }
+
+    /// Puts a delivery back together from [`Delivery::into_parts`].
+    pub fn from_parts(
+        envelope: Envelope,
+        handle: Option<Box<dyn DeliveryHandle>>,
+        unsettled: bool,
+    ) -> Self {
+        Delivery {
+            envelope,
+            unsettled: unsettled && handle.is_some(),
+            handle,
+        }
+    }
+
+    fn abandon(&mut self) {
+        if std::mem::take(&mut self.unsettled)
+            && let Some(handle) = &self.handle
+        {
+            handle.abandon(&self.envelope);
+        }
     }
 }
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        if let Some(settle) = self.settle.take() {
-            settle.abandon(&self.envelope);
-        }
+        self.abandon();
     }
 }
 
@@ -225,8 +405,8 @@ impl fmt::Debug for Delivery {
     }
 }
 
-/// A settlement with nothing to wait for. Zero-sized, so boxing it as a
-/// [`SettleFuture`] does not allocate.
+/// A settlement or send with nothing to wait for. Zero-sized, so boxing it
+/// as a [`SettleFuture`] does not allocate.
 #[derive(Debug)]
 pub struct Settled;
 
@@ -255,23 +435,34 @@ pub enum Settlement {
     DeadLetter,
 }
 
-/// The boxed future a [`Settle`] implementation returns.
+/// The boxed future a [`DeliveryHandle`] returns for a settlement.
 pub type SettleFuture = Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send>>;
 
-/// A transport's way of settling one delivery.
+/// The boxed future a [`DeliveryHandle`] returns for a reply.
+pub type SendFuture = SettleFuture;
+
+/// A transport's handle on one received request: how to answer it, how to
+/// settle it.
 ///
-/// [`Delivery`] calls exactly one of the two methods, exactly once, and
-/// lends the delivery's envelope to it. `Sync` because a handler borrows
-/// the request (and with it the delivery) across its awaits.
-pub trait Settle: Send + Sync + 'static {
+/// [`Delivery`] lends the request's envelope to every call. It calls
+/// [`settle`](DeliveryHandle::settle) or [`abandon`](DeliveryHandle::abandon)
+/// at most once between them, and only for a tracked delivery;
+/// [`reply`](DeliveryHandle::reply) may come before or after the settlement
+/// (an at-most-once request is settled before it runs). `Sync` because a
+/// handler borrows the request (and with it the delivery) across its awaits.
+pub trait DeliveryHandle: Send + Sync + 'static {
+    /// Sends `reply` to whoever sent `request`: the reply queue, subject,
+    /// connection or topic the fabric received it with.
+    fn reply(&self, request: &Envelope, reply: Envelope) -> SendFuture;
+
     /// Settles the delivery whose envelope is `delivered`.
-    fn settle(self: Box<Self>, settlement: Settlement, delivered: &Envelope) -> SettleFuture;
+    fn settle(&self, settlement: Settlement, delivered: &Envelope) -> SettleFuture;
 
     /// The delivery was dropped unsettled. The default does nothing, for
     /// fabrics that redeliver what a consumer never settled (AMQP, when the
     /// channel closes); a fabric that keeps no copy of its deliveries
     /// requeues `delivered` here.
-    fn abandon(self: Box<Self>, delivered: &Envelope) {
+    fn abandon(&self, delivered: &Envelope) {
         let _ = delivered;
     }
 }

@@ -1,8 +1,8 @@
 //! Call deadlines without a timer per call.
 //!
-//! Arming and cancelling a tokio timer for every call was, at 64 and more
-//! calls in flight, several percent of a memory-transport call, and more on
-//! a multi-threaded runtime, where a call often cancels its timer from
+//! Arming and cancelling a tokio timer for every call would cost, at 64 and
+//! more calls in flight, several percent of a memory-transport call, and more
+//! on a multi-threaded runtime, where a call often cancels its timer from
 //! another worker than the one it was armed on. Instead each client has
 //! one watchdog task: it sleeps until the earliest deadline in the pending
 //! table, fails the calls that are due with `RpcError::Timeout` through

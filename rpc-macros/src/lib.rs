@@ -66,6 +66,11 @@ use crate::model::Service;
 /// - `#[rpc(at_most_once)]`: the server acknowledges the request before
 ///   running the handler, so a crash mid-handler loses the request rather
 ///   than running it twice. Combines with `oneway`.
+/// - `#[rpc(run_to_completion)]`: the handler runs to its end even past the
+///   call's deadline or after the caller cancelled (dropped its call
+///   future). Without it the server drops the handler's future at either
+///   (see docs/ARCHITECTURE.md, "Settlement policy"): for handlers whose
+///   work must not stop halfway. Combines with the others.
 ///
 /// # What is generated
 ///
@@ -81,7 +86,8 @@ use crate::model::Service;
 ///    rpc-core's serde; zero-argument methods get an empty struct.
 /// 3. **`CALCULATOR_DESCRIPTOR`**, a `static ServiceDescriptor`: wire name,
 ///    version of the defining crate, docs, and per method its name, kind
-///    (call or oneway), delivery mode and signature as text.
+///    (call or oneway), delivery mode, whether it runs to completion, and
+///    signature as text.
 /// 4. **`CalculatorClient<T: Transport>`**: `new(transport)`,
 ///    `from_client(Client<T>)`, `client()`, `with_timeout(d)`,
 ///    `with_metadata(k, v)` and one `async fn` per method returning
@@ -126,6 +132,7 @@ use crate::model::Service;
 ///         name: "add",
 ///         kind: MethodKind::Call,
 ///         delivery: DeliveryMode::AtLeastOnce,
+///         run_to_completion: false,
 ///         signature: "async fn add(&self, a: i64, b: i64) -> i64",
 ///         docs: "Adds two numbers.",
 ///     }, /* ... */],

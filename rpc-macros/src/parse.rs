@@ -1,7 +1,8 @@
 //! Stage 1: the macro's own attributes.
 //!
 //! `#[rpc_service(name = "..", crate = path)]` on the trait and
-//! `#[rpc(oneway)]` / `#[rpc(at_most_once)]` on methods. Every problem is
+//! `#[rpc(oneway)]` / `#[rpc(at_most_once)]` / `#[rpc(run_to_completion)]`
+//! on methods. Every problem is
 //! reported into the [`Ctxt`] and parsing goes on, so one expansion shows
 //! all of them.
 
@@ -28,10 +29,14 @@ pub(crate) struct MethodAttrs {
     pub(crate) oneway: bool,
     /// `#[rpc(at_most_once)]`: acknowledged before the handler runs.
     pub(crate) at_most_once: bool,
+    /// `#[rpc(run_to_completion)]`: the handler is not cut off at the
+    /// deadline or by the caller's cancel.
+    pub(crate) run_to_completion: bool,
 }
 
 const SERVICE_ARGS_HELP: &str = "expected `name = \"..\"` or `crate = path`";
-const METHOD_ARGS_HELP: &str = "expected `#[rpc(oneway)]` or `#[rpc(at_most_once)]`";
+const METHOD_ARGS_HELP: &str =
+    "expected `#[rpc(oneway)]`, `#[rpc(at_most_once)]` or `#[rpc(run_to_completion)]`";
 
 /// Parses the arguments of `#[rpc_service(..)]`.
 pub(crate) fn service_attrs(cx: &Ctxt, args: TokenStream) -> ServiceAttrs {
@@ -105,6 +110,8 @@ pub(crate) fn method_attrs(cx: &Ctxt, attrs: &[Attribute]) -> MethodAttrs {
                 &mut parsed.oneway
             } else if meta.path().is_ident("at_most_once") {
                 &mut parsed.at_most_once
+            } else if meta.path().is_ident("run_to_completion") {
+                &mut parsed.run_to_completion
             } else {
                 cx.error_spanned_by(
                     meta.path(),
@@ -194,12 +201,12 @@ mod tests {
         let cx = Ctxt::new();
         let item: syn::TraitItemFn = syn::parse_quote! {
             #[rpc(oneway)]
-            #[rpc(at_most_once)]
+            #[rpc(at_most_once, run_to_completion)]
             async fn log(&self);
         };
         let attrs = method_attrs(&cx, &item.attrs);
         assert!(errors_of(cx).is_empty());
-        assert!(attrs.oneway && attrs.at_most_once);
+        assert!(attrs.oneway && attrs.at_most_once && attrs.run_to_completion);
     }
 
     #[test]

@@ -1,10 +1,7 @@
-//! Options of an [`AmqpTransport`](crate::AmqpTransport) and their builder.
+//! Options of an [`AmqpTransport`](crate::AmqpTransport), as every layer
+//! reads them (the builder that sets them is in `builder.rs`).
 
 use std::time::Duration;
-
-use rpc_core::TransportError;
-
-use crate::transport::AmqpTransport;
 
 /// How replies reach a client.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,6 +19,10 @@ pub enum ReplyMode {
     DirectReplyTo,
 }
 
+/// Deliveries of one request a quorum queue makes before it dead-letters it,
+/// unless set with [`AmqpTransportBuilder::delivery_limit`](crate::AmqpTransportBuilder::delivery_limit).
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 20;
+
 /// The kind of queue a service's requests wait in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -37,11 +38,15 @@ pub enum QueueKind {
 /// by hand: the URL's password is shown as `***`.
 #[derive(Clone)]
 pub(crate) struct Config {
-    pub(crate) url: String,
+    /// The brokers, in the order they are tried (never empty once built).
+    pub(crate) urls: Vec<String>,
     pub(crate) exchange: String,
     pub(crate) queue_prefix: String,
     pub(crate) queue_kind: QueueKind,
     pub(crate) durable: bool,
+    /// Deliveries of one request a quorum queue makes before it
+    /// dead-letters it.
+    pub(crate) delivery_limit: u32,
     pub(crate) persistent: bool,
     pub(crate) confirms: bool,
     pub(crate) reply_mode: ReplyMode,
@@ -56,7 +61,14 @@ pub(crate) struct Config {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field("url", &redacted_url(&self.url))
+            .field(
+                "urls",
+                &self
+                    .urls
+                    .iter()
+                    .map(|u| redacted_url(u))
+                    .collect::<Vec<_>>(),
+            )
             .field("exchange", &self.exchange)
             .field("queue_prefix", &self.queue_prefix)
             .field("queue_kind", &self.queue_kind)
@@ -94,7 +106,39 @@ pub(crate) fn redacted_url(url: &str) -> String {
     format!("{}{user}:***{}", &url[..authority_start], &rest[at..])
 }
 
+/// The URLs of a comma-separated list, trimmed, empty entries skipped.
+/// (A comma inside a URL's password must be percent-encoded, `%2C`, as
+/// URLs want anyway.)
+pub(crate) fn split_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl Config {
+    /// The default options, for `urls`.
+    pub(crate) fn with_defaults(urls: Vec<String>) -> Self {
+        Config {
+            urls,
+            exchange: String::new(),
+            queue_prefix: String::new(),
+            queue_kind: QueueKind::Classic,
+            durable: true,
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
+            persistent: false,
+            confirms: true,
+            reply_mode: ReplyMode::ExclusiveQueue,
+            heartbeat: Duration::from_secs(10),
+            connection_name: "rpc-transport-amqp".to_owned(),
+            connect_timeout: Duration::from_secs(10),
+            tls_ca_pem: None,
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(1),
+        }
+    }
+
     /// The queue that holds `service`'s requests.
     pub(crate) fn request_queue(&self, service: &str) -> String {
         let mut name = String::with_capacity(self.queue_prefix.len() + service.len());
@@ -109,139 +153,19 @@ impl Config {
     }
 }
 
-/// Configures an [`AmqpTransport`]: `AmqpTransport::builder(url)...connect().await`.
-///
-/// Its `Debug` output shows the URL with the password replaced by `***`.
-#[derive(Clone, Debug)]
-pub struct AmqpTransportBuilder {
-    config: Config,
-}
-
-impl AmqpTransportBuilder {
-    pub(crate) fn new(url: impl Into<String>) -> Self {
-        AmqpTransportBuilder {
-            config: Config {
-                url: url.into(),
-                exchange: String::new(),
-                queue_prefix: String::new(),
-                queue_kind: QueueKind::Classic,
-                durable: true,
-                persistent: false,
-                confirms: true,
-                reply_mode: ReplyMode::ExclusiveQueue,
-                heartbeat: Duration::from_secs(10),
-                connection_name: "rpc-transport-amqp".to_owned(),
-                connect_timeout: Duration::from_secs(10),
-                tls_ca_pem: None,
-                reconnect_min: Duration::from_millis(50),
-                reconnect_max: Duration::from_secs(5),
-            },
-        }
-    }
-
-    /// The exchange requests are published to. Default: `""`, the default
-    /// exchange, which routes by queue name and needs no declaration. Any
-    /// other name is declared as a durable direct exchange, and each service
-    /// queue is bound to it under its own name. Replies always go through
-    /// the default exchange (a reply address is a queue name).
-    pub fn exchange(mut self, exchange: impl Into<String>) -> Self {
-        self.config.exchange = exchange.into();
-        self
-    }
-
-    /// Prepended to every queue this transport declares or publishes to
-    /// (`<prefix><service>`, `<prefix><service>.dlq`, `<prefix>reply.*`), so
-    /// environments and parallel tests can share one broker. Default: none.
-    pub fn queue_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config.queue_prefix = prefix.into();
-        self
-    }
-
-    /// Classic (default) or quorum request queues.
-    pub fn queue_kind(mut self, kind: QueueKind) -> Self {
-        self.config.queue_kind = kind;
-        self
-    }
-
-    /// Whether request and dead-letter queues survive a broker restart
-    /// (default `true`; quorum queues are always durable).
-    pub fn durable(mut self, durable: bool) -> Self {
-        self.config.durable = durable;
-        self
-    }
-
-    /// Whether requests are published persistent (delivery mode 2), so they
-    /// survive a broker restart in a durable queue. Default `false`: RPC
-    /// requests carry deadlines and are usually not worth a disk write.
-    pub fn persistent(mut self, persistent: bool) -> Self {
-        self.config.persistent = persistent;
-        self
-    }
-
-    /// Publisher confirms (default on). With them a send resolves once the
-    /// broker has the message, and a request to a service with no queue
-    /// fails at once with `NoRoute`. Without them a send resolves once the
-    /// frames are written, and a request nobody can receive is dropped by
-    /// the broker (the call then ends by its deadline).
-    pub fn publisher_confirms(mut self, confirms: bool) -> Self {
-        self.config.confirms = confirms;
-        self
-    }
-
-    /// How replies come back (default [`ReplyMode::ExclusiveQueue`]).
-    pub fn reply_mode(mut self, mode: ReplyMode) -> Self {
-        self.config.reply_mode = mode;
-        self
-    }
-
-    /// The AMQP heartbeat interval asked of the broker (default 10 s; zero
-    /// turns heartbeats off). A silent peer is noticed after about two.
-    pub fn heartbeat(mut self, heartbeat: Duration) -> Self {
-        self.config.heartbeat = heartbeat;
-        self
-    }
-
-    /// The connection name the broker shows (`rabbitmqctl list_connections
-    /// client_properties`). Default `rpc-transport-amqp`.
-    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
-        self.config.connection_name = name.into();
-        self
-    }
-
-    /// How long one connection attempt may take (default 10 s). Sends made
-    /// while reconnecting also wait at most this long for the connection.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connect_timeout = timeout;
-        self
-    }
-
-    /// A PEM bundle of CA certificates to trust for `amqps://` URLs, in
-    /// addition to the Mozilla root set (webpki-root-certs) this crate's
-    /// rustls build ships with. Certificates are always verified; there is
-    /// no option to turn verification off.
-    pub fn tls_ca_pem(mut self, pem: impl Into<String>) -> Self {
-        self.config.tls_ca_pem = Some(pem.into());
-        self
-    }
-
-    /// The first and the longest wait between reconnect attempts (default
-    /// 50 ms doubling up to 5 s).
-    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.config.reconnect_min = min;
-        self.config.reconnect_max = max.max(min);
-        self
-    }
-
-    /// Connects. Fails if the broker cannot be reached or refuses us; once
-    /// connected, the transport reconnects on its own.
-    pub async fn connect(self) -> Result<AmqpTransport, TransportError> {
-        AmqpTransport::start(self.config).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::redacted_url;
+    use super::{redacted_url, split_urls};
+
+    #[test]
+    fn url_lists_are_split_on_commas() {
+        assert_eq!(
+            split_urls("amqp://a:5672/%2f, amqp://b:5673/%2f,,"),
+            ["amqp://a:5672/%2f", "amqp://b:5673/%2f"]
+        );
+        assert_eq!(split_urls("amqp://a"), ["amqp://a"]);
+        assert!(split_urls(" ").is_empty());
+    }
 
     #[test]
     fn passwords_are_redacted() {

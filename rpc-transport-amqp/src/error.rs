@@ -22,11 +22,16 @@ pub(crate) fn connect_error(what: &str, error: lapin::Error) -> TransportError {
 /// Whether an error means the connection (not just one operation) is gone.
 pub(crate) fn is_connection_level(error: &lapin::Error) -> bool {
     use lapin::ErrorKind as K;
-    matches!(
-        error.kind(),
+    use lapin::protocol::AMQPErrorKind;
+    match error.kind() {
         K::IOError(_)
-            | K::InvalidConnectionState(_)
-            | K::MissingHeartbeatError
-            | K::RuntimeShutdownError(_)
-    )
+        | K::InvalidConnectionState(_)
+        | K::MissingHeartbeatError
+        | K::RuntimeShutdownError(_) => true,
+        // A hard error closes the whole connection (CONNECTION-FORCED from
+        // `rabbitmqctl close_connection`, a node shutting down): what was
+        // being published or confirmed went with it.
+        K::ProtocolError(amqp) => matches!(amqp.kind(), AMQPErrorKind::Hard(_)),
+        _ => false,
+    }
 }

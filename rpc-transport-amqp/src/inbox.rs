@@ -5,64 +5,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
+use lapin::Channel;
 use lapin::options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Consumer};
+use rpc_core::TransportError;
 use rpc_core::transport::ReplySink;
-use rpc_core::{Address, TransportError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::backoff;
 use crate::error::protocol;
-use crate::properties::{self, Arrival};
-use crate::session::Session;
-use crate::transport::{DIRECT_REPLY_TO, Shared, short};
-
-/// One open inbox, as the transport tracks it.
-pub(crate) struct InboxEntry {
-    pub(crate) id: u64,
-    pub(crate) sink: ReplySink,
-    /// The reply queue's name (exclusive-queue mode).
-    queue: Option<String>,
-    /// The channel consuming direct replies, and its session's generation
-    /// (direct reply-to mode): requests expecting replies here go out on it.
-    direct: watch::Sender<Option<(u64, Arc<Channel>)>>,
-    /// Replies whose properties could not be read.
-    malformed: AtomicU64,
-}
-
-impl InboxEntry {
-    /// The direct reply-to channel on `session`, waiting (at most the
-    /// connect timeout) while it is being set up after a reconnect.
-    pub(crate) async fn direct_channel(
-        &self,
-        session: &Session,
-        shared: &Shared,
-    ) -> Result<Arc<Channel>, TransportError> {
-        let generation = session.generation;
-        let mut current = self.direct.subscribe();
-        let wait = current.wait_for(|c| matches!(c, Some((g, _)) if *g == generation));
-        match tokio::time::timeout(shared.config.connect_timeout, wait).await {
-            Ok(Ok(found)) => match &*found {
-                Some((_, channel)) => Ok(channel.clone()),
-                None => Err(TransportError::ConnectionLost),
-            },
-            Ok(Err(_)) => Err(TransportError::Closed),
-            Err(_) => Err(TransportError::ConnectionLost),
-        }
-    }
-}
+use crate::properties::{self, Arrival, PropertiesError};
+use crate::session::{Session, Subscription};
+use crate::shared::{DIRECT_REPLY_TO, InboxEntry, Shared, short};
 
 /// Keeps an inbox open; dropping it cancels the consumer and (in
 /// exclusive-queue mode) lets the broker delete the reply queue.
 pub struct InboxGuard {
     shared: Arc<Shared>,
-    entry: Arc<InboxEntry>,
+    pub(crate) entry: Arc<InboxEntry>,
     task: JoinHandle<()>,
 }
 
 impl InboxGuard {
-    /// Replies dropped because their AMQP properties could not be read.
+    /// Replies whose AMQP properties could not be read (each failed its call
+    /// with a decode error when its correlation id named one).
     pub fn malformed_replies(&self) -> u64 {
         self.entry.malformed.load(Ordering::Relaxed)
     }
@@ -89,12 +56,12 @@ impl Drop for InboxGuard {
     }
 }
 
-/// Opens an inbox: declares its reply queue, starts consuming, and returns
-/// the address requests carry as `reply_to`.
+/// Opens an inbox: declares its reply queue (or opens its direct reply-to
+/// channel) and starts consuming.
 pub(crate) async fn open(
     shared: Arc<Shared>,
     sink: ReplySink,
-) -> Result<(Address, InboxGuard), TransportError> {
+) -> Result<InboxGuard, TransportError> {
     let id = shared.next_id();
     let queue = match shared.config.reply_mode {
         crate::ReplyMode::ExclusiveQueue => Some(format!(
@@ -103,10 +70,6 @@ pub(crate) async fn open(
         )),
         crate::ReplyMode::DirectReplyTo => None,
     };
-    let address = match &queue {
-        Some(queue) => Address::new(queue.clone()),
-        None => Address::new(format!("{DIRECT_REPLY_TO}/{id}")),
-    };
     let entry = Arc::new(InboxEntry {
         id,
         sink,
@@ -114,27 +77,22 @@ pub(crate) async fn open(
         direct: watch::Sender::new(None),
         malformed: AtomicU64::new(0),
     });
-    let session = shared.session().await?;
-    let first = subscribe(&shared, &entry, session).await?;
+    // During an outage the inbox opens at once and subscribes when the
+    // connection is back (its reply queue is among those the supervisor
+    // re-declares first): a call's wait for the connection is bounded by
+    // its own deadline, not by opening the inbox.
+    let first = match shared.current_session() {
+        Some(session) => Some(subscribe(&shared, &entry, session).await?),
+        None if shared.is_closed() => return Err(TransportError::Closed),
+        None => None,
+    };
     shared.register_inbox(entry.clone());
     let task = tokio::spawn(run(shared.clone(), entry.clone(), first));
-    Ok((
-        address,
-        InboxGuard {
-            shared,
-            entry,
-            task,
-        },
-    ))
-}
-
-/// The inbox id inside a direct reply-to address, if it is one of ours.
-pub(crate) fn direct_id(address: &str) -> Option<u64> {
-    address
-        .strip_prefix(DIRECT_REPLY_TO)?
-        .strip_prefix('/')?
-        .parse()
-        .ok()
+    Ok(InboxGuard {
+        shared,
+        entry,
+        task,
+    })
 }
 
 /// Re-declares every exclusive reply queue on a new session, before the
@@ -161,13 +119,6 @@ pub(crate) async fn redeclare_reply_queues(
     }
     let _ = channel.close(200, "declared".into()).await;
     Ok(())
-}
-
-struct Subscription {
-    session: Arc<Session>,
-    // Held so the channel outlives nothing but the consumer.
-    _channel: Arc<Channel>,
-    consumer: Consumer,
 }
 
 async fn subscribe(
@@ -215,7 +166,7 @@ async fn subscribe(
     }
     Ok(Subscription {
         session,
-        _channel: channel,
+        channel,
         consumer,
     })
 }
@@ -234,8 +185,8 @@ async fn declare_reply_queue(channel: &Channel, queue: &str) -> Result<(), Trans
         .map_err(|e| protocol("declare reply queue", e))
 }
 
-async fn run(shared: Arc<Shared>, entry: Arc<InboxEntry>, first: Subscription) {
-    let mut current = Some(first);
+async fn run(shared: Arc<Shared>, entry: Arc<InboxEntry>, first: Option<Subscription>) {
+    let mut current = first;
     loop {
         let Some(mut subscription) = current.take() else {
             match resubscribe(&shared, &entry).await {
@@ -252,10 +203,7 @@ async fn run(shared: Arc<Shared>, entry: Arc<InboxEntry>, first: Subscription) {
                 Ok(delivery) => {
                     match properties::decode(&delivery.properties, delivery.data, Arrival::Inbox) {
                         Ok(envelope) => entry.sink.deliver(envelope),
-                        Err(error) => {
-                            entry.malformed.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(%error, "dropped a reply with unreadable properties");
-                        }
+                        Err(error) => refuse_reply(&entry, &delivery.properties, &error),
                     }
                 }
                 Err(error) => {
@@ -269,27 +217,39 @@ async fn run(shared: Arc<Shared>, entry: Arc<InboxEntry>, first: Subscription) {
             entry.sink.closed();
             return;
         }
-        // The connection dropped, or the broker cancelled the consumer (its
-        // queue was deleted): replies in flight will not come.
-        entry.sink.connection_lost();
+        // The broker cancelled the consumer (its queue was deleted): replies
+        // in flight will not come. A lost connection is the supervisor's to
+        // report, once; reporting it again here, later, would fail calls
+        // made since, which wait to be sent and were never in flight.
+        if subscription.session.is_alive() {
+            entry.sink.connection_lost();
+        }
+    }
+}
+
+/// A reply whose properties cannot be read (no content type, an unknown
+/// status, ...): counted, logged, and, when its correlation id names a
+/// call, that call fails now with a decode error naming the reason rather
+/// than waiting for its deadline.
+fn refuse_reply(entry: &InboxEntry, props: &lapin::BasicProperties, error: &PropertiesError) {
+    entry.malformed.fetch_add(1, Ordering::Relaxed);
+    let call = props
+        .correlation_id()
+        .as_ref()
+        .and_then(|id| properties::parse_correlation_id(id.as_str()).ok());
+    tracing::warn!(%error, correlation_id = ?call, "unreadable reply");
+    if let Some(id) = call {
+        let message = format!("unreadable reply: {error}");
+        entry.sink.fail(id, rpc_core::RpcError::Decode { message });
     }
 }
 
 async fn resubscribe(shared: &Shared, entry: &InboxEntry) -> Option<Subscription> {
-    let mut delay = shared.config.reconnect_min;
-    loop {
-        let session = shared.live_session().await.ok()?;
-        match subscribe(shared, entry, session.clone()).await {
-            Ok(subscription) => return Some(subscription),
-            Err(error) => {
-                tracing::debug!(%error, "could not resubscribe a reply inbox");
-                session.check();
-                tokio::select! {
-                    () = shared.closed() => return None,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(shared.config.reconnect_max);
-            }
-        }
-    }
+    backoff::retry_until_closed(shared, "resubscribing a reply inbox", || async {
+        let session = shared.live_session().await?;
+        subscribe(shared, entry, session.clone())
+            .await
+            .inspect_err(|_| session.check())
+    })
+    .await
 }

@@ -32,8 +32,17 @@
 //!   an exclusive, auto-deleted queue `<prefix>reply.<instance>.<n>` per
 //!   client (the default, [`ReplyMode::ExclusiveQueue`]) or RabbitMQ's
 //!   direct reply-to ([`ReplyMode::DirectReplyTo`]).
-//! - The envelope maps onto AMQP properties as described in `docs/wire.md`
-//!   and the [`properties`] module; the body is the codec payload alone.
+//! - The envelope maps onto AMQP properties as described in `docs/wire.md`;
+//!   the body is the codec payload alone.
+//!
+//! # Several brokers
+//!
+//! Give the builder a comma-separated list of URLs
+//! (`AmqpTransport::builder("amqp://node-a,amqp://node-b")`) or
+//! [`urls`](AmqpTransportBuilder::urls): the transport connects to the first
+//! that answers, and after a connection loss tries the next one in the list
+//! first, going round the list with the backoff between rounds. Servers and
+//! clients alike; [`AmqpTransport::connected_broker`] says where it is.
 //!
 //! # Options
 //!
@@ -62,6 +71,11 @@
 //!   published `mandatory`, and a call to a service without a queue fails
 //!   with `NoRoute` in about a millisecond. Without confirms there is no such
 //!   signal and the call ends by its deadline.
+//! - **Foreign clients**: any correlation id (up to 255 bytes) comes back
+//!   verbatim; error replies to JSON calls carry a JSON body; a reply that
+//!   cannot be read fails its call at once with a decode error; a queue
+//!   declared by someone else with other arguments is served anyway, with
+//!   a warning (docs/wire.md).
 //! - **Replies are at-most-once**: reply consumers do not acknowledge, and a
 //!   reply that finds no client is dropped. A duplicate or late reply is
 //!   dropped and counted by the client.
@@ -71,22 +85,38 @@
 //! The transport runs its own recovery (lapin's auto-recovery stays off):
 //! when the connection drops, every call in flight fails at once with
 //! `ConnectionLost` (it may or may not have run), then the transport
-//! reconnects with exponential backoff, re-declares the reply queues (their
+//! reconnects with exponential backoff and jitter (50 ms doubling up to a
+//! 1 s cap, each wait drawn from the upper half of its value), re-declares the reply queues (their
 //! names are chosen by the client, so the same names come back) and the
-//! request queues, and resumes consuming on every serve stream. Calls made
-//! while reconnecting wait up to the connect timeout for the new connection.
+//! request queues, and resumes consuming on every serve stream. A publish
+//! or confirm the loss interrupts is `ConnectionLost` too. Calls made while
+//! reconnecting wait for the new connection up to their own deadline; if
+//! none comes they fail with `NotSent`: they never left, so a retry is safe.
 //! Requests a server had received but not acknowledged are redelivered by the
 //! broker. A consumer the broker cancels (its queue was deleted) is
 //! re-established the same way.
 //!
 //! # Layout
 //!
-//! - [`AmqpTransport`] (`transport.rs`): the `Transport` impl and its shared state.
-//! - [`AmqpTransportBuilder`], [`ReplyMode`], [`QueueKind`] (`config.rs`): options.
-//! - [`properties`]: the envelope <-> AMQP properties mapping.
-//! - `session.rs`, `supervisor.rs`: a connection generation and the reconnect loop.
-//! - `inbox.rs`: reply inboxes; `requests.rs`: request streams and settlement;
-//!   `topology.rs`: what a service declares.
+//! Layers, each importing only from the layers below it:
+//!
+//! ```text
+//! top      transport.rs (AmqpTransport, the Transport impl)  builder.rs (options, connect)
+//!             |
+//! middle   supervisor.rs (reconnect loop) --> inbox.rs (reply inboxes)
+//!          requests.rs (request streams, settlement) --> topology.rs (what a service declares)
+//!          publish.rs (calls and replies out)      backoff.rs (the one retry loop)
+//!             |
+//! bottom   shared.rs (state every clone and task shares: connection state,
+//!                     inboxes, declared queues; small helpers)
+//!          session.rs (one connection generation, a consumer subscription)
+//!          properties.rs (envelope <-> AMQP properties; see docs/wire.md)
+//!          config.rs (options as read)   error.rs (lapin errors -> TransportError)
+//! ```
+//!
+//! No lapin type is part of the API: errors wrap lapin's as their source
+//! only. The properties codec is public, hidden from these docs, behind the
+//! `fuzzing` feature, for the fuzzer and the decoder tests.
 //!
 //! # Cleaning up (tests)
 //!
@@ -94,21 +124,34 @@
 //! and call [`AmqpTransport::cleanup`] at the end: it deletes every queue
 //! the transport declared and closes it.
 
+// Bottom: options, errors, the wire codec, one connection generation, and
+// the state everything shares.
 mod config;
 mod error;
-mod inbox;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod properties;
-mod requests;
+#[cfg(not(feature = "fuzzing"))]
+#[allow(
+    unreachable_pub,
+    reason = "public only behind the `fuzzing` feature, for the fuzzer and the decoder tests"
+)]
+mod properties;
 mod session;
+mod shared;
+// Middle: each imports only the bottom (and `backoff`).
+mod backoff;
+mod inbox;
+mod publish;
+mod requests;
 mod supervisor;
 mod topology;
+// Top: the public face.
+mod builder;
 mod transport;
 
-pub use config::{AmqpTransportBuilder, QueueKind, ReplyMode};
+pub use builder::AmqpTransportBuilder;
+pub use config::{DEFAULT_DELIVERY_LIMIT, QueueKind, ReplyMode};
 pub use inbox::InboxGuard;
 pub use requests::AmqpRequests;
 pub use transport::AmqpTransport;
-
-/// The lapin version this crate is built on, for naming its types
-/// (e.g. `BasicProperties` in [`properties`]).
-pub use lapin;

@@ -8,6 +8,7 @@
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use rpc_core::envelope::now_ms;
+use rpc_core::limits::{self, MetadataError};
 use rpc_core::{ContentType, Envelope, ErrorKind, Header, Kind, Metadata, Name, Status};
 
 /// Header key of the protocol version (an integer; absent means 1). Not
@@ -31,13 +32,16 @@ pub const ERROR_HEADER: &str = "x-rpc-error";
 /// a request sets it from `user_id` only; a header of that name sent by a
 /// client is dropped like every other reserved header.
 pub const CALLER_METADATA: &str = rpc_core::Context::CALLER_KEY;
-/// Headers starting with this are ours; metadata may not use it.
-pub const RESERVED_PREFIX: &str = "x-rpc-";
+/// Headers starting with this are ours; metadata may not use it
+/// (rpc-core's [`Metadata::RESERVED_PREFIX`]).
+pub const RESERVED_PREFIX: &str = Metadata::RESERVED_PREFIX;
 
-/// Metadata entries beyond this are refused, on both sides.
-pub const MAX_METADATA_ENTRIES: usize = 64;
-/// A metadata value or error message longer than this is refused.
-pub const MAX_TEXT_LEN: usize = 64 * 1024;
+/// Metadata entries beyond this are refused, on both sides (rpc-core's
+/// limit, so that every layer agrees).
+pub const MAX_METADATA_ENTRIES: usize = rpc_core::MAX_METADATA_ENTRIES;
+/// A metadata value or error message longer than this is refused
+/// (rpc-core's [`MAX_HEADER_TEXT_LEN`](rpc_core::limits::MAX_HEADER_TEXT_LEN)).
+pub const MAX_TEXT_LEN: usize = rpc_core::limits::MAX_HEADER_TEXT_LEN;
 
 /// Why an envelope could not be mapped onto AMQP properties or back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +80,20 @@ pub enum PropertiesError {
     /// More metadata entries than [`MAX_METADATA_ENTRIES`].
     #[error("{0} metadata entries, more than the limit of {MAX_METADATA_ENTRIES}")]
     TooManyEntries(usize),
+}
+
+impl From<MetadataError> for PropertiesError {
+    fn from(error: MetadataError) -> Self {
+        match error {
+            MetadataError::TooManyEntries(count) => PropertiesError::TooManyEntries(count),
+            MetadataError::ReservedKey(key) => PropertiesError::ReservedKey(key),
+            MetadataError::ValueTooLong { len, .. } => PropertiesError::TooLong {
+                field: "metadata value",
+                len,
+                limit: MAX_TEXT_LEN,
+            },
+        }
+    }
 }
 
 /// Where a message was received, which decides what a foreign sender may leave out.
@@ -132,14 +150,9 @@ pub fn encode(header: &Header, reply_to: Option<&str>) -> Result<BasicProperties
             AMQPValue::LongString(message.as_str().into()),
         );
     }
-    if header.metadata.len() > MAX_METADATA_ENTRIES {
-        return Err(PropertiesError::TooManyEntries(header.metadata.len()));
-    }
+    limits::check_metadata_count(header.metadata.len())?;
     for (key, value) in header.metadata.iter() {
-        if key.starts_with(RESERVED_PREFIX) {
-            return Err(PropertiesError::ReservedKey(key.to_owned()));
-        }
-        check_len("metadata value", value, MAX_TEXT_LEN)?;
+        limits::check_metadata_entry(key, value)?;
         headers.insert(
             short("metadata key", key)?,
             AMQPValue::LongString(value.into()),
@@ -223,6 +236,13 @@ pub fn decode(
         },
     };
     let correlation_id = match props.correlation_id() {
+        // A server only echoes a request's id, verbatim from the AMQP
+        // property (the transport keeps it): any id a foreign client chose
+        // (a UUID, "007") will do, and the envelope carries 0 for one that
+        // is not our number.
+        Some(id) if matches!(arrival, Arrival::RequestQueue { .. }) => {
+            parse_correlation_id(id.as_str()).unwrap_or(0)
+        }
         Some(id) => parse_correlation_id(id.as_str())?,
         // Oneway calls need no pairing; everything else does.
         None if kind == Kind::Oneway => 0,
@@ -598,36 +618,6 @@ mod tests {
         };
         type Expect = fn(&PropertiesError) -> bool;
         let cases: Vec<(BasicProperties, Expect)> = vec![
-            (base().with_correlation_id("uuid-like".into()), |e| {
-                matches!(
-                    e,
-                    PropertiesError::Invalid {
-                        field: "correlation_id",
-                        ..
-                    }
-                )
-            }),
-            (base().with_correlation_id("+1".into()), |e| {
-                matches!(
-                    e,
-                    PropertiesError::Invalid {
-                        field: "correlation_id",
-                        ..
-                    }
-                )
-            }),
-            (
-                base().with_correlation_id("18446744073709551616".into()),
-                |e| {
-                    matches!(
-                        e,
-                        PropertiesError::Invalid {
-                            field: "correlation_id",
-                            ..
-                        }
-                    )
-                },
-            ),
             (
                 BasicProperties::default()
                     .with_reply_to("r".into())
@@ -693,6 +683,28 @@ mod tests {
         for (props, expected) in cases {
             let error = decode(&props, Vec::new(), at).unwrap_err();
             assert!(expected(&error), "{props:?} gave {error:?}");
+        }
+        // A correlation id that is not our number: a request keeps it (the
+        // server echoes it verbatim, the envelope says 0), a reply is refused.
+        for id in ["+1", "18446744073709551616", "9f1c3b2e-uuid"] {
+            let props = base().with_correlation_id(id.into());
+            assert_eq!(
+                decode(&props, Vec::new(), at)
+                    .unwrap()
+                    .header
+                    .correlation_id,
+                0
+            );
+            let reply = BasicProperties::default()
+                .with_correlation_id(id.into())
+                .with_content_type("application/json".into());
+            assert!(matches!(
+                decode(&reply, Vec::new(), Arrival::Inbox).unwrap_err(),
+                PropertiesError::Invalid {
+                    field: "correlation_id",
+                    ..
+                }
+            ));
         }
         // A request without a reply address is an error, not a oneway call,
         // when it says it is a request.

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
@@ -14,15 +15,20 @@ use lapin::options::{
     BasicRejectOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Consumer};
-use rpc_core::transport::{Delivery, ServiceSpec, Settle, SettleFuture, Settlement};
+use lapin::{BasicProperties, Channel};
+use rpc_core::transport::{
+    Delivery, DeliveryHandle, SendFuture, ServiceSpec, SettleFuture, Settled, Settlement,
+};
 use rpc_core::{Envelope, ErrorKind, TransportError};
 
+use crate::backoff;
+use crate::config::QueueKind;
 use crate::error::protocol;
 use crate::properties::{self, Arrival, PropertiesError, long};
-use crate::session::Session;
+use crate::publish::json_error_body;
+use crate::session::{Session, Subscription};
+use crate::shared::{Shared, short};
 use crate::topology;
-use crate::transport::{Shared, short};
 
 /// Requests for one service, as [`Transport::serve`](rpc_core::Transport::serve)
 /// hands them out. Dropping it cancels the consumer; requests it had
@@ -31,6 +37,10 @@ pub struct AmqpRequests {
     shared: Arc<Shared>,
     spec: ServiceSpec,
     state: State,
+    /// A broadcast subscription (a private queue on the broadcast exchange).
+    broadcast: bool,
+    /// At-most-once requests running on the current subscription's channel.
+    slots: Arc<AckedRunning>,
 }
 
 enum State {
@@ -39,23 +49,21 @@ enum State {
     Done,
 }
 
-struct Subscription {
-    session: Arc<Session>,
-    channel: Arc<Channel>,
-    consumer: Consumer,
-}
-
 impl AmqpRequests {
     pub(crate) async fn open(
         shared: Arc<Shared>,
         spec: ServiceSpec,
+        broadcast: bool,
     ) -> Result<Self, TransportError> {
         let session = shared.session().await?;
-        let subscription = subscribe(&shared, &spec, session).await?;
+        let subscription = subscribe(&shared, &spec, session, broadcast).await?;
+        let slots = AckedRunning::new(&shared, &spec);
         Ok(AmqpRequests {
             shared,
             spec,
             state: State::Consuming(subscription),
+            broadcast,
+            slots,
         })
     }
 
@@ -82,7 +90,13 @@ impl Stream for AmqpRequests {
             match &mut this.state {
                 State::Consuming(subscription) => match subscription.consumer.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(delivery))) => {
-                        if let Some(delivery) = accept(&this.spec, subscription, delivery) {
+                        if let Some(delivery) = accept(
+                            &this.shared,
+                            &this.spec,
+                            &this.slots,
+                            subscription,
+                            delivery,
+                        ) {
                             return Poll::Ready(Some(delivery));
                         }
                     }
@@ -100,7 +114,10 @@ impl Stream for AmqpRequests {
                     Poll::Pending => return Poll::Pending,
                 },
                 State::Resubscribing(future) => match future.as_mut().poll(cx) {
-                    Poll::Ready(Ok(subscription)) => this.state = State::Consuming(subscription),
+                    Poll::Ready(Ok(subscription)) => {
+                        this.slots = AckedRunning::new(&this.shared, &this.spec);
+                        this.state = State::Consuming(subscription);
+                    }
                     Poll::Ready(Err(_closed)) => this.state = State::Done,
                     Poll::Pending => return Poll::Pending,
                 },
@@ -118,6 +135,7 @@ impl AmqpRequests {
         State::Resubscribing(Box::pin(resubscribe(
             self.shared.clone(),
             self.spec.clone(),
+            self.broadcast,
         )))
     }
 }
@@ -155,7 +173,9 @@ impl Drop for AmqpRequests {
 /// be read is answered with a decode error (when it has a reply address)
 /// and dead-lettered, and the stream moves on.
 fn accept(
+    shared: &Arc<Shared>,
     spec: &ServiceSpec,
+    slots: &Arc<AckedRunning>,
     subscription: &Subscription,
     delivery: lapin::message::Delivery,
 ) -> Option<Delivery> {
@@ -171,13 +191,18 @@ fn accept(
     match properties::decode(&properties, data, arrival) {
         Ok(envelope) => Some(Delivery::new(
             envelope,
-            Box::new(AmqpSettle {
+            Box::new(AmqpDelivery {
+                shared: shared.clone(),
                 channel: subscription.channel.clone(),
                 delivery_tag,
+                correlation: properties.correlation_id().clone(),
+                slots: slots.clone(),
+                acked_early: AtomicBool::new(false),
             }),
         )),
         Err(error) => {
             tracing::warn!(%error, service = %spec.name, "refusing a request with unreadable properties");
+            spec.refused();
             tokio::spawn(refuse(
                 subscription.session.clone(),
                 subscription.channel.clone(),
@@ -212,19 +237,21 @@ async fn refuse(
         );
         // Echo the correlation id as sent (it may be what failed to parse)
         // so the caller can still pair the answer.
-        let mut reply = BasicProperties::default()
+        let reply = BasicProperties::default()
             .with_content_type(ShortString::from(rpc_core::ContentType::Json.mime()))
             .with_headers(headers);
-        if let Some(id) = request.correlation_id() {
-            reply = reply.with_correlation_id(id.clone());
-        }
+        let reply = match request.correlation_id() {
+            Some(id) => reply.with_correlation_id(id.clone()),
+            None => reply,
+        };
+        let body = json_error_body(ErrorKind::Decode, &format!("request refused: {error}"));
         let published = session
             .publisher
             .basic_publish(
                 "".into(),
                 reply_to.clone(),
                 BasicPublishOptions::default(),
-                &[],
+                &body,
                 reply,
             )
             .await;
@@ -244,6 +271,7 @@ async fn subscribe(
     shared: &Shared,
     spec: &ServiceSpec,
     session: Arc<Session>,
+    broadcast: bool,
 ) -> Result<Subscription, TransportError> {
     let channel = session
         .connection
@@ -257,7 +285,11 @@ async fn subscribe(
         .basic_qos(prefetch, BasicQosOptions::default())
         .await
         .map_err(|e| protocol("set prefetch", e))?;
-    let queue = topology::declare_service(&channel, shared, &spec.name).await?;
+    let queue = if broadcast {
+        topology::declare_broadcast(&channel, shared, &spec.name).await?
+    } else {
+        topology::declare_service(&session, shared, &spec.name).await?
+    };
     let consumer = channel
         .basic_consume(
             short(&queue)?,
@@ -277,48 +309,139 @@ async fn subscribe(
 async fn resubscribe(
     shared: Arc<Shared>,
     spec: ServiceSpec,
+    broadcast: bool,
 ) -> Result<Subscription, TransportError> {
-    let mut delay = shared.config.reconnect_min;
-    loop {
+    let subscription = backoff::retry_until_closed(&shared, "resubscribing requests", || async {
         let session = shared.live_session().await?;
-        match subscribe(&shared, &spec, session.clone()).await {
-            Ok(subscription) => {
-                tracing::info!(service = %spec.name, "consuming requests again");
-                return Ok(subscription);
-            }
-            Err(error) => {
-                tracing::debug!(%error, service = %spec.name, "could not resubscribe");
-                session.check();
-                tokio::select! {
-                    () = shared.closed() => return Err(TransportError::Closed),
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(shared.config.reconnect_max);
-            }
+        subscribe(&shared, &spec, session.clone(), broadcast)
+            .await
+            .inspect_err(|_| session.check())
+    })
+    .await
+    .ok_or(TransportError::Closed)?;
+    tracing::info!(service = %spec.name, "consuming requests again");
+    Ok(subscription)
+}
+
+/// Answers one delivery through the publisher, to the queue its `reply_to`
+/// names, and settles it on the channel it arrived on (straight on the
+/// channel, not through lapin's `Acker`, which takes a detour through
+/// lapin's internal task).
+struct AmqpDelivery {
+    shared: Arc<Shared>,
+    channel: Arc<Channel>,
+    delivery_tag: u64,
+    /// The request's correlation id as it arrived, echoed on the reply.
+    correlation: Option<ShortString>,
+    slots: Arc<AckedRunning>,
+    /// Acked before its run (at-most-once): holds one of `slots` until dropped.
+    acked_early: AtomicBool,
+}
+
+impl Drop for AmqpDelivery {
+    fn drop(&mut self) {
+        if self.acked_early.load(Ordering::Acquire)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (slots, channel) = (self.slots.clone(), self.channel.clone());
+            runtime.spawn(async move { slots.release(&channel).await });
         }
     }
 }
 
-/// Settles one delivery on the channel it arrived on (straight on the
-/// channel, not through lapin's `Acker`, which takes a detour through
-/// lapin's internal task).
-struct AmqpSettle {
-    channel: Arc<Channel>,
-    delivery_tag: u64,
+/// Keeps an at-most-once server's running plus unacked requests within its
+/// concurrency.
+///
+/// The prefetch (= concurrency) counts unacked deliveries only. An
+/// at-most-once request is acked before it runs, which frees its prefetch
+/// slot while it still runs, so the broker would send one more: a server at
+/// concurrency 16 would hold 16 running and 16 waiting while another server
+/// idles. While such requests run, a channel-wide (global) limit of
+/// concurrency minus their number holds the rest back at the broker; with
+/// none running there is no channel limit, so at-least-once servers pay
+/// nothing. RabbitMQ's prefetch cannot say "none" (0 means unlimited), so
+/// while every slot runs an at-most-once request one more may wait here.
+/// Quorum queues refuse consumers on a channel with a global limit, so there
+/// the prefetch stays per consumer.
+struct AckedRunning {
+    concurrency: u16,
+    enabled: bool,
+    /// Serializes limit updates, so the last one sent is the current count.
+    running: tokio::sync::Mutex<u16>,
 }
 
-impl Settle for AmqpSettle {
-    fn settle(self: Box<Self>, settlement: Settlement, _: &Envelope) -> SettleFuture {
-        let AmqpSettle {
-            channel,
-            delivery_tag,
-        } = *self;
+impl AckedRunning {
+    fn new(shared: &Shared, spec: &ServiceSpec) -> Arc<Self> {
+        Arc::new(AckedRunning {
+            concurrency: u16::try_from(spec.concurrency).unwrap_or(u16::MAX),
+            enabled: shared.config.queue_kind == QueueKind::Classic,
+            running: tokio::sync::Mutex::new(0),
+        })
+    }
+
+    /// Takes a slot for a request about to be acked before it runs: the
+    /// lower limit is in force (the broker answered) before the ack leaves.
+    async fn acquire(&self, channel: &Channel) -> lapin::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let mut running = self.running.lock().await;
+        *running += 1;
+        set_channel_limit(channel, self.limit(*running)).await
+    }
+
+    /// Gives the slot back once the request's run is over.
+    async fn release(&self, channel: &Channel) {
+        if !self.enabled {
+            return;
+        }
+        let mut running = self.running.lock().await;
+        *running = running.saturating_sub(1);
+        let _ = set_channel_limit(channel, self.limit(*running)).await;
+    }
+
+    fn limit(&self, running: u16) -> u16 {
+        if running == 0 {
+            0
+        } else {
+            self.concurrency.saturating_sub(running).max(1)
+        }
+    }
+}
+
+async fn set_channel_limit(channel: &Channel, limit: u16) -> lapin::Result<()> {
+    channel
+        .basic_qos(limit, BasicQosOptions { global: true })
+        .await
+}
+
+impl DeliveryHandle for AmqpDelivery {
+    fn reply(&self, request: &Envelope, reply: Envelope) -> SendFuture {
+        // A request without `reply_to` (a oneway call, or a foreign client
+        // that wants no answer) gets none.
+        let Some(to) = request.header.reply_to.clone() else {
+            return Box::pin(Settled);
+        };
+        let shared = self.shared.clone();
+        let correlation = self.correlation.clone();
+        Box::pin(async move { shared.publish_reply(&to, correlation, reply).await })
+    }
+
+    fn settle(&self, settlement: Settlement, _: &Envelope) -> SettleFuture {
+        let (channel, delivery_tag) = (&self.channel, self.delivery_tag);
         let result = match settlement {
             // Before an at-most-once run: the ack must have left the
             // process, or a crash during the run would bring the request
             // back to run again.
             Settlement::AckBeforeRun => {
+                let channel = channel.clone();
+                let slots = self.slots.clone();
+                self.acked_early.store(true, Ordering::Release);
                 return Box::pin(async move {
+                    slots
+                        .acquire(&channel)
+                        .await
+                        .map_err(|e| protocol("limit the channel's prefetch", e))?;
                     channel
                         .basic_ack(delivery_tag, BasicAckOptions::default())
                         .await

@@ -4,13 +4,14 @@
 //! the supervisor builds a new one (lapin's own auto-recovery stays off, so
 //! that we decide when calls in flight are failed and what is re-declared).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::ShortString;
 use lapin::uri::AMQPUri;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 use rpc_core::TransportError;
 use tokio::sync::Notify;
 
@@ -21,6 +22,8 @@ use crate::error::{connect_error, protocol};
 /// whether it has been declared lost.
 pub(crate) struct Session {
     pub(crate) generation: u64,
+    /// Which of the configured broker URLs this connection went to.
+    pub(crate) url_index: usize,
     pub(crate) connection: Connection,
     /// Requests and replies are published here (in confirm mode when
     /// confirms are on). lapin channels are safe to share between tasks.
@@ -34,19 +37,54 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Connects and opens the publish channel.
-    pub(crate) async fn open(config: &Config, generation: u64) -> Result<Session, TransportError> {
-        let mut uri: AMQPUri = config
-            .url
-            .parse()
-            .map_err(|e: String| TransportError::Connect {
-                // The parser quotes the URL back, password and all.
-                message: format!(
-                    "invalid AMQP URL: {}",
-                    e.replace(&config.url, &redacted_url(&config.url))
-                ),
-                source: None,
-            })?;
+    /// Connects to the first of the configured brokers that answers,
+    /// trying them in order from `first` (wrapping around), and opens the
+    /// publish channel. Fails with every broker's reason when none answers.
+    pub(crate) async fn open(
+        config: &Config,
+        generation: u64,
+        first: usize,
+    ) -> Result<Session, TransportError> {
+        let count = config.urls.len();
+        let mut failures = Vec::new();
+        for offset in 0..count {
+            let index = (first + offset) % count;
+            match Self::open_url(config, index, generation).await {
+                Ok(session) => {
+                    if count > 1 {
+                        tracing::info!(
+                            broker = %redacted_url(&config.urls[index]),
+                            generation,
+                            "AMQP connected"
+                        );
+                    }
+                    return Ok(session);
+                }
+                Err(error) if count == 1 => return Err(error),
+                Err(error) => {
+                    tracing::debug!(broker = %redacted_url(&config.urls[index]), %error, "AMQP broker did not answer");
+                    failures.push(format!("{}: {error}", redacted_url(&config.urls[index])));
+                }
+            }
+        }
+        Err(TransportError::Connect {
+            message: format!("no AMQP broker answered ({})", failures.join("; ")),
+            source: None,
+        })
+    }
+
+    /// Connects to the `index`th configured broker.
+    async fn open_url(
+        config: &Config,
+        index: usize,
+        generation: u64,
+    ) -> Result<Session, TransportError> {
+        let url = &config.urls[index];
+        let mut uri: AMQPUri = url.parse().map_err(|e: String| TransportError::Connect {
+            // The parser quotes the URL back, password and all.
+            message: format!("invalid AMQP URL: {}", e.replace(url, &redacted_url(url))),
+            source: None,
+        })?;
         let user =
             ShortString::try_new(uri.authority.userinfo.username.as_str()).map_err(|_| {
                 TransportError::Connect {
@@ -92,6 +130,7 @@ impl Session {
         })??;
         Ok(Session {
             generation,
+            url_index: index,
             connection,
             publisher,
             user,
@@ -146,4 +185,12 @@ impl Session {
             notified.await;
         }
     }
+}
+
+/// A consumer on a channel of one session: what a reply inbox or a request
+/// stream holds while it consumes.
+pub(crate) struct Subscription {
+    pub(crate) session: Arc<Session>,
+    pub(crate) channel: Arc<Channel>,
+    pub(crate) consumer: Consumer,
 }

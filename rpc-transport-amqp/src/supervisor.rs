@@ -8,9 +8,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::Event;
 
+use crate::backoff;
 use crate::inbox;
 use crate::session::Session;
-use crate::transport::{Shared, State};
+use crate::shared::{Shared, State};
 
 /// How often the supervisor looks at the connection status, as a backstop
 /// for the ways a loss is noticed at once (lapin error events, consumers
@@ -24,16 +25,18 @@ pub(crate) async fn run(shared: Arc<Shared>, mut session: Arc<Session>) {
             () = lost(&session) => {}
         }
         session.mark_lost();
-        shared.set_state(State::Connecting);
         tracing::warn!(
             generation = session.generation,
             "AMQP connection lost; reconnecting"
         );
         // Replies to calls in flight were addressed to the old connection's
-        // queues or channels: fail them now rather than by timeout.
+        // queues or channels: fail them now rather than by timeout. Before
+        // the state says `Connecting`: a call that sees that state waits to
+        // be sent, and must not be failed as if it had been.
         for entry in shared.inbox_entries() {
             entry.sink.connection_lost();
         }
+        shared.set_state(State::Connecting);
         let old = session.clone();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(
@@ -43,7 +46,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut session: Arc<Session>) {
             .await;
         });
 
-        match reconnect(&shared, session.generation + 1).await {
+        match reconnect(&shared, &session).await {
             Some(new) => session = new,
             None => break,
         }
@@ -51,6 +54,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut session: Arc<Session>) {
             generation = session.generation,
             "AMQP connection re-established"
         );
+        rpc_core::metrics::transport_reconnected("amqp");
         shared.set_state(State::Up(session.clone()));
     }
     let _ = session.connection.close(200, "closed".into()).await;
@@ -91,29 +95,16 @@ async fn lost(session: &Session) {
     }
 }
 
-/// Connects again, backing off between attempts; `None` once closed.
-async fn reconnect(shared: &Shared, generation: u64) -> Option<Arc<Session>> {
-    let config = &shared.config;
-    let mut delay = config.reconnect_min;
-    loop {
-        if shared.is_closed() {
-            return None;
-        }
-        let attempt = async {
-            let session = Session::open(config, generation).await?;
-            inbox::redeclare_reply_queues(shared, &session).await?;
-            Ok::<_, rpc_core::TransportError>(session)
-        };
-        match attempt.await {
-            Ok(session) => return Some(Arc::new(session)),
-            Err(error) => {
-                tracing::debug!(%error, ?delay, "AMQP reconnect attempt failed");
-                tokio::select! {
-                    () = shared.closed() => return None,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(config.reconnect_max);
-            }
-        }
-    }
+/// Connects again, backing off between rounds; `None` once closed. Each
+/// round tries every broker, starting with the one after `lost`'s: the
+/// broker that just dropped us is the least likely to answer.
+async fn reconnect(shared: &Shared, lost: &Session) -> Option<Arc<Session>> {
+    let generation = lost.generation + 1;
+    let first = (lost.url_index + 1) % shared.config.urls.len();
+    backoff::retry_until_closed(shared, "AMQP reconnect", || async {
+        let session = Session::open(&shared.config, generation, first).await?;
+        inbox::redeclare_reply_queues(shared, &session).await?;
+        Ok(Arc::new(session))
+    })
+    .await
 }

@@ -1,27 +1,21 @@
-//! [`AmqpTransport`]: the [`Transport`] implementation and the state its
-//! clones share.
+//! The crate's top face: [`AmqpTransport`], the [`Transport`] impl and the
+//! transport's own operations (cleanup, queue names, connection status).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use lapin::options::{BasicPublishOptions, QueueDeleteOptions};
-use lapin::types::ShortString;
-use lapin::{BasicProperties, Confirmation};
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use rpc_core::transport::{ReplySink, ServiceSpec, Transport};
-use rpc_core::{Address, Envelope, Kind, TransportError};
-use tokio::sync::watch;
+use rpc_core::{Envelope, TransportError};
 
-use crate::config::{AmqpTransportBuilder, Config, ReplyMode};
+use crate::config::{Config, redacted_url};
 use crate::error::protocol;
-use crate::inbox::{self, InboxEntry, InboxGuard};
-use crate::properties;
+use crate::inbox::{self, InboxGuard};
 use crate::requests::AmqpRequests;
 use crate::session::Session;
+use crate::shared::{Shared, State, lock, short};
 use crate::supervisor;
-
-/// The queue RabbitMQ's direct reply-to feature listens on.
-pub(crate) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+use crate::topology;
 
 /// A RabbitMQ connection for RPC clients and servers. Cheap to clone; the
 /// connection closes when the last clone is dropped (or on [`close`](Self::close)).
@@ -44,53 +38,10 @@ impl Drop for Handle {
     }
 }
 
-/// The state behind every clone and every task of one transport.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    state: watch::Sender<State>,
-    inboxes: Mutex<HashMap<u64, Arc<InboxEntry>>>,
-    declared: Mutex<BTreeSet<String>>,
-    /// Set by `cleanup`: consumers that end are not re-established.
-    retiring: AtomicBool,
-    /// Unique per transport instance: names its reply queues.
-    pub(crate) instance: String,
-    next_id: AtomicU64,
-}
-
-/// The connection as the rest of the transport sees it.
-#[derive(Clone)]
-pub(crate) enum State {
-    /// Reconnecting; sends wait, consumers wait.
-    Connecting,
-    /// Connected.
-    Up(Arc<Session>),
-    /// Closed for good.
-    Closed,
-}
-
 impl AmqpTransport {
-    /// Connects to `url` (`amqp://user:pass@host:port/vhost` or `amqps://...`)
-    /// with the default options.
-    pub async fn connect(url: &str) -> Result<Self, TransportError> {
-        Self::builder(url).connect().await
-    }
-
-    /// A builder for a transport to `url`.
-    pub fn builder(url: impl Into<String>) -> AmqpTransportBuilder {
-        AmqpTransportBuilder::new(url)
-    }
-
     pub(crate) async fn start(config: Config) -> Result<Self, TransportError> {
-        let session = Arc::new(Session::open(&config, 1).await?);
-        let shared = Arc::new(Shared {
-            config,
-            state: watch::Sender::new(State::Up(session.clone())),
-            inboxes: Mutex::default(),
-            declared: Mutex::default(),
-            retiring: AtomicBool::new(false),
-            instance: unique_instance_id(),
-            next_id: AtomicU64::new(1),
-        });
+        let session = Arc::new(Session::open(&config, 1, 0).await?);
+        let shared = Arc::new(Shared::new(config, session.clone()));
         tokio::spawn(supervisor::run(shared.clone(), session));
         Ok(AmqpTransport {
             handle: Arc::new(Handle { shared }),
@@ -112,39 +63,58 @@ impl AmqpTransport {
         lock(&self.shared().declared).iter().cloned().collect()
     }
 
-    /// Tear-down for tests and environments: stops re-establishing
-    /// consumers, deletes every queue this transport declared (request
-    /// queues, their dead-letter queues, reply queues), then closes the
-    /// transport. Returns how many queues were deleted. A broker that does
-    /// not answer within the connect timeout fails it with `ConnectionLost`.
+    /// Tear-down for tests and environments: closes the transport, then
+    /// deletes every queue it declared (request queues and their
+    /// dead-letter queues; its reply queues are exclusive and go with its
+    /// connection) and the broadcast exchange of its prefix if it declared
+    /// it. Returns how many queues are gone. A broker that does
+    /// not answer within the connect timeout fails it.
     ///
-    /// Without the first step a running server or client would take a
-    /// deleted queue for a broker-side cancel and declare it again.
+    /// The deletes run on a connection of their own, opened after this
+    /// transport's is closed, so no consumer of this transport is still
+    /// being cancelled while its queue is deleted: lapin takes the broker's
+    /// cancel-ok for a consumer it already saw cancelled by the delete as a
+    /// protocol violation and drops the whole connection.
     pub async fn cleanup(&self) -> Result<usize, TransportError> {
         let shared = self.shared();
-        shared.retiring.store(true, Ordering::Release);
+        let replies: BTreeSet<String> = shared
+            .inbox_entries()
+            .iter()
+            .filter_map(|entry| entry.queue.clone())
+            .collect();
+        let first = match &*shared.state.borrow() {
+            State::Up(session) => session.url_index,
+            _ => 0,
+        };
+        self.close().await;
+        let declared = std::mem::take(&mut *lock(&shared.declared));
+        let exchanges = std::mem::take(&mut *lock(&shared.exchanges));
+        let (exclusive, shared_queues): (Vec<String>, Vec<String>) = declared
+            .into_iter()
+            .partition(|name| replies.contains(name));
         let result = async {
-            let session = shared.session().await?;
+            let session = Session::open(&shared.config, 0, first).await?;
             let channel = session.admin_channel().await?;
-            let names: Vec<String> = std::mem::take(&mut *lock(&shared.declared))
-                .into_iter()
-                .collect();
-            for name in &names {
+            for name in &shared_queues {
                 channel
                     .queue_delete(short(name)?, QueueDeleteOptions::default())
                     .await
                     .map_err(|e| protocol("delete queue", e))?;
             }
-            let _ = channel.close(200, "done".into()).await;
-            Ok(names.len())
+            for exchange in &exchanges {
+                channel
+                    .exchange_delete(short(exchange)?, ExchangeDeleteOptions::default())
+                    .await
+                    .map_err(|e| protocol("delete exchange", e))?;
+            }
+            let _ = session.connection.close(200, "cleaned up".into()).await;
+            Ok(shared_queues.len() + exclusive.len())
         };
         // A broker that stopped answering fails the cleanup instead of
         // stalling it (queues left behind are the lesser harm).
-        let result = tokio::time::timeout(shared.config.connect_timeout, result)
+        tokio::time::timeout(shared.config.connect_timeout, result)
             .await
-            .unwrap_or(Err(TransportError::ConnectionLost));
-        self.close().await;
-        result
+            .unwrap_or(Err(TransportError::ConnectionLost))
     }
 
     /// Whether a queue exists on the broker (a passive declare), for tests
@@ -195,6 +165,17 @@ impl AmqpTransport {
         self.shared().live_session().await.map(drop)
     }
 
+    /// The broker the transport is connected to right now (its URL as
+    /// configured, password redacted); `None` while reconnecting.
+    pub fn connected_broker(&self) -> Option<String> {
+        match &*self.shared().state.borrow() {
+            State::Up(session) if session.is_alive() => {
+                Some(redacted_url(&self.shared().config.urls[session.url_index]))
+            }
+            _ => None,
+        }
+    }
+
     /// How many times the connection has been (re-)established.
     pub fn connection_generation(&self) -> u64 {
         match &*self.shared().state.borrow() {
@@ -224,205 +205,51 @@ impl Transport for AmqpTransport {
     type Requests = AmqpRequests;
     type Inbox = InboxGuard;
 
-    async fn open_inbox(&self, sink: ReplySink) -> Result<(Address, InboxGuard), TransportError> {
+    async fn open_inbox(&self, sink: ReplySink) -> Result<InboxGuard, TransportError> {
         inbox::open(self.shared().clone(), sink).await
     }
 
-    async fn send(&self, to: &Address, envelope: Envelope) -> Result<(), TransportError> {
-        self.shared().send(to, envelope).await
+    async fn send_request(
+        &self,
+        inbox: &InboxGuard,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        self.shared()
+            .publish_call(Some(&inbox.entry), envelope)
+            .await
+    }
+
+    async fn send_oneway(&self, envelope: Envelope) -> Result<(), TransportError> {
+        self.shared().publish_call(None, envelope).await
     }
 
     async fn serve(&self, service: &ServiceSpec) -> Result<AmqpRequests, TransportError> {
-        AmqpRequests::open(self.shared().clone(), service.clone()).await
-    }
-}
-
-impl Shared {
-    /// The current session, waiting (at most the connect timeout) while
-    /// reconnecting.
-    pub(crate) async fn session(&self) -> Result<Arc<Session>, TransportError> {
-        if let State::Up(session) = &*self.state.borrow()
-            && session.is_alive()
-        {
-            return Ok(session.clone());
-        }
-        match tokio::time::timeout(self.config.connect_timeout, self.live_session()).await {
-            Ok(result) => result,
-            Err(_) => Err(TransportError::ConnectionLost),
-        }
+        AmqpRequests::open(self.shared().clone(), service.clone(), false).await
     }
 
-    /// Waits as long as it takes for a live session; `Closed` once closed.
-    pub(crate) async fn live_session(&self) -> Result<Arc<Session>, TransportError> {
-        let mut state = self.state.subscribe();
-        loop {
-            match &*state.borrow_and_update() {
-                State::Up(session) if session.is_alive() => return Ok(session.clone()),
-                State::Closed => return Err(TransportError::Closed),
-                _ => {}
-            }
-            // A session marked lost stays `Up` until the supervisor swaps
-            // it; the swap wakes us.
-            state.changed().await.map_err(|_| TransportError::Closed)?;
-        }
+    /// A private queue bound to `<prefix>rpc.broadcast` under the service's
+    /// name and `*`.
+    async fn serve_broadcast(&self, service: &ServiceSpec) -> Result<AmqpRequests, TransportError> {
+        AmqpRequests::open(self.shared().clone(), service.clone(), true).await
     }
 
-    /// Resolves once the transport is closed.
-    pub(crate) async fn closed(&self) {
-        let mut state = self.state.subscribe();
-        let _ = state.wait_for(|s| matches!(s, State::Closed)).await;
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.retiring.load(Ordering::Acquire) || matches!(&*self.state.borrow(), State::Closed)
-    }
-
-    /// Publishes a new state unless closed (closing is final).
-    pub(crate) fn set_state(&self, new: State) {
-        self.state.send_if_modified(|state| {
-            if matches!(state, State::Closed) {
-                return false;
-            }
-            *state = new;
-            true
-        });
-    }
-
-    fn close_now(&self) {
-        self.state.send_replace(State::Closed);
-        for inbox in self.inbox_entries() {
-            inbox.sink.closed();
-        }
-    }
-
-    pub(crate) fn register_inbox(&self, entry: Arc<InboxEntry>) {
-        lock(&self.inboxes).insert(entry.id, entry);
-    }
-
-    pub(crate) fn remove_inbox(&self, id: u64) -> Option<Arc<InboxEntry>> {
-        lock(&self.inboxes).remove(&id)
-    }
-
-    pub(crate) fn inbox_entries(&self) -> Vec<Arc<InboxEntry>> {
-        lock(&self.inboxes).values().cloned().collect()
-    }
-
-    fn inbox(&self, id: u64) -> Option<Arc<InboxEntry>> {
-        lock(&self.inboxes).get(&id).cloned()
-    }
-
-    pub(crate) fn record_declared(&self, queue: &str) {
-        let mut declared = lock(&self.declared);
-        if !declared.contains(queue) {
-            declared.insert(queue.to_owned());
-        }
-    }
-
-    pub(crate) fn forget_declared(&self, queue: &str) {
-        lock(&self.declared).remove(queue);
-    }
-
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    async fn send(&self, to: &Address, envelope: Envelope) -> Result<(), TransportError> {
-        let Envelope { header, body } = envelope;
-        let session = self.session().await?;
-        let config = &self.config;
-        let is_call = header.kind != Kind::Reply;
-
-        // Requests expecting a direct reply-to answer must leave on the
-        // channel that consumes the answers (a broker rule).
-        let mut direct_channel = None;
-        let reply_to = match (&header.reply_to, config.reply_mode) {
-            (Some(address), ReplyMode::DirectReplyTo) => match inbox::direct_id(address.as_str()) {
-                Some(id) => {
-                    let entry = self.inbox(id).ok_or(TransportError::Closed)?;
-                    direct_channel = Some(entry.direct_channel(&session, self).await?);
-                    Some(DIRECT_REPLY_TO)
-                }
-                None => Some(address.as_str()),
-            },
-            (reply_to, _) => reply_to.as_ref().map(Address::as_str),
-        };
-        let mut props: BasicProperties = properties::encode(&header, reply_to)
-            .map_err(|e| TransportError::protocol("map envelope to AMQP properties", e))?;
-        let (exchange, routing_key) = if is_call {
-            // The broker refuses a user_id other than the connection's user,
-            // which is what lets a server trust it as the caller. Replies
-            // carry none: the caller knows whom it called.
-            props = props.with_user_id(session.user.clone());
-            if config.persistent {
-                props = props.with_delivery_mode(2);
-            }
-            (
-                config.exchange.as_str(),
-                short(&config.request_queue(to.as_str()))?,
-            )
-        } else {
-            ("", short(to.as_str())?)
-        };
-        let options = BasicPublishOptions {
-            // Calls must reach a queue; replies to a client that is gone
-            // are simply dropped by the broker.
-            mandatory: is_call,
-            immediate: false,
-        };
-        let channel = direct_channel.as_deref().unwrap_or(&session.publisher);
-        // Resolves once lapin has written the message. A server acks a
-        // request after sending its reply, and lapin writes method frames
-        // (acks) ahead of queued publishes: without this wait the ack could
-        // reach the broker before the reply.
-        let confirm = channel
-            .basic_publish(short(exchange)?, routing_key, options, &body, props)
+    /// Published to `<prefix>rpc.broadcast` with the service's name (or `*`)
+    /// as routing key; not `mandatory`: nobody listening means no answers.
+    async fn send_broadcast(
+        &self,
+        inbox: &InboxGuard,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        let session = self.shared().session().await?;
+        let channel = session
+            .connection
+            .create_channel()
             .await
-            .map_err(|e| {
-                session.check();
-                protocol("publish", e)
-            })?;
-        // Awaited even without confirm mode: a dropped PublisherConfirm is
-        // parked inside lapin until `wait_for_confirms`.
-        match confirm.await {
-            Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => Ok(()),
-            Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))) => {
-                Err(TransportError::NoRoute {
-                    address: to.as_str().to_owned(),
-                })
-            }
-            Ok(Confirmation::Nack(None)) => Err(TransportError::protocol(
-                "publish",
-                std::io::Error::other("the broker refused the message (nack)"),
-            )),
-            Err(e) => {
-                session.check();
-                Err(protocol("publish confirm", e))
-            }
-        }
+            .map_err(|e| protocol("open channel", e))?;
+        let exchange = topology::declare_broadcast_exchange(&channel, self.shared()).await;
+        let _ = channel.close(200, "declared".into()).await;
+        self.shared()
+            .publish_to(Some(&inbox.entry), envelope, Some(exchange?))
+            .await
     }
-}
-
-/// A `ShortString` (at most 255 bytes) for a queue or exchange name.
-pub(crate) fn short(name: &str) -> Result<ShortString, TransportError> {
-    ShortString::try_new(name).map_err(|e| TransportError::protocol("name a queue", e))
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a single collection call, so a
-    // poisoned lock still guards consistent data.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A name no other transport instance, here or in another process, picks.
-fn unique_instance_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:x}.{:x}.{n}",
-        std::process::id(),
-        nanos & 0xffff_ffff_ffff
-    )
 }

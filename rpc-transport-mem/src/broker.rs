@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rpc_core::TransportError;
 use rpc_core::transport::ReplySink;
-use rpc_core::{Address, Envelope, Kind, Name};
+use rpc_core::{Address, Envelope, Name};
 
 use crate::connection::{Connection, Link};
 use crate::directory::Directory;
@@ -35,6 +35,7 @@ pub(crate) struct Broker {
     inboxes: Directory<ReplySink>,
     next_inbox: AtomicU64,
     undeliverable_replies: AtomicU64,
+    pub(crate) broadcasts: crate::broadcast::Broadcasts,
 }
 
 impl Broker {
@@ -47,40 +48,16 @@ impl Broker {
             inboxes: Directory::new(),
             next_inbox: AtomicU64::new(0),
             undeliverable_replies: AtomicU64::new(0),
+            broadcasts: Default::default(),
         }
     }
 
-    /// Routes an envelope by its kind: replies to inboxes, everything else
-    /// to service queues.
-    pub(crate) fn send(
-        self: &Arc<Self>,
-        to: &Address,
-        mut envelope: Envelope,
-    ) -> Result<(), TransportError> {
-        self.connection.check()?;
-        let size = envelope.body.len();
-        if size > self.config.max_message_size {
-            return Err(TransportError::TooLarge {
-                size,
-                limit: self.config.max_message_size,
-            });
-        }
-        if self.config.frame_round_trip {
-            envelope = wire::round_trip(&envelope)?;
-        }
-        let faulty = self.faults.is_active();
-        if envelope.header.kind == Kind::Reply {
-            if faulty {
-                let route = Route::Inbox(to.clone());
-                self.faults.apply(self, Direction::Replies, route, envelope);
-            } else {
-                self.deliver_reply(to, envelope);
-            }
-            return Ok(());
-        }
-        // Requests, oneway calls and cancels go to the service's queue.
-        if faulty {
-            if self.faults.hides_consumers_of(to.as_str()) {
+    /// Routes a request or oneway call to its service's queue.
+    pub(crate) fn send_call(self: &Arc<Self>, envelope: Envelope) -> Result<(), TransportError> {
+        let envelope = self.admit(envelope)?;
+        let to = &envelope.header.service;
+        if self.faults.is_active() {
+            if self.faults.hides_consumers_of(to) {
                 return Err(no_route(to));
             }
             let queue = self.queue_with_consumer(to)?;
@@ -92,6 +69,43 @@ impl Broker {
             Some(queue) => queue.publish(envelope),
             None => Err(no_route(to)),
         }
+    }
+
+    /// Routes a reply to the inbox at `to`.
+    pub(crate) fn send_reply(
+        self: &Arc<Self>,
+        to: &Address,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        let envelope = self.admit(envelope)?;
+        if self.faults.is_active() {
+            let route = Route::Inbox(to.clone());
+            self.faults.apply(self, Direction::Replies, route, envelope);
+        } else {
+            self.deliver_reply(to, envelope);
+        }
+        Ok(())
+    }
+
+    /// What every message passes on its way in: the connection, the size
+    /// limit, and the frame encoding when the broker round-trips frames.
+    fn admit(&self, mut envelope: Envelope) -> Result<Envelope, TransportError> {
+        // Refused before anything left: the caller may retry safely.
+        self.connection.check().map_err(|error| match error {
+            TransportError::ConnectionLost => TransportError::NotSent,
+            other => other,
+        })?;
+        let size = envelope.body.len();
+        if size > self.config.max_message_size {
+            return Err(TransportError::TooLarge {
+                size,
+                limit: self.config.max_message_size,
+            });
+        }
+        if self.config.frame_round_trip {
+            envelope = wire::round_trip(&envelope)?;
+        }
+        Ok(envelope)
     }
 
     /// Hands a reply to its inbox's sink, synchronously; counts replies to
@@ -130,7 +144,7 @@ impl Broker {
         );
     }
 
-    fn queue_with_consumer(&self, to: &Address) -> Result<Arc<ServiceQueue>, TransportError> {
+    fn queue_with_consumer(&self, to: &Name) -> Result<Arc<ServiceQueue>, TransportError> {
         match self.services.read().get(to.as_str()) {
             Some(queue) if queue.consumers() > 0 => Ok(queue.clone()),
             _ => Err(no_route(to)),
@@ -197,8 +211,8 @@ impl Broker {
     }
 }
 
-fn no_route(to: &Address) -> TransportError {
+fn no_route(to: &str) -> TransportError {
     TransportError::NoRoute {
-        address: to.as_str().to_owned(),
+        address: to.to_owned(),
     }
 }

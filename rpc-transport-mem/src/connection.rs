@@ -6,10 +6,11 @@
 //! the reconnect (no lost wakeup between "saw it down" and "parked").
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use rpc_core::TransportError;
+use rpc_core::transport::support::lock_unpoisoned;
 
 /// The state of the simulated connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +108,6 @@ impl Connection {
     fn lock(&self) -> MutexGuard<'_, Vec<Waker>> {
         // Critical sections only push or take wakers; nothing can be left
         // half-done by a panic, so poisoning carries no information.
-        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+        lock_unpoisoned(&self.parked)
     }
 }

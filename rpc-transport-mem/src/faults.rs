@@ -5,7 +5,7 @@
 //! one atomic flag and goes on, so faults cost nothing until used.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rpc_core::{Address, Envelope, Name};
@@ -13,6 +13,7 @@ use rpc_core::{Address, Envelope, Name};
 use crate::broker::Broker;
 use crate::connection::Link;
 use crate::queue::ServiceQueue;
+use rpc_core::transport::support::lock_unpoisoned;
 
 /// Which way a message travels through the broker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,8 +146,9 @@ impl Faults {
 
     /// Simulates a dropped connection: every open inbox's sink gets
     /// [`connection_lost`](rpc_core::ReplySink::connection_lost) (so calls in
-    /// flight fail with `ConnectionLost` at once); sends, `open_inbox` and
-    /// `serve` fail with `ConnectionLost`; request streams pause, keeping
+    /// flight fail with `ConnectionLost` at once); sends fail with `NotSent`
+    /// (nothing left, a retry is safe), `open_inbox` and `serve` with
+    /// `ConnectionLost`; request streams pause, keeping
     /// queued messages. Settling a delivery while disconnected requeues it
     /// and fails with `ConnectionLost`, as acks on a dead AMQP channel do.
     /// Does nothing if already disconnected or closed.
@@ -295,7 +297,7 @@ impl FaultPlan {
 
     fn lock(&self) -> MutexGuard<'_, Settings> {
         // Settings are plain values updated in one step each.
-        self.settings.lock().unwrap_or_else(PoisonError::into_inner)
+        lock_unpoisoned(&self.settings)
     }
 }
 

@@ -24,6 +24,7 @@
 //!         name: "hello",
 //!         kind: MethodKind::Call,
 //!         delivery: DeliveryMode::AtLeastOnce,
+//!         run_to_completion: false,
 //!         signature: "async fn hello(&self, name: String) -> String",
 //!         docs: "",
 //!     }],
@@ -65,7 +66,8 @@
 //! - [`MemTransport`] (`transport.rs`): the `Transport` implementation,
 //!   its builder and the inspection API (queue depth, consumers, dead
 //!   letters, [`MemStats`]).
-//! - `broker.rs`: the state clones share; routing by envelope kind.
+//! - `broker.rs`: the state clones share; calls to service queues, replies
+//!   to inboxes.
 //! - `queue.rs`: one service's queue, its waiting consumers and dead letters.
 //! - [`MemRequests`] (`requests.rs`): a `serve` stream, one competing consumer.
 //! - `settle.rs`: delivery tracking: ack, requeue, dead-letter.
@@ -74,13 +76,13 @@
 //! - `connection.rs`: the simulated connection state.
 //! - `wire.rs`: the optional round trip through `rpc_core::frame` encoding.
 //! - `directory.rs`: the broker's name-keyed maps, read without locking.
-//! - `fast_hash.rs`: the hasher of those maps.
 //!
 //! # Routing
 //!
-//! The envelope's kind picks the namespace: replies go to inboxes, requests,
-//! oneway calls and cancels go to service queues. `send` routes the
-//! envelope when it is called; the future it returns only carries the
+//! Each operation knows where its envelope goes, and nothing branches on the
+//! envelope's kind: `send_request` and `send_oneway` go to the service's
+//! queue, a delivery's `reply` to the inbox the request named. Each routes
+//! the envelope when it is called; the future it returns only carries the
 //! outcome (the transport contract allows this, and it spares copying the
 //! envelope through the future's state).
 //!
@@ -97,8 +99,8 @@
 //!   queued when the last consumer leaves, for the next one.
 //! - **Inboxes.** [`Transport::open_inbox`](rpc_core::Transport::open_inbox)
 //!   registers an address `mem.inbox.<n>`. A reply sent there is handed to
-//!   the inbox's `ReplySink::deliver` inside the `send` call, on the
-//!   sender's thread. Replies to an address that is not an open inbox are
+//!   the inbox's `ReplySink::deliver` inside the delivery's `reply` call,
+//!   on the replying thread. Replies to an address that is not an open inbox are
 //!   dropped and counted ([`MemStats::undeliverable_replies`]).
 //! - **Size.** Bodies larger than
 //!   [`MemTransportBuilder::max_message_size`] (16 MiB by default) fail
@@ -136,7 +138,7 @@
 //! | [`duplicate_next(dir, n)`](Faults::duplicate_next) | the next `n` messages are delivered twice |
 //! | [`delay(dir, d)`](Faults::delay) | every message waits `d` on a timer of its own; `Duration::ZERO` ends it |
 //! | [`no_consumer(service)`](Faults::no_consumer) | sends to `service` fail with `NoRoute` though servers run; [`restore_consumer`](Faults::restore_consumer) ends it |
-//! | [`disconnect()`](Faults::disconnect) | every open inbox gets `connection_lost`; sends, `open_inbox`, `serve` fail with `ConnectionLost`; request streams pause |
+//! | [`disconnect()`](Faults::disconnect) | every open inbox gets `connection_lost`; sends, `open_inbox`, `serve` fail with `ConnectionLost` (sends with `NotSent`: nothing left); request streams pause |
 //! | [`reconnect()`](Faults::reconnect) | undoes `disconnect`; paused streams resume |
 //! | [`clear()`](Faults::clear) | removes every message fault and releases held messages |
 //!
@@ -173,10 +175,10 @@
 //! end: sinks get `closed`, request streams end, everything fails with
 //! `Closed`.
 
+mod broadcast;
 mod broker;
 mod connection;
 mod directory;
-mod fast_hash;
 mod faults;
 mod inbox;
 mod queue;

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
 use rpc_core::TransportError;
@@ -17,6 +17,7 @@ use rpc_core::transport::Settlement;
 use rpc_core::{Envelope, Name};
 
 use crate::connection::{Connection, Link};
+use rpc_core::transport::support::lock_unpoisoned;
 
 /// A service's queue. Lives as long as the broker (or a delivery of it).
 #[derive(Debug)]
@@ -240,7 +241,7 @@ impl ServiceQueue {
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         // Every critical section is a few collection calls that cannot leave
         // the state inconsistent, so poisoning carries no information.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock_unpoisoned(&self.state)
     }
 }
 

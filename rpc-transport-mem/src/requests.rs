@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use rpc_core::transport::Delivery;
 
+use crate::broker::Broker;
 use crate::connection::Link;
 use crate::queue::{ServiceQueue, Take};
 use crate::settle;
@@ -20,14 +21,19 @@ use crate::settle;
 /// leaves unreceived requests queued for the service's other consumers;
 /// deliveries already handed out stay valid.
 pub struct MemRequests {
+    broker: Arc<Broker>,
     queue: Arc<ServiceQueue>,
     consumer: u64,
 }
 
 impl MemRequests {
-    pub(crate) fn new(queue: Arc<ServiceQueue>) -> Self {
+    pub(crate) fn new(broker: Arc<Broker>, queue: Arc<ServiceQueue>) -> Self {
         let consumer = queue.add_consumer();
-        MemRequests { queue, consumer }
+        MemRequests {
+            broker,
+            queue,
+            consumer,
+        }
     }
 
     /// The service this stream consumes.
@@ -48,7 +54,9 @@ impl Stream for MemRequests {
             Link::Closed => return Poll::Ready(None),
         }
         match this.queue.take_or_wait(this.consumer, waker) {
-            Take::Message(envelope) => Poll::Ready(Some(settle::tracked(&this.queue, envelope))),
+            Take::Message(envelope) => {
+                Poll::Ready(Some(settle::tracked(&this.broker, &this.queue, envelope)))
+            }
             Take::Wait => Poll::Pending,
             Take::Closed => Poll::Ready(None),
         }

@@ -1,45 +1,62 @@
-//! Delivery tracking: a handed-out request counts as unacked until the
-//! server settles it.
+//! Delivery tracking and replies: a handed-out request counts as unacked
+//! until the server settles it, and its reply goes to the inbox it names.
 
 use std::future;
 use std::sync::Arc;
 
 use rpc_core::Envelope;
-use rpc_core::transport::{Delivery, Settle, SettleFuture, Settled, Settlement};
+use rpc_core::transport::{
+    Delivery, DeliveryHandle, SendFuture, SettleFuture, Settled, Settlement,
+};
 
+use crate::broker::Broker;
 use crate::queue::ServiceQueue;
 
-/// Settles one delivery of a [`ServiceQueue`].
+/// Answers and settles one delivery of a [`ServiceQueue`].
 ///
 /// It keeps no copy of the request: the delivery lends its envelope when it
-/// is settled or abandoned, and the queue copies it only to requeue or
-/// dead-letter it. An abandoned delivery (dropped unsettled) is requeued, as
-/// AMQP does when a channel closes.
-pub(crate) struct MemSettle {
+/// is answered, settled or abandoned, and the queue copies it only to
+/// requeue or dead-letter it. An abandoned delivery (dropped unsettled) is
+/// requeued, as AMQP does when a channel closes.
+pub(crate) struct MemDelivery {
+    broker: Arc<Broker>,
     queue: Arc<ServiceQueue>,
 }
 
-/// Wraps a taken message into a tracked delivery.
-pub(crate) fn tracked(queue: &Arc<ServiceQueue>, envelope: Envelope) -> Delivery {
-    let settle = MemSettle {
+/// A delivery of `envelope` from `queue`, tracked until settled.
+pub(crate) fn tracked(
+    broker: &Arc<Broker>,
+    queue: &Arc<ServiceQueue>,
+    envelope: Envelope,
+) -> Delivery {
+    let handle = MemDelivery {
+        broker: broker.clone(),
         queue: queue.clone(),
     };
-    Delivery::new(envelope, Box::new(settle))
+    Delivery::new(envelope, Box::new(handle))
 }
 
-impl Settle for MemSettle {
-    fn settle(self: Box<Self>, settlement: Settlement, delivered: &Envelope) -> SettleFuture {
-        match self.queue.settle(delivered, settlement) {
-            // `Settled` is zero-sized, so boxing it does not allocate: the
-            // common path of every request stays allocation-free here.
+impl DeliveryHandle for MemDelivery {
+    fn reply(&self, request: &Envelope, reply: Envelope) -> SendFuture {
+        // A request without an inbox (sent as oneway, or by a foreign
+        // client that wants no answer) gets none.
+        let Some(to) = &request.header.reply_to else {
+            return Box::pin(Settled);
+        };
+        match self.broker.send_reply(to, reply) {
             Ok(()) => Box::pin(Settled),
             Err(error) => Box::pin(future::ready(Err(error))),
         }
     }
 
-    fn abandon(self: Box<Self>, delivered: &Envelope) {
-        // The error only says the message was requeued or the broker
-        // closed; an abandoned delivery has nobody to tell.
+    fn settle(&self, settlement: Settlement, delivered: &Envelope) -> SettleFuture {
+        match self.queue.settle(delivered, settlement) {
+            Ok(()) => Box::pin(Settled),
+            Err(error) => Box::pin(future::ready(Err(error))),
+        }
+    }
+
+    fn abandon(&self, delivered: &Envelope) {
         let _ = self.queue.settle(delivered, Settlement::Requeue);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rpc_core::TransportError;
 use rpc_core::transport::{ReplySink, ServiceSpec};
-use rpc_core::{Address, Envelope, FrameLimits, Transport};
+use rpc_core::{Envelope, FrameLimits, Transport};
 
 use crate::broker::{Broker, Config};
 use crate::connection::Link;
@@ -32,7 +32,7 @@ impl MemTransport {
     /// Options for a new broker.
     pub fn builder() -> MemTransportBuilder {
         MemTransportBuilder {
-            max_message_size: FrameLimits::default().max_frame,
+            max_message_size: FrameLimits::default().max_message_size,
             frame_round_trip: false,
         }
     }
@@ -90,6 +90,25 @@ impl MemTransport {
             .map_or_else(Vec::new, |q| q.take_dead_letters())
     }
 
+    /// Puts a request or oneway call on the fabric as a foreign client
+    /// would: to the service its header names, with whatever reply address
+    /// it carries. For tests of the fabric itself; programs call through a
+    /// [`Client`](rpc_core::Client).
+    pub fn publish(&self, envelope: Envelope) -> Result<(), TransportError> {
+        self.broker.send_call(envelope)
+    }
+
+    /// Puts a reply on the fabric as a foreign server would: to the inbox at
+    /// `to`. For tests of the fabric itself; servers answer through their
+    /// [`Delivery`](rpc_core::Delivery).
+    pub fn publish_reply(
+        &self,
+        to: &rpc_core::Address,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        self.broker.send_reply(to, envelope)
+    }
+
     /// Reply inboxes open right now.
     pub fn open_inboxes(&self) -> usize {
         self.broker.open_inboxes()
@@ -124,28 +143,64 @@ impl Transport for MemTransport {
     type Requests = MemRequests;
     type Inbox = MemInbox;
 
-    async fn open_inbox(&self, sink: ReplySink) -> Result<(Address, MemInbox), TransportError> {
+    async fn open_inbox(&self, sink: ReplySink) -> Result<MemInbox, TransportError> {
         let address = self.broker.open_inbox(sink)?;
-        Ok((address.clone(), MemInbox::new(self.broker.clone(), address)))
+        Ok(MemInbox::new(self.broker.clone(), address))
     }
 
     /// Routes the envelope at once, before returning: the returned future
     /// only carries the result. Keeping the envelope out of the future's
     /// state saves copying it in and out on every call.
-    fn send(
+    fn send_request(
         &self,
-        to: &Address,
+        inbox: &MemInbox,
         mut envelope: Envelope,
     ) -> impl Future<Output = Result<(), TransportError>> + Send {
         // This broker authenticates nobody, so nothing under the reserved
         // keys (the caller, above all) is taken from a sender.
         envelope.header.metadata.remove_reserved();
-        future::ready(self.broker.send(to, envelope))
+        // The inbox's name travels in the message, as a broker's reply-to
+        // property does; the server answers it through its delivery.
+        envelope.header.reply_to = Some(inbox.address().clone());
+        future::ready(self.broker.send_call(envelope))
+    }
+
+    /// Routes the envelope at once, as [`send_request`](Self::send_request) does.
+    fn send_oneway(
+        &self,
+        mut envelope: Envelope,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        envelope.header.metadata.remove_reserved();
+        envelope.header.reply_to = None;
+        future::ready(self.broker.send_call(envelope))
     }
 
     async fn serve(&self, service: &ServiceSpec) -> Result<MemRequests, TransportError> {
         self.broker.connection.check()?;
-        Ok(MemRequests::new(self.broker.declare(&service.name)))
+        let queue = self.broker.declare(&service.name);
+        Ok(MemRequests::new(self.broker.clone(), queue))
+    }
+
+    /// Every stream has a private queue; a broadcast is copied into each.
+    async fn serve_broadcast(&self, service: &ServiceSpec) -> Result<MemRequests, TransportError> {
+        self.broker.connection.check()?;
+        let broadcasts = &self.broker.broadcasts;
+        let queue = self.broker.declare(&broadcasts.queue_name(&service.name));
+        let requests = MemRequests::new(self.broker.clone(), queue.clone());
+        broadcasts.subscribe(service.name.clone(), queue);
+        Ok(requests)
+    }
+
+    async fn send_broadcast(
+        &self,
+        inbox: &MemInbox,
+        mut envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        self.broker.connection.check()?;
+        envelope.header.metadata.remove_reserved();
+        envelope.header.reply_to = Some(inbox.address().clone());
+        self.broker.broadcasts.send(&envelope);
+        Ok(())
     }
 }
 

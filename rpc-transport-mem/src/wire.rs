@@ -10,7 +10,7 @@ use rpc_core::{Envelope, TransportError};
 /// the metadata count) are the frame defaults.
 pub(crate) fn round_trip(envelope: &Envelope) -> Result<Envelope, TransportError> {
     let limits = FrameLimits {
-        max_frame: usize::MAX,
+        max_message_size: usize::MAX,
         ..FrameLimits::default()
     };
     let mut wire = Vec::new();
@@ -47,7 +47,7 @@ mod tests {
     #[test]
     fn too_much_metadata_is_a_transport_error() {
         let mut header = Header::request("svc".into(), "m".into(), ContentType::Json);
-        header.metadata = (0..=FrameLimits::default().max_metadata)
+        header.metadata = (0..=FrameLimits::default().max_metadata_entries)
             .map(|i| (i.to_string(), String::new()))
             .collect();
         let envelope = Envelope {

@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use rpc_core::transport::{ServiceSpec, Settlement};
-use rpc_core::{Address, Client, RpcError, Server, Transport, TransportError};
+use rpc_core::{Address, Client, RpcError, Transport, TransportError};
 use rpc_transport_mem::{Direction, MemRequests, MemTransport};
-use support::{Add, Math, Recorder, request};
+use support::{Add, Math, Recorder, math_stack, request, serve_math};
 use tokio::time::Instant;
-
-const SVC: Address = Address::from_static("svc");
 
 async fn served() -> (MemTransport, MemRequests) {
     let transport = MemTransport::new();
@@ -27,7 +25,8 @@ async fn inbox(
     std::sync::Arc<Recorder>,
 ) {
     let recorder = Recorder::new();
-    let (address, inbox) = transport.open_inbox(recorder.sink()).await.unwrap();
+    let inbox = transport.open_inbox(recorder.sink()).await.unwrap();
+    let address = inbox.address().clone();
     (address, inbox, recorder)
 }
 
@@ -47,7 +46,7 @@ async fn drop_next_requests_loses_them_after_a_successful_send() {
     let (transport, mut requests) = served().await;
     transport.faults().drop_next(Direction::Requests, 2);
     for id in 1..=3 {
-        transport.send(&SVC, request("svc", id)).await.unwrap();
+        transport.publish(request("svc", id)).unwrap();
     }
     assert_eq!(next_id(&mut requests).await, 3);
     assert!(requests.next().now_or_never().is_none());
@@ -59,7 +58,7 @@ async fn drop_next_still_reports_no_route_first() {
     let transport = MemTransport::new();
     transport.faults().drop_next(Direction::Requests, 1);
     assert!(matches!(
-        transport.send(&SVC, request("svc", 1)).await,
+        transport.publish(request("svc", 1)),
         Err(TransportError::NoRoute { .. })
     ));
     assert_eq!(
@@ -76,7 +75,7 @@ async fn drop_next_replies_loses_them_and_counts() {
     transport.faults().drop_next(Direction::Replies, 1);
     for id in 1..=2 {
         let (to, reply) = reply_to(&address, id);
-        transport.send(&to, reply).await.unwrap();
+        transport.publish_reply(&to, reply).unwrap();
     }
     assert_eq!(recorder.ids(), vec![2]);
     let stats = transport.stats();
@@ -85,12 +84,8 @@ async fn drop_next_replies_loses_them_and_counts() {
 
 #[tokio::test]
 async fn a_dropped_reply_times_the_call_out() {
-    let transport = MemTransport::new();
-    let _server = Server::builder(transport.clone())
-        .serve(Math::new(1))
-        .await
-        .unwrap();
-    let client = Client::new(transport.clone()).with_timeout(Duration::from_millis(50));
+    let (transport, _server, client) = math_stack().await;
+    let client = client.with_timeout(Duration::from_millis(50));
     transport.faults().drop_next(Direction::Replies, 1);
     let error = client
         .call::<_, i64>("math", "add", &Add { a: 1, b: 1 })
@@ -108,8 +103,8 @@ async fn a_dropped_reply_times_the_call_out() {
 async fn duplicate_next_requests_delivers_twice() {
     let (transport, mut requests) = served().await;
     transport.faults().duplicate_next(Direction::Requests, 1);
-    transport.send(&SVC, request("svc", 1)).await.unwrap();
-    transport.send(&SVC, request("svc", 2)).await.unwrap();
+    transport.publish(request("svc", 1)).unwrap();
+    transport.publish(request("svc", 2)).unwrap();
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(next_id(&mut requests).await);
@@ -119,12 +114,7 @@ async fn duplicate_next_requests_delivers_twice() {
 
 #[tokio::test]
 async fn a_duplicated_reply_is_dropped_by_the_client() {
-    let transport = MemTransport::new();
-    let _server = Server::builder(transport.clone())
-        .serve(Math::new(1))
-        .await
-        .unwrap();
-    let client = Client::new(transport.clone());
+    let (transport, _server, client) = math_stack().await;
     transport.faults().duplicate_next(Direction::Replies, 1);
     let sum: i64 = client
         .call("math", "add", &Add { a: 2, b: 2 })
@@ -141,7 +131,7 @@ async fn reorder_next_swaps_a_pair_of_replies() {
     transport.faults().reorder_next(Direction::Replies, 1);
     for id in 1..=3 {
         let (to, reply) = reply_to(&address, id);
-        transport.send(&to, reply).await.unwrap();
+        transport.publish_reply(&to, reply).unwrap();
         if id == 1 {
             assert!(recorder.ids().is_empty(), "the first reply is held");
         }
@@ -155,7 +145,7 @@ async fn reorder_next_swaps_requests_and_release_held_lets_go() {
     let faults = transport.faults();
     faults.reorder_next(Direction::Requests, 2);
     for id in 1..=3 {
-        transport.send(&SVC, request("svc", id)).await.unwrap();
+        transport.publish(request("svc", id)).unwrap();
     }
     // 1 swapped with 2; 3 is held with nothing after it.
     assert_eq!(next_id(&mut requests).await, 2);
@@ -167,12 +157,7 @@ async fn reorder_next_swaps_requests_and_release_held_lets_go() {
 
 #[tokio::test]
 async fn reordered_replies_reach_the_right_calls() {
-    let transport = MemTransport::new();
-    let _server = Server::builder(transport.clone())
-        .serve(Math::new(1))
-        .await
-        .unwrap();
-    let client = Client::new(transport.clone());
+    let (transport, _server, client) = math_stack().await;
     transport.faults().reorder_next(Direction::Replies, 1);
     let (a, b) = tokio::join!(
         client.call::<_, i64>("math", "add", &Add { a: 1, b: 0 }),
@@ -190,7 +175,7 @@ async fn delay_replies_holds_them_back_without_blocking_the_sender() {
         .delay(Direction::Replies, Duration::from_millis(100));
     let started = Instant::now();
     let (to, reply) = reply_to(&address, 1);
-    transport.send(&to, reply).await.unwrap();
+    transport.publish_reply(&to, reply).unwrap();
     assert_eq!(started.elapsed(), Duration::ZERO, "the send did not wait");
     assert!(recorder.ids().is_empty());
     recorder.wait_for(1).await;
@@ -204,24 +189,19 @@ async fn delay_requests_holds_them_back_and_zero_turns_it_off() {
     let faults = transport.faults();
     faults.delay(Direction::Requests, Duration::from_millis(30));
     let started = Instant::now();
-    transport.send(&SVC, request("svc", 1)).await.unwrap();
+    transport.publish(request("svc", 1)).unwrap();
     assert_eq!(transport.queue_depth("svc"), 0, "not queued yet");
     assert_eq!(next_id(&mut requests).await, 1);
     assert_eq!(started.elapsed(), Duration::from_millis(30));
 
     faults.delay(Direction::Requests, Duration::ZERO);
-    transport.send(&SVC, request("svc", 2)).await.unwrap();
+    transport.publish(request("svc", 2)).unwrap();
     assert_eq!(transport.queue_depth("svc"), 1, "queued at once");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_delayed_reply_does_not_hold_up_other_calls() {
-    let transport = MemTransport::new();
-    let server = Server::builder(transport.clone())
-        .serve(Math::new(1))
-        .await
-        .unwrap();
-    let client = Client::new(transport.clone());
+    let (transport, server, client) = math_stack().await;
     client.connect().await.unwrap();
     let faults = transport.faults();
     faults.delay(Direction::Replies, Duration::from_secs(1));
@@ -259,21 +239,18 @@ async fn no_consumer_makes_a_served_service_unroutable() {
     let faults = transport.faults();
     faults.no_consumer("svc");
     assert!(matches!(
-        transport.send(&SVC, request("svc", 1)).await,
+        transport.publish(request("svc", 1)),
         Err(TransportError::NoRoute { .. })
     ));
     assert_eq!(transport.consumers("svc"), 1, "the consumer is still there");
     faults.restore_consumer("svc");
-    transport.send(&SVC, request("svc", 2)).await.unwrap();
+    transport.publish(request("svc", 2)).unwrap();
 }
 
 #[tokio::test]
 async fn no_consumer_through_the_client_is_a_fast_no_route() {
     let transport = MemTransport::new();
-    let _server = Server::builder(transport.clone())
-        .serve(Math::new(1))
-        .await
-        .unwrap();
+    let _server = serve_math(&transport, Math::new(1)).await;
     let client = Client::new(transport.clone()); // 30 s deadline
     transport.faults().no_consumer("math");
     let error = client
@@ -287,7 +264,7 @@ async fn no_consumer_through_the_client_is_a_fast_no_route() {
 async fn disconnect_tells_inboxes_fails_sends_and_pauses_streams() {
     let (transport, mut requests) = served().await;
     let (address, _inbox, recorder) = inbox(&transport).await;
-    transport.send(&SVC, request("svc", 1)).await.unwrap();
+    transport.publish(request("svc", 1)).unwrap();
     let faults = transport.faults();
 
     faults.disconnect();
@@ -295,13 +272,13 @@ async fn disconnect_tells_inboxes_fails_sends_and_pauses_streams() {
     assert!(!faults.is_connected());
     assert_eq!(recorder.connection_losses(), 1);
     assert!(matches!(
-        transport.send(&SVC, request("svc", 2)).await,
-        Err(TransportError::ConnectionLost)
+        transport.publish(request("svc", 2)),
+        Err(TransportError::NotSent)
     ));
     let (to, reply) = reply_to(&address, 9);
     assert!(matches!(
-        transport.send(&to, reply).await,
-        Err(TransportError::ConnectionLost)
+        transport.publish_reply(&to, reply),
+        Err(TransportError::NotSent)
     ));
     assert!(matches!(
         transport.serve(&ServiceSpec::new("svc", 1)).await,
@@ -326,7 +303,7 @@ async fn disconnect_tells_inboxes_fails_sends_and_pauses_streams() {
     let (id, _requests) = paused.await.unwrap();
     assert_eq!(id, 1);
     let (to, reply) = reply_to(&address, 10);
-    transport.send(&to, reply).await.unwrap();
+    transport.publish_reply(&to, reply).unwrap();
     assert_eq!(recorder.ids(), vec![10]);
 }
 
@@ -340,8 +317,8 @@ async fn clear_removes_every_message_fault() {
     faults.delay(Direction::Requests, Duration::from_secs(60));
     faults.no_consumer("svc");
     faults.clear();
-    transport.send(&SVC, request("svc", 1)).await.unwrap();
-    transport.send(&SVC, request("svc", 2)).await.unwrap();
+    transport.publish(request("svc", 1)).unwrap();
+    transport.publish(request("svc", 2)).unwrap();
     assert_eq!(next_id(&mut requests).await, 1);
     assert_eq!(next_id(&mut requests).await, 2);
     assert!(requests.next().now_or_never().is_none());
@@ -352,7 +329,7 @@ async fn clear_releases_a_held_message() {
     let (transport, mut requests) = served().await;
     let faults = transport.faults();
     faults.reorder_next(Direction::Requests, 1);
-    transport.send(&SVC, request("svc", 1)).await.unwrap();
+    transport.publish(request("svc", 1)).unwrap();
     assert_eq!(transport.queue_depth("svc"), 0);
     faults.clear();
     assert_eq!(next_id(&mut requests).await, 1);

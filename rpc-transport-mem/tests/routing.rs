@@ -12,8 +12,6 @@ use rpc_core::{Address, Transport, TransportError};
 use rpc_transport_mem::MemTransport;
 use support::{Recorder, oneway, reply, request};
 
-const SVC: Address = Address::from_static("svc");
-
 fn spec() -> ServiceSpec {
     ServiceSpec::new("svc", 1)
 }
@@ -22,12 +20,12 @@ fn spec() -> ServiceSpec {
 async fn a_request_to_a_service_nobody_serves_is_no_route_at_once() {
     let transport = MemTransport::new();
     let started = Instant::now();
-    let error = transport.send(&SVC, request("svc", 1)).await.unwrap_err();
+    let error = transport.publish(request("svc", 1)).unwrap_err();
     assert!(
         matches!(error, TransportError::NoRoute { ref address } if address == "svc"),
         "{error:?}"
     );
-    let error = transport.send(&SVC, oneway("svc", 2)).await.unwrap_err();
+    let error = transport.publish(oneway("svc", 2)).unwrap_err();
     assert!(matches!(error, TransportError::NoRoute { .. }), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
@@ -37,10 +35,10 @@ async fn the_last_consumer_leaving_makes_the_service_unroutable() {
     let transport = MemTransport::new();
     let requests = transport.serve(&spec()).await.unwrap();
     assert_eq!(transport.consumers("svc"), 1);
-    transport.send(&SVC, request("svc", 1)).await.unwrap();
+    transport.publish(request("svc", 1)).unwrap();
     drop(requests);
     assert_eq!(transport.consumers("svc"), 0);
-    let error = transport.send(&SVC, request("svc", 2)).await.unwrap_err();
+    let error = transport.publish(request("svc", 2)).unwrap_err();
     assert!(matches!(error, TransportError::NoRoute { .. }), "{error:?}");
     assert_eq!(
         transport.queue_depth("svc"),
@@ -55,7 +53,7 @@ async fn competing_consumers_each_get_every_message_once() {
     let mut a = transport.serve(&spec()).await.unwrap();
     let mut b = transport.serve(&spec()).await.unwrap();
     for id in 1..=10 {
-        transport.send(&SVC, request("svc", id)).await.unwrap();
+        transport.publish(request("svc", id)).unwrap();
     }
     let mut seen = Vec::new();
     // Alternate polls: whoever asks gets the next message in order.
@@ -76,7 +74,7 @@ async fn whoever_is_free_takes_the_next_message() {
     let mut busy = transport.serve(&spec()).await.unwrap();
     let mut free = transport.serve(&spec()).await.unwrap();
     for id in 1..=3 {
-        transport.send(&SVC, request("svc", id)).await.unwrap();
+        transport.publish(request("svc", id)).unwrap();
     }
     // `busy` takes one and never asks again; `free` drains the rest: no
     // message is set aside for a consumer that is not polling.
@@ -122,7 +120,7 @@ async fn consumers_on_other_threads_share_a_burst_exactly_once() {
         })
         .collect();
     for id in 0..total {
-        transport.send(&SVC, request("svc", id)).await.unwrap();
+        transport.publish(request("svc", id)).unwrap();
     }
     for _ in 0..total {
         done_rx.recv().await.unwrap();
@@ -143,8 +141,8 @@ async fn dropping_a_stream_leaves_its_messages_for_others() {
     let leaving = transport.serve(&spec()).await.unwrap();
     // `waiting` is parked on the empty queue...
     assert!(waiting.next().now_or_never().is_none());
-    transport.send(&SVC, request("svc", 1)).await.unwrap();
-    transport.send(&SVC, request("svc", 2)).await.unwrap();
+    transport.publish(request("svc", 1)).unwrap();
+    transport.publish(request("svc", 2)).unwrap();
     drop(leaving);
     let ids = [waiting.next().await.unwrap(), waiting.next().await.unwrap()]
         .map(|d| d.envelope().header.correlation_id);
@@ -155,13 +153,14 @@ async fn dropping_a_stream_leaves_its_messages_for_others() {
 async fn a_reply_reaches_its_sink_within_the_send() {
     let transport = MemTransport::new();
     let recorder = Recorder::new();
-    let (address, inbox) = transport.open_inbox(recorder.sink()).await.unwrap();
+    let inbox = transport.open_inbox(recorder.sink()).await.unwrap();
+    let address = inbox.address().clone();
     assert!(address.as_str().starts_with("mem.inbox."), "{address}");
     assert_eq!(inbox.address(), &address);
     assert_eq!(transport.open_inboxes(), 1);
 
     // No task runs between the send and the check: delivery is synchronous.
-    let sent = transport.send(&address, reply(7)).now_or_never();
+    let sent = Some(transport.publish_reply(&address, reply(7)));
     assert!(matches!(sent, Some(Ok(()))));
     assert_eq!(recorder.ids(), vec![7]);
 }
@@ -170,15 +169,16 @@ async fn a_reply_reaches_its_sink_within_the_send() {
 async fn inboxes_have_distinct_addresses_and_close_on_drop() {
     let transport = MemTransport::new();
     let (first, second) = (Recorder::new(), Recorder::new());
-    let (a, a_inbox) = transport.open_inbox(first.sink()).await.unwrap();
-    let (b, _b_inbox) = transport.open_inbox(second.sink()).await.unwrap();
+    let a_inbox = transport.open_inbox(first.sink()).await.unwrap();
+    let b_inbox = transport.open_inbox(second.sink()).await.unwrap();
+    let (a, b) = (a_inbox.address().clone(), b_inbox.address().clone());
     assert_ne!(a, b);
-    transport.send(&b, reply(2)).await.unwrap();
+    transport.publish_reply(&b, reply(2)).unwrap();
     assert_eq!((first.ids(), second.ids()), (vec![], vec![2]));
 
     drop(a_inbox);
     assert_eq!(transport.open_inboxes(), 1);
-    transport.send(&a, reply(1)).await.unwrap();
+    transport.publish_reply(&a, reply(1)).unwrap();
     assert!(first.ids().is_empty());
     assert_eq!(transport.stats().undeliverable_replies, 1);
 }
@@ -187,15 +187,10 @@ async fn inboxes_have_distinct_addresses_and_close_on_drop() {
 async fn replies_to_unknown_inboxes_are_dropped_and_counted() {
     let transport = MemTransport::new();
     transport
-        .send(&Address::from_static("mem.inbox.999"), reply(1))
-        .await
+        .publish_reply(&Address::from_static("mem.inbox.999"), reply(1))
         .unwrap();
-    // A reply sent to a service address is not a request.
-    let _requests = transport.serve(&spec()).await.unwrap();
-    transport.send(&SVC, reply(2)).await.unwrap();
-    assert_eq!(transport.queue_depth("svc"), 0);
-    assert_eq!(transport.stats().undeliverable_replies, 2);
-    assert_eq!(transport.stats().lost_replies(), 2);
+    assert_eq!(transport.stats().undeliverable_replies, 1);
+    assert_eq!(transport.stats().lost_replies(), 1);
 }
 
 #[tokio::test]
@@ -204,10 +199,10 @@ async fn brokers_are_isolated_and_clones_share_one() {
     let second = MemTransport::new();
     let _requests = first.serve(&spec()).await.unwrap();
     assert!(matches!(
-        second.send(&SVC, request("svc", 1)).await,
+        second.publish(request("svc", 1)),
         Err(TransportError::NoRoute { .. })
     ));
-    first.clone().send(&SVC, request("svc", 1)).await.unwrap();
+    first.clone().publish(request("svc", 1)).unwrap();
     assert_eq!(first.queue_depth("svc"), 1);
     assert_eq!(second.queue_depth("svc"), 0);
 }
@@ -218,21 +213,21 @@ async fn oversized_messages_are_refused() {
     let _requests = transport.serve(&spec()).await.unwrap();
     let mut big = request("svc", 1);
     big.body = vec![0; 5];
-    let error = transport.send(&SVC, big).await.unwrap_err();
+    let error = transport.publish(big).unwrap_err();
     assert!(
         matches!(error, TransportError::TooLarge { size: 5, limit: 4 }),
         "{error:?}"
     );
     let mut fits = request("svc", 2);
     fits.body = vec![0; 4];
-    transport.send(&SVC, fits).await.unwrap();
+    transport.publish(fits).unwrap();
 }
 
 #[tokio::test]
 async fn close_ends_streams_and_tells_inboxes() {
     let transport = MemTransport::new();
     let recorder = Recorder::new();
-    let (_address, _inbox) = transport.open_inbox(recorder.sink()).await.unwrap();
+    let _inbox = transport.open_inbox(recorder.sink()).await.unwrap();
     let mut requests = transport.serve(&spec()).await.unwrap();
     let waiting = tokio::spawn(async move { requests.next().await.is_none() });
     tokio::task::yield_now().await; // let it park on the empty queue
@@ -240,7 +235,7 @@ async fn close_ends_streams_and_tells_inboxes() {
     assert!(waiting.await.unwrap(), "the parked stream ended");
     assert_eq!(recorder.closes(), 1);
     assert!(matches!(
-        transport.send(&SVC, request("svc", 1)).await,
+        transport.publish(request("svc", 1)),
         Err(TransportError::Closed)
     ));
     assert!(matches!(

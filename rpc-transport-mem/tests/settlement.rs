@@ -4,17 +4,15 @@ mod support;
 
 use futures_util::{FutureExt, StreamExt};
 use rpc_core::transport::{ServiceSpec, Settlement};
-use rpc_core::{Address, Transport, TransportError};
+use rpc_core::{Transport, TransportError};
 use rpc_transport_mem::MemTransport;
 use support::request;
-
-const SVC: Address = Address::from_static("svc");
 
 async fn with_messages(ids: &[u64]) -> (MemTransport, rpc_transport_mem::MemRequests) {
     let transport = MemTransport::new();
     let requests = transport.serve(&ServiceSpec::new("svc", 1)).await.unwrap();
     for &id in ids {
-        transport.send(&SVC, request("svc", id)).await.unwrap();
+        transport.publish(request("svc", id)).unwrap();
     }
     (transport, requests)
 }

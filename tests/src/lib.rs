@@ -2,7 +2,11 @@
 //! conformance suite every transport runs, and a traffic tap.
 
 pub mod broker;
+pub mod cluster;
 pub mod conformance;
+pub mod kafka;
+pub mod rabbitmqctl;
 pub mod relay;
 pub mod services;
 pub mod tap;
+pub mod zmq;

@@ -56,7 +56,14 @@ struct RelayState {
 impl Relay {
     /// Starts a relay on `127.0.0.1:0` to `upstream` (`host:port`).
     pub async fn start(upstream: impl Into<String>) -> io::Result<Relay> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Relay::start_on(upstream, 0).await
+    }
+
+    /// A relay on a given loopback port (0: any): `start_on(up, old_port)`
+    /// after dropping the old relay brings the "broker" back at the address
+    /// clients know, as a restarted broker comes back.
+    pub async fn start_on(upstream: impl Into<String>, port: u16) -> io::Result<Relay> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(RelayState {
             upstream: upstream.into(),

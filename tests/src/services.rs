@@ -138,6 +138,13 @@ pub trait Calc {
     /// Charges once; marked at-most-once.
     #[rpc(at_most_once)]
     async fn charge(&self, cents: u64) -> u64;
+    /// Never returns, and counts its handlers alive in the probe
+    /// ([`CalcProbe::wait_lingering`]): a handler dropped by the server shows.
+    async fn linger(&self);
+    /// Works `ms` milliseconds, then counts itself finished; marked to run
+    /// to completion past its deadline.
+    #[rpc(run_to_completion)]
+    async fn work(&self, ms: u64) -> u64;
 }
 
 /// What a handler saw in its [`Context`].
@@ -166,6 +173,12 @@ pub struct CalcProbe {
     pub gate: Semaphore,
     /// Calls that ran any handler.
     pub calls: AtomicUsize,
+    /// `linger` handlers alive.
+    pub lingering: AtomicUsize,
+    /// Signalled whenever `lingering` changes.
+    pub lingering_changed: Notify,
+    /// `work` handlers that ran to their end.
+    pub worked: AtomicUsize,
 }
 
 impl CalcProbe {
@@ -178,6 +191,9 @@ impl CalcProbe {
             entered: Notify::new(),
             gate: Semaphore::new(0),
             calls: AtomicUsize::new(0),
+            lingering: AtomicUsize::new(0),
+            lingering_changed: Notify::new(),
+            worked: AtomicUsize::new(0),
         };
         (Arc::new(probe), lines)
     }
@@ -191,6 +207,37 @@ impl CalcProbe {
             }
             entered.await;
         }
+    }
+}
+
+impl CalcProbe {
+    /// Waits until exactly `n` `linger` handlers are alive.
+    pub async fn wait_lingering(&self, n: usize) {
+        loop {
+            let changed = self.lingering_changed.notified();
+            if self.lingering.load(Ordering::SeqCst) == n {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// One `linger` handler alive, counted in the probe until dropped.
+struct Lingering<'a>(&'a CalcProbe);
+
+impl<'a> Lingering<'a> {
+    fn enter(probe: &'a CalcProbe) -> Self {
+        probe.lingering.fetch_add(1, Ordering::SeqCst);
+        probe.lingering_changed.notify_waiters();
+        Lingering(probe)
+    }
+}
+
+impl Drop for Lingering<'_> {
+    fn drop(&mut self) {
+        self.0.lingering.fetch_sub(1, Ordering::SeqCst);
+        self.0.lingering_changed.notify_waiters();
     }
 }
 
@@ -262,6 +309,17 @@ impl<T: rpc_core::Transport> Calc for CalcImpl<T> {
     async fn charge(&self, cents: u64) -> u64 {
         self.probe.calls.fetch_add(1, Ordering::SeqCst);
         cents
+    }
+    async fn linger(&self) {
+        self.probe.calls.fetch_add(1, Ordering::SeqCst);
+        let _alive = Lingering::enter(&self.probe);
+        std::future::pending::<()>().await
+    }
+    async fn work(&self, ms: u64) -> u64 {
+        self.probe.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        self.probe.worked.fetch_add(1, Ordering::SeqCst);
+        ms
     }
 }
 

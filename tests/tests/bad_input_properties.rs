@@ -13,14 +13,12 @@
 
 use std::cell::Cell;
 
+use lapin::BasicProperties;
+use lapin::protocol::basic::parse_properties;
+use lapin::types::{AMQPValue, ByteArray, FieldArray, FieldTable, LongString, ShortString};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use rpc_core::{Kind, Name};
-use rpc_transport_amqp::lapin::BasicProperties;
-use rpc_transport_amqp::lapin::protocol::basic::parse_properties;
-use rpc_transport_amqp::lapin::types::{
-    AMQPValue, ByteArray, FieldArray, FieldTable, LongString, ShortString,
-};
 use rpc_transport_amqp::properties::{self, Arrival, CALLER_METADATA, RESERVED_PREFIX};
 
 /// How many inputs one run decodes.

@@ -6,10 +6,10 @@ mod security_support;
 
 use std::sync::atomic::Ordering;
 
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use rpc_core::{Client, ClientConfig, RpcError, Server};
 use rpc_tests::broker::amqp_builder;
 use rpc_tests::services::{CALC_DESCRIPTOR, CalcClient, CalcImpl, CalcProbe, CalcServer};
-use rpc_transport_amqp::lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 
 use security_support::{depth, raw_connection, wait_depth};
 

@@ -6,7 +6,8 @@ use rpc_tests::conformance::Fixture;
 use rpc_transport_mem::MemTransport;
 
 /// One in-process broker per test, seen through the erased type.
-struct DynFixture(DynTransport);
+/// The erased transport, and the memory transport under it (for its faults).
+struct DynFixture(DynTransport, MemTransport);
 
 impl Fixture for DynFixture {
     type Transport = DynTransport;
@@ -16,9 +17,23 @@ impl Fixture for DynFixture {
     }
 
     async fn finish(self) {}
+
+    fn broadcasts(&self) -> bool {
+        true
+    }
+
+    async fn break_connection(&self, _: &DynTransport) -> bool {
+        let faults = self.1.faults();
+        faults.disconnect();
+        faults.reconnect();
+        true
+    }
 }
 
-rpc_tests::conformance_suite!(async { Some(DynFixture(DynTransport::new(MemTransport::new()))) });
+rpc_tests::conformance_suite!(async {
+    let memory = MemTransport::new();
+    Some(DynFixture(DynTransport::new(memory.clone()), memory))
+});
 
 /// A generated client names no transport by default: `CalcClient` is
 /// `CalcClient<DynTransport>`, so application structs need no type parameter.

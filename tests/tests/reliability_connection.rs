@@ -46,6 +46,8 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(5);
 struct Tally {
     ok: usize,
     connection_lost: usize,
+    /// Calls refused before they left (made while disconnected).
+    not_sent: usize,
     timeout: usize,
     other: Vec<String>,
     hung: usize,
@@ -138,6 +140,7 @@ async fn calls_survive_a_break<T: Transport>(
                     .last_lost_after
                     .max(ended.saturating_duration_since(broken_at));
             }
+            Err(RpcError::NotSent) => tally.not_sent += 1,
             Err(RpcError::Timeout) => tally.timeout += 1,
             Err(other) => tally.other.push(format!("{other:?}")),
         }
@@ -146,10 +149,11 @@ async fn calls_survive_a_break<T: Transport>(
         &format!("connection/{label}"),
         format_args!(
             "{CALLS} calls, break after {done_before} done, {RELEASED_AT_BREAK} released with it: ok {}, ConnectionLost {}, \
-             Timeout {}, other {}, hung {}; last ConnectionLost {:?} after the break; \
+             NotSent {}, Timeout {}, other {}, hung {}; last ConnectionLost {:?} after the break; \
              new calls succeed {recovered_in:?} after it; wall {:?}",
             tally.ok,
             tally.connection_lost,
+            tally.not_sent,
             tally.timeout,
             tally.other.len(),
             tally.hung,
@@ -163,7 +167,7 @@ async fn calls_survive_a_break<T: Transport>(
         "{label}: untyped failures: {tally:?}"
     );
     assert_eq!(
-        tally.ok + tally.connection_lost + tally.timeout,
+        tally.ok + tally.connection_lost + tally.not_sent + tally.timeout,
         CALLS,
         "{tally:?}"
     );
@@ -292,14 +296,12 @@ async fn a_black_hole_is_detected_by_heartbeats() {
         "noticed only after {detected_after:?}"
     );
 
-    // While it is dark, a new call fails typed instead of hanging.
+    // While it is dark, a new call waits for the connection up to its
+    // deadline, then fails typed (`NotSent`: it never left) instead of hanging.
     let during = Instant::now();
-    let result = work.echo(1).await;
+    let result = work.with_timeout(Duration::from_secs(3)).echo(1).await;
     let failed_in = during.elapsed();
-    assert!(
-        matches!(result, Err(RpcError::ConnectionLost)),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(RpcError::NotSent)), "{result:?}");
     assert!(failed_in < Duration::from_secs(4), "{failed_in:?}");
 
     relay.resume();
@@ -318,8 +320,8 @@ async fn a_black_hole_is_detected_by_heartbeats() {
         "connection/black hole",
         format_args!(
             "heartbeat {HEARTBEAT:?}: {WAITING} waiting calls all ConnectionLost, the last \
-             {detected_after:?} after the relay went dark; a new call while dark fails \
-             ConnectionLost in {failed_in:?}; calls succeed {recovered_in:?} after the network \
+             {detected_after:?} after the relay went dark; a new call while dark (3 s deadline) fails \
+             NotSent in {failed_in:?}; calls succeed {recovered_in:?} after the network \
              returns"
         ),
     );

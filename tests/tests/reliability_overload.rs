@@ -62,10 +62,9 @@ async fn client_cap_refuses_excess_calls<T: Transport>(label: &str, server: T, c
         ),
     );
     assert_eq!(reached, 0, "{label}: refused calls reached the server");
-    // At once: a refusal waits for nothing, so even a machine stalled by
-    // other work (timers seen 370 ms late) returns it far inside the 30 s
-    // deadline a waiting call would run into.
-    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    // A refusal waits for nothing: `Overloaded` rather than `Timeout`, and
+    // none reaching the server, prove it; how long it took is a figure only
+    // (a loaded machine delays anything by anything).
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,13 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Consumer};
 use rpc_core::{ContentType, Context, Server, ServerHandle, rpc_service};
-use rpc_tests::broker::amqp_builder;
-use rpc_transport_amqp::lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
-use rpc_transport_amqp::lapin::types::{AMQPValue, FieldTable};
-use rpc_transport_amqp::lapin::{BasicProperties, Channel, Consumer};
+use rpc_tests::broker::{amqp_builder, reply_queue};
 use rpc_transport_amqp::{AmqpTransport, properties};
 
 use security_support::{BrokerUrl, TempUser, raw_connection};
@@ -48,33 +46,6 @@ async fn serve_who(transport: AmqpTransport) -> (ServerHandle, Arc<AtomicUsize>)
         .await
         .expect("serve security.who");
     (server, runs)
-}
-
-/// A reply queue of our own on a plain lapin channel.
-async fn reply_queue(channel: &Channel) -> (String, Consumer) {
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    let queue = channel
-        .queue_declare("".into(), options, FieldTable::default())
-        .await
-        .expect("declare a reply queue");
-    let name = queue.name().as_str().to_owned();
-    let consumer = channel
-        .basic_consume(
-            name.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume replies");
-    (name, consumer)
 }
 
 /// A hand-made `caller` request.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rpc_core::{
-    Address, ContentType, Context, Envelope, Header, Metadata, Name, ReplyHandler, ReplySink,
-    RpcError, Server, Transport, rpc_service,
+    ContentType, Context, Envelope, Header, Metadata, Name, ReplyHandler, ReplySink, RpcError,
+    Server, Transport, rpc_service,
 };
 use rpc_tests::broker::amqp_builder;
 use rpc_transport_mem::MemTransport;
@@ -94,24 +94,20 @@ async fn the_memory_transport_drops_reserved_keys_from_what_it_is_sent() {
     // A reply address of our own, to read the raw answer.
     let (replies_tx, mut replies) = mpsc::unbounded_channel();
     let sink = ReplySink::new(Arc::new(Forward(replies_tx)));
-    let (reply_to, _inbox) = transport.open_inbox(sink).await.expect("inbox");
+    let inbox = transport.open_inbox(sink).await.expect("inbox");
     let mut header = Header::request(
         Name::from_static("security.metadata"),
         Name::from_static("seen"),
         ContentType::Json,
     );
     header.correlation_id = 1;
-    header.reply_to = Some(reply_to);
     header.metadata.insert(Context::CALLER_KEY, "admin");
     header.metadata.insert("x-rpc-role", "root");
     header.metadata.insert("tenant", "blue");
     // `seen` takes no arguments: its argument struct is an empty object.
     let body = b"{}".to_vec();
     transport
-        .send(
-            &Address::from_static("security.metadata"),
-            Envelope { header, body },
-        )
+        .send_request(&inbox, Envelope { header, body })
         .await
         .expect("send");
     let reply = tokio::time::timeout(Duration::from_secs(5), replies.recv())

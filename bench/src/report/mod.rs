@@ -26,6 +26,11 @@ const PAIRS: &[(SystemId, SystemId)] = &[
     (SystemId::OursAmqp, SystemId::LapinDirect),
     (SystemId::OursAmqpNoConfirms, SystemId::LapinQueue),
     (SystemId::OursAmqpDirectNoConfirms, SystemId::LapinDirect),
+    (SystemId::OursAmqpQuorumCluster, SystemId::OursAmqp),
+    (SystemId::OursNats, SystemId::NatsRaw),
+    (SystemId::OursNats, SystemId::NatsRawHeaders),
+    (SystemId::OursZmq, SystemId::ZmqRaw),
+    (SystemId::OursKafka, SystemId::KafkaRaw),
 ];
 
 /// The machine the figures come from.
@@ -141,4 +146,19 @@ fn write(path: &Path, text: String) -> Result<(), BenchError> {
         path: path.display().to_string(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_target_has_its_ratio_taken() {
+        for pair in targets::judged_pairs() {
+            assert!(
+                PAIRS.contains(&pair),
+                "no ratio taken for the target {pair:?}"
+            );
+        }
+    }
 }

@@ -63,6 +63,14 @@ fn color(system: SystemId) -> &'static str {
         SystemId::OursAmqp => "#ff7f0e",
         SystemId::OursAmqpNoConfirms => "#bcbd22",
         SystemId::OursAmqpDirectNoConfirms => "#8c564b",
+        SystemId::OursAmqpQuorumCluster => "#e377c2",
+        SystemId::NatsRaw => "#17becf",
+        SystemId::NatsRawHeaders => "#9edae5",
+        SystemId::OursNats => "#393b79",
+        SystemId::KafkaRaw => "#bcbd22",
+        SystemId::OursKafka => "#8c564b",
+        SystemId::ZmqRaw => "#9467bd",
+        SystemId::OursZmq => "#000000",
     }
 }
 
@@ -314,7 +322,7 @@ fn representative_samples(report: &Report, in_flight: usize) -> Vec<&Sample> {
         .filter_map(|system| {
             let flavor = match system.group() {
                 Group::Mem => LATENCY_FLAVOR_MEM,
-                Group::Amqp => Flavor::MultiThread,
+                Group::Amqp | Group::Nats | Group::Kafka => Flavor::MultiThread,
             };
             let mut runs: Vec<&Sample> = report
                 .samples

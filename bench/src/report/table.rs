@@ -51,6 +51,8 @@ fn render(report: &Report) -> String {
         );
     }
 
+    render_fabrics(report, &mut out);
+
     let _ = writeln!(
         out,
         "\nratios within a run (ours / baseline), median [range over runs]\n{:<54} {:<16} {:>6}  {:>20}  {:>20}",
@@ -103,6 +105,60 @@ fn render(report: &Report) -> String {
         );
     }
     out
+}
+
+/// The calls in flight the table of every fabric shows.
+const FABRIC_LEVELS: [usize; 3] = [1, 16, 256];
+
+/// One table of every fabric: ours in its default settings on each, p50,
+/// p99 and calls/s (medians) at 1, 16 and 256 calls in flight, so a fabric
+/// can be chosen by numbers.
+fn render_fabrics(report: &Report, out: &mut String) {
+    let rows: Vec<_> = report
+        .summaries
+        .iter()
+        .filter_map(|s| Some((s.system.fabric()?, s)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "\nevery fabric (ours, default settings; medians)\n{:<18} {:<16}",
+        "fabric", "runtime"
+    );
+    for level in FABRIC_LEVELS {
+        let _ = write!(
+            out,
+            "  {:>26}",
+            format!("{level} in flight: p50/p99 us, calls/s")
+        );
+    }
+    let _ = writeln!(out);
+    let mut keys: Vec<_> = rows
+        .iter()
+        .map(|(fabric, s)| (s.system, *fabric, s.flavor))
+        .collect();
+    keys.dedup();
+    for (system, fabric, flavor) in keys {
+        let _ = write!(out, "{fabric:<18} {:<16}", flavor.label());
+        for level in FABRIC_LEVELS {
+            let cell = rows
+                .iter()
+                .find(|(_, s)| s.system == system && s.flavor == flavor && s.in_flight == level)
+                .map_or_else(
+                    || "-".to_owned(),
+                    |(_, s)| {
+                        format!(
+                            "{:.0}/{:.0}, {:.0}",
+                            s.p50_us.median, s.p99_us.median, s.calls_per_sec.median
+                        )
+                    },
+                );
+            let _ = write!(out, "  {cell:>26}");
+        }
+        let _ = writeln!(out);
+    }
 }
 
 fn spread(s: Spread, decimals: usize) -> String {

@@ -2,8 +2,8 @@
 //! write it without a framework, on the same broker and client library as
 //! our AMQP transport.
 //!
-//! Settings follow what earlier measurements on this broker found to be the fast, safe
-//! shape: transient messages on a classic queue, server prefetch = calls in
+//! Settings are the fast, safe shape for this broker and client library:
+//! transient messages on a classic queue, server prefetch = calls in
 //! flight, one task per delivery, the reply publish awaited before the ack.
 //! Server and client each have their own connection, as two processes would.
 //! The payload is 16 raw bytes in, 8 out: no envelope, no codec.
@@ -14,9 +14,8 @@
 //! hand-written loop), the server acks a request once its reply is
 //! confirmed.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -26,14 +25,11 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use tokio::sync::oneshot;
 
+use super::waiters::Waiters;
 use super::{ReplyMode, Running};
 use crate::error::BenchError;
 use crate::load::Caller;
-
-/// How long a call waits for its reply (our client's default deadline).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long closing a connection may take before it is dropped instead.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,15 +37,13 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The broker's pseudo-queue for direct reply-to.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<u64>>>>;
-
 /// A raw lapin client: one channel, a correlation table, one reply reader.
 #[derive(Clone)]
 pub(crate) struct LapinCaller {
     channel: Channel,
     queue: ShortString,
     reply_to: ShortString,
-    waiters: Waiters,
+    waiters: Arc<Waiters>,
     next_id: Arc<AtomicU64>,
     /// Whether requests are published mandatory and their confirms awaited.
     confirms: bool,
@@ -62,8 +56,7 @@ impl Caller for LapinCaller {
 
     async fn add(&self, a: u64, b: u64) -> Result<u64, BenchError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (reply, answer) = oneshot::channel();
-        lock(&self.waiters).insert(id, reply);
+        let answer = self.waiters.register(id);
         let mut payload = [0u8; 16];
         payload[..8].copy_from_slice(&a.to_le_bytes());
         payload[8..].copy_from_slice(&b.to_le_bytes());
@@ -94,19 +87,9 @@ impl Caller for LapinCaller {
             Err(error) => Err(error.to_string()),
         };
         if let Err(error) = sent {
-            lock(&self.waiters).remove(&id);
-            return Err(BenchError::call(Self::NAME, error));
+            return Err(self.waiters.fail(Self::NAME, id, error));
         }
-        // Bounded, like every call of ours: a lost reply fails the run
-        // instead of hanging it.
-        match tokio::time::timeout(CALL_TIMEOUT, answer).await {
-            Ok(Ok(sum)) => Ok(sum),
-            Ok(Err(_)) => Err(BenchError::call(Self::NAME, "reply reader stopped")),
-            Err(_) => {
-                lock(&self.waiters).remove(&id);
-                Err(BenchError::call(Self::NAME, "no reply within 30 s"))
-            }
-        }
+        self.waiters.wait(Self::NAME, id, answer).await
     }
 }
 
@@ -168,7 +151,7 @@ pub(crate) async fn start(
         .map_err(setup)?;
     // Direct reply-to needs its consumer on the publishing channel, before
     // the first publish. A reply queue gets a channel of its own: sharing
-    // the publishing channel measured several times slower at 1 in flight.
+    // the publishing channel is several times slower at 1 in flight.
     let (reply_channel, reply_to) = match mode {
         ReplyMode::DirectReplyTo => (channel.clone(), ShortString::from(DIRECT_REPLY_TO)),
         ReplyMode::ExclusiveQueue => {
@@ -199,7 +182,7 @@ pub(crate) async fn start(
         )
         .await
         .map_err(setup)?;
-    let waiters = Waiters::default();
+    let waiters: Arc<Waiters> = Arc::default();
     let reader = tokio::spawn({
         let waiters = waiters.clone();
         async move {
@@ -210,10 +193,8 @@ pub(crate) async fn start(
                     .as_ref()
                     .and_then(|id| id.as_str().parse::<u64>().ok());
                 let sum = decode_u64(&delivery.data);
-                if let (Some(id), Some(sum)) = (id, sum)
-                    && let Some(waiter) = lock(&waiters).remove(&id)
-                {
-                    let _ = waiter.send(sum);
+                if let (Some(id), Some(sum)) = (id, sum) {
+                    waiters.answer(id, sum);
                 }
             }
         }
@@ -289,11 +270,6 @@ async fn serve_one(channel: Channel, delivery: lapin::message::Delivery, confirm
 fn decode_u64(bytes: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     Some(u64::from_le_bytes(bytes))
-}
-
-fn lock(waiters: &Waiters) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<u64>>> {
-    // Every critical section is one map operation: a poisoned map is intact.
-    waiters.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether a broker answers at `url` within `within`; the error otherwise.

@@ -4,14 +4,22 @@
 //! server, client, connections and queues), is measured, and is torn down,
 //! so nothing carries over from one measurement to the next.
 
+mod kafka_raw;
 mod lapin_raw;
 mod mpsc;
+mod nats_raw;
+mod ours;
 mod ours_amqp;
+mod ours_kafka;
 mod ours_mem;
+mod ours_nats;
+mod ours_zmq;
 mod service;
 mod tarpc_mem;
 mod tarpc_service;
 mod tarpc_tcp;
+mod waiters;
+mod zmq_raw;
 
 use std::fmt;
 use std::future::Future;
@@ -24,6 +32,8 @@ use crate::error::BenchError;
 use crate::load::{self, Caller, Measured};
 
 pub(crate) use lapin_raw::broker_reachable;
+pub(crate) use nats_raw::server_reachable as nats_reachable;
+pub(crate) use ours_kafka::broker_reachable as kafka_reachable;
 pub(crate) use ours_mem::start as start_ours_mem;
 
 /// A started system: its client and how to stop it.
@@ -81,11 +91,31 @@ pub(crate) enum SystemId {
     /// Ours over AMQP in the direct reply-to baseline's settings: direct
     /// reply-to, publisher confirms off.
     OursAmqpDirectNoConfirms,
+    /// Ours over AMQP, default settings but a quorum request queue, on the
+    /// three-node test cluster (`RABBIT_CLUSTER_URLS`): the price of
+    /// replication against [`OursAmqp`](SystemId::OursAmqp) on one node.
+    OursAmqpQuorumCluster,
+    /// Baseline: hand-written async-nats request/reply (wildcard inbox,
+    /// queue-group server).
+    NatsRaw,
+    /// The same loop whose messages carry the headers ours carries.
+    NatsRawHeaders,
+    /// Ours: `#[rpc_service]` over `NatsTransport`, core mode.
+    OursNats,
+    /// Baseline: hand-written rdkafka request/reply with our Kafka settings.
+    KafkaRaw,
+    /// Ours: `#[rpc_service]` over `KafkaTransport`, default settings.
+    OursKafka,
+    /// Baseline: a hand-written ROUTER/DEALER loop on the `zeromq` crate,
+    /// TCP loopback.
+    ZmqRaw,
+    /// Ours: `#[rpc_service]` over `ZmqTransport`, TCP loopback.
+    OursZmq,
 }
 
 impl SystemId {
     /// Every system, in table order.
-    pub(crate) const ALL: [SystemId; 10] = [
+    pub(crate) const ALL: [SystemId; 18] = [
         SystemId::Mpsc,
         SystemId::TarpcMem,
         SystemId::OursMem,
@@ -96,6 +126,14 @@ impl SystemId {
         SystemId::OursAmqp,
         SystemId::OursAmqpNoConfirms,
         SystemId::OursAmqpDirectNoConfirms,
+        SystemId::OursAmqpQuorumCluster,
+        SystemId::NatsRaw,
+        SystemId::NatsRawHeaders,
+        SystemId::OursNats,
+        SystemId::KafkaRaw,
+        SystemId::OursKafka,
+        SystemId::ZmqRaw,
+        SystemId::OursZmq,
     ];
 
     /// Its name on the command line and in JSON.
@@ -111,21 +149,51 @@ impl SystemId {
             SystemId::OursAmqp => "ours-amqp",
             SystemId::OursAmqpNoConfirms => "ours-amqp-no-confirms",
             SystemId::OursAmqpDirectNoConfirms => "ours-amqp-direct-no-confirms",
+            SystemId::OursAmqpQuorumCluster => "ours-amqp-quorum-cluster",
+            SystemId::NatsRaw => "nats-raw",
+            SystemId::NatsRawHeaders => "nats-raw-headers",
+            SystemId::OursNats => "ours-nats",
+            SystemId::KafkaRaw => "kafka-raw",
+            SystemId::OursKafka => "ours-kafka",
+            SystemId::ZmqRaw => "zmq-raw",
+            SystemId::OursZmq => "ours-zmq",
         }
     }
 
     /// Which group it belongs to.
     pub(crate) fn group(self) -> Group {
         match self {
-            SystemId::Mpsc | SystemId::TarpcMem | SystemId::OursMem | SystemId::TarpcTcp => {
-                Group::Mem
-            }
+            // Brokerless, in one process over loopback: no service to reach.
+            SystemId::Mpsc
+            | SystemId::TarpcMem
+            | SystemId::OursMem
+            | SystemId::TarpcTcp
+            | SystemId::ZmqRaw
+            | SystemId::OursZmq => Group::Mem,
             SystemId::LapinQueue
             | SystemId::LapinQueueConfirms
             | SystemId::LapinDirect
             | SystemId::OursAmqp
             | SystemId::OursAmqpNoConfirms
-            | SystemId::OursAmqpDirectNoConfirms => Group::Amqp,
+            | SystemId::OursAmqpDirectNoConfirms
+            | SystemId::OursAmqpQuorumCluster => Group::Amqp,
+            SystemId::NatsRaw | SystemId::NatsRawHeaders | SystemId::OursNats => Group::Nats,
+            SystemId::KafkaRaw | SystemId::OursKafka => Group::Kafka,
+        }
+    }
+
+    /// The fabric this system is ours over, in its default settings: the
+    /// rows of the table of every fabric. `None` for baselines and for our
+    /// non-default settings.
+    pub(crate) fn fabric(self) -> Option<&'static str> {
+        match self {
+            SystemId::OursMem => Some("memory"),
+            SystemId::OursAmqp => Some("AMQP (RabbitMQ)"),
+            SystemId::OursNats => Some("NATS"),
+            SystemId::OursZmq => Some("ZeroMQ (tcp)"),
+            SystemId::OursAmqpQuorumCluster => Some("AMQP, quorum, 3 nodes"),
+            SystemId::OursKafka => Some("Kafka (tansu)"),
+            _ => None,
         }
     }
 
@@ -142,6 +210,14 @@ impl SystemId {
             SystemId::OursAmqp => "ours: amqp",
             SystemId::OursAmqpNoConfirms => "ours: amqp, no confirms",
             SystemId::OursAmqpDirectNoConfirms => "ours: amqp, direct, no confirms",
+            SystemId::OursAmqpQuorumCluster => "ours: amqp, quorum, 3 nodes",
+            SystemId::NatsRaw => "raw async-nats request/reply",
+            SystemId::NatsRawHeaders => "raw async-nats, our headers",
+            SystemId::OursNats => "ours: nats",
+            SystemId::KafkaRaw => "raw rdkafka",
+            SystemId::OursKafka => "ours: kafka",
+            SystemId::ZmqRaw => "raw zeromq, router/dealer",
+            SystemId::OursZmq => "ours: zeromq",
         }
     }
 }
@@ -206,11 +282,15 @@ pub(crate) fn measure_levels(
     let runtime = flavor.runtime()?;
     runtime.block_on(async {
         let url = options.amqp_url.as_str();
+        let nats_url = options.nats_url.as_str();
+        let kafka = options.kafka_bootstrap.as_str();
         match system {
             SystemId::Mpsc => each_level(levels, options, mpsc::start).await,
             SystemId::TarpcMem => each_level(levels, options, tarpc_mem::start).await,
             SystemId::OursMem => each_level(levels, options, ours_mem::start).await,
             SystemId::TarpcTcp => each_level(levels, options, tarpc_tcp::start).await,
+            SystemId::ZmqRaw => each_level(levels, options, zmq_raw::start).await,
+            SystemId::OursZmq => each_level(levels, options, ours_zmq::start).await,
             SystemId::LapinQueue => {
                 each_level(levels, options, |n| {
                     lapin_raw::start(n, url, ReplyMode::ExclusiveQueue, false)
@@ -235,6 +315,12 @@ pub(crate) fn measure_levels(
                 })
                 .await
             }
+            SystemId::OursAmqpQuorumCluster => {
+                let url = options.cluster_url.as_deref().ok_or_else(|| {
+                    BenchError::setup(SystemId::OursAmqpQuorumCluster.label(), "no cluster")
+                })?;
+                each_level(levels, options, |n| ours_amqp::start_quorum(n, url)).await
+            }
             SystemId::OursAmqpNoConfirms => {
                 each_level(levels, options, |n| {
                     ours_amqp::start(n, url, false, ReplyMode::ExclusiveQueue)
@@ -246,6 +332,25 @@ pub(crate) fn measure_levels(
                     ours_amqp::start(n, url, false, ReplyMode::DirectReplyTo)
                 })
                 .await
+            }
+            SystemId::NatsRaw => {
+                each_level(levels, options, |n| {
+                    nats_raw::start(n, nats_url, nats_raw::Headers::None)
+                })
+                .await
+            }
+            SystemId::NatsRawHeaders => {
+                each_level(levels, options, |n| {
+                    nats_raw::start(n, nats_url, nats_raw::Headers::Ours)
+                })
+                .await
+            }
+            SystemId::OursNats => {
+                each_level(levels, options, |n| ours_nats::start(n, nats_url)).await
+            }
+            SystemId::KafkaRaw => each_level(levels, options, |n| kafka_raw::start(n, kafka)).await,
+            SystemId::OursKafka => {
+                each_level(levels, options, |n| ours_kafka::start(n, kafka)).await
             }
         }
     })

@@ -4,6 +4,8 @@
 //! with confirms off, the one setting in which the raw reply-queue loop
 //! differs, so the cost of confirms shows apart from the rest; and once in
 //! the direct reply-to loop's settings (direct reply-to, no confirms).
+//! And once in the default configuration with a quorum request queue, on a
+//! node of the three-node test cluster, for the price of replication.
 //!
 //! Server and client each get their own transport (their own connection),
 //! as two processes would.
@@ -12,27 +14,15 @@ use std::time::Duration;
 
 use lapin::options::QueueDeleteOptions;
 use lapin::{Connection, ConnectionProperties};
-use rpc_core::Server;
-use rpc_transport_amqp::AmqpTransport;
+use rpc_transport_amqp::{AmqpTransport, QueueKind};
 
-use super::service::{ADDER_DESCRIPTOR, AdderClient, AdderServer, Sum};
+use super::ours::{OursCaller, OursTransport, serve, setup_error};
+use super::service::ADDER_DESCRIPTOR;
 use super::{ReplyMode, Running};
 use crate::error::BenchError;
-use crate::load::Caller;
 
-/// Our generated client over AMQP.
-#[derive(Clone)]
-pub(crate) struct OursAmqpCaller(AdderClient<AmqpTransport>);
-
-impl Caller for OursAmqpCaller {
+impl OursTransport for AmqpTransport {
     const NAME: &'static str = "ours: amqp";
-
-    async fn add(&self, a: u64, b: u64) -> Result<u64, BenchError> {
-        self.0
-            .add(a, b)
-            .await
-            .map_err(|e| BenchError::call(Self::NAME, e))
-    }
 }
 
 /// Connects a server (concurrency = prefetch = `in_flight`) and a client,
@@ -46,7 +36,35 @@ pub(crate) async fn start(
     url: &str,
     confirms: bool,
     replies: ReplyMode,
-) -> Result<Running<OursAmqpCaller>, BenchError> {
+) -> Result<Running<OursCaller<AmqpTransport>>, BenchError> {
+    start_with(in_flight, url, confirms, replies, QueueKind::Classic).await
+}
+
+/// [`start`] in the default settings with a quorum request queue. Server
+/// and client connect to the same node (the first of the cluster), so the
+/// queue's leader is local and the difference to [`start`] on one node is
+/// the replication to the other two.
+pub(crate) async fn start_quorum(
+    in_flight: usize,
+    url: &str,
+) -> Result<Running<OursCaller<AmqpTransport>>, BenchError> {
+    start_with(
+        in_flight,
+        url,
+        true,
+        ReplyMode::ExclusiveQueue,
+        QueueKind::Quorum,
+    )
+    .await
+}
+
+async fn start_with(
+    in_flight: usize,
+    url: &str,
+    confirms: bool,
+    replies: ReplyMode,
+    queue_kind: QueueKind,
+) -> Result<Running<OursCaller<AmqpTransport>>, BenchError> {
     let reply_mode = match replies {
         ReplyMode::ExclusiveQueue => rpc_transport_amqp::ReplyMode::ExclusiveQueue,
         ReplyMode::DirectReplyTo => rpc_transport_amqp::ReplyMode::DirectReplyTo,
@@ -57,18 +75,15 @@ pub(crate) async fn start(
             .queue_prefix(prefix.clone())
             .publisher_confirms(confirms)
             .reply_mode(reply_mode)
+            .queue_kind(queue_kind)
             .connect()
             .await
-            .map_err(|e| BenchError::setup_from(OursAmqpCaller::NAME, &e))
+            .map_err(|e| setup_error::<AmqpTransport>(&e))
     };
-    let server = Server::builder(connect().await?)
-        .concurrency(in_flight)
-        .serve(AdderServer::new(Sum))
-        .await
-        .map_err(|e| BenchError::setup_from(OursAmqpCaller::NAME, &e))?;
-    let client = AdderClient::new(connect().await?);
+    let server = serve(in_flight, connect().await?).await?;
+    let client = OursCaller::new(connect().await?);
     let url = url.to_owned();
-    Ok(Running::new(OursAmqpCaller(client), async move {
+    Ok(Running::new(client, async move {
         server.shutdown().await;
         let queue = format!("{prefix}{}", ADDER_DESCRIPTOR.name);
         delete_queues(&url, &[format!("{queue}.dlq"), queue]).await;

@@ -5,39 +5,24 @@
 //! set of running calls (polled by the serve task, no task per request),
 //! settlement.
 
-use rpc_core::Server;
 use rpc_transport_mem::MemTransport;
 
 use super::Running;
-use super::service::{AdderClient, AdderServer, Sum};
+use super::ours::{OursCaller, OursTransport, serve};
 use crate::error::BenchError;
-use crate::load::Caller;
 
-/// Our generated client over the memory transport.
-#[derive(Clone)]
-pub(crate) struct OursMemCaller(AdderClient<MemTransport>);
-
-impl Caller for OursMemCaller {
+impl OursTransport for MemTransport {
     const NAME: &'static str = "ours: memory";
-
-    async fn add(&self, a: u64, b: u64) -> Result<u64, BenchError> {
-        self.0
-            .add(a, b)
-            .await
-            .map_err(|e| BenchError::call(Self::NAME, e))
-    }
 }
 
 /// Starts a server with concurrency = `in_flight` on a fresh broker.
-pub(crate) async fn start(in_flight: usize) -> Result<Running<OursMemCaller>, BenchError> {
+pub(crate) async fn start(
+    in_flight: usize,
+) -> Result<Running<OursCaller<MemTransport>>, BenchError> {
     let transport = MemTransport::new();
-    let server = Server::builder(transport.clone())
-        .concurrency(in_flight)
-        .serve(AdderServer::new(Sum))
-        .await
-        .map_err(|e| BenchError::setup_from(OursMemCaller::NAME, &e))?;
-    let client = AdderClient::new(transport);
-    Ok(Running::new(OursMemCaller(client), async move {
+    let server = serve(in_flight, transport.clone()).await?;
+    let client = OursCaller::new(transport);
+    Ok(Running::new(client, async move {
         server.shutdown().await;
     }))
 }

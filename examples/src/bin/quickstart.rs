@@ -1,9 +1,10 @@
 //! The quickstart: a calculator service called over the in-memory transport,
-//! or over RabbitMQ when given a broker URL. Nothing else changes.
+//! or over RabbitMQ or NATS when given a server URL. Nothing else changes.
 //!
 //! ```sh
 //! cargo run -p rpc-examples --bin quickstart
 //! cargo run -p rpc-examples --bin quickstart -- amqp://guest:guest@127.0.0.1:5672/%2f
+//! cargo run -p rpc-examples --bin quickstart -- nats://127.0.0.1:4222
 //! ```
 
 use std::error::Error;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use rpc_core::{RpcError, Server, Transport, rpc_service};
 use rpc_transport_amqp::AmqpTransport;
 use rpc_transport_mem::MemTransport;
+use rpc_transport_nats::NatsTransport;
 use serde::{Deserialize, Serialize};
 
 /// Why a division failed.
@@ -92,6 +94,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
         None => {
             println!("transport: memory");
             run(MemTransport::new()).await
+        }
+        Some(url) if url.starts_with("nats://") || url.starts_with("tls://") => {
+            println!("transport: NATS");
+            let transport = NatsTransport::builder(url)
+                .subject_prefix(format!("quickstart.{}.", std::process::id()))
+                .connect()
+                .await?;
+            run(transport.clone()).await?;
+            transport.close().await;
+            Ok(())
         }
         Some(url) => {
             println!("transport: AMQP");

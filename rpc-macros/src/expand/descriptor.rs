@@ -49,6 +49,7 @@ fn method_descriptor(service: &Service<'_>, method: &Method<'_>) -> TokenStream 
     } else {
         quote!(#private::DeliveryMode::AtLeastOnce)
     };
+    let run_to_completion = method.attrs.run_to_completion;
     let signature = &method.signature;
     let docs = &method.docs;
     quote! {
@@ -56,6 +57,7 @@ fn method_descriptor(service: &Service<'_>, method: &Method<'_>) -> TokenStream 
             name: #name,
             kind: #kind,
             delivery: #delivery,
+            run_to_completion: #run_to_completion,
             signature: #signature,
             docs: #docs,
         }

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use rpc_core::transport::{ReplyHandler, ReplySink};
 use rpc_core::{
-    ContentType, DeliveryMode, Envelope, Header, Kind, MethodDescriptor, MethodKind, Request,
-    Response, Service, ServiceDescriptor, Status,
+    Client, ContentType, DeliveryMode, Envelope, Header, Kind, MethodDescriptor, MethodKind,
+    Request, Response, Server, ServerHandle, Service, ServiceDescriptor, Status,
 };
+use rpc_transport_mem::MemTransport;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Barrier, Notify};
 
@@ -122,6 +123,7 @@ const fn method(name: &'static str, kind: MethodKind) -> MethodDescriptor {
         name,
         kind,
         delivery: DeliveryMode::AtLeastOnce,
+        run_to_completion: false,
         signature: "",
         docs: "",
     }
@@ -228,4 +230,20 @@ impl Service for Math {
             _ => request.no_such_method(),
         }
     }
+}
+
+/// A server of `math` on `transport`, in the default settings.
+pub async fn serve_math(transport: &MemTransport, math: Math) -> ServerHandle {
+    Server::builder(transport.clone())
+        .serve(math)
+        .await
+        .expect("serve math")
+}
+
+/// A transport serving `Math::new(1)`, and a client on it.
+pub async fn math_stack() -> (MemTransport, ServerHandle, Client<MemTransport>) {
+    let transport = MemTransport::new();
+    let server = serve_math(&transport, Math::new(1)).await;
+    let client = Client::new(transport.clone());
+    (transport, server, client)
 }

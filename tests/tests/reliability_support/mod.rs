@@ -1,21 +1,22 @@
 //! Shared by the `reliability_*` tests: the service they call, a probe into
-//! its handlers, broker set-up through the relay, and `rabbitmqctl` readings.
+//! its handlers, broker set-up through the relay, and figures.
 #![allow(
     dead_code,
     unreachable_pub,
     reason = "a module of each test binary: each uses a subset, and `pub` is for them"
 )]
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rpc_core::{Server, ServerHandle, Transport, rpc_service};
-use rpc_tests::broker::{amqp_builder, amqp_url, unique_prefix};
+use rpc_tests::broker::{BrokerUrl, amqp_builder, amqp_url, unique_prefix};
+use rpc_tests::rabbitmqctl::{
+    QueueRow, channels_of_connections, close_connections_named, list_queues,
+};
 use rpc_tests::relay::Relay;
 use rpc_transport_amqp::AmqpTransportBuilder;
-use rpc_transport_amqp::lapin::uri::AMQPUri;
 use tokio::sync::{Notify, Semaphore};
 
 /// The input [`Work::poison`] always panics on.
@@ -266,15 +267,7 @@ impl BrokerSetup {
 
     /// A builder for a connection through `relay`, named `<prefix>-<role>`.
     pub fn through(&self, relay: &Relay, role: &str) -> AmqpTransportBuilder {
-        let uri = broker_uri();
-        let url = format!(
-            "amqp://{}:{}@{}/{}",
-            uri.authority.userinfo.username,
-            uri.authority.userinfo.password,
-            relay.addr(),
-            uri.vhost.replace('%', "%25").replace('/', "%2f"),
-        );
-        self.builder(url, role)
+        self.builder(BrokerUrl::from_env().via(relay.addr()), role)
     }
 
     /// The name a connection of `role` shows on the broker.
@@ -305,102 +298,18 @@ impl BrokerSetup {
 
     /// Open channels per connection of this test, by connection name.
     pub fn channels(&self) -> Vec<(String, usize)> {
-        let out = rabbitmqctl(&["list_connections", "client_properties", "channels"]);
-        let mut rows: Vec<(String, usize)> = out
-            .lines()
-            .filter_map(|line| {
-                let name = connection_name_in(line)?;
-                if !name.starts_with(&self.connection_prefix) {
-                    return None;
-                }
-                let channels = line.split_whitespace().last()?.parse().ok()?;
-                Some((name, channels))
-            })
-            .collect();
-        rows.sort();
-        rows
+        channels_of_connections(&self.connection_prefix)
     }
 
     /// Closes, broker-side, the connections named for `role`; how many.
     pub fn close_connections(&self, role: &str) -> usize {
-        let name = self.connection_name(role);
-        let out = rabbitmqctl(&["list_connections", "pid", "client_properties"]);
-        let pids: Vec<String> = out
-            .lines()
-            .filter(|line| connection_name_in(line).as_deref() == Some(name.as_str()))
-            .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
-            .collect();
-        for pid in &pids {
-            rabbitmqctl(&["close_connection", pid, "reliability test closes it"]);
-        }
-        pids.len()
+        close_connections_named(&self.connection_name(role))
     }
-}
-
-/// The broker URL, parsed.
-fn broker_uri() -> AMQPUri {
-    amqp_url().parse().expect("AMQP_URL is a valid AMQP URI")
 }
 
 /// The broker's `host:port`, for the relay.
 pub fn broker_addr() -> String {
-    let uri = broker_uri();
-    format!("{}:{}", uri.authority.host, uri.authority.port)
-}
-
-/// The `connection_name` in a `client_properties` column.
-fn connection_name_in(line: &str) -> Option<String> {
-    let start = line.find("{\"connection_name\",\"")? + "{\"connection_name\",\"".len();
-    let rest = &line[start..];
-    Some(rest[..rest.find('"')?].to_owned())
-}
-
-/// One queue in `rabbitmqctl list_queues`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueueRow {
-    /// Its name.
-    pub name: String,
-    /// Ready to deliver.
-    pub ready: u64,
-    /// Delivered and not settled.
-    pub unacked: u64,
-    /// Consumers on it.
-    pub consumers: u64,
-}
-
-/// Every queue of the default vhost.
-pub fn list_queues() -> Vec<QueueRow> {
-    let out = rabbitmqctl(&[
-        "list_queues",
-        "name",
-        "messages_ready",
-        "messages_unacknowledged",
-        "consumers",
-    ]);
-    out.lines()
-        .filter_map(|line| {
-            let mut fields = line.split('\t');
-            let name = fields.next()?.to_owned();
-            let mut number = || fields.next()?.trim().parse::<u64>().ok();
-            Some(QueueRow {
-                name,
-                ready: number()?,
-                unacked: number()?,
-                consumers: number()?,
-            })
-        })
-        .collect()
-}
-
-/// Runs `rabbitmqctl <args> --silent` and returns its output.
-pub fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .arg("--silent")
-        .output()
-        .expect("rabbitmqctl runs (broker tests need it on PATH)");
-    assert!(out.status.success(), "rabbitmqctl {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    BrokerUrl::from_env().host_port()
 }
 
 // ---- figures -----------------------------------------------------------------

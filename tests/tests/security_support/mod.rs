@@ -6,67 +6,15 @@
     reason = "a module of each test binary: each uses a subset, and `pub` is for them"
 )]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use lapin::options::QueueDeclareOptions;
+use lapin::{Channel, Connection, ConnectionProperties};
+pub use rpc_tests::broker::BrokerUrl;
+#[allow(unused_imports, reason = "some test binaries use it")]
+pub use rpc_tests::broker::escape;
 use rpc_tests::broker::{amqp_url, unique_prefix};
-use rpc_transport_amqp::lapin::options::QueueDeclareOptions;
-use rpc_transport_amqp::lapin::uri::AMQPUri;
-use rpc_transport_amqp::lapin::{Channel, Connection, ConnectionProperties};
-
-/// The parts of the test broker's URL.
-#[derive(Clone, Debug)]
-pub struct BrokerUrl {
-    /// Host name or address.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// User name.
-    pub user: String,
-    /// Password.
-    pub password: String,
-    /// Virtual host, unescaped.
-    pub vhost: String,
-}
-
-impl BrokerUrl {
-    /// The parts of `AMQP_URL` (or the default).
-    pub fn from_env() -> Self {
-        let uri: AMQPUri = amqp_url().parse().expect("AMQP_URL parses");
-        BrokerUrl {
-            host: uri.authority.host,
-            port: uri.authority.port,
-            user: uri.authority.userinfo.username,
-            password: uri.authority.userinfo.password,
-            vhost: uri.vhost,
-        }
-    }
-
-    /// An `amqp://` URL from the parts (user info and vhost percent-escaped).
-    pub fn to_url(&self) -> String {
-        format!(
-            "amqp://{}:{}@{}:{}/{}",
-            escape(&self.user),
-            escape(&self.password),
-            self.host,
-            self.port,
-            escape(&self.vhost)
-        )
-    }
-}
-
-/// Percent-escapes everything but unreserved characters.
-pub fn escape(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+use rpc_tests::rabbitmqctl::try_rabbitmqctl as rabbitmqctl;
 
 /// A broker user that exists for one test: created with `rabbitmqctl`,
 /// given full rights on the test vhost, deleted on drop.
@@ -120,15 +68,6 @@ impl Drop for TempUser {
     fn drop(&mut self) {
         rabbitmqctl(&["delete_user", &self.name]);
     }
-}
-
-/// Runs `rabbitmqctl` quietly; whether it succeeded.
-pub fn rabbitmqctl(args: &[&str]) -> bool {
-    Command::new("rabbitmqctl")
-        .arg("-q")
-        .args(args)
-        .output()
-        .is_ok_and(|out| out.status.success())
 }
 
 /// A plain lapin connection to the test broker, for publishing by hand.

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Instructions per ours-mem call (current_thread runtime, 1 call in flight),
+# counted by callgrind: deterministic where wall-clock timing is noisy.
+#
+#   bench/instructions.sh [N] [RPC_BENCH_BINARY]
+#
+# Builds rpc-bench (release) unless a binary is given, runs it under
+# `valgrind --tool=callgrind` once with `--calls N` and once with
+# `--calls 2N` (each after the same 1,000 warm-up calls), and prints
+# (total(2N) - total(N)) / N: one call's instructions, setup, warm-up and
+# tear-down cancelled. N defaults to 20000. Extra rpc-bench arguments go in
+# RPC_BENCH_ARGS (say `--no-subscriber`).
+set -euo pipefail
+
+n=${1:-20000}
+bin=${2:-}
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [[ -z $bin ]]; then
+    cargo build --quiet --release -p rpc-bench --manifest-path "$root/Cargo.toml"
+    target=${CARGO_TARGET_DIR:-$root/target}
+    bin=$target/release/rpc-bench
+fi
+command -v valgrind >/dev/null || { echo "instructions.sh: valgrind not found" >&2; exit 1; }
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+# The total instructions of one run of `--calls $1`.
+count() {
+    local file=$out/callgrind.$1
+    # shellcheck disable=SC2086 # RPC_BENCH_ARGS is a list of words.
+    valgrind --tool=callgrind --callgrind-out-file="$file" \
+        "$bin" --calls "$1" --in-flight 1 --flavor current ${RPC_BENCH_ARGS:-} \
+        >/dev/null 2>"$out/valgrind.$1" || { cat "$out/valgrind.$1" >&2; exit 1; }
+    awk '/^(summary|totals):/ { print $2; exit }' "$file"
+}
+
+once=$(count "$n")
+twice=$(count $((2 * n)))
+echo "calls: $n and $((2 * n)) (ours-mem, current_thread, 1 in flight)"
+echo "instructions: $once and $twice"
+echo "instructions per call: $(( (twice - once) / n ))"

@@ -1,0 +1,265 @@
+//! Baseline: a hand-written rdkafka request/reply loop with the settings our
+//! Kafka transport uses, the way one would write it without a framework.
+//!
+//! Server: one consumer in a group on a request topic of 4 partitions, a
+//! task per request that produces the reply, awaits the broker's
+//! acknowledgement, then commits the request's offset (at-least-once, as
+//! ours). Client: its own reply topic of one partition, read from the start
+//! with `assign`; each request goes to the next partition in turn, its
+//! produce acknowledgement awaited; the correlation id travels as a record
+//! header. The payload is 16 raw bytes in, 8 out: no envelope, no codec.
+//! Same librdkafka settings as the transport: no linger, acks=all, fetch
+//! wait 5 ms, no auto-created topics, no auto commit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::Running;
+use super::waiters::Waiters;
+use crate::error::BenchError;
+use crate::load::Caller;
+
+/// Partitions of the request topic (our transport's default).
+const PARTITIONS: i32 = 4;
+const REPLY_TO: &str = "rr-reply-to";
+const CORRELATION: &str = "rr-correlation";
+
+/// The raw loop's client.
+#[derive(Clone)]
+pub(crate) struct KafkaRawCaller(Arc<Client>);
+
+struct Client {
+    producer: FutureProducer,
+    request_topic: String,
+    reply_topic: String,
+    next: AtomicU64,
+    partition: AtomicU32,
+    pending: Arc<Waiters>,
+}
+
+impl Caller for KafkaRawCaller {
+    const NAME: &'static str = "raw rdkafka";
+
+    async fn add(&self, a: u64, b: u64) -> Result<u64, BenchError> {
+        let client = &self.0;
+        let id = client.next.fetch_add(1, Ordering::Relaxed);
+        let answer = client.pending.register(id);
+        let mut payload = [0u8; 16];
+        payload[..8].copy_from_slice(&a.to_be_bytes());
+        payload[8..].copy_from_slice(&b.to_be_bytes());
+        let correlation = id.to_be_bytes();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: REPLY_TO,
+                value: Some(client.reply_topic.as_bytes()),
+            })
+            .insert(Header {
+                key: CORRELATION,
+                value: Some(&correlation[..]),
+            });
+        let partition =
+            (client.partition.fetch_add(1, Ordering::Relaxed) % PARTITIONS as u32) as i32;
+        let record = FutureRecord::<(), [u8]>::to(&client.request_topic)
+            .payload(&payload[..])
+            .partition(partition)
+            .headers(headers);
+        if let Err((error, _)) = client.producer.send(record, Duration::from_secs(10)).await {
+            return Err(client.pending.fail(Self::NAME, id, error));
+        }
+        client.pending.wait(Self::NAME, id, answer).await
+    }
+}
+
+/// The settings every client gets (the transport's).
+pub(crate) fn base(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("socket.nagle.disable", "true")
+        .set("allow.auto.create.topics", "false")
+        .set("reconnect.backoff.ms", "20")
+        .set("reconnect.backoff.max.ms", "500")
+        .set("log_level", "3");
+    c
+}
+
+fn producer(bootstrap: &str) -> Result<FutureProducer, BenchError> {
+    let mut c = base(bootstrap);
+    c.set("linger.ms", "0")
+        .set("acks", "all")
+        .set("enable.idempotence", "false")
+        .set("compression.type", "none")
+        .set("message.timeout.ms", "10000");
+    c.create()
+        .map_err(|e| BenchError::setup(KafkaRawCaller::NAME, e))
+}
+
+fn consumer(bootstrap: &str, group: &str) -> Result<StreamConsumer, BenchError> {
+    let mut c = base(bootstrap);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("enable.partition.eof", "false")
+        .set("fetch.min.bytes", "1")
+        .set("fetch.error.backoff.ms", "10")
+        .set("fetch.wait.max.ms", "5");
+    c.create()
+        .map_err(|e| BenchError::setup(KafkaRawCaller::NAME, e))
+}
+
+async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> Result<(), BenchError> {
+    let admin: AdminClient<DefaultClientContext> = base(bootstrap)
+        .create()
+        .map_err(|e| BenchError::setup(KafkaRawCaller::NAME, e))?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+    admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(|e| BenchError::setup(KafkaRawCaller::NAME, e))?;
+    std::thread::spawn(move || drop(admin));
+    Ok(())
+}
+
+fn header<H: Headers>(headers: Option<&H>, key: &str) -> Option<Vec<u8>> {
+    headers?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value.map(<[u8]>::to_vec))
+}
+
+/// Starts a server and a client; the first call waits for the group join.
+pub(crate) async fn start(
+    in_flight: usize,
+    bootstrap: &str,
+) -> Result<Running<KafkaRawCaller>, BenchError> {
+    let _ = in_flight;
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "rpc-bench-raw.{}.{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    );
+    let request_topic = format!("{name}.requests");
+    let reply_topic = format!("{name}.replies");
+    create_topics(
+        bootstrap,
+        &[(&request_topic, PARTITIONS), (&reply_topic, 1)],
+    )
+    .await?;
+
+    let server_consumer = Arc::new(consumer(bootstrap, &request_topic)?);
+    server_consumer
+        .subscribe(&[&request_topic])
+        .map_err(|e| BenchError::setup(KafkaRawCaller::NAME, e))?;
+    let server_producer = producer(bootstrap)?;
+    let server = tokio::spawn({
+        let consumer = server_consumer.clone();
+        async move {
+            loop {
+                let Ok(message) = consumer.recv().await else {
+                    continue;
+                };
+                let (Some(reply_to), Some(correlation)) = (
+                    header(message.headers(), REPLY_TO),
+                    header(message.headers(), CORRELATION),
+                ) else {
+                    continue;
+                };
+                let payload = message.payload().unwrap_or_default();
+                let sum = match payload.len() {
+                    16 => u64::from_be_bytes(payload[..8].try_into().unwrap())
+                        .wrapping_add(u64::from_be_bytes(payload[8..].try_into().unwrap())),
+                    _ => 0,
+                };
+                let mut position = TopicPartitionList::new();
+                let _ = position.add_partition_offset(
+                    message.topic(),
+                    message.partition(),
+                    Offset::Offset(message.offset() + 1),
+                );
+                let (producer, consumer) = (server_producer.clone(), consumer.clone());
+                tokio::spawn(async move {
+                    let reply_to = String::from_utf8_lossy(&reply_to).into_owned();
+                    let headers = OwnedHeaders::new().insert(Header {
+                        key: CORRELATION,
+                        value: Some(&correlation[..]),
+                    });
+                    let sum = sum.to_be_bytes();
+                    let record = FutureRecord::<(), [u8]>::to(&reply_to)
+                        .payload(&sum[..])
+                        .headers(headers);
+                    if producer.send(record, Duration::from_secs(10)).await.is_ok() {
+                        let _ = consumer.commit(&position, CommitMode::Async);
+                    }
+                });
+            }
+        }
+    });
+
+    let reply_consumer = Arc::new(consumer(bootstrap, &reply_topic)?);
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(&reply_topic, 0, Offset::Beginning)
+        .map_err(|e| BenchError::setup(KafkaRawCaller::NAME, e))?;
+    reply_consumer
+        .assign(&assignment)
+        .map_err(|e| BenchError::setup(KafkaRawCaller::NAME, e))?;
+    let pending: Arc<Waiters> = Arc::default();
+    let replies = tokio::spawn({
+        let (consumer, pending) = (reply_consumer.clone(), pending.clone());
+        async move {
+            loop {
+                let Ok(message) = consumer.recv().await else {
+                    continue;
+                };
+                let Some(id) = header(message.headers(), CORRELATION)
+                    .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                    .map(u64::from_be_bytes)
+                else {
+                    continue;
+                };
+                let sum = message
+                    .payload()
+                    .and_then(|p| <[u8; 8]>::try_from(p).ok())
+                    .map_or(0, u64::from_be_bytes);
+                pending.answer(id, sum);
+            }
+        }
+    });
+    let caller = KafkaRawCaller(Arc::new(Client {
+        producer: producer(bootstrap)?,
+        request_topic,
+        reply_topic,
+        next: AtomicU64::new(1),
+        partition: AtomicU32::new(0),
+        pending,
+    }));
+    // The group join (seconds on tansu) is not what is measured.
+    caller.add(1, 1).await?;
+    Ok(Running::new(caller, async move {
+        server.abort();
+        replies.abort();
+        let _ = server.await;
+        let _ = replies.await;
+        // Closing a consumer can block for seconds against tansu.
+        std::thread::spawn(move || {
+            drop(server_consumer);
+            drop(reply_consumer);
+        });
+    }))
+}

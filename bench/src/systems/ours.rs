@@ -1,0 +1,55 @@
+//! What every `ours_*` system shares: our generated client as a
+//! [`Caller`], and the server every one of them starts. Each `ours_*`
+//! module adds only what its transport needs: how to connect, and what to
+//! tear down.
+
+use rpc_core::{Server, ServerHandle, Transport};
+
+use super::service::{AdderClient, AdderServer, Sum};
+use crate::error::BenchError;
+use crate::load::Caller;
+
+/// A transport we benchmark our runtime over, and the system's name.
+pub(crate) trait OursTransport: Transport {
+    /// The system's name, for errors and reports.
+    const NAME: &'static str;
+}
+
+/// Our generated client over `T`.
+#[derive(Clone)]
+pub(crate) struct OursCaller<T: Transport>(AdderClient<T>);
+
+impl<T: OursTransport> OursCaller<T> {
+    /// A client over `transport`.
+    pub(crate) fn new(transport: T) -> Self {
+        OursCaller(AdderClient::new(transport))
+    }
+}
+
+impl<T: OursTransport> Caller for OursCaller<T> {
+    const NAME: &'static str = T::NAME;
+
+    async fn add(&self, a: u64, b: u64) -> Result<u64, BenchError> {
+        self.0
+            .add(a, b)
+            .await
+            .map_err(|e| BenchError::call(Self::NAME, e))
+    }
+}
+
+/// Serves the adder over `transport` with concurrency `in_flight`.
+pub(crate) async fn serve<T: OursTransport>(
+    in_flight: usize,
+    transport: T,
+) -> Result<ServerHandle, BenchError> {
+    Server::builder(transport)
+        .concurrency(in_flight)
+        .serve(AdderServer::new(Sum))
+        .await
+        .map_err(|e| setup_error::<T>(&e))
+}
+
+/// A setup failure of the system over `T`.
+pub(crate) fn setup_error<T: OursTransport>(error: &dyn std::error::Error) -> BenchError {
+    BenchError::setup_from(T::NAME, error)
+}

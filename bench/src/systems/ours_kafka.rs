@@ -1,0 +1,52 @@
+//! Ours: the `#[rpc_service]` client and server over `KafkaTransport` in
+//! its default settings (4 partitions, fetch wait 5 ms). Server and client
+//! each get their own transport, as two processes would.
+
+use rpc_transport_kafka::KafkaTransport;
+
+use super::Running;
+use super::ours::{OursCaller, OursTransport, serve, setup_error};
+use crate::error::BenchError;
+use crate::load::Caller;
+
+impl OursTransport for KafkaTransport {
+    const NAME: &'static str = "ours: kafka";
+}
+
+/// Starts a server (concurrency `in_flight`) and a client; the server has
+/// joined its group when this returns.
+pub(crate) async fn start(
+    in_flight: usize,
+    bootstrap: &str,
+) -> Result<Running<OursCaller<KafkaTransport>>, BenchError> {
+    static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = format!(
+        "rpc-bench.{}.{}.",
+        std::process::id(),
+        RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let connect = || async {
+        KafkaTransport::builder(bootstrap)
+            .topic_prefix(prefix.clone())
+            .connect()
+            .await
+            .map_err(|e| setup_error::<KafkaTransport>(&e))
+    };
+    let server = serve(in_flight, connect().await?).await?;
+    let caller = OursCaller::new(connect().await?);
+    caller.add(1, 1).await?;
+    Ok(Running::new(caller, async move {
+        server.shutdown().await;
+    }))
+}
+
+/// Whether a Kafka broker answers at `bootstrap`.
+pub(crate) async fn broker_reachable(bootstrap: &str) -> Result<(), String> {
+    let transport = KafkaTransport::builder(bootstrap)
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    transport.close().await;
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! A server's per-method meters: the `metrics` handles, and the counts its
+//! own `stats` introspection reports.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+use ::metrics::{Counter, Gauge};
+use serde::{Deserialize, Serialize};
+
+use super::latency::LatencyHistogram;
+use super::{FinishedMeters, Outcome, UNKNOWN_METHOD, names};
+use crate::descriptor::ServiceDescriptor;
+
+/// Every method of one served service, plus one slot for unknown methods.
+pub(crate) struct ServerMeter {
+    methods: Box<[MethodMeter]>,
+    unknown: MethodMeter,
+}
+
+struct MethodMeter {
+    service: &'static str,
+    method: &'static str,
+    started: Counter,
+    in_flight_gauge: Gauge,
+    finished: FinishedMeters,
+    outcomes: [AtomicU64; Outcome::ALL.len()],
+    in_flight: AtomicI64,
+    latency: LatencyHistogram,
+}
+
+/// One method's counts, as the `stats` introspection reports them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerMethodStats {
+    /// The method (`_unknown` for requests naming none of the service's).
+    pub method: String,
+    /// Requests answered with a value.
+    pub handled: u64,
+    /// Requests that ended otherwise, by outcome label.
+    pub errors: BTreeMap<String, u64>,
+    /// Requests running now.
+    pub in_flight: i64,
+    /// Time from taking a request to its outcome.
+    pub latency: super::LatencySummary,
+}
+
+/// Every method's counts of one server.
+pub type MethodStats = Vec<ServerMethodStats>;
+
+impl ServerMeter {
+    pub(crate) fn new(descriptor: &'static ServiceDescriptor) -> Self {
+        ServerMeter {
+            methods: descriptor
+                .methods
+                .iter()
+                .map(|m| MethodMeter::new(descriptor.name, m.name))
+                .collect(),
+            unknown: MethodMeter::new(descriptor.name, UNKNOWN_METHOD),
+        }
+    }
+
+    /// Counts a request to `method` as started; the returned meter counts
+    /// it as finished.
+    pub(crate) fn start(&self, method: &str) -> CallMeter<'_> {
+        let meter = self
+            .methods
+            .iter()
+            .find(|m| m.method == method)
+            .unwrap_or(&self.unknown);
+        meter.started.increment(1);
+        meter.in_flight_gauge.increment(1.0);
+        meter.in_flight.fetch_add(1, Ordering::Relaxed);
+        CallMeter {
+            meter,
+            started: Instant::now(),
+        }
+    }
+
+    /// Every method's counts so far (unknown methods only once seen).
+    pub(crate) fn stats(&self) -> MethodStats {
+        self.methods
+            .iter()
+            .chain(std::iter::once(&self.unknown))
+            .filter(|m| m.method != UNKNOWN_METHOD || m.seen())
+            .map(MethodMeter::stats)
+            .collect()
+    }
+}
+
+impl MethodMeter {
+    fn new(service: &'static str, method: &'static str) -> Self {
+        let labels = [("service", service), ("method", method)];
+        MethodMeter {
+            service,
+            method,
+            started: ::metrics::counter!(names::SERVER_REQUESTS_STARTED, &labels),
+            in_flight_gauge: ::metrics::gauge!(names::SERVER_REQUESTS_IN_FLIGHT, &labels),
+            finished: FinishedMeters::new(
+                names::SERVER_REQUESTS_FINISHED,
+                names::SERVER_REQUEST_DURATION,
+            ),
+            outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
+            in_flight: AtomicI64::new(0),
+            latency: LatencyHistogram::default(),
+        }
+    }
+
+    fn seen(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) != 0
+            || self.outcomes.iter().any(|n| n.load(Ordering::Relaxed) > 0)
+    }
+
+    fn stats(&self) -> ServerMethodStats {
+        let count = |o: Outcome| self.outcomes[o.index()].load(Ordering::Relaxed);
+        ServerMethodStats {
+            method: self.method.to_owned(),
+            handled: count(Outcome::Ok),
+            errors: Outcome::ALL
+                .into_iter()
+                .filter(|o| *o != Outcome::Ok && count(*o) > 0)
+                .map(|o| (o.as_str().to_owned(), count(o)))
+                .collect(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            latency: self.latency.summary(),
+        }
+    }
+}
+
+/// One request being served; counted as finished by [`finish`](Self::finish),
+/// and only taken out of the in-flight count if dropped before.
+pub(crate) struct CallMeter<'a> {
+    meter: &'a MethodMeter,
+    started: Instant,
+}
+
+impl CallMeter<'_> {
+    /// Counts the request's outcome; `dead_lettered` when it was refused
+    /// for good.
+    pub(crate) fn finish(&self, outcome: Outcome, dead_lettered: bool) {
+        let meter = self.meter;
+        let elapsed = self.started.elapsed();
+        meter
+            .finished
+            .record(meter.service, meter.method, outcome, elapsed);
+        meter.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
+        meter.latency.record(elapsed);
+        if dead_lettered {
+            ::metrics::counter!(
+                names::SERVER_REQUESTS_DEAD_LETTERED,
+                "service" => meter.service,
+                "method" => meter.method,
+                "outcome" => outcome.as_str(),
+            )
+            .increment(1);
+        }
+    }
+}
+
+impl Drop for CallMeter<'_> {
+    fn drop(&mut self) {
+        self.meter.in_flight_gauge.decrement(1.0);
+        self.meter.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

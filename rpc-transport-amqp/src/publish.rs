@@ -1,0 +1,180 @@
+//! Publishing calls and replies: envelope to AMQP properties, one publish,
+//! the broker's word on it.
+
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Confirmation};
+use rpc_core::envelope::Status;
+use rpc_core::{Address, ContentType, Envelope, ErrorKind, TransportError};
+
+use crate::error::protocol;
+use crate::properties;
+use crate::session::Session;
+use crate::shared::{DIRECT_REPLY_TO, InboxEntry, Shared, short};
+
+impl Shared {
+    /// Publishes a request (replies go to `inbox`) or, without an inbox, a
+    /// oneway call, to the service its header names.
+    pub(crate) async fn publish_call(
+        &self,
+        inbox: Option<&InboxEntry>,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        self.publish_to(inbox, envelope, None).await
+    }
+
+    /// Publishes a call to its service's queue, or with `broadcast` to that
+    /// exchange under the service's name.
+    pub(crate) async fn publish_to(
+        &self,
+        inbox: Option<&InboxEntry>,
+        envelope: Envelope,
+        broadcast: Option<String>,
+    ) -> Result<(), TransportError> {
+        let Envelope { header, body } = envelope;
+        let session = self.session_to_send(header.deadline_ms).await?;
+        let config = &self.config;
+        // Requests expecting a direct reply-to answer must leave on the
+        // channel that consumes the answers (a broker rule).
+        let (reply_to, direct_channel) = match inbox {
+            None => (None, None),
+            Some(entry) => match &entry.queue {
+                Some(queue) => (Some(queue.as_str()), None),
+                None => (
+                    Some(DIRECT_REPLY_TO),
+                    Some(entry.direct_channel(&session, self).await?),
+                ),
+            },
+        };
+        let mut props: BasicProperties = properties::encode(&header, reply_to)
+            .map_err(|e| TransportError::protocol("map envelope to AMQP properties", e))?;
+        // The broker refuses a user_id other than the connection's user,
+        // which is what lets a server trust it as the caller.
+        props = props.with_user_id(session.user.clone());
+        if config.persistent {
+            props = props.with_delivery_mode(2);
+        }
+        let channel = direct_channel.as_deref().unwrap_or(&session.publisher);
+        let to = header.service.as_str();
+        // Calls must reach a queue: `mandatory`, so a service without one
+        // comes back as `NoRoute`. Broadcasts need not reach anyone.
+        let (exchange, routing_key, mandatory) = match &broadcast {
+            Some(exchange) => (exchange.as_str(), short(to)?, false),
+            None => (
+                config.exchange.as_str(),
+                short(&config.request_queue(to))?,
+                true,
+            ),
+        };
+        publish(
+            &session,
+            channel,
+            exchange,
+            routing_key,
+            mandatory,
+            &body,
+            props,
+            to,
+        )
+        .await
+    }
+
+    /// Publishes a reply to the reply queue `to` (or a direct reply-to name)
+    /// through the default exchange, under `correlation`, the request's
+    /// AMQP correlation id as it arrived (echoed verbatim, whatever text a
+    /// foreign client chose). Not `mandatory`: replies to a client that is
+    /// gone are simply dropped by the broker.
+    pub(crate) async fn publish_reply(
+        &self,
+        to: &Address,
+        correlation: Option<ShortString>,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        let Envelope { header, mut body } = envelope;
+        let session = self.session_to_send(header.deadline_ms).await?;
+        let mut props: BasicProperties = properties::encode(&header, None)
+            .map_err(|e| TransportError::protocol("map envelope to AMQP properties", e))?;
+        if let Some(id) = correlation {
+            props = props.with_correlation_id(id);
+        }
+        if let (Status::Error { kind, message }, ContentType::Json) =
+            (&header.status, header.content_type)
+            && body.is_empty()
+        {
+            body = json_error_body(*kind, message);
+        }
+        let channel = &session.publisher;
+        publish(
+            &session,
+            channel,
+            "",
+            short(to.as_str())?,
+            false,
+            &body,
+            props,
+            to.as_str(),
+        )
+        .await
+    }
+}
+
+/// The body of an error reply to a JSON call, `{"error": {"kind": ..,
+/// "message": ..}}` (docs/wire.md), so a client that reads only bodies sees
+/// the error too. Our own clients read the status headers and ignore it.
+pub(crate) fn json_error_body(kind: ErrorKind, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "error": { "kind": kind.as_str(), "message": message } });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// Publishes one message and waits for the broker's word on it (with
+/// confirms) or for lapin's write (without).
+#[expect(clippy::too_many_arguments, reason = "one publish, spelled out")]
+async fn publish(
+    session: &Session,
+    channel: &lapin::Channel,
+    exchange: &str,
+    routing_key: ShortString,
+    mandatory: bool,
+    body: &[u8],
+    props: BasicProperties,
+    to: &str,
+) -> Result<(), TransportError> {
+    let options = BasicPublishOptions {
+        mandatory,
+        immediate: false,
+    };
+    // Resolves once lapin has written the message. A server acks a
+    // request after sending its reply, and lapin writes method frames
+    // (acks) ahead of queued publishes: without this wait the ack could
+    // reach the broker before the reply.
+    let confirm = channel
+        .basic_publish(short(exchange)?, routing_key, options, body, props)
+        .await
+        .map_err(|e| lost_or(session, "publish", e))?;
+    // Awaited even without confirm mode: a dropped PublisherConfirm is
+    // parked inside lapin until `wait_for_confirms`.
+    match confirm.await {
+        Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => Ok(()),
+        Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))) => {
+            Err(TransportError::NoRoute {
+                address: to.to_owned(),
+            })
+        }
+        Ok(Confirmation::Nack(None)) => Err(TransportError::protocol(
+            "publish",
+            std::io::Error::other("the broker refused the message (nack)"),
+        )),
+        Err(e) => Err(lost_or(session, "publish confirm", e)),
+    }
+}
+
+/// The error of a failed publish or confirm: `ConnectionLost` when the
+/// connection went (the message may or may not have reached the broker),
+/// whatever lapin's error says, else the operation's own error.
+fn lost_or(session: &Session, operation: &'static str, error: lapin::Error) -> TransportError {
+    session.check();
+    if !session.connection.status().connected() {
+        return TransportError::ConnectionLost;
+    }
+    protocol(operation, error)
+}

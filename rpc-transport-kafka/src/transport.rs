@@ -1,0 +1,403 @@
+//! [`KafkaTransport`]: the [`Transport`] implementation and the state its
+//! clones share.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::FutureRecord;
+use rdkafka::types::RDKafkaErrorCode;
+use rpc_core::transport::support::{Connection, ConnectionState, instance_id};
+use rpc_core::transport::{ReplySink, ServiceSpec, Transport};
+use rpc_core::{Address, Envelope, TransportError};
+
+use crate::config::{Config, KafkaTransportBuilder};
+use crate::headers;
+use crate::inbox::{self, InboxGuard};
+use crate::requests::{self, KafkaRequests, ServeEntry};
+use crate::session::Session;
+use crate::supervisor;
+
+/// How long a server keeps asking for a reply topic the broker does not
+/// show before it gives the reply up (see `Shared::send_reply`).
+const REPLY_TOPIC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The first pause between those questions; it doubles.
+const REPLY_TOPIC_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A Kafka connection for RPC clients and servers. Cheap to clone; it
+/// closes when the last clone is dropped (or on [`close`](Self::close)).
+///
+/// See the [crate docs](crate) for topics, guarantees and recovery.
+#[derive(Clone)]
+pub struct KafkaTransport {
+    handle: Arc<Handle>,
+}
+
+/// Closes the shared state when the last user-held clone goes; the
+/// transport's own tasks hold `Shared` only, so they never keep it open.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.close_now();
+    }
+}
+
+/// The state behind every clone and every task of one transport.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    /// The connection as every clone and task sees it; the supervisor
+    /// moves it between `Up` and `Connecting`.
+    pub(crate) connection: ConnectionState<Arc<Session>>,
+    /// This instance's reply topic, as written into requests.
+    pub(crate) reply_to: Address,
+    /// Open inboxes by id (the reply record's key).
+    inboxes: Mutex<HashMap<u64, ReplySink>>,
+    /// The generation whose reply consumer runs (0: none yet).
+    pub(crate) reply_generation: tokio::sync::Mutex<u64>,
+    /// Where the reply consumer resumes after a reconnect (-1: the start).
+    pub(crate) reply_next_offset: AtomicI64,
+    /// Served services, resumed on every new generation.
+    serves: Mutex<HashMap<u64, Arc<ServeEntry>>>,
+    /// Topics this transport created.
+    created: Mutex<BTreeSet<String>>,
+    next_id: AtomicU64,
+    next_partition: AtomicU32,
+}
+
+impl KafkaTransport {
+    /// A builder for a transport to the brokers `bootstrap`
+    /// (`host:port[,host:port...]`).
+    pub fn builder(bootstrap: impl Into<String>) -> KafkaTransportBuilder {
+        KafkaTransportBuilder::new(bootstrap)
+    }
+
+    /// Connects to `bootstrap` with the default options.
+    pub async fn connect(bootstrap: &str) -> Result<Self, TransportError> {
+        Self::builder(bootstrap).connect().await
+    }
+
+    pub(crate) async fn start(config: Config) -> Result<Self, TransportError> {
+        let session = Arc::new(Session::open(&config, 1).await?);
+        let reply_to = Address::new(config.reply_topic(&instance_id()));
+        let shared = Arc::new(Shared {
+            config,
+            connection: ConnectionState::new(session.clone()),
+            reply_to,
+            inboxes: Mutex::default(),
+            reply_generation: tokio::sync::Mutex::new(0),
+            reply_next_offset: AtomicI64::new(-1),
+            serves: Mutex::default(),
+            created: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            next_partition: AtomicU32::new(0),
+        });
+        tokio::spawn(supervisor::run(shared.clone(), session));
+        Ok(KafkaTransport {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    /// The topic a service's requests are written to (`<prefix><service>`).
+    pub fn request_topic(&self, service: &str) -> String {
+        self.shared().config.request_topic(service)
+    }
+
+    /// The topic a service's refused requests go to (`<prefix><service>.dlq`).
+    pub fn dead_letter_topic(&self, service: &str) -> String {
+        self.shared().config.dead_letter_topic(service)
+    }
+
+    /// This transport's reply topic (created when the first inbox opens).
+    pub fn reply_topic(&self) -> &str {
+        self.shared().reply_to.as_str()
+    }
+
+    /// Every topic this transport has created so far.
+    pub fn created_topics(&self) -> Vec<String> {
+        lock(&self.shared().created).iter().cloned().collect()
+    }
+
+    /// Whether the transport is connected right now (false while reconnecting).
+    pub fn is_connected(&self) -> bool {
+        self.shared().connection.current().is_some()
+    }
+
+    /// How many times the clients have been (re-)built.
+    pub fn connection_generation(&self) -> u64 {
+        match &*self.shared().connection.borrow() {
+            Connection::Up(session) => session.generation,
+            _ => 0,
+        }
+    }
+
+    /// Resolves once the transport is connected (at once if it is).
+    pub async fn wait_connected(&self) -> Result<(), TransportError> {
+        self.shared().connection.live().await.map(drop)
+    }
+
+    /// Tear-down: deletes every topic this transport created, then closes
+    /// it. Returns how many topics were deleted. Call it only when no other
+    /// client in this process still reads or writes those topics: against
+    /// tansu, librdkafka 2.12 crashed (SIGSEGV in a metadata update) in a
+    /// client whose topic was deleted under it.
+    pub async fn cleanup(&self) -> Result<usize, TransportError> {
+        let shared = self.shared();
+        let names: Vec<String> = std::mem::take(&mut *lock(&shared.created))
+            .into_iter()
+            .collect();
+        let result = async {
+            let session = shared.session().await?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            if names.is_empty() {
+                return Ok(0);
+            }
+            session
+                .delete_topics(&names, shared.config.connect_timeout)
+                .await
+        }
+        .await;
+        self.close().await;
+        result
+    }
+
+    /// Closes the transport: calls in flight fail with `Closed`, serve
+    /// streams end, and every clone stops working. The rdkafka clients are
+    /// closed on threads of their own, not waited for.
+    pub async fn close(&self) {
+        self.shared().close_now();
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+}
+
+impl std::fmt::Debug for KafkaTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTransport")
+            .field("config", &self.shared().config)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport for KafkaTransport {
+    type Requests = KafkaRequests;
+    type Inbox = InboxGuard;
+
+    async fn open_inbox(&self, sink: ReplySink) -> Result<InboxGuard, TransportError> {
+        inbox::open(self.shared().clone(), sink).await
+    }
+
+    async fn send_request(
+        &self,
+        inbox: &InboxGuard,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        self.shared().send_call(Some(inbox.id), envelope).await
+    }
+
+    async fn send_oneway(&self, envelope: Envelope) -> Result<(), TransportError> {
+        self.shared().send_call(None, envelope).await
+    }
+
+    async fn serve(&self, service: &ServiceSpec) -> Result<KafkaRequests, TransportError> {
+        requests::open(self.shared().clone(), service.clone()).await
+    }
+}
+
+impl Shared {
+    /// The current session, waiting (at most the connect timeout) while
+    /// reconnecting.
+    pub(crate) async fn session(&self) -> Result<Arc<Session>, TransportError> {
+        self.connection.session(self.config.connect_timeout).await
+    }
+
+    fn close_now(&self) {
+        self.connection.close();
+        // Serve streams end once their pumps let go of the senders.
+        lock(&self.serves).clear();
+        for sink in self.inbox_sinks() {
+            sink.closed();
+        }
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn register_inbox(&self, id: u64, sink: ReplySink) {
+        lock(&self.inboxes).insert(id, sink);
+    }
+
+    pub(crate) fn remove_inbox(&self, id: u64) {
+        lock(&self.inboxes).remove(&id);
+    }
+
+    pub(crate) fn inbox(&self, id: u64) -> Option<ReplySink> {
+        lock(&self.inboxes).get(&id).cloned()
+    }
+
+    pub(crate) fn inbox_sinks(&self) -> Vec<ReplySink> {
+        lock(&self.inboxes).values().cloned().collect()
+    }
+
+    pub(crate) fn has_inboxes(&self) -> bool {
+        !lock(&self.inboxes).is_empty()
+    }
+
+    pub(crate) fn register_serve(&self, entry: Arc<ServeEntry>) {
+        lock(&self.serves).insert(entry.id, entry);
+    }
+
+    pub(crate) fn remove_serve(&self, id: u64) {
+        lock(&self.serves).remove(&id);
+    }
+
+    pub(crate) fn serve_entries(&self) -> Vec<Arc<ServeEntry>> {
+        lock(&self.serves).values().cloned().collect()
+    }
+
+    /// Creates topics and remembers them for [`KafkaTransport::cleanup`].
+    pub(crate) async fn create_topics(
+        &self,
+        session: &Session,
+        topics: &[(&str, i32)],
+    ) -> Result<(), TransportError> {
+        session
+            .create_topics(topics, self.config.connect_timeout)
+            .await?;
+        let mut created = lock(&self.created);
+        for (name, _) in topics {
+            created.insert((*name).to_owned());
+        }
+        Ok(())
+    }
+
+    /// Sends a request (replies to inbox `inbox`) or, without an inbox, a
+    /// oneway call, to the service its header names: to the next partition
+    /// of its request topic in turn, so every server of the group gets a
+    /// share.
+    async fn send_call(
+        &self,
+        inbox: Option<u64>,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        let Envelope { mut header, body } = envelope;
+        let session = self.session().await?;
+        let topic = self.config.request_topic(&header.service);
+        let Some(partitions) = session
+            .partitions(&topic, self.config.connect_timeout)
+            .await?
+        else {
+            return Err(TransportError::NoRoute { address: topic });
+        };
+        let partition =
+            (self.next_partition.fetch_add(1, Ordering::Relaxed) % partitions.max(1) as u32) as i32;
+        header.reply_to = inbox.map(|_| self.reply_to.clone());
+        let key = inbox.map(|id| id.to_string());
+        produce(
+            &session,
+            &topic,
+            Some(partition),
+            key.as_deref().map(str::as_bytes),
+            headers::encode(&header),
+            &body,
+        )
+        .await
+    }
+
+    /// Sends a reply to the reply topic `to`, keyed like its request. A
+    /// reply topic the broker does not know fails the send (the server
+    /// then tries again, a bounded number of times: `MAX_FAILED_SENDS`).
+    pub(crate) async fn send_reply(
+        &self,
+        to: &str,
+        key: Option<&[u8]>,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        let session = self.session().await?;
+        // A client makes its reply topic before it sends a request, so a
+        // topic not found here is most likely one the broker's metadata does
+        // not show yet (seen under load right after the topic was made):
+        // asked again for a while before the reply is given up. A topic that
+        // stays unknown is gone with its client; the send then fails, and
+        // the server tries again a bounded number of times (the request is
+        // handed back and its answer replayed).
+        let mut pause = REPLY_TOPIC_FIRST_PAUSE;
+        let asked_until = tokio::time::Instant::now() + REPLY_TOPIC_PATIENCE;
+        while session
+            .partitions(to, self.config.connect_timeout)
+            .await?
+            .is_none()
+        {
+            if tokio::time::Instant::now() + pause > asked_until {
+                tracing::debug!(topic = to, "reply topic not found");
+                return Err(TransportError::protocol(
+                    "send a reply",
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the broker does not know the reply topic",
+                    ),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(REPLY_TOPIC_PATIENCE / 4);
+        }
+        produce(
+            &session,
+            to,
+            None,
+            key,
+            headers::encode(&envelope.header),
+            &envelope.body,
+        )
+        .await
+    }
+}
+
+/// Produces one record and waits for the broker's acknowledgement; a broker
+/// lost meanwhile ends the wait at once with `ConnectionLost`.
+pub(crate) async fn produce(
+    session: &Session,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    headers: OwnedHeaders,
+    body: &[u8],
+) -> Result<(), TransportError> {
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+        .payload(body)
+        .headers(headers);
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    let delivery = match session.producer.send_result(record) {
+        Ok(delivery) => delivery,
+        Err((error, _)) => return Err(session.kafka_error("produce", error)),
+    };
+    tokio::select! {
+        result = delivery => match result {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((error, _))) => Err(match error.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                    TransportError::NoRoute { address: topic.to_owned() }
+                }
+                _ => session.kafka_error("produce", error),
+            }),
+            Err(_cancelled) => Err(TransportError::ConnectionLost),
+        },
+        () = session.health.lost() => Err(TransportError::ConnectionLost),
+    }
+}
+
+// Every critical section here is a single collection call, so a poisoned
+// lock still guards consistent data: the shared helper's contract.
+pub(crate) use rpc_core::transport::support::lock_unpoisoned as lock;

@@ -1,0 +1,148 @@
+//! Reply inboxes: one wildcard subscription `<inbox>.*` per client, where
+//! the last token of each reply's subject is the call's correlation id.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_nats::{Message, StatusCode, Subscriber};
+use futures_util::StreamExt;
+use rpc_core::transport::ReplySink;
+use rpc_core::{ContentType, Envelope, ErrorKind, Header, Kind, Name, Status, TransportError};
+use tokio::task::JoinHandle;
+
+use crate::headers::{self, Arrival};
+use crate::transport::{Shared, lock};
+
+/// Keeps an inbox open; dropping it unsubscribes.
+pub struct NatsInbox {
+    shared: Arc<Shared>,
+    id: u64,
+    /// `_INBOX.<unique>`; replies come to `<subject>.<correlation id>`.
+    subject: String,
+    malformed: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl NatsInbox {
+    /// The reply subject of the call with `correlation_id`.
+    pub(crate) fn reply_subject(&self, correlation_id: u64) -> String {
+        let mut subject = String::with_capacity(self.subject.len() + 21);
+        subject.push_str(&self.subject);
+        subject.push('.');
+        subject.push_str(&correlation_id.to_string());
+        subject
+    }
+
+    /// Replies dropped because their headers or subject could not be read.
+    pub fn malformed_replies(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for NatsInbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsInbox")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for NatsInbox {
+    fn drop(&mut self) {
+        // Dropping the subscriber (with the task) unsubscribes.
+        self.task.abort();
+        lock(&self.shared.events.inboxes).remove(&self.id);
+    }
+}
+
+/// Subscribes `<new inbox>.*` and starts pushing what arrives into `sink`.
+pub(crate) async fn open(
+    shared: Arc<Shared>,
+    sink: ReplySink,
+) -> Result<NatsInbox, TransportError> {
+    shared.connected().await?;
+    let subject = shared.client.new_inbox();
+    let subscriber = shared
+        .client
+        .subscribe(format!("{subject}.*"))
+        .await
+        .map_err(|e| TransportError::protocol("subscribe to the reply inbox", e))?;
+    let id = shared.next_id();
+    lock(&shared.events.inboxes).insert(id, sink.clone());
+    let malformed = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(run(subscriber, sink, malformed.clone()));
+    Ok(NatsInbox {
+        shared,
+        id,
+        subject,
+        malformed,
+        task,
+    })
+}
+
+async fn run(mut subscriber: Subscriber, sink: ReplySink, malformed: Arc<AtomicU64>) {
+    while let Some(message) = subscriber.next().await {
+        match read(message) {
+            Some(envelope) => sink.deliver(envelope),
+            None => {
+                malformed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    // The subscription ends only when the client is drained or closed.
+    sink.closed();
+}
+
+/// The envelope a message on the inbox stands for; `None` if unreadable.
+fn read(message: Message) -> Option<Envelope> {
+    let Message {
+        subject,
+        headers,
+        payload,
+        status,
+        ..
+    } = message;
+    match status {
+        None | Some(StatusCode::OK) => {}
+        // The server's answer to a request nobody is subscribed for. It
+        // carries none of our headers: the subject says which call it was.
+        Some(StatusCode::NO_RESPONDERS) => {
+            let id = headers::correlation_id(&subject)?;
+            return Some(no_route(id));
+        }
+        Some(other) => {
+            tracing::debug!(status = %other, "dropped a status message on a reply inbox");
+            return None;
+        }
+    }
+    match headers::decode(
+        &subject,
+        None,
+        headers.as_ref(),
+        Vec::from(payload),
+        Arrival::Inbox,
+    ) {
+        Ok(envelope) => Some(envelope),
+        Err(error) => {
+            tracing::debug!(%error, "dropped an unreadable reply");
+            None
+        }
+    }
+}
+
+/// The reply that stands for "no responders": the client turns its status
+/// into `NoRoute`.
+fn no_route(correlation_id: u64) -> Envelope {
+    let none = Name::from_static("");
+    let mut header = Header::request(none.clone(), none, ContentType::Json);
+    header.kind = Kind::Reply;
+    header.correlation_id = correlation_id;
+    header.status = Status::Error {
+        kind: ErrorKind::NoSuchService,
+        message: "no responders on NATS".into(),
+    };
+    Envelope {
+        header,
+        body: Vec::new(),
+    }
+}

@@ -1,0 +1,192 @@
+//! The request stream of one served service: in core mode a queue-group
+//! subscription polled directly by the server runtime (no task hop); in
+//! durable mode what the JetStream puller (`durable.rs`) hands over.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use async_nats::{Message, Subscriber};
+use futures_core::Stream;
+use futures_util::StreamExt;
+use rpc_core::transport::{
+    Delivery, DeliveryHandle, SendFuture, ServiceSpec, SettleFuture, Settled, Settlement,
+};
+use rpc_core::{ContentType, Envelope, ErrorKind, Header, Kind, Name, Status, TransportError};
+use tokio::sync::mpsc;
+
+use crate::config::Mode;
+use crate::durable;
+use crate::headers::{self, Arrival, HeadersError};
+use crate::transport::Shared;
+
+/// Requests for one service, as [`Transport::serve`](rpc_core::Transport::serve)
+/// hands them out. Dropping it unsubscribes (core mode; requests it had
+/// received but not yielded are lost) or stops pulling (durable mode;
+/// they are delivered again).
+pub struct NatsRequests {
+    shared: Arc<Shared>,
+    spec: ServiceSpec,
+    source: Source,
+}
+
+enum Source {
+    Core(Subscriber),
+    Durable(mpsc::Receiver<Delivery>),
+}
+
+impl NatsRequests {
+    pub(crate) async fn open(
+        shared: Arc<Shared>,
+        spec: ServiceSpec,
+    ) -> Result<Self, TransportError> {
+        shared.connected().await?;
+        let source = match shared.config.mode {
+            Mode::Core => {
+                let subjects = shared.config.service_subjects(&spec.name);
+                // The group is the service: its servers compete, and another
+                // service's servers never take its requests.
+                let group = format!("{}{}", shared.config.subject_prefix, spec.name);
+                let subscriber = shared
+                    .client
+                    .queue_subscribe(subjects, group)
+                    .await
+                    .map_err(|e| TransportError::protocol("subscribe to requests", e))?;
+                // The subscription is live on the server once this returns:
+                // a call made right after `serve`, on another connection,
+                // finds a responder.
+                shared.round_trip().await?;
+                Source::Core(subscriber)
+            }
+            Mode::Durable => Source::Durable(durable::serve(shared.clone(), spec.clone()).await?),
+        };
+        Ok(NatsRequests {
+            shared,
+            spec,
+            source,
+        })
+    }
+
+    /// The service these requests are for.
+    pub fn service(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+impl std::fmt::Debug for NatsRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsRequests")
+            .field("service", &self.spec.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream for NatsRequests {
+    type Item = Delivery;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let this = self.get_mut();
+        match &mut this.source {
+            Source::Core(subscriber) => loop {
+                match subscriber.poll_next_unpin(cx) {
+                    Poll::Ready(Some(message)) => {
+                        if let Some(delivery) = accept(&this.shared, &this.spec, message) {
+                            return Poll::Ready(Some(delivery));
+                        }
+                    }
+                    // Unsubscribed: the transport was closed.
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
+                }
+            },
+            Source::Durable(receiver) => receiver.poll_recv(cx),
+        }
+    }
+}
+
+/// Turns a core NATS message into a delivery; one that cannot be read is
+/// refused (answered with a decode error when it has a reply subject) and
+/// counted, and the stream moves on.
+fn accept(shared: &Arc<Shared>, spec: &ServiceSpec, message: Message) -> Option<Delivery> {
+    let Message {
+        subject,
+        reply,
+        headers,
+        payload,
+        ..
+    } = message;
+    let arrival = Arrival::Requests {
+        service: &spec.name,
+    };
+    match headers::decode(
+        &subject,
+        reply.as_deref(),
+        headers.as_ref(),
+        Vec::from(payload),
+        arrival,
+    ) {
+        Ok(envelope) => Some(Delivery::untracked(
+            envelope,
+            Box::new(CoreDelivery {
+                shared: shared.clone(),
+            }),
+        )),
+        Err(error) => {
+            spec.refused();
+            refuse(shared, reply.map(|r| r.to_string()), &error);
+            None
+        }
+    }
+}
+
+/// Counts a request that could not be read and answers it, if it says where.
+pub(crate) fn refuse(shared: &Arc<Shared>, reply: Option<String>, error: &HeadersError) {
+    shared.refused.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(%error, "refusing a request with unreadable headers");
+    let Some(reply) = reply else { return };
+    let answer = error_reply(
+        headers::correlation_id(&reply).unwrap_or(0),
+        ErrorKind::Decode,
+        format!("request refused: {error}"),
+    );
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        if let Err(error) = shared.publish_reply(reply, answer).await {
+            tracing::debug!(%error, "could not answer a refused request");
+        }
+    });
+}
+
+/// An error reply built by the transport itself (JSON, like every reply a
+/// foreign caller can read).
+pub(crate) fn error_reply(correlation_id: u64, kind: ErrorKind, message: String) -> Envelope {
+    let none = Name::from_static("");
+    let mut header = Header::request(none.clone(), none, ContentType::Json);
+    header.kind = Kind::Reply;
+    header.correlation_id = correlation_id;
+    header.status = Status::Error { kind, message };
+    Envelope {
+        header,
+        body: Vec::new(),
+    }
+}
+
+/// Answers a core delivery on its reply subject; there is nothing to settle.
+struct CoreDelivery {
+    shared: Arc<Shared>,
+}
+
+impl DeliveryHandle for CoreDelivery {
+    fn reply(&self, request: &Envelope, reply: Envelope) -> SendFuture {
+        let Some(to) = &request.header.reply_to else {
+            return Box::pin(Settled);
+        };
+        let (shared, to) = (self.shared.clone(), to.as_str().to_owned());
+        Box::pin(async move { shared.publish_reply(to, reply).await })
+    }
+
+    fn settle(&self, _: Settlement, _: &Envelope) -> SettleFuture {
+        Box::pin(Settled)
+    }
+}

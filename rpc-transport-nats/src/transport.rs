@@ -1,0 +1,537 @@
+//! [`NatsTransport`]: the [`Transport`] implementation and the state its
+//! clones share.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Event, HeaderMap};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rpc_core::transport::{ReplySink, ServiceSpec, Transport};
+use rpc_core::{Envelope, TransportError};
+use tokio::sync::watch;
+
+use crate::config::{Auth, Config, Mode, NatsTransportBuilder};
+use crate::error::{connect_error, publish_error};
+use crate::headers;
+use crate::inbox::{self, NatsInbox};
+use crate::requests::NatsRequests;
+
+/// A NATS connection for RPC clients and servers. Cheap to clone; the
+/// connection closes when the last clone is dropped (or on [`close`](Self::close)).
+///
+/// See the [crate docs](crate) for the subjects, modes and guarantees.
+#[derive(Clone)]
+pub struct NatsTransport {
+    handle: Arc<Handle>,
+}
+
+/// Closes the shared state when the last user-held clone goes; the
+/// transport's own tasks hold `Shared` only.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.close_now();
+    }
+}
+
+/// The connection as the rest of the transport sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    Up,
+    /// Disconnected; async-nats is reconnecting. Sends wait.
+    Down,
+    Closed,
+}
+
+/// What the connection's event callback needs, made before the connection.
+pub(crate) struct Events {
+    pub(crate) state: watch::Sender<State>,
+    pub(crate) inboxes: Mutex<HashMap<u64, ReplySink>>,
+    /// How many times the connection was lost.
+    pub(crate) disconnects: AtomicU64,
+}
+
+impl Events {
+    fn on(&self, event: Event) {
+        match event {
+            Event::Disconnected => {
+                self.disconnects.fetch_add(1, Ordering::Relaxed);
+                self.set_state(State::Down);
+                // Replies to calls in flight went with the connection (core
+                // NATS keeps nothing for a subscriber that is away).
+                for sink in lock(&self.inboxes).values() {
+                    sink.connection_lost();
+                }
+            }
+            Event::Connected => self.set_state(State::Up),
+            Event::Closed => self.set_state(State::Closed),
+            other => tracing::debug!(event = %other, "NATS connection event"),
+        }
+    }
+
+    fn set_state(&self, new: State) {
+        self.state.send_if_modified(|state| {
+            if *state == State::Closed || *state == new {
+                return false;
+            }
+            *state = new;
+            true
+        });
+    }
+}
+
+/// The state behind every clone and every task of one transport.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) client: Client,
+    pub(crate) jetstream: async_nats::jetstream::Context,
+    pub(crate) events: Arc<Events>,
+    /// Streams this transport created (durable mode), for `cleanup`.
+    pub(crate) streams: Mutex<BTreeSet<String>>,
+    /// Requests refused on arrival (unreadable headers, no reply subject).
+    pub(crate) refused: AtomicU64,
+    /// Durable requests moved to the dead-letter stream.
+    pub(crate) dead_lettered: AtomicU64,
+    /// Core mode's oneway inbox, opened by the first oneway call.
+    oneway: tokio::sync::OnceCell<crate::oneway::OnewayInbox>,
+    next_id: AtomicU64,
+}
+
+impl NatsTransport {
+    /// Connects to `url` (`nats://host:port`, `tls://host:port`, or several
+    /// comma-separated) with the default options.
+    pub async fn connect(url: &str) -> Result<Self, TransportError> {
+        Self::builder(url).connect().await
+    }
+
+    /// A builder for a transport to `url`.
+    pub fn builder(url: impl Into<String>) -> NatsTransportBuilder {
+        NatsTransportBuilder::new(url)
+    }
+
+    pub(crate) async fn start(config: Config) -> Result<Self, TransportError> {
+        let events = Arc::new(Events {
+            state: watch::Sender::new(State::Up),
+            inboxes: Mutex::default(),
+            disconnects: AtomicU64::new(0),
+        });
+        let options = connect_options(&config, events.clone()).await?;
+        let connecting = options.connect(config.url.as_str());
+        let client = match tokio::time::timeout(config.connect_timeout, connecting).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => return Err(connect_error(&config.url, error)),
+            Err(_) => {
+                return Err(TransportError::Connect {
+                    message: format!(
+                        "{}: no answer within {:?}",
+                        config.url, config.connect_timeout
+                    ),
+                    source: None,
+                });
+            }
+        };
+        let jetstream = async_nats::jetstream::new(client.clone());
+        let shared = Arc::new(Shared {
+            config,
+            client,
+            jetstream,
+            events,
+            streams: Mutex::default(),
+            refused: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            oneway: tokio::sync::OnceCell::new(),
+            next_id: AtomicU64::new(1),
+        });
+        Ok(NatsTransport {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    /// The subject a method's requests are sent to (`<prefix><service>.<method>`).
+    pub fn method_subject(&self, service: &str, method: &str) -> String {
+        self.shared().config.method_subject(service, method)
+    }
+
+    /// The mode this transport sends and serves in.
+    pub fn mode(&self) -> Mode {
+        self.shared().config.mode
+    }
+
+    /// The JetStream stream holding `service`'s requests in durable mode.
+    pub fn request_stream(&self, service: &str) -> String {
+        self.shared().config.stream_name(service, "")
+    }
+
+    /// The JetStream stream durable mode moves `service`'s given-up
+    /// requests to; its subjects are `<prefix>dead.<service>.<method>`.
+    pub fn dead_letter_stream(&self, service: &str) -> String {
+        self.shared().config.stream_name(service, "_DEAD")
+    }
+
+    /// Requests refused on arrival: unreadable headers, a request without a
+    /// reply subject, a delivery past the limit. Each was answered with an
+    /// error where it had a reply subject.
+    pub fn refused_requests(&self) -> u64 {
+        self.shared().refused.load(Ordering::Relaxed)
+    }
+
+    /// Durable requests moved to the dead-letter stream.
+    pub fn dead_lettered_requests(&self) -> u64 {
+        self.shared().dead_lettered.load(Ordering::Relaxed)
+    }
+
+    /// How many times the connection has been lost so far.
+    pub fn disconnects(&self) -> u64 {
+        self.shared().events.disconnects.load(Ordering::Relaxed)
+    }
+
+    /// Whether the transport is connected right now (false while reconnecting).
+    pub fn is_connected(&self) -> bool {
+        *self.shared().events.state.borrow() == State::Up
+    }
+
+    /// Resolves once the transport is connected (at once if it is).
+    pub async fn wait_connected(&self) -> Result<(), TransportError> {
+        self.shared().live().await
+    }
+
+    /// The async-nats client underneath, for what this crate does not cover.
+    pub fn client(&self) -> &Client {
+        &self.shared().client
+    }
+
+    /// Tear-down for tests and environments: deletes the JetStream streams
+    /// this transport created (durable mode), then closes it. Returns how
+    /// many streams were deleted.
+    pub async fn cleanup(&self) -> Result<usize, TransportError> {
+        let shared = self.shared();
+        let names: Vec<String> = std::mem::take(&mut *lock(&shared.streams))
+            .into_iter()
+            .collect();
+        let mut deleted = 0;
+        let result = async {
+            for name in &names {
+                match shared.jetstream.delete_stream(name).await {
+                    Ok(_) => deleted += 1,
+                    // Another transport of the same service deleted it first.
+                    Err(error)
+                        if matches!(
+                            error.kind(),
+                            async_nats::jetstream::context::DeleteStreamErrorKind::JetStream(e)
+                                if e.code() == 404
+                        ) => {}
+                    Err(error) => return Err(TransportError::protocol("delete stream", error)),
+                }
+            }
+            Ok::<_, TransportError>(())
+        };
+        let result = tokio::time::timeout(shared.config.connect_timeout, result)
+            .await
+            .unwrap_or(Err(TransportError::ConnectionLost));
+        self.close().await;
+        result.map(|()| deleted)
+    }
+
+    /// Closes the connection: calls in flight fail with `Closed`, serve
+    /// streams end, and every clone of this transport stops working.
+    /// Replies already queued are written first.
+    pub async fn close(&self) {
+        let shared = self.shared();
+        shared.close_now();
+        let _ = tokio::time::timeout(shared.config.connect_timeout, shared.client.drain()).await;
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+}
+
+impl std::fmt::Debug for NatsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shared = self.shared();
+        f.debug_struct("NatsTransport")
+            .field("subject_prefix", &shared.config.subject_prefix)
+            .field("mode", &shared.config.mode)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport for NatsTransport {
+    type Requests = NatsRequests;
+    type Inbox = NatsInbox;
+
+    async fn open_inbox(&self, sink: ReplySink) -> Result<NatsInbox, TransportError> {
+        inbox::open(self.shared().clone(), sink).await
+    }
+
+    async fn send_request(
+        &self,
+        inbox: &NatsInbox,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        let reply = inbox.reply_subject(envelope.header.correlation_id);
+        self.shared().send_call(Some(reply), envelope).await
+    }
+
+    async fn send_oneway(&self, envelope: Envelope) -> Result<(), TransportError> {
+        self.shared().send_call(None, envelope).await
+    }
+
+    async fn serve(&self, service: &ServiceSpec) -> Result<NatsRequests, TransportError> {
+        NatsRequests::open(self.shared().clone(), service.clone()).await
+    }
+}
+
+impl Shared {
+    /// Waits (at most the connect timeout) while reconnecting.
+    pub(crate) async fn connected(&self) -> Result<(), TransportError> {
+        match *self.events.state.borrow() {
+            State::Up => return Ok(()),
+            State::Closed => return Err(TransportError::Closed),
+            State::Down => {}
+        }
+        match tokio::time::timeout(self.config.connect_timeout, self.live()).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::ConnectionLost),
+        }
+    }
+
+    /// Waits as long as it takes for the connection; `Closed` once closed.
+    pub(crate) async fn live(&self) -> Result<(), TransportError> {
+        let mut state = self.events.state.subscribe();
+        let state = state
+            .wait_for(|s| *s != State::Down)
+            .await
+            .map_err(|_| TransportError::Closed)?;
+        match *state {
+            State::Up => Ok(()),
+            _ => Err(TransportError::Closed),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        *self.events.state.borrow() == State::Closed
+    }
+
+    fn close_now(&self) {
+        self.events.set_state(State::Closed);
+        let sinks: Vec<ReplySink> = lock(&self.events.inboxes).drain().map(|(_, s)| s).collect();
+        for sink in sinks {
+            sink.closed();
+        }
+        // Ends every subscription (serve streams, inboxes) once what is
+        // queued is written; the last clone of the client closes the socket.
+        let client = self.client.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = client.drain().await;
+            });
+        }
+    }
+
+    /// Resolves once the server has processed everything this connection
+    /// sent before: a message to a subject of our own comes back. (A
+    /// `flush` only writes the socket; it waits for no answer.)
+    pub(crate) async fn round_trip(&self) -> Result<(), TransportError> {
+        let subject = self.client.new_inbox();
+        let mut echo = self
+            .client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| TransportError::protocol("subscribe", e))?;
+        self.client
+            .publish(subject, Bytes::new())
+            .await
+            .map_err(|e| publish_error(e, &self.client))?;
+        match tokio::time::timeout(self.config.connect_timeout, echo.next()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(TransportError::Closed),
+            Err(_) => Err(TransportError::ConnectionLost),
+        }
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends a request (its reply goes to `reply`) or, without one, a
+    /// oneway call, to the subject of the method its header names.
+    async fn send_call(
+        &self,
+        reply: Option<String>,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        let Envelope { header, body } = envelope;
+        self.connected().await?;
+        let subject = self.config.method_subject(&header.service, &header.method);
+        let payload = Bytes::from(body);
+        match self.config.mode {
+            Mode::Core => {
+                let Some(reply) = reply else {
+                    return self.send_oneway_core(&header, subject, payload).await;
+                };
+                let headers = headers::encode_call(&header, None).map_err(encode_error)?;
+                let client = &self.client;
+                let sent = match headers {
+                    Some(map) => {
+                        client
+                            .publish_with_reply_and_headers(subject, reply, map, payload)
+                            .await
+                    }
+                    None => client.publish_with_reply(subject, reply, payload).await,
+                };
+                sent.map_err(|e| publish_error(e, &self.client))
+            }
+            Mode::Durable => {
+                let map = headers::encode_call(&header, reply.as_deref())
+                    .map_err(encode_error)?
+                    .unwrap_or_else(HeaderMap::new);
+                crate::durable::publish(self, subject, map, payload, &header.service).await
+            }
+        }
+    }
+
+    /// A core oneway call: published with a reply subject on the oneway
+    /// inbox so that "no responders" can come back (see `oneway.rs`).
+    async fn send_oneway_core(
+        &self,
+        header: &rpc_core::Header,
+        subject: String,
+        payload: Bytes,
+    ) -> Result<(), TransportError> {
+        let inbox = self
+            .oneway
+            .get_or_try_init(|| crate::oneway::OnewayInbox::open(&self.client))
+            .await?;
+        let mut header = header.clone();
+        // Says "oneway" although a reply subject is set.
+        header.reply_to = Some(rpc_core::Address::new("oneway"));
+        let map = headers::encode_call(&header, None)
+            .map_err(encode_error)?
+            .unwrap_or_else(HeaderMap::new);
+        let id = self.next_id();
+        let (reply, marker, taken) = inbox.register(id);
+        let sent = async {
+            self.client
+                .publish_with_reply_and_headers(subject, reply, map, payload)
+                .await?;
+            self.client.publish(marker, Bytes::new()).await
+        };
+        if let Err(error) = sent.await {
+            inbox.forget(id);
+            return Err(publish_error(error, &self.client));
+        }
+        match tokio::time::timeout(self.config.connect_timeout, taken).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(TransportError::NoRoute {
+                address: header.service.to_string(),
+            }),
+            Ok(Err(_)) => Err(TransportError::Closed),
+            Err(_) => {
+                inbox.forget(id);
+                Err(TransportError::ConnectionLost)
+            }
+        }
+    }
+
+    /// Publishes a reply to `to` (a reply subject).
+    pub(crate) async fn publish_reply(
+        &self,
+        to: String,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        let Envelope { header, body } = envelope;
+        let payload = Bytes::from(body);
+        let sent = match headers::encode_reply(&header).map_err(encode_error)? {
+            Some(map) => self.client.publish_with_headers(to, map, payload).await,
+            None => self.client.publish(to, payload).await,
+        };
+        sent.map_err(|e| publish_error(e, &self.client))
+    }
+}
+
+fn encode_error(error: headers::HeadersError) -> TransportError {
+    TransportError::protocol("map envelope to NATS headers", error)
+}
+
+/// The async-nats options for `config`; the event callback feeds `events`.
+async fn connect_options(
+    config: &Config,
+    events: Arc<Events>,
+) -> Result<ConnectOptions, TransportError> {
+    let mut options = match &config.auth {
+        Auth::None => ConnectOptions::new(),
+        Auth::Token(token) => ConnectOptions::with_token(token.clone()),
+        Auth::UserPassword(user, password) => {
+            ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        Auth::Nkey(seed) => ConnectOptions::with_nkey(seed.clone()),
+        Auth::Credentials(creds) => {
+            ConnectOptions::with_credentials(creds).map_err(|e| TransportError::Connect {
+                message: format!("unreadable credentials: {e}"),
+                source: None,
+            })?
+        }
+    };
+    if config.tls_required {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &config.tls_client_cert {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    let (min, max) = (config.reconnect_min, config.reconnect_max);
+    Ok(options
+        .name(&config.connection_name)
+        .connection_timeout(config.connect_timeout)
+        // async-nats' default backoff climbs to 4 s, too slow to come back
+        // from a blip; ours is short, capped, and jittered so that many
+        // clients of one restarted server do not reconnect in step.
+        .reconnect_delay_callback(move |attempts| backoff(attempts, min, max))
+        .event_callback(move |event| {
+            events.on(event);
+            std::future::ready(())
+        }))
+}
+
+/// The wait before reconnect attempt `attempts` (counted from 1): `min`
+/// doubling up to `max`, plus up to a quarter of jitter.
+pub(crate) fn backoff(attempts: usize, min: Duration, max: Duration) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exponent = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(16);
+    let base = min.saturating_mul(1 << exponent).min(max);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+// Every critical section here is a single collection call, so a poisoned
+// lock still guards consistent data: the shared helper's contract.
+pub(crate) use rpc_core::transport::support::lock_unpoisoned as lock;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_at_once_and_is_capped() {
+        let (min, max) = (Duration::from_millis(20), Duration::from_secs(1));
+        assert_eq!(backoff(1, min, max), Duration::ZERO);
+        let second = backoff(2, min, max);
+        assert!(second >= min && second <= min + min / 4, "{second:?}");
+        let late = backoff(40, min, max);
+        assert!(late >= max && late <= max + max / 4, "{late:?}");
+    }
+}

@@ -1,0 +1,728 @@
+//! The calling side: one link (a DEALER socket) per server endpoint, the
+//! credit each server granted, the calls each holds, and the calls waiting
+//! for credit.
+//!
+//! A call goes to the connected server of its service with the most credit
+//! left; with none left anywhere it waits here (up to the high-water mark)
+//! until a reply returns credit. A link whose server falls silent for the
+//! liveness period is dropped: the calls it held fail with `ConnectionLost`
+//! at once, and a new socket is made to reconnect (a zeromq DEALER does not
+//! reconnect by itself after its server restarts).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use rpc_core::envelope::now_ms;
+use rpc_core::{Envelope, ErrorKind, Header, Name, ReplySink, Status, TransportError};
+use tokio::sync::{Mutex as SendLock, Notify, watch};
+use zeromq::prelude::*;
+use zeromq::{DealerRecvHalf, DealerSendHalf, DealerSocket, SocketOptions, ZmqMessage};
+
+use crate::config::Config;
+use crate::stats::Counters;
+use crate::wire::{self, FromServer};
+use rpc_core::transport::support::lock_unpoisoned;
+
+/// Where a link stands, for whoever waits for it to come up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LinkStatus {
+    /// First attempt under way.
+    Connecting,
+    /// Connected and `READY` received.
+    Ready,
+    /// Not connected; retrying.
+    Down,
+}
+
+type Sender = Arc<SendLock<DealerSendHalf>>;
+
+/// A call the client side tracks: its inbox and correlation id.
+type CallKey = (u64, u64);
+
+/// The calling side, shared by the transport, its inboxes and link tasks.
+pub(crate) struct ClientSide {
+    pub(crate) config: Arc<Config>,
+    pub(crate) counters: Arc<Counters>,
+    state: Mutex<State>,
+    closed: AtomicBool,
+    pub(crate) shutdown: Notify,
+    /// Rung whenever a server's services or credit change.
+    advertised: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    links: Vec<Link>,
+    waiting: HashMap<Name, VecDeque<Waiting>>,
+    waiting_total: usize,
+    inboxes: HashMap<u64, ReplySink>,
+    next_inbox: u64,
+}
+
+struct Link {
+    endpoint: String,
+    up: Option<Up>,
+    status: watch::Sender<LinkStatus>,
+}
+
+/// A connected link.
+struct Up {
+    sender: Sender,
+    /// Rung by a send that failed: the connection is gone, so the link
+    /// task drops it now rather than at the next missed heartbeat.
+    broken: Arc<Notify>,
+    ready: bool,
+    services: HashMap<Name, Window>,
+    in_flight: HashMap<CallKey, Name>,
+}
+
+/// One service's credit at one server.
+#[derive(Default)]
+struct Window {
+    granted: i64,
+    used: i64,
+}
+
+/// A call held until some server has credit.
+struct Waiting {
+    key: Option<CallKey>,
+    method: Name,
+    deadline_ms: u64,
+    frames: Vec<Bytes>,
+}
+
+/// What routing decided for one call.
+enum Route {
+    Send(Sender, Arc<Notify>, ZmqMessage),
+    Held,
+    Unserved(Name),
+    Full,
+}
+
+impl ClientSide {
+    pub(crate) fn new(config: Arc<Config>, counters: Arc<Counters>) -> Self {
+        ClientSide {
+            config,
+            counters,
+            state: Mutex::new(State::default()),
+            closed: AtomicBool::new(false),
+            shutdown: Notify::new(),
+            advertised: Notify::new(),
+        }
+    }
+
+    /// Adds a link to `endpoint`; returns its index and a view of its status.
+    pub(crate) fn add_link(&self, endpoint: String) -> (usize, watch::Receiver<LinkStatus>) {
+        let (status, view) = watch::channel(LinkStatus::Connecting);
+        let mut state = self.lock();
+        state.links.push(Link {
+            endpoint,
+            up: None,
+            status,
+        });
+        (state.links.len() - 1, view)
+    }
+
+    pub(crate) fn open_inbox(&self, sink: ReplySink) -> Result<u64, TransportError> {
+        if self.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        let mut state = self.lock();
+        state.next_inbox += 1;
+        let id = state.next_inbox;
+        state.inboxes.insert(id, sink);
+        Ok(id)
+    }
+
+    pub(crate) fn close_inbox(&self, id: u64) {
+        self.lock().inboxes.remove(&id);
+    }
+
+    /// Closes for good: every inbox hears `closed`, links stop.
+    pub(crate) fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let sinks: Vec<ReplySink> = {
+            let mut state = self.lock();
+            state.waiting.clear();
+            state.waiting_total = 0;
+            state.inboxes.drain().map(|(_, sink)| sink).collect()
+        };
+        for sink in sinks {
+            sink.closed();
+        }
+        self.shutdown.notify_waiters();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends a request from inbox `inbox`, or holds it for credit.
+    pub(crate) fn send_request(
+        &self,
+        inbox: u64,
+        mut envelope: Envelope,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static + use<> {
+        // The inbox travels as the tag frame; nothing is read from these.
+        envelope.header.reply_to = None;
+        envelope.header.metadata.remove_reserved();
+        let key = (inbox, envelope.header.correlation_id);
+        let tag = Bytes::copy_from_slice(&inbox.to_be_bytes());
+        self.send(
+            envelope,
+            Some(key),
+            vec![Bytes::from_static(wire::REQ), tag],
+        )
+    }
+
+    /// Sends a oneway call, or holds it for credit.
+    pub(crate) fn send_oneway(
+        &self,
+        mut envelope: Envelope,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static + use<> {
+        envelope.header.reply_to = None;
+        envelope.header.metadata.remove_reserved();
+        self.send(envelope, None, vec![Bytes::from_static(wire::ONEWAY)])
+    }
+
+    /// Routes `envelope` now; the future only writes it to the socket.
+    /// `head` is the command frames before the envelope frame.
+    fn send(
+        &self,
+        envelope: Envelope,
+        key: Option<CallKey>,
+        mut head: Vec<Bytes>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static + use<> {
+        let (now, later) = match self.route_envelope(envelope, key, &mut head) {
+            Ok(Route::Send(sender, broken, message)) => (None, Some((sender, broken, message))),
+            Ok(Route::Held | Route::Full) => (Some(Ok(())), None),
+            Ok(Route::Unserved(service)) => (
+                Some(Err(TransportError::NoRoute {
+                    address: service.to_string(),
+                })),
+                None,
+            ),
+            Err(error) => (Some(Err(error)), None),
+        };
+        async move {
+            if let Some(result) = now {
+                return result;
+            }
+            let Some((sender, broken, message)) = later else {
+                return Ok(());
+            };
+            let sent = sender.lock().await.send(message).await;
+            sent.map_err(|_| {
+                broken.notify_one();
+                TransportError::ConnectionLost
+            })
+        }
+    }
+
+    fn route_envelope(
+        &self,
+        envelope: Envelope,
+        key: Option<CallKey>,
+        head: &mut Vec<Bytes>,
+    ) -> Result<Route, TransportError> {
+        if self.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        let bytes = match wire::encode_envelope(&envelope, &self.config.limits) {
+            Ok(bytes) => bytes,
+            Err(rpc_core::FrameError::TooLarge { size, limit }) => {
+                return Err(TransportError::TooLarge { size, limit });
+            }
+            Err(error) => return Err(TransportError::protocol("encode request", error)),
+        };
+        head.push(bytes);
+        let Header {
+            service,
+            method,
+            deadline_ms,
+            content_type,
+            ..
+        } = envelope.header;
+        let call = Waiting {
+            key,
+            method: method.clone(),
+            deadline_ms,
+            frames: std::mem::take(head),
+        };
+        match self.route(&service, call) {
+            Route::Full => {
+                // Past the high-water mark: answered here, as a server at
+                // its capacity would answer.
+                if let Some((inbox, correlation_id)) = key
+                    && let Some(sink) = self.sink(inbox)
+                {
+                    let header = Header::request(service, method, content_type);
+                    sink.deliver(error_reply(
+                        header,
+                        correlation_id,
+                        ErrorKind::Overloaded,
+                        "every server of the service is at its credit and the client holds its most",
+                    ));
+                }
+                Ok(Route::Held)
+            }
+            route => Ok(route),
+        }
+    }
+
+    /// Picks the server with the most credit left for `service`, takes one
+    /// credit and records the call; or holds the call.
+    fn route(&self, service: &Name, call: Waiting) -> Route {
+        let mut state = self.lock();
+        match best_link(&mut state.links, service) {
+            None => Route::Unserved(service.clone()),
+            Some((up, true)) => {
+                take_credit(up, service, call.key);
+                Route::Send(
+                    up.sender.clone(),
+                    up.broken.clone(),
+                    wire::message(call.frames),
+                )
+            }
+            Some((_, false)) => {
+                if state.waiting_total >= self.config.max_waiting {
+                    return Route::Full;
+                }
+                state.waiting_total += 1;
+                state
+                    .waiting
+                    .entry(service.clone())
+                    .or_default()
+                    .push_back(call);
+                Route::Held
+            }
+        }
+    }
+
+    /// Sends held calls to servers that have credit again.
+    fn release_waiting(&self) {
+        let ready: Vec<(Sender, Arc<Notify>, ZmqMessage)> = {
+            let mut guard = self.lock();
+            if guard.waiting_total == 0 {
+                return;
+            }
+            let state = &mut *guard;
+            let mut out = Vec::new();
+            let now = now_ms();
+            for (service, queue) in state.waiting.iter_mut() {
+                while !queue.is_empty() {
+                    let Some((up, true)) = best_link(&mut state.links, service) else {
+                        break;
+                    };
+                    let Some(call) = queue.pop_front() else { break };
+                    state.waiting_total -= 1;
+                    if call.deadline_ms != 0 && now >= call.deadline_ms {
+                        // Its caller has had `Timeout` already.
+                        continue;
+                    }
+                    take_credit(up, service, call.key);
+                    out.push((
+                        up.sender.clone(),
+                        up.broken.clone(),
+                        wire::message(call.frames),
+                    ));
+                }
+            }
+            state.waiting.retain(|_, queue| !queue.is_empty());
+            out
+        };
+        if ready.is_empty() {
+            return;
+        }
+        // Written from a task of their own, so the reader (which calls
+        // this) never waits for a send lock; see `read_link`.
+        tokio::spawn(async move {
+            for (sender, broken, message) in ready {
+                // The link task fails the call it recorded when it drops the link.
+                if sender.lock().await.send(message).await.is_err() {
+                    broken.notify_one();
+                }
+            }
+        });
+    }
+
+    /// Runs link `index` until the transport closes: connect, `HELLO`,
+    /// read and heartbeat until the server falls silent, fail what it
+    /// held, wait, connect again with a new socket.
+    pub(crate) async fn run_link(self: Arc<Self>, index: usize) {
+        let endpoint = self.lock().links[index].endpoint.clone();
+        let mut first = true;
+        while !self.is_closed() {
+            if !first {
+                tokio::time::sleep(self.config.reconnect).await;
+            }
+            first = false;
+            let mut options = SocketOptions::default();
+            options.connect_timeout(self.config.connect_timeout);
+            let mut socket = DealerSocket::with_options(options);
+            if let Err(error) = socket.connect(&endpoint).await {
+                Counters::bump(&self.counters.connect_failures);
+                tracing::debug!(%endpoint, %error, "connect failed");
+                self.set_status(index, LinkStatus::Down);
+                continue;
+            }
+            let (send, receive) = socket.split();
+            let sender: Sender = Arc::new(SendLock::new(send));
+            let broken = Arc::new(Notify::new());
+            self.lock().links[index].up = Some(Up {
+                sender: sender.clone(),
+                broken: broken.clone(),
+                ready: false,
+                services: HashMap::new(),
+                in_flight: HashMap::new(),
+            });
+            Counters::bump(&self.counters.connects);
+            if sender
+                .lock()
+                .await
+                .send(wire::message(vec![Bytes::from_static(wire::HELLO)]))
+                .await
+                .is_ok()
+            {
+                self.read_link(index, &sender, &broken, receive).await;
+            }
+            Counters::bump(&self.counters.servers_lost);
+            self.link_down(index);
+        }
+    }
+
+    /// Reads one connection until its server falls silent or the transport closes.
+    async fn read_link(
+        &self,
+        index: usize,
+        sender: &Sender,
+        broken: &Notify,
+        mut receive: DealerRecvHalf,
+    ) {
+        let dead_after = self.config.dead_after();
+        let mut last_seen = Instant::now();
+        let mut tick = tokio::time::interval(self.config.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.shutdown.notified();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                // Messages first: after this task was starved (a runtime
+                // busy encoding a large call), what arrived meanwhile is
+                // read before silence is judged.
+                biased;
+                message = receive.recv() => match message {
+                    Ok(message) => {
+                        last_seen = Instant::now();
+                        self.on_message(index, message.into_vec()).await;
+                    }
+                    Err(_) => return,
+                },
+                _ = tick.tick() => {
+                    if last_seen.elapsed() > dead_after {
+                        tracing::debug!(index, "server silent past its liveness: dead or hung");
+                        return;
+                    }
+                    // Never wait for the send lock here: a caller writing a
+                    // large message holds it, and a reader stuck behind it
+                    // would read nothing and take its server for dead. That
+                    // write is a sign of life to the server anyway.
+                    if let Ok(mut sender) = sender.try_lock() {
+                        let heartbeat = wire::message(vec![Bytes::from_static(wire::HB)]);
+                        if sender.send(heartbeat).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                () = &mut shutdown => return,
+                () = broken.notified() => {
+                    tracing::debug!(index, "a send failed: the server's connection is gone");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn on_message(&self, index: usize, frames: Vec<Bytes>) {
+        let message = match wire::parse_from_server(&frames, &self.config.limits) {
+            Ok(message) => message,
+            Err(error) => {
+                Counters::bump(&self.counters.refused_messages);
+                tracing::debug!(%error, "refused a message from a server");
+                return;
+            }
+        };
+        match message {
+            FromServer::Heartbeat => return,
+            FromServer::Reply { tag, envelope } => self.on_reply(index, &tag, envelope),
+            FromServer::Done {
+                tag,
+                service,
+                correlation_id,
+            } => self.on_done(index, &tag, &service, correlation_id),
+            FromServer::Ready(services) => {
+                let mut state = self.lock();
+                if let Some(up) = state.links[index].up.as_mut() {
+                    up.ready = true;
+                    for (service, credit) in services {
+                        up.services.entry(service).or_default().granted = i64::from(credit);
+                    }
+                }
+                let _ = state.links[index].status.send(LinkStatus::Ready);
+                drop(state);
+                self.advertised.notify_waiters();
+            }
+            FromServer::Credit(service, change) => {
+                let lost = {
+                    let mut state = self.lock();
+                    if let Some(up) = state.links[index].up.as_mut() {
+                        let window = up.services.entry(service.clone()).or_default();
+                        window.granted += i64::from(change);
+                        if window.granted <= 0 {
+                            up.services.remove(&service);
+                        }
+                    }
+                    self.unroutable(&mut state)
+                };
+                self.advertised.notify_waiters();
+                self.fail_unroutable(lost);
+            }
+            FromServer::Error { reason, .. } => {
+                Counters::bump(&self.counters.errors_received);
+                tracing::debug!(%reason, "a server refused a message");
+                return;
+            }
+        }
+        self.release_waiting();
+    }
+
+    fn on_reply(&self, index: usize, tag: &[u8], envelope: Envelope) {
+        let Some(inbox) = inbox_of(tag) else {
+            Counters::bump(&self.counters.undeliverable_replies);
+            return;
+        };
+        let sink = {
+            let mut state = self.lock();
+            if let Some(up) = state.links[index].up.as_mut() {
+                return_credit(up, (inbox, envelope.header.correlation_id));
+            }
+            state.inboxes.get(&inbox).cloned()
+        };
+        match sink {
+            // Duplicates and late replies go too: the inbox counts them.
+            Some(sink) => sink.deliver(envelope),
+            None => Counters::bump(&self.counters.undeliverable_replies),
+        }
+    }
+
+    fn on_done(&self, index: usize, tag: &[u8], service: &Name, correlation_id: u64) {
+        let key = inbox_of(tag).map(|inbox| (inbox, correlation_id));
+        let sink = {
+            let mut state = self.lock();
+            let Some(up) = state.links[index].up.as_mut() else {
+                return;
+            };
+            match key.filter(|key| up.in_flight.contains_key(key)) {
+                Some(key) => {
+                    return_credit(up, key);
+                    state.inboxes.get(&key.0).cloned()
+                }
+                None => {
+                    // A oneway call: nothing recorded but the credit it took.
+                    if let Some(window) = up.services.get_mut(service) {
+                        window.used = (window.used - 1).max(0);
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(sink) = sink {
+            sink.call_lost(correlation_id);
+        }
+    }
+
+    /// The link lost its server: calls it held fail with `ConnectionLost`,
+    /// held calls nobody else serves fail with `NoRoute`.
+    fn link_down(&self, index: usize) {
+        let (lost, unroutable) = {
+            let mut state = self.lock();
+            let up = state.links[index].up.take();
+            let _ = state.links[index].status.send(LinkStatus::Down);
+            let lost: Vec<(ReplySink, u64)> = up
+                .into_iter()
+                .flat_map(|up| up.in_flight.into_keys())
+                .filter_map(|(inbox, id)| state.inboxes.get(&inbox).map(|s| (s.clone(), id)))
+                .collect();
+            (lost, self.unroutable(&mut state))
+        };
+        for (sink, correlation_id) in lost {
+            sink.call_lost(correlation_id);
+        }
+        self.fail_unroutable(unroutable);
+    }
+
+    /// Takes the held calls of services no connected server serves any more.
+    fn unroutable(&self, state: &mut State) -> Vec<(ReplySink, Name, Waiting)> {
+        let gone: Vec<Name> = state
+            .waiting
+            .keys()
+            .filter(|service| {
+                !state.links.iter().any(|link| {
+                    link.up
+                        .as_ref()
+                        .is_some_and(|up| up.ready && up.services.contains_key(*service))
+                })
+            })
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for service in gone {
+            for call in state.waiting.remove(&service).unwrap_or_default() {
+                state.waiting_total -= 1;
+                let sink = call
+                    .key
+                    .and_then(|(inbox, _)| state.inboxes.get(&inbox).cloned());
+                if let Some(sink) = sink {
+                    out.push((sink, service.clone(), call));
+                }
+            }
+        }
+        out
+    }
+
+    fn fail_unroutable(&self, calls: Vec<(ReplySink, Name, Waiting)>) {
+        for (sink, service, call) in calls {
+            let Some((_, correlation_id)) = call.key else {
+                continue;
+            };
+            let header = Header::request(service, call.method, Default::default());
+            sink.deliver(error_reply(
+                header,
+                correlation_id,
+                ErrorKind::NoSuchService,
+                "no connected server serves it any more",
+            ));
+        }
+    }
+
+    fn sink(&self, inbox: u64) -> Option<ReplySink> {
+        self.lock().inboxes.get(&inbox).cloned()
+    }
+
+    fn set_status(&self, index: usize, status: LinkStatus) {
+        let _ = self.lock().links[index].status.send(status);
+    }
+
+    /// Waits until every ready link to one of `endpoints` (this
+    /// transport's own) lists `service`: a transport that calls itself can
+    /// call a service as soon as it serves it.
+    pub(crate) async fn wait_for_own(&self, endpoints: &[String], service: &Name) {
+        loop {
+            let advertised = self.advertised.notified();
+            let missing = self.lock().links.iter().any(|link| {
+                endpoints.contains(&link.endpoint)
+                    && link
+                        .up
+                        .as_ref()
+                        .is_some_and(|up| up.ready && !up.services.contains_key(service))
+            });
+            if !missing {
+                return;
+            }
+            advertised.await;
+        }
+    }
+
+    /// Calls held for credit.
+    pub(crate) fn waiting(&self) -> usize {
+        self.lock().waiting_total
+    }
+
+    /// The endpoints of links whose server is connected and ready.
+    pub(crate) fn ready_links(&self) -> Vec<String> {
+        self.lock()
+            .links
+            .iter()
+            .filter(|link| link.up.as_ref().is_some_and(|up| up.ready))
+            .map(|link| link.endpoint.clone())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        lock_unpoisoned(&self.state)
+    }
+}
+
+/// The ready link serving `service` with the most credit left, and whether
+/// it has any; `None` when no ready link serves it.
+fn best_link<'a>(links: &'a mut [Link], service: &Name) -> Option<(&'a mut Up, bool)> {
+    let mut best: Option<(&'a mut Up, i64)> = None;
+    for link in links.iter_mut() {
+        let Some(up) = link.up.as_mut().filter(|up| up.ready) else {
+            continue;
+        };
+        let Some(window) = up.services.get(service) else {
+            continue;
+        };
+        let left = window.granted - window.used;
+        if best.as_ref().is_none_or(|(_, most)| left > *most) {
+            best = Some((up, left));
+        }
+    }
+    best.map(|(up, left)| (up, left > 0))
+}
+
+fn take_credit(up: &mut Up, service: &Name, key: Option<CallKey>) {
+    if let Some(window) = up.services.get_mut(service) {
+        window.used += 1;
+    }
+    if let Some(key) = key {
+        up.in_flight.insert(key, service.clone());
+    }
+}
+
+fn return_credit(up: &mut Up, key: CallKey) {
+    if let Some(service) = up.in_flight.remove(&key)
+        && let Some(window) = up.services.get_mut(&service)
+    {
+        window.used = (window.used - 1).max(0);
+    }
+}
+
+fn inbox_of(tag: &[u8]) -> Option<u64> {
+    tag.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// A reply made here for a call that never reached a server.
+fn error_reply(request: Header, correlation_id: u64, kind: ErrorKind, message: &str) -> Envelope {
+    let mut header = request.reply(Status::Error {
+        kind,
+        message: message.to_owned(),
+    });
+    header.correlation_id = correlation_id;
+    Envelope {
+        header,
+        body: Vec::new(),
+    }
+}
+
+/// Waits until the link leaves `Connecting` (ready, or its first attempt failed).
+pub(crate) async fn settled(mut status: watch::Receiver<LinkStatus>) {
+    let _ = status
+        .wait_for(|status| *status != LinkStatus::Connecting)
+        .await;
+}
+
+/// Holds `future` to its result or `false` after the deadline.
+pub(crate) async fn within<F: Future<Output = ()>>(
+    deadline: std::time::Duration,
+    future: F,
+) -> bool {
+    tokio::time::timeout(deadline, future).await.is_ok()
+}

@@ -1,0 +1,311 @@
+//! The serving side: one ROUTER socket bound to every bind endpoint, the
+//! services served on it, and the task that reads it.
+//!
+//! The router task owns the peer list and what it has advertised to peers,
+//! so `READY` and `CREDIT` go out in one order from one place: a `serve`
+//! stream that starts or ends only marks the services changed, and the
+//! task tells every peer the difference.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rpc_core::transport::ServiceSpec;
+use rpc_core::{Delivery, Envelope, ErrorKind, Name, Status};
+use tokio::sync::{Notify, mpsc};
+use zeromq::prelude::*;
+use zeromq::{RouterRecvHalf, RouterSendHalf, RouterSocket, SocketEvent};
+
+use crate::config::Config;
+use crate::delivery::ZmqDelivery;
+use crate::requests::ZmqRequests;
+use crate::stats::Counters;
+use crate::wire::{self, FromClient};
+use rpc_core::transport::support::lock_unpoisoned;
+
+/// One `serve` stream: where its deliveries go and how busy it is.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) id: u64,
+    pub(crate) service: Name,
+    pub(crate) concurrency: usize,
+    /// Deliveries handed to the stream and not finished yet.
+    pub(crate) load: AtomicUsize,
+    /// Taken when the transport closes, which ends the stream.
+    tx: Mutex<Option<mpsc::UnboundedSender<Delivery>>>,
+}
+
+impl Slot {
+    /// Hands `delivery` to the stream; a stream that has ended drops it.
+    fn send(&self, delivery: Delivery) {
+        let tx = lock_unpoisoned(&self.tx).clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(delivery);
+        }
+    }
+}
+
+/// What the serving side shares with its streams and deliveries.
+pub(crate) struct ServerSide {
+    pub(crate) sender: RouterSendHalf,
+    pub(crate) config: Arc<Config>,
+    pub(crate) counters: Arc<Counters>,
+    services: Mutex<HashMap<Name, Vec<Arc<Slot>>>>,
+    changed: Notify,
+    next_slot: AtomicU64,
+}
+
+/// Binds a ROUTER to every endpoint; returns the serving side, the
+/// endpoints as bound (ports resolved), and the router task.
+pub(crate) async fn bind(
+    config: Arc<Config>,
+    counters: Arc<Counters>,
+) -> Result<(Arc<ServerSide>, Vec<String>, tokio::task::JoinHandle<()>), zeromq::ZmqError> {
+    let mut socket = RouterSocket::new();
+    let monitor = socket.monitor();
+    let mut endpoints = Vec::new();
+    for endpoint in &config.binds {
+        endpoints.push(socket.bind(endpoint).await?.to_string());
+    }
+    let (sender, receiver) = socket.split();
+    let server = Arc::new(ServerSide {
+        sender,
+        config,
+        counters,
+        services: Mutex::new(HashMap::new()),
+        changed: Notify::new(),
+        next_slot: AtomicU64::new(0),
+    });
+    let task = tokio::spawn(Router::new(server.clone()).run(receiver, monitor));
+    Ok((server, endpoints, task))
+}
+
+impl ServerSide {
+    /// Starts a `serve` stream; peers hear of its credit from the router task.
+    pub(crate) fn serve(self: &Arc<Self>, spec: &ServiceSpec) -> ZmqRequests {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let slot = Arc::new(Slot {
+            id: self.next_slot.fetch_add(1, Ordering::Relaxed),
+            service: spec.name.clone(),
+            concurrency: spec.concurrency,
+            load: AtomicUsize::new(0),
+            tx: Mutex::new(Some(tx)),
+        });
+        self.lock()
+            .entry(spec.name.clone())
+            .or_default()
+            .push(slot.clone());
+        self.changed.notify_one();
+        ZmqRequests::new(self.clone(), slot, rx)
+    }
+
+    /// A stream ended: its slot goes, and peers lose its credit.
+    pub(crate) fn unserve(&self, slot: &Slot) {
+        let mut services = self.lock();
+        if let Some(slots) = services.get_mut(&slot.service) {
+            slots.retain(|s| s.id != slot.id);
+            if slots.is_empty() {
+                services.remove(&slot.service);
+            }
+        }
+        drop(services);
+        self.changed.notify_one();
+    }
+
+    /// Ends every stream (the transport closed).
+    pub(crate) fn close(&self) {
+        for slot in self.lock().drain().flat_map(|(_, slots)| slots) {
+            lock_unpoisoned(&slot.tx).take();
+        }
+        self.changed.notify_one();
+    }
+
+    /// Each served service and the credit it grants a client: the sum of
+    /// its streams' concurrency.
+    fn credits(&self) -> HashMap<Name, u32> {
+        self.lock()
+            .iter()
+            .map(|(name, slots)| {
+                let total: usize = slots.iter().map(|s| s.concurrency).sum();
+                (name.clone(), u32::try_from(total).unwrap_or(u32::MAX))
+            })
+            .collect()
+    }
+
+    /// The least busy stream of `service`.
+    fn pick(&self, service: &str) -> Option<Arc<Slot>> {
+        self.lock()
+            .get(service)?
+            .iter()
+            .min_by_key(|slot| slot.load.load(Ordering::Relaxed) * 1024 / slot.concurrency.max(1))
+            .cloned()
+    }
+
+    /// Sends `frames` to `peer`; a peer that has gone is counted, not an error here.
+    pub(crate) async fn send_to(&self, peer: Bytes, frames: Vec<Bytes>) -> bool {
+        let mut all = Vec::with_capacity(frames.len() + 1);
+        all.push(peer);
+        all.extend(frames);
+        let sent = self.sender.clone().send(wire::message(all)).await.is_ok();
+        if !sent {
+            Counters::bump(&self.counters.undeliverable_replies);
+        }
+        sent
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Name, Vec<Arc<Slot>>>> {
+        lock_unpoisoned(&self.services)
+    }
+}
+
+/// The router task's own state.
+struct Router {
+    server: Arc<ServerSide>,
+    /// Peers that said `HELLO`, and when each was last heard.
+    peers: HashMap<Bytes, Instant>,
+    /// What every peer has been told each service grants.
+    advertised: HashMap<Name, u32>,
+}
+
+impl Router {
+    fn new(server: Arc<ServerSide>) -> Self {
+        Router {
+            server,
+            peers: HashMap::new(),
+            advertised: HashMap::new(),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut receiver: RouterRecvHalf,
+        mut monitor: impl futures_core::Stream<Item = SocketEvent> + Unpin,
+    ) {
+        let server = self.server.clone();
+        let mut tick = tokio::time::interval(server.config.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = receiver.recv() => match message {
+                    Ok(message) => self.on_message(message.into_vec()).await,
+                    Err(_) => return,
+                },
+                () = server.changed.notified() => self.advertise().await,
+                _ = tick.tick() => self.heartbeat().await,
+                Some(event) = monitor.next() => {
+                    if let SocketEvent::AcceptFailed(error) = event {
+                        Counters::bump(&server.counters.refused_handshakes);
+                        tracing::debug!(%error, "refused a connection that failed the ZMTP handshake");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, mut frames: Vec<Bytes>) {
+        if frames.is_empty() {
+            return;
+        }
+        let peer = frames.remove(0);
+        if let Some(seen) = self.peers.get_mut(&peer) {
+            *seen = Instant::now();
+        }
+        let server = self.server.clone();
+        match wire::parse_from_client(&frames, &server.config.limits) {
+            Ok(FromClient::Request { tag, envelope }) => {
+                self.dispatch(peer, Some(tag), envelope).await
+            }
+            Ok(FromClient::Oneway(envelope)) => self.dispatch(peer, None, envelope).await,
+            Ok(FromClient::Heartbeat) => {}
+            Ok(FromClient::Hello) => {
+                self.peers.insert(peer.clone(), Instant::now());
+                let ready = wire::ready(self.advertised.iter().map(|(n, c)| (n.as_str(), *c)));
+                server.send_to(peer, ready).await;
+            }
+            Err(error) => {
+                Counters::bump(&server.counters.refused_messages);
+                tracing::debug!(%error, "refused a message");
+                // The tag, when a request got that far, lets the client say which call.
+                let tag = match frames.first().map(|f| f.as_ref()) {
+                    Some(wire::REQ) => frames.get(1).cloned().unwrap_or_default(),
+                    _ => Bytes::new(),
+                };
+                let reason = Bytes::from(error.to_string());
+                server
+                    .send_to(peer, vec![Bytes::from_static(wire::ERROR), tag, reason])
+                    .await;
+            }
+        }
+    }
+
+    /// Hands a call to the least busy stream of its service, or answers
+    /// that nobody here serves it.
+    async fn dispatch(&mut self, peer: Bytes, tag: Option<Bytes>, mut envelope: Envelope) {
+        // Nobody is authenticated here, so no caller sets the reserved keys.
+        envelope.header.metadata.remove_reserved();
+        let server = &self.server;
+        let Some(slot) = server.pick(&envelope.header.service) else {
+            if let Some(tag) = tag {
+                let reply = Envelope {
+                    header: envelope.header.reply(Status::Error {
+                        kind: ErrorKind::NoSuchService,
+                        message: format!("no `{}` here", envelope.header.service),
+                    }),
+                    body: Vec::new(),
+                };
+                if let Ok(bytes) = wire::encode_envelope(&reply, &server.config.limits) {
+                    server
+                        .send_to(peer, vec![Bytes::from_static(wire::REP), tag, bytes])
+                        .await;
+                }
+            }
+            return;
+        };
+        slot.load.fetch_add(1, Ordering::Relaxed);
+        let handle = ZmqDelivery::new(server.clone(), slot.clone(), peer, tag, &envelope);
+        // A stream that has just ended drops the delivery, which tells the
+        // client the call ended without a reply.
+        slot.send(Delivery::untracked(envelope, Box::new(handle)));
+    }
+
+    /// Tells every peer how each service's credit changed.
+    async fn advertise(&mut self) {
+        let now = self.server.credits();
+        let mut changes = Vec::new();
+        for (name, credit) in &now {
+            let before = self.advertised.get(name).copied().unwrap_or(0);
+            if before != *credit {
+                changes.push((name.clone(), i64::from(*credit) - i64::from(before)));
+            }
+        }
+        for (name, before) in &self.advertised {
+            if !now.contains_key(name) {
+                changes.push((name.clone(), -i64::from(*before)));
+            }
+        }
+        self.advertised = now;
+        for (name, change) in changes {
+            let change =
+                i32::try_from(change).unwrap_or(if change < 0 { i32::MIN } else { i32::MAX });
+            for peer in self.peers.keys() {
+                self.server
+                    .send_to(peer.clone(), wire::credit(&name, change))
+                    .await;
+            }
+        }
+    }
+
+    /// Forgets peers silent too long; sends a heartbeat to the others.
+    async fn heartbeat(&mut self) {
+        let dead_after = self.server.config.dead_after();
+        self.peers.retain(|_, seen| seen.elapsed() <= dead_after);
+        for peer in self.peers.keys() {
+            self.server
+                .send_to(peer.clone(), vec![Bytes::from_static(wire::HB)])
+                .await;
+        }
+    }
+}

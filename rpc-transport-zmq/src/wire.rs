@@ -1,0 +1,302 @@
+//! The multipart messages of the protocol, and their parsing.
+//!
+//! Every message is a ZMTP multipart message whose first frame is a command
+//! word; the envelope, where there is one, travels in its own frame encoded
+//! with `rpc_core::frame`. The layout, with a worked example, is in
+//! `docs/wire.md`, section "ZeroMQ".
+//!
+//! Client to server (the server's ROUTER sees the peer identity first):
+//!
+//! | command | frames after the command |
+//! |---|---|
+//! | `HELLO` | none: asks for `READY` |
+//! | `HB` | none: heartbeat |
+//! | `REQ` | inbox tag, envelope |
+//! | `ONEWAY` | envelope |
+//!
+//! Server to client:
+//!
+//! | command | frames after the command |
+//! |---|---|
+//! | `READY` | (service name, credit `u32` BE) per served service |
+//! | `CREDIT` | service name, change `i32` BE |
+//! | `HB` | none |
+//! | `REP` | the request's inbox tag, envelope (returns one credit) |
+//! | `DONE` | inbox tag, service name, correlation id `u64` BE: ended without a reply (returns one credit) |
+//! | `ERROR` | inbox tag (empty if unknown), reason: a message was refused |
+//!
+//! The parsers treat every byte as hostile and never panic; the fuzz target
+//! `zmq_wire` and the property test in `tests/wire.rs` hold them to it.
+
+use bytes::Bytes;
+use rpc_core::frame::{self, FrameError, FrameLimits};
+use rpc_core::{Envelope, Name};
+use zeromq::ZmqMessage;
+
+/// Client: asks a server which services it serves and with what credit.
+pub const HELLO: &[u8] = b"HELLO";
+/// Both ways: a heartbeat.
+pub const HB: &[u8] = b"HB";
+/// Client: a request, answered on the same connection.
+pub const REQ: &[u8] = b"REQ";
+/// Client: a call nobody answers.
+pub const ONEWAY: &[u8] = b"ONEWAY";
+/// Server: the services it serves and the credit each grants this client.
+pub const READY: &[u8] = b"READY";
+/// Server: a change to one service's credit.
+pub const CREDIT: &[u8] = b"CREDIT";
+/// Server: the reply to a request.
+pub const REP: &[u8] = b"REP";
+/// Server: a call ended without a reply.
+pub const DONE: &[u8] = b"DONE";
+/// Server: a message was refused.
+pub const ERROR: &[u8] = b"ERROR";
+
+/// Why a message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// A message with no frames (or only a peer identity).
+    #[error("empty message")]
+    Empty,
+    /// The first frame is not a command of this protocol.
+    #[error("unknown command {0:?}")]
+    UnknownCommand(String),
+    /// The command has the wrong number of frames.
+    #[error("`{command}` takes {expected} frames, got {got}")]
+    FrameCount {
+        /// The command.
+        command: &'static str,
+        /// How many frames it takes, command included.
+        expected: &'static str,
+        /// How many arrived.
+        got: usize,
+    },
+    /// The whole message is larger than the limit.
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The message's size, all frames together.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The envelope frame is not a valid `rpc_core::frame` encoding.
+    #[error("bad envelope: {0}")]
+    Envelope(#[from] FrameError),
+    /// A fixed-width or text field is malformed.
+    #[error("bad field `{0}`")]
+    Field(&'static str),
+}
+
+/// What a client sends, parsed.
+#[derive(Debug, PartialEq)]
+pub enum FromClient {
+    /// `HELLO`.
+    Hello,
+    /// `HB`.
+    Heartbeat,
+    /// `REQ`: the inbox tag to copy into the reply, and the request.
+    Request {
+        /// Opaque to the server, copied into the reply.
+        tag: Bytes,
+        /// The request.
+        envelope: Envelope,
+    },
+    /// `ONEWAY`.
+    Oneway(Envelope),
+}
+
+/// What a server sends, parsed.
+#[derive(Debug, PartialEq)]
+pub enum FromServer {
+    /// `READY`: every served service and its credit.
+    Ready(Vec<(Name, u32)>),
+    /// `CREDIT`: one service's credit changes by this much.
+    Credit(Name, i32),
+    /// `HB`.
+    Heartbeat,
+    /// `REP`: a reply for the inbox with this tag.
+    Reply {
+        /// The request's inbox tag.
+        tag: Bytes,
+        /// The reply.
+        envelope: Envelope,
+    },
+    /// `DONE`: a call ended without a reply.
+    Done {
+        /// The request's inbox tag (empty for oneway calls).
+        tag: Bytes,
+        /// The service whose credit comes back.
+        service: Name,
+        /// The call's correlation id.
+        correlation_id: u64,
+    },
+    /// `ERROR`: the server refused a message.
+    Error {
+        /// The refused request's inbox tag, if it could be read.
+        tag: Bytes,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Refuses a message larger than `limit` before anything in it is read.
+pub fn check_size(frames: &[Bytes], limit: usize) -> Result<(), WireError> {
+    let size = frames
+        .iter()
+        .fold(0usize, |sum, frame| sum.saturating_add(frame.len()));
+    if size > limit.saturating_add(MESSAGE_OVERHEAD) {
+        return Err(WireError::TooLarge { size, limit });
+    }
+    Ok(())
+}
+
+/// Room beside the envelope for the command and tag frames.
+const MESSAGE_OVERHEAD: usize = 1024;
+
+/// Parses the frames a client sent (after the peer identity).
+pub fn parse_from_client(frames: &[Bytes], limits: &FrameLimits) -> Result<FromClient, WireError> {
+    check_size(frames, limits.max_message_size)?;
+    let (command, rest) = frames.split_first().ok_or(WireError::Empty)?;
+    match (command.as_ref(), rest) {
+        (HELLO, []) => Ok(FromClient::Hello),
+        (HB, []) => Ok(FromClient::Heartbeat),
+        (REQ, [tag, envelope]) => Ok(FromClient::Request {
+            tag: tag.clone(),
+            envelope: decode_envelope(envelope, limits)?,
+        }),
+        (ONEWAY, [envelope]) => Ok(FromClient::Oneway(decode_envelope(envelope, limits)?)),
+        (HELLO, _) => Err(count("HELLO", "1", frames)),
+        (HB, _) => Err(count("HB", "1", frames)),
+        (REQ, _) => Err(count("REQ", "3", frames)),
+        (ONEWAY, _) => Err(count("ONEWAY", "2", frames)),
+        (other, _) => Err(unknown(other)),
+    }
+}
+
+/// Parses the frames a server sent.
+pub fn parse_from_server(frames: &[Bytes], limits: &FrameLimits) -> Result<FromServer, WireError> {
+    check_size(frames, limits.max_message_size)?;
+    let (command, rest) = frames.split_first().ok_or(WireError::Empty)?;
+    match (command.as_ref(), rest) {
+        (READY, pairs) if pairs.len() % 2 == 0 => pairs
+            .chunks_exact(2)
+            .map(|pair| Ok((name(&pair[0], "service")?, be_u32(&pair[1], "credit")?)))
+            .collect::<Result<_, _>>()
+            .map(FromServer::Ready),
+        (CREDIT, [service, change]) => Ok(FromServer::Credit(
+            name(service, "service")?,
+            be_u32(change, "credit change")? as i32,
+        )),
+        (HB, []) => Ok(FromServer::Heartbeat),
+        (REP, [tag, envelope]) => Ok(FromServer::Reply {
+            tag: tag.clone(),
+            envelope: decode_envelope(envelope, limits)?,
+        }),
+        (DONE, [tag, service, id]) => Ok(FromServer::Done {
+            tag: tag.clone(),
+            service: name(service, "service")?,
+            correlation_id: be_u64(id, "correlation id")?,
+        }),
+        (ERROR, [tag, reason]) => Ok(FromServer::Error {
+            tag: tag.clone(),
+            reason: String::from_utf8_lossy(reason).into_owned(),
+        }),
+        (READY, _) => Err(count("READY", "an odd number of", frames)),
+        (CREDIT, _) => Err(count("CREDIT", "3", frames)),
+        (HB, _) => Err(count("HB", "1", frames)),
+        (REP, _) => Err(count("REP", "3", frames)),
+        (DONE, _) => Err(count("DONE", "4", frames)),
+        (ERROR, _) => Err(count("ERROR", "3", frames)),
+        (other, _) => Err(unknown(other)),
+    }
+}
+
+/// Decodes one envelope frame, which must hold exactly one `rpc_core::frame`.
+pub fn decode_envelope(bytes: &[u8], limits: &FrameLimits) -> Result<Envelope, WireError> {
+    let (envelope, used) = frame::decode(bytes, limits)?;
+    if used != bytes.len() {
+        return Err(FrameError::TrailingBytes {
+            count: bytes.len() - used,
+        }
+        .into());
+    }
+    Ok(envelope)
+}
+
+/// Encodes an envelope into its frame.
+pub fn encode_envelope(envelope: &Envelope, limits: &FrameLimits) -> Result<Bytes, FrameError> {
+    let mut out = Vec::new();
+    frame::encode(envelope, &mut out, limits)?;
+    Ok(Bytes::from(out))
+}
+
+/// A message of the given frames. `frames` is never empty here.
+pub fn message(frames: Vec<Bytes>) -> ZmqMessage {
+    let mut frames = frames.into_iter();
+    let mut message = ZmqMessage::from(frames.next().unwrap_or_default());
+    for frame in frames {
+        message.push_back(frame);
+    }
+    message
+}
+
+/// `READY` with these services and credits.
+pub fn ready<'a>(services: impl Iterator<Item = (&'a str, u32)>) -> Vec<Bytes> {
+    let mut frames = vec![Bytes::from_static(READY)];
+    for (service, credit) in services {
+        frames.push(Bytes::copy_from_slice(service.as_bytes()));
+        frames.push(Bytes::copy_from_slice(&credit.to_be_bytes()));
+    }
+    frames
+}
+
+/// `CREDIT` for one service.
+pub fn credit(service: &str, change: i32) -> Vec<Bytes> {
+    vec![
+        Bytes::from_static(CREDIT),
+        Bytes::copy_from_slice(service.as_bytes()),
+        Bytes::copy_from_slice(&change.to_be_bytes()),
+    ]
+}
+
+/// `DONE` for one call.
+pub fn done(tag: Bytes, service: &str, correlation_id: u64) -> Vec<Bytes> {
+    vec![
+        Bytes::from_static(DONE),
+        tag,
+        Bytes::copy_from_slice(service.as_bytes()),
+        Bytes::copy_from_slice(&correlation_id.to_be_bytes()),
+    ]
+}
+
+fn count(command: &'static str, expected: &'static str, frames: &[Bytes]) -> WireError {
+    WireError::FrameCount {
+        command,
+        expected,
+        got: frames.len(),
+    }
+}
+
+fn unknown(command: &[u8]) -> WireError {
+    let shown = &command[..command.len().min(32)];
+    WireError::UnknownCommand(String::from_utf8_lossy(shown).into_owned())
+}
+
+fn name(bytes: &[u8], field: &'static str) -> Result<Name, WireError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| WireError::Field(field))?;
+    if text.is_empty() || text.len() > usize::from(u16::MAX) {
+        return Err(WireError::Field(field));
+    }
+    Ok(Name::from(text.to_owned()))
+}
+
+fn be_u32(bytes: &[u8], field: &'static str) -> Result<u32, WireError> {
+    let array: [u8; 4] = bytes.try_into().map_err(|_| WireError::Field(field))?;
+    Ok(u32::from_be_bytes(array))
+}
+
+fn be_u64(bytes: &[u8], field: &'static str) -> Result<u64, WireError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| WireError::Field(field))?;
+    Ok(u64::from_be_bytes(array))
+}

@@ -1,0 +1,112 @@
+//! Access to the test Kafka broker (tansu, started by `.ci/kafka-broker`):
+//! its address, the skip-or-fail policy, and brokers a test owns.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use rpc_transport_kafka::{KafkaTransport, KafkaTransportBuilder};
+
+use crate::broker::{broker_required, unique_prefix};
+
+/// The broker tests use when `KAFKA_BOOTSTRAP` is not set (the default port
+/// of `.ci/kafka-broker`).
+pub const DEFAULT_KAFKA_BOOTSTRAP: &str = "127.0.0.1:19092";
+
+/// The broker address: `KAFKA_BOOTSTRAP`, else [`DEFAULT_KAFKA_BOOTSTRAP`].
+pub fn kafka_bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| DEFAULT_KAFKA_BOOTSTRAP.to_owned())
+}
+
+/// A builder on the test broker with a unique topic prefix, or `None` after
+/// printing a notice when no broker is reachable. Panics instead of
+/// skipping when [`broker_required`].
+pub async fn kafka_builder(test: &str) -> Option<KafkaTransportBuilder> {
+    let bootstrap = kafka_bootstrap();
+    let probe = KafkaTransport::builder(bootstrap.clone())
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await;
+    match probe {
+        Ok(probe) => probe.close().await,
+        Err(error) if broker_required() => {
+            panic!("RPC_REQUIRE_BROKER=1 but no Kafka broker is reachable at {bootstrap}: {error}")
+        }
+        Err(error) => {
+            eprintln!(
+                "notice: skipping {test}: no Kafka broker at {bootstrap} ({error}); \
+                 start one with `.ci/kafka-broker start`"
+            );
+            return None;
+        }
+    }
+    Some(
+        KafkaTransport::builder(bootstrap)
+            .topic_prefix(unique_prefix(test))
+            .client_id(format!("rpc-tests-{test}")),
+    )
+}
+
+/// A tansu broker a test started on its own port with `.ci/kafka-broker`;
+/// stopped when dropped, also when the test fails.
+pub struct OwnBroker {
+    port: u16,
+}
+
+impl OwnBroker {
+    /// Starts a broker on `port`; `None` (with a notice) when the script
+    /// cannot (no tansu binary to be had), a panic under
+    /// [`broker_required`].
+    pub fn start(port: u16) -> Option<Self> {
+        let broker = OwnBroker { port };
+        match broker.script("start") {
+            Ok(()) => Some(broker),
+            Err(error) if broker_required() => panic!("cannot start tansu on {port}: {error}"),
+            Err(error) => {
+                eprintln!("notice: cannot start tansu on {port}: {error}");
+                None
+            }
+        }
+    }
+
+    /// The address to bootstrap from.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker (SIGTERM, then SIGKILL).
+    pub fn stop(&self) {
+        let _ = self.script("stop");
+    }
+
+    /// Kills the broker with SIGKILL (a crash, for fault tests).
+    pub fn kill(&self) {
+        self.script("kill").expect("kill tansu");
+    }
+
+    /// Starts it again after [`stop`](Self::stop): empty (memory storage).
+    pub fn restart(&self) {
+        self.script("start").expect("restart tansu");
+    }
+
+    fn script(&self, command: &str) -> Result<(), String> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ci/kafka-broker");
+        let output = Command::new("bash")
+            .arg(script)
+            .arg(command)
+            .arg(self.port.to_string())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,96 @@
+//! A plain NATS client, knowing nothing of this library, calls a JSON
+//! service and serves a client of it: what `nats req calc.add
+//! '{"a":2,"b":3}'` or nats-py do (docs/wire.md, NATS section).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rpc_core::{Client, ContentType, RpcError};
+use rpc_tests::broker::nats_builder;
+use rpc_tests::conformance::serve_calc;
+use rpc_tests::services::CalcClient;
+use rpc_transport_nats::Mode;
+use rpc_transport_nats::async_nats::HeaderMap;
+use rpc_transport_nats::headers::{ERROR_HEADER, STATUS_HEADER};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_request_calls_a_json_service() {
+    let Some(builder) = nats_builder("interop_call", Mode::Core).await else {
+        return;
+    };
+    let server = builder.clone().connect().await.unwrap();
+    let _calc = serve_calc(server.clone(), 1, 4).await;
+    let plain = builder.connect().await.unwrap();
+    let subject = plain.method_subject("conformance.calc", "add");
+    // async-nats' own `request`: a fresh inbox, no headers, like `nats req`.
+    let reply = plain
+        .client()
+        .request(subject, r#"{"a":2,"b":3}"#.into())
+        .await
+        .unwrap();
+    assert_eq!(&reply.payload[..], b"5");
+    assert!(
+        reply.headers.is_none(),
+        "an ok JSON reply has no headers: {reply:?}"
+    );
+
+    let subject = plain.method_subject("conformance.calc", "sqrt");
+    let reply = plain
+        .client()
+        .request(subject, "[2.0]".into())
+        .await
+        .unwrap();
+    let headers = reply.headers.expect("an error reply says what failed");
+    assert_eq!(
+        headers.get(STATUS_HEADER).unwrap().as_str(),
+        "no_such_method"
+    );
+    assert!(headers.get(ERROR_HEADER).is_some());
+    server.close().await;
+    plain.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_subscriber_serves_a_json_client() {
+    let Some(builder) = nats_builder("interop_serve", Mode::Core).await else {
+        return;
+    };
+    let plain = builder.clone().connect().await.unwrap();
+    let subject = plain.method_subject("conformance.calc", "add");
+    let mut requests = plain
+        .client()
+        .queue_subscribe(subject, "calc".to_owned())
+        .await
+        .unwrap();
+    plain.client().flush().await.unwrap();
+    let replier = plain.client().clone();
+    let serving = tokio::spawn(async move {
+        // A server in any language: read JSON, answer JSON on the reply
+        // subject, no headers.
+        let request = requests.next().await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&request.payload).unwrap();
+        let sum = body["a"].as_i64().unwrap() + body["b"].as_i64().unwrap();
+        replier
+            .publish_with_headers(
+                request.reply.unwrap(),
+                HeaderMap::new(),
+                sum.to_string().into(),
+            )
+            .await
+            .unwrap();
+    });
+    let transport = builder.connect().await.unwrap();
+    let calc = CalcClient::from_client(
+        Client::new(transport.clone()).with_content_type(ContentType::Json),
+    )
+    .with_timeout(Duration::from_secs(5));
+    assert_eq!(calc.add(40, 2).await.unwrap(), 42);
+    serving.await.unwrap();
+    // Nobody serves `div`: NATS says "no responders", the client `NoRoute`.
+    assert!(matches!(
+        calc.div(1, 1).await,
+        Err(RpcError::NoRoute { .. })
+    ));
+    transport.close().await;
+    plain.close().await;
+}
