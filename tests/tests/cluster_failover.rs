@@ -20,6 +20,9 @@
 //!   then resumed. Shorter than `net_ticktime` (60 s): a longer pause is a
 //!   partition, which the script's `autoheal` setting resolves by
 //!   restarting the minority.
+//! - Pause beyond the deadline: the same with a 2 s deadline, shorter than
+//!   the election: the calls sent just after the pause end `Timeout`, and
+//!   their requests are counted expired (dead-lettered or refused unrun).
 //!
 //! - Broker restart: the node a server and a client know as their only
 //!   broker stops and starts again; the figure is how long after it runs
@@ -438,18 +441,51 @@ async fn server_node_stops_with_calls_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_node_paused_and_resumed() {
-    /// Well under `net_ticktime` (60 s): the node comes back, not split off.
-    const PAUSE: Duration = Duration::from_secs(20);
     let Some(turn) = Turn::take("leader_node_paused_and_resumed", "pause").await else {
         return;
     };
+    pause_the_leader(turn, DEADLINE).await;
+}
+
+/// As [`leader_node_paused_and_resumed`], with a deadline shorter than the
+/// election: the requests sent just after the pause wait out their
+/// deadline in the queue. Their calls end `Timeout`; the requests expire
+/// there and are dead-lettered (or found expired by a server), none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_node_paused_beyond_the_deadline() {
+    /// Well under the election timeout (about 6-10 s here).
+    const SHORT: Duration = Duration::from_secs(2);
+    let Some(turn) = Turn::take("leader_node_paused_beyond_the_deadline", "pause-short").await
+    else {
+        return;
+    };
+    let tally = pause_the_leader(turn, SHORT).await;
+    let timeouts = tally.errors.get("Timeout").copied().unwrap_or(0);
+    assert!(
+        tally.expired > 0,
+        "no request outlived a {SHORT:?} deadline through the election"
+    );
+    assert!(
+        tally.expired <= timeouts,
+        "more requests expired ({}) than calls timed out ({timeouts})",
+        tally.expired
+    );
+}
+
+/// Pauses the leader's node (SIGSTOP) for 20 s under a load of calls with
+/// `deadline`, then resumes it; asserts that calls succeed while it is
+/// paused and after, reports and cleans up. Returns the tally.
+async fn pause_the_leader(turn: Turn, deadline: Duration) -> Tally {
+    /// Well under `net_ticktime` (60 s): the node comes back, not split off.
+    const PAUSE: Duration = Duration::from_secs(20);
     let leader = turn.leader;
     let servers = turn.serve_off_leader().await;
     let [_, far] = others(leader);
     let client_transport = turn.connect(far, "client").await;
-    let client = ledger_client(&client_transport);
+    let client = LedgerClient::new(client_transport.clone()).with_timeout(deadline);
 
-    let load = steady_load(&client).await;
+    let load = Load::start(&client, CALLERS, deadline + GRACE);
+    tokio::time::sleep(STEADY).await;
     let fault = Instant::now();
     turn.cluster.suspend_node(leader).await;
     // Calls succeed again while the node is still paused (a new leader
@@ -467,12 +503,14 @@ async fn leader_node_paused_and_resumed() {
     let new_leader = turn.cluster.leader(&turn.queue).await;
     let tally = turn.tally(load, fault, &servers.handles(), far).await;
     println!(
-        "figure: leader {leader} paused {} s, then leader {new_leader}",
-        PAUSE.as_secs()
+        "figure: leader {leader} paused {} s, deadline {} s, then leader {new_leader}",
+        PAUSE.as_secs(),
+        deadline.as_secs()
     );
     turn.report(&tally);
 
     turn.clean_up(servers, None, &client_transport).await;
+    tally
 }
 
 /// The broker a server and a client are connected to restarts. Each knows
