@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rpc_core::rpc_service;
+use rpc_core::{Server, ShutdownReport, Transport, rpc_service};
 use serde::{Deserialize, Serialize};
 
 /// Why a division failed.
@@ -57,4 +57,23 @@ impl Calculator for Calc {
         tokio::task::yield_now().await;
         (self.id, answered)
     }
+}
+
+/// Serves the calculator as worker 1, 64 calls at a time, on `transport`
+/// until Ctrl-C; prints `serving calc.v1 on {place}` once it serves, and
+/// what shutting down finished. The example servers of every transport run
+/// this.
+pub async fn serve_until_ctrl_c<T: Transport>(
+    transport: T,
+    place: &str,
+) -> Result<ShutdownReport, Box<dyn std::error::Error>> {
+    let server = Server::builder(transport)
+        .concurrency(64)
+        .serve(CalculatorServer::new(Calc::new(1)))
+        .await?;
+    println!("serving calc.v1 on {place} (Ctrl-C to stop)");
+    tokio::signal::ctrl_c().await?;
+    let report = server.shutdown().await;
+    println!("stopped: {report:?}");
+    Ok(report)
 }

@@ -21,7 +21,7 @@ use rpc_core::{
 
 use crate::services::{
     CALC_DESCRIPTOR, CalcClient, CalcImpl, CalcNextClient, CalcProbe, CalcServer, EchoClient,
-    EchoImpl, EchoServer, MathError, Order, OrderLine, OrderStatus,
+    EchoImpl, EchoServer, MathError, Order, OrderLine, OrderStatus, spawn_gated,
 };
 use crate::tap::Tap;
 
@@ -153,11 +153,7 @@ pub struct CalcFixture {
 /// Starts a `Calc` server with instance id `id` on `transport`.
 pub async fn serve_calc<T: Transport>(transport: T, id: u32, concurrency: usize) -> CalcFixture {
     let (probe, lines) = CalcProbe::new();
-    let service = CalcImpl {
-        id,
-        probe: probe.clone(),
-        client: CalcClient::new(transport.clone()),
-    };
+    let service = CalcImpl::new(id, probe.clone(), &transport);
     let server = Server::builder(transport)
         .concurrency(concurrency)
         .serve(CalcServer::new(service))
@@ -439,12 +435,7 @@ pub async fn client_cap_gives_overloaded<F: Fixture>(f: &F) {
 pub async fn graceful_shutdown_loses_nothing<F: Fixture>(f: &F) {
     let calc_server = serve_calc(f.transport().await, 1, 16).await;
     let calc = CalcClient::new(f.transport().await);
-    let calls: Vec<_> = (0..10u32)
-        .map(|n| {
-            let calc = calc.clone();
-            tokio::spawn(async move { calc.gated(n).await })
-        })
-        .collect();
+    let calls = spawn_gated(&calc, 0..10u32);
     let probe = calc_server.probe.clone();
     tokio::time::timeout(Duration::from_secs(10), probe.wait_in_gate(10))
         .await
@@ -473,12 +464,7 @@ pub async fn two_servers_share_the_load<F: Fixture>(f: &F) {
     let one = serve_calc(f.transport().await, 1, 4).await;
     let two = serve_calc(f.transport().await, 2, 4).await;
     let calc = CalcClient::new(f.transport().await);
-    let calls: Vec<_> = (0..8u32)
-        .map(|n| {
-            let calc = calc.clone();
-            tokio::spawn(async move { calc.gated(n).await })
-        })
-        .collect();
+    let calls = spawn_gated(&calc, 0..8u32);
     let both_full = async {
         one.probe.wait_in_gate(4).await;
         two.probe.wait_in_gate(4).await;
@@ -499,12 +485,7 @@ async fn two_servers_share_at_random<F: Fixture>(f: &F) {
     let one = serve_calc(f.transport().await, 1, 16).await;
     let two = serve_calc(f.transport().await, 2, 16).await;
     let calc = CalcClient::new(f.transport().await);
-    let calls: Vec<_> = (0..16u32)
-        .map(|n| {
-            let calc = calc.clone();
-            tokio::spawn(async move { calc.gated(n).await })
-        })
-        .collect();
+    let calls = spawn_gated(&calc, 0..16u32);
     let all_held = async {
         loop {
             let (a, b) = (one.probe.entered.notified(), two.probe.entered.notified());
@@ -540,7 +521,7 @@ pub async fn unserved_service_fails_fast<F: Fixture>(f: &F) {
 /// Asserts `call` fails with `NoRoute`, and in under a second: a thirtieth
 /// of the client's default deadline, so only a call left to time out could
 /// miss it, however loaded the machine.
-async fn fails_fast_with_no_route<R: std::fmt::Debug>(
+pub async fn fails_fast_with_no_route<R: std::fmt::Debug>(
     call: impl Future<Output = Result<R, RpcError>>,
 ) {
     let started = Instant::now();
@@ -722,12 +703,7 @@ pub async fn connection_loss_fails_calls_then_recovers<F: Fixture>(f: &F) {
     let calc_server = serve_calc(f.transport().await, 1, 16).await;
     let transport = f.transport().await;
     let calc = CalcClient::new(transport.clone());
-    let calls: Vec<_> = (0..3u32)
-        .map(|n| {
-            let calc = calc.clone();
-            tokio::spawn(async move { calc.gated(n).await })
-        })
-        .collect();
+    let calls = spawn_gated(&calc, 0..3u32);
     tokio::time::timeout(Duration::from_secs(10), calc_server.probe.wait_in_gate(3))
         .await
         .expect("the calls reach the handler");

@@ -5,6 +5,7 @@ pub mod broker;
 pub mod cluster;
 pub mod conformance;
 pub mod kafka;
+pub mod noise;
 pub mod rabbitmqctl;
 pub mod relay;
 pub mod services;

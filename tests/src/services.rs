@@ -251,6 +251,18 @@ pub struct CalcImpl<T: rpc_core::Transport> {
     pub client: CalcClient<T>,
 }
 
+impl<T: rpc_core::Transport> CalcImpl<T> {
+    /// Server instance `id` reporting to `probe`, calling onward over
+    /// `transport`.
+    pub fn new(id: u32, probe: Arc<CalcProbe>, transport: &T) -> Self {
+        CalcImpl {
+            id,
+            probe,
+            client: CalcClient::new(transport.clone()),
+        }
+    }
+}
+
 impl<T: rpc_core::Transport> Calc for CalcImpl<T> {
     async fn add(&self, a: i64, b: i64) -> i64 {
         self.probe.calls.fetch_add(1, Ordering::SeqCst);
@@ -331,4 +343,17 @@ pub trait CalcNext {
     async fn add(&self, a: String, b: String) -> String;
     /// A method the server does not know.
     async fn sqrt(&self, x: f64) -> f64;
+}
+
+/// Calls `gated(n)` for every `n` of `ids`, each on a task of its own, so
+/// they wait in the server's gate together.
+pub fn spawn_gated<T: rpc_core::Transport>(
+    calc: &CalcClient<T>,
+    ids: std::ops::Range<u32>,
+) -> Vec<tokio::task::JoinHandle<Result<u32, rpc_core::RpcError>>> {
+    ids.map(|n| {
+        let calc = calc.clone();
+        tokio::spawn(async move { calc.gated(n).await })
+    })
+    .collect()
 }

@@ -4,6 +4,7 @@
 //! the dead letters), each refusal is counted, and the server keeps serving.
 //! Prints the figures docs/reliability.md quotes.
 
+use rpc_tests::noise::noise;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,19 +19,6 @@ use rpc_transport_nats::{Mode, NatsTransport};
 
 /// Messages of each kind sent.
 const EACH: usize = 100;
-
-/// A cheap, seeded byte source (xorshift): reproducible noise.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Sends one raw message to `subject` the way the mode's callers do: core
 /// with a NATS reply subject, durable into the stream with the reply

@@ -11,6 +11,7 @@
 //! build. The unbounded twin is the `amqp_properties_decode` fuzz target
 //! (fuzz/README.md).
 
+use rpc_tests::noise::noise;
 use std::cell::Cell;
 
 use lapin::BasicProperties;
@@ -194,19 +195,6 @@ fn check(props: &BasicProperties, on_queue: bool) -> Result<bool, TestCaseError>
     Ok(true)
 }
 
-/// `len` bytes of xorshift noise from `seed`.
-fn bytes_from(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
 #[test]
 fn the_properties_decoder_never_panics_and_keeps_its_invariants() {
     let config = Config {
@@ -223,7 +211,7 @@ fn the_properties_decoder_never_panics_and_keeps_its_invariants() {
     // prints the seed, which replays it exactly.
     let input = (any::<u64>(), 0..96usize, any::<u8>());
     let result = runner.run(&input, |(seed, len, mode)| {
-        let bytes = bytes_from(seed, len);
+        let bytes = noise(seed, len);
         let on_queue = mode & 1 == 1;
         let props = if mode & 2 == 2 {
             // lapin's parser of a content header's property list.

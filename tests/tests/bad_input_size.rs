@@ -70,11 +70,7 @@ async fn a_request_over_the_server_limit_is_refused_unread() {
     let (probe, _lines) = CalcProbe::new();
     let server = Server::builder(transport.clone())
         .max_message_size(LIMIT)
-        .serve(CalcServer::new(CalcImpl {
-            id: 1,
-            probe: probe.clone(),
-            client: CalcClient::new(transport.clone()),
-        }))
+        .serve(CalcServer::new(CalcImpl::new(1, probe.clone(), &transport)))
         .await
         .expect("serve");
     // The client's own limit is the 16 MiB default: only the server refuses.

@@ -5,6 +5,7 @@
 
 mod security_support;
 
+use rpc_tests::noise::noise;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -32,19 +33,6 @@ struct Case {
     expected_status: Option<&'static str>,
 }
 
-/// Deterministic noise (xorshift), so a failure replays.
-fn noise(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 fn cases(reply_to: &str) -> Vec<Case> {
     let base = |id: u32, method: &str| {
         BasicProperties::default()
@@ -65,7 +53,7 @@ fn cases(reply_to: &str) -> Vec<Case> {
         Case {
             name: "random bytes",
             props: base(9001, "add"),
-            body: noise(256),
+            body: noise(0x9e37_79b9_7f4a_7c15, 256),
             expected_status: Some("decode"),
         },
         Case {
@@ -132,11 +120,7 @@ async fn bad_requests_are_answered_dead_lettered_and_never_run() {
     let server = Server::builder(transport.clone())
         .concurrency(4)
         .max_message_size(SERVER_LIMIT)
-        .serve(CalcServer::new(CalcImpl {
-            id: 1,
-            probe: probe.clone(),
-            client: CalcClient::new(transport.clone()),
-        }))
+        .serve(CalcServer::new(CalcImpl::new(1, probe.clone(), &transport)))
         .await
         .expect("serve");
     let calc = CalcClient::new(transport.clone());

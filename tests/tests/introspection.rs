@@ -21,11 +21,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn calc<T: Transport>(transport: &T, id: u32, introspection: bool) -> ServerHandle {
     let (probe, _lines) = CalcProbe::new();
-    let calc = CalcImpl {
-        id,
-        probe,
-        client: CalcClient::new(transport.clone()),
-    };
+    let calc = CalcImpl::new(id, probe, transport);
     Server::builder(transport.clone())
         .introspection(introspection)
         .serve(CalcServer::new(calc))

@@ -41,11 +41,7 @@ async fn calls_leave_counters_histograms_and_gauges_with_their_labels() {
 
     let transport = MemTransport::new();
     let (probe, _lines) = CalcProbe::new();
-    let calc = CalcImpl {
-        id: 1,
-        probe,
-        client: CalcClient::new(transport.clone()),
-    };
+    let calc = CalcImpl::new(1, probe, &transport);
     let server = Server::builder(transport.clone())
         .serve(CalcServer::new(calc))
         .await

@@ -12,7 +12,6 @@
 mod reliability_support;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rpc_core::{RpcError, Transport};
@@ -90,10 +89,7 @@ async fn calls_survive_a_break<T: Transport>(
         .collect();
     assert!(
         probe
-            .wait_until(Duration::from_secs(60), |p| p
-                .in_gate
-                .load(Ordering::SeqCst)
-                == SERVER_CONCURRENCY)
+            .wait_in_gate(SERVER_CONCURRENCY, Duration::from_secs(60))
             .await,
         "{label}: the gated calls fill the server before the break"
     );
@@ -266,12 +262,7 @@ async fn a_black_hole_is_detected_by_heartbeats() {
         })
         .collect();
     assert!(
-        probe
-            .wait_until(Duration::from_secs(10), |p| p
-                .in_gate
-                .load(Ordering::SeqCst)
-                == WAITING)
-            .await,
+        probe.wait_in_gate(WAITING, Duration::from_secs(10)).await,
         "the calls reach the server"
     );
 

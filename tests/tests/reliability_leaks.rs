@@ -23,6 +23,7 @@ use rpc_transport_mem::MemTransport;
 
 use reliability_support::{
     BrokerSetup, WORK_DESCRIPTOR, WorkClient, WorkProbe, report, resident_bytes, serve_work,
+    spawn_gated,
 };
 
 /// Calls in flight at once, and the client's cap.
@@ -95,19 +96,9 @@ async fn run_mix<T: Transport>(work: &WorkClient<T>, calls: usize) -> Mix {
 /// Fills the client's cap with calls at once: none may be refused, so every
 /// slot taken by the mix was given back.
 async fn cap_is_whole<T: Transport>(work: &WorkClient<T>, probe: &WorkProbe) {
-    let held: Vec<_> = (0..PARALLEL as u64)
-        .map(|n| {
-            let work = work.clone();
-            tokio::spawn(async move { work.gated(n).await })
-        })
-        .collect();
+    let held = spawn_gated(&work, 0..PARALLEL as u64);
     assert!(
-        probe
-            .wait_until(Duration::from_secs(20), |p| p
-                .in_gate
-                .load(Ordering::SeqCst)
-                == PARALLEL)
-            .await,
+        probe.wait_in_gate(PARALLEL, Duration::from_secs(20)).await,
         "the cap's worth of calls reaches the server"
     );
     probe.gate.add_permits(PARALLEL);

@@ -12,7 +12,7 @@ use rpc_core::RpcError;
 use rpc_tests::broker::{broker_required, nats_builder, nats_url, unique_prefix};
 use rpc_tests::conformance::serve_calc;
 use rpc_tests::relay::Relay;
-use rpc_tests::services::CalcClient;
+use rpc_tests::services::{CalcClient, spawn_gated};
 use rpc_transport_nats::{Mode, NatsTransport};
 use tokio::process::{Child, Command};
 
@@ -28,12 +28,7 @@ async fn held_calls_end_with_connection_lost(
     n: usize,
     cut: impl AsyncFnOnce(),
 ) {
-    let calls: Vec<_> = (0..n as u32)
-        .map(|i| {
-            let calc = calc.clone();
-            tokio::spawn(async move { calc.gated(i).await })
-        })
-        .collect();
+    let calls = spawn_gated(&calc, 0..n as u32);
     tokio::time::timeout(Duration::from_secs(10), probe.wait_in_gate(n))
         .await
         .expect("the held calls reach the handler");

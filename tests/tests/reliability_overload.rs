@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use rpc_core::{Client, ClientConfig, RpcError, Transport};
 use rpc_transport_mem::MemTransport;
 
-use reliability_support::{BrokerSetup, Counter, WORK_DESCRIPTOR, WorkClient, report, serve_work};
+use reliability_support::{
+    BrokerSetup, Counter, WORK_DESCRIPTOR, WorkClient, report, serve_work, spawn_gated,
+};
 
 const CAP: usize = 100;
 const EXCESS: usize = 1_000;
@@ -26,19 +28,9 @@ async fn client_cap_refuses_excess_calls<T: Transport>(label: &str, server: T, c
     let config = ClientConfig::default().max_in_flight(CAP);
     let work = WorkClient::from_client(Client::with_config(client, config));
     work.client().connect().await.expect("open the reply inbox");
-    let held: Vec<_> = (0..CAP as u64)
-        .map(|n| {
-            let work = work.clone();
-            tokio::spawn(async move { work.gated(n).await })
-        })
-        .collect();
+    let held = spawn_gated(&work, 0..CAP as u64);
     assert!(
-        probe
-            .wait_until(Duration::from_secs(10), |p| p
-                .in_gate
-                .load(Ordering::SeqCst)
-                == CAP)
-            .await,
+        probe.wait_in_gate(CAP, Duration::from_secs(10)).await,
         "{label}: the held calls reach the server"
     );
     let mut slowest = Duration::ZERO;
@@ -166,10 +158,7 @@ async fn server_holds_at_most_its_concurrency<T: Transport>(
         let waiting = TOTAL - step * CONCURRENCY - CONCURRENCY;
         assert!(
             probe
-                .wait_until(Duration::from_secs(20), |p| p
-                    .in_gate
-                    .load(Ordering::SeqCst)
-                    == CONCURRENCY)
+                .wait_in_gate(CONCURRENCY, Duration::from_secs(20))
                 .await,
             "{label}: step {step}: the server does not fill up"
         );

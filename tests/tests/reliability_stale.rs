@@ -35,12 +35,7 @@ async fn busy_server_skips_stale_requests<T: Transport>(label: &str, server: T, 
         async move { work.gated(0).await }
     });
     assert!(
-        probe
-            .wait_until(Duration::from_secs(10), |p| p
-                .in_gate
-                .load(Ordering::SeqCst)
-                == 1)
-            .await,
+        probe.wait_in_gate(1, Duration::from_secs(10)).await,
         "the blocker reaches the server"
     );
     stale_calls(&work).await;

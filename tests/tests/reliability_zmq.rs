@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use rpc_core::RpcError;
-use rpc_tests::conformance::serve_calc;
-use rpc_tests::services::CalcClient;
+use rpc_tests::conformance::{fails_fast_with_no_route, serve_calc};
+use rpc_tests::services::{CalcClient, spawn_gated};
 use rpc_tests::zmq::{HEARTBEAT, ZmqFabric};
 use rpc_transport_zmq::ZmqTransport;
 
@@ -202,23 +202,11 @@ fn hold_calls(
 /// nothing hangs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_one_of_two_servers_mid_load() {
-    let mut one = Worker::spawn("tcp://127.0.0.1:0", 1);
-    let two = Worker::spawn("tcp://127.0.0.1:0", 2);
-    let calc = client(&[&one.endpoint, &two.endpoint]).await;
-    // Two held calls at each server, each pair through a client that knows
-    // only that server, so which server holds which call is certain.
-    let held_by_one = hold_calls(&client(&[&one.endpoint]).await, 2);
-    let held_by_two = hold_calls(&client(&[&two.endpoint]).await, 2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let running = tokio::spawn(load(calc.clone(), 16, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    one.kill();
-    let killed = Instant::now();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut tally = running.await.unwrap();
-    let lost_after = held_outcomes(held_by_one, killed, &mut tally).await;
-    let two_kept = held_outcomes(held_by_two, killed, &mut tally).await;
+    let FaultOutcome {
+        tally,
+        lost_after,
+        two_kept,
+    } = fault_one_of_two(Worker::kill, Duration::from_millis(1000)).await;
     tally.print("kill_one_of_two_servers_mid_load");
     println!("FIGURES held calls lost after the kill: {lost_after:?}");
     assert_eq!(tally.hung, 0);
@@ -230,6 +218,51 @@ async fn kill_one_of_two_servers_mid_load() {
     // The held calls at the live server end at their own deadline.
     assert!(two_kept.is_empty(), "{two_kept:?} {tally:?}");
     assert_eq!(tally.errors("timeout"), 2, "{tally:?}");
+    assert_only_lost_or_timeout(&tally);
+    assert!(tally.served.get(&2).copied().unwrap_or(0) > 0, "{tally:?}");
+}
+
+/// How a [`fault_one_of_two`] run ended.
+struct FaultOutcome {
+    /// The load's calls and the held ones.
+    tally: Tally,
+    /// How long after the fault each held call of the faulted server ended
+    /// `ConnectionLost`.
+    lost_after: Vec<Duration>,
+    /// The same for the live server's held calls (none expected).
+    two_kept: Vec<Duration>,
+}
+
+/// Two servers, each holding two `hang` calls (each pair through a client
+/// that knows only that server, so which server holds which call is
+/// certain), and 16 callers over both; after 500 ms `fault` strikes server
+/// one, the load runs `after` more, and everything is tallied.
+async fn fault_one_of_two(fault: impl FnOnce(&mut Worker), after: Duration) -> FaultOutcome {
+    let mut one = Worker::spawn("tcp://127.0.0.1:0", 1);
+    let two = Worker::spawn("tcp://127.0.0.1:0", 2);
+    let calc = client(&[&one.endpoint, &two.endpoint]).await;
+    let held_by_one = hold_calls(&client(&[&one.endpoint]).await, 2);
+    let held_by_two = hold_calls(&client(&[&two.endpoint]).await, 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = tokio::spawn(load(calc.clone(), 16, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fault(&mut one);
+    let struck = Instant::now();
+    tokio::time::sleep(after).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut tally = running.await.unwrap();
+    let lost_after = held_outcomes(held_by_one, struck, &mut tally).await;
+    let two_kept = held_outcomes(held_by_two, struck, &mut tally).await;
+    FaultOutcome {
+        tally,
+        lost_after,
+        two_kept,
+    }
+}
+
+/// Asserts that every call of `tally` that failed ended `ConnectionLost`
+/// or `Timeout`.
+fn assert_only_lost_or_timeout(tally: &Tally) {
     assert_eq!(
         tally
             .errors
@@ -239,7 +272,6 @@ async fn kill_one_of_two_servers_mid_load() {
         0,
         "{tally:?}"
     );
-    assert!(tally.served.get(&2).copied().unwrap_or(0) > 0, "{tally:?}");
 }
 
 /// Waits for held calls, adds their outcomes to `tally`, and returns how
@@ -265,36 +297,18 @@ async fn held_outcomes(
 /// `ConnectionLost`, later calls go to the other server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_server_is_dropped() {
-    let one = Worker::spawn("tcp://127.0.0.1:0", 1);
-    let two = Worker::spawn("tcp://127.0.0.1:0", 2);
-    let calc = client(&[&one.endpoint, &two.endpoint]).await;
-    let held_by_one = hold_calls(&client(&[&one.endpoint]).await, 2);
-    let held_by_two = hold_calls(&client(&[&two.endpoint]).await, 2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let running = tokio::spawn(load(calc.clone(), 16, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    one.signal("-STOP");
-    let stopped = Instant::now();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut tally = running.await.unwrap();
-    let lost_after = held_outcomes(held_by_one, stopped, &mut tally).await;
-    let two_kept = held_outcomes(held_by_two, stopped, &mut tally).await;
+    let FaultOutcome {
+        tally,
+        lost_after,
+        two_kept,
+    } = fault_one_of_two(|one| one.signal("-STOP"), Duration::from_millis(1500)).await;
     tally.print("hung_server_is_dropped");
     println!("FIGURES held calls lost after the hang: {lost_after:?}");
     assert_eq!(tally.hung, 0);
     assert_eq!(lost_after.len(), 2, "{tally:?}");
     assert!(two_kept.is_empty(), "{two_kept:?} {tally:?}");
     assert!(tally.errors("connection_lost") >= 2, "{tally:?}");
-    assert_eq!(
-        tally
-            .errors
-            .keys()
-            .filter(|k| !["connection_lost", "timeout"].contains(k))
-            .count(),
-        0,
-        "{tally:?}"
-    );
+    assert_only_lost_or_timeout(&tally);
     // Noticed by missed heartbeats (not by a failed send: the connection
     // stays open), and before the held calls' deadline (they got
     // ConnectionLost, not Timeout).
@@ -380,12 +394,7 @@ async fn a_server_at_its_concurrency_gets_no_more() {
     let fabric = ZmqFabric::tcp();
     let server = serve_calc(fabric.join().await, 1, 2).await;
     let calc = CalcClient::new(fabric.join().await);
-    let calls: Vec<_> = (0..3u32)
-        .map(|n| {
-            let calc = calc.clone();
-            tokio::spawn(async move { calc.gated(n).await })
-        })
-        .collect();
+    let calls = spawn_gated(&calc, 0..3u32);
     server.probe.wait_in_gate(2).await;
     let transport = calc.client().transport().clone();
     let held = tokio::time::timeout(Duration::from_secs(10), async {
@@ -436,15 +445,5 @@ async fn no_server_means_no_route_at_once() {
         .await
         .unwrap();
     let calc = CalcClient::new(transport).with_timeout(Duration::from_secs(5));
-    let started = Instant::now();
-    let result = calc.add(1, 2).await;
-    assert!(
-        matches!(result, Err(RpcError::NoRoute { .. })),
-        "{result:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
+    fails_fast_with_no_route(calc.add(1, 2)).await;
 }

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use lapin::Channel;
+use lapin::PublisherConfirm;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Consumer};
@@ -125,18 +127,10 @@ async fn a_caller_header_from_the_client_is_ignored() {
         AMQPValue::LongString("admin".into()),
     );
     let me = BrokerUrl::from_env().user;
-    let body = b"{}".to_vec(); // JSON arguments are an object of named fields
 
     // The header alone, no user_id: no caller at all.
     let props = request("1", &reply_to).with_headers(forged.clone());
-    channel
-        .basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            Default::default(),
-            &body,
-            props,
-        )
+    publish_json(&channel, &queue, props)
         .await
         .expect("publish");
     assert_eq!(answer(&mut replies).await, None);
@@ -145,14 +139,7 @@ async fn a_caller_header_from_the_client_is_ignored() {
     let props = request("2", &reply_to)
         .with_headers(forged)
         .with_user_id(me.as_str().into());
-    channel
-        .basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            Default::default(),
-            &body,
-            props,
-        )
+    publish_json(&channel, &queue, props)
         .await
         .expect("publish");
     assert_eq!(answer(&mut replies).await, Some(me));
@@ -182,20 +169,10 @@ async fn a_spoofed_user_id_is_refused_by_the_broker() {
         .expect("confirms");
     let (reply_to, _replies) =
         reply_queue(&connection.create_channel().await.expect("channel")).await;
-    let body = b"{}".to_vec(); // JSON arguments are an object of named fields
     let props = request("1", &reply_to).with_user_id(spoofed.into());
     // The broker answers the publish by closing the channel with 406
     // PRECONDITION_FAILED; lapin reports it on the publish or its confirm.
-    let outcome = match channel
-        .basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            BasicPublishOptions::default(),
-            &body,
-            props,
-        )
-        .await
-    {
+    let outcome = match publish_json(&channel, &queue, props).await {
         Ok(confirm) => confirm.await.map(drop),
         Err(error) => Err(error),
     };
@@ -221,4 +198,22 @@ async fn a_spoofed_user_id_is_refused_by_the_broker() {
     let _ = connection.close(200, "done".into()).await;
     server.shutdown().await;
     transport.cleanup().await.expect("cleanup");
+}
+
+/// Publishes a call of `caller` (JSON arguments: an object of named
+/// fields, none here) straight to `queue`, as a plain AMQP client would.
+async fn publish_json(
+    channel: &Channel,
+    queue: &str,
+    props: BasicProperties,
+) -> lapin::Result<PublisherConfirm> {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            b"{}",
+            props,
+        )
+        .await
 }

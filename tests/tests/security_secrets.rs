@@ -119,11 +119,7 @@ async fn passwords_never_reach_debug_errors_or_logs() {
             seen.push(("transport Debug".into(), format!("{transport:?}")));
             let (probe, _lines) = CalcProbe::new();
             let server = Server::builder(transport.clone())
-                .serve(CalcServer::new(CalcImpl {
-                    id: 1,
-                    probe,
-                    client: CalcClient::new(transport.clone()),
-                }))
+                .serve(CalcServer::new(CalcImpl::new(1, probe, &transport)))
                 .await
                 .expect("serve");
             let calc = CalcClient::new(transport.clone());

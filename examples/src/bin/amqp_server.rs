@@ -13,8 +13,7 @@
 
 use std::error::Error;
 
-use rpc_core::Server;
-use rpc_examples::calculator::{Calc, CalculatorServer};
+use rpc_examples::calculator::serve_until_ctrl_c;
 use rpc_examples::metrics_endpoint;
 use rpc_transport_amqp::AmqpTransport;
 
@@ -32,17 +31,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .connection_name("rpc-examples amqp_server")
         .connect()
         .await?;
-    let server = Server::builder(transport.clone())
-        .concurrency(64)
-        .serve(CalculatorServer::new(Calc::new(1)))
-        .await?;
-    println!(
-        "serving calc.v1 on queue {} (Ctrl-C to stop)",
-        transport.request_queue("calc.v1")
-    );
-    tokio::signal::ctrl_c().await?;
-    let report = server.shutdown().await;
-    println!("stopped: {report:?}");
+    let place = format!("queue {}", transport.request_queue("calc.v1"));
+    serve_until_ctrl_c(transport.clone(), &place).await?;
     transport.close().await;
     Ok(())
 }

@@ -12,8 +12,7 @@
 
 use std::error::Error;
 
-use rpc_core::Server;
-use rpc_examples::calculator::{Calc, CalculatorServer};
+use rpc_examples::calculator::serve_until_ctrl_c;
 use rpc_transport_zmq::ZmqTransport;
 
 #[tokio::main]
@@ -22,17 +21,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .bind(rpc_examples::zmq_endpoint())
         .build()
         .await?;
-    let server = Server::builder(transport.clone())
-        .concurrency(64)
-        .serve(CalculatorServer::new(Calc::new(1)))
-        .await?;
-    println!(
-        "serving calc.v1 on {} (Ctrl-C to stop)",
-        transport.endpoints()[0]
-    );
-    tokio::signal::ctrl_c().await?;
-    let report = server.shutdown().await;
-    println!("stopped: {report:?}");
+    let place = transport.endpoints()[0].clone();
+    serve_until_ctrl_c(transport.clone(), &place).await?;
     transport.close();
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use rpc_core::Server;
-use rpc_tests::services::{CalcClient, CalcImpl, CalcProbe, CalcServer};
+use rpc_tests::services::{CalcImpl, CalcProbe, CalcServer};
 use rpc_tests::zmq::ZmqFabric;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -33,11 +33,7 @@ async fn main() -> ExitCode {
         }
     };
     let (probe, _lines) = CalcProbe::new();
-    let service = CalcImpl {
-        id,
-        probe,
-        client: CalcClient::new(transport.clone()),
-    };
+    let service = CalcImpl::new(id, probe, &transport);
     let server = Server::builder(transport.clone())
         .concurrency(concurrency)
         .serve(CalcServer::new(service))

@@ -119,6 +119,13 @@ impl WorkProbe {
         .is_ok()
     }
 
+    /// Waits until exactly `n` calls wait inside `gated`, at most `limit`;
+    /// whether they did.
+    pub async fn wait_in_gate(&self, n: usize, limit: Duration) -> bool {
+        self.wait_until(limit, |p| p.in_gate.load(Ordering::SeqCst) == n)
+            .await
+    }
+
     fn enter(&self, runs: &AtomicU64) -> Running<'_> {
         runs.fetch_add(1, Ordering::SeqCst);
         self.running.fetch_add(1, Ordering::SeqCst);
@@ -339,4 +346,17 @@ pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
         return Duration::ZERO;
     }
     sorted[(sorted.len() - 1) * p / 100]
+}
+
+/// Calls `gated(n)` for every `n` of `ids`, each on a task of its own, so
+/// they wait in the server's gate together.
+pub fn spawn_gated<T: Transport>(
+    work: &WorkClient<T>,
+    ids: std::ops::Range<u64>,
+) -> Vec<tokio::task::JoinHandle<Result<u64, rpc_core::RpcError>>> {
+    ids.map(|n| {
+        let work = work.clone();
+        tokio::spawn(async move { work.gated(n).await })
+    })
+    .collect()
 }
