@@ -135,8 +135,8 @@ pub use limits::{DEFAULT_MAX_MESSAGE_SIZE, Limits, MAX_METADATA_ENTRIES};
 pub use name::{Address, Name};
 pub use replay::{DEFAULT_REPLAY_BYTES, DEFAULT_REPLAY_ENTRIES, MAX_FAILED_SENDS};
 pub use server::{
-    DEFAULT_CONCURRENCY, DEFAULT_DRAIN_TIMEOUT, Server, ServerBuilder, ServerHandle, ServerStats,
-    ShutdownReport,
+    DEFAULT_CONCURRENCY, DEFAULT_DRAIN_TIMEOUT, SPAWN_CALLS_BEYOND, Server, ServerBuilder,
+    ServerHandle, ServerStats, ShutdownReport,
 };
 pub use service::{Request, Response, Service};
 pub use transport::{

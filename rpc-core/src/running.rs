@@ -3,7 +3,8 @@
 //! Running calls inside the serve task instead of spawning a task per request
 //! saves the runtime's per-task work (allocation, scheduling, join handle):
 //! at 64 and more calls in flight on the memory transport that work would be
-//! most of what a call costs beyond the handler.
+//! most of what a call costs beyond the handler. A spawned call is in the set
+//! too, as the future of its join handle (see `ServerBuilder::spawn_calls`).
 
 use std::any::Any;
 use std::future::Future;

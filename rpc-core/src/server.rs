@@ -54,7 +54,7 @@ impl Server {
             concurrency: DEFAULT_CONCURRENCY,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_message_size: Limits::default().max_message_size,
-            spawn_calls: false,
+            spawn_calls: None,
             replay_entries: DEFAULT_REPLAY_ENTRIES,
             replay_bytes: DEFAULT_REPLAY_BYTES,
             introspection: true,
@@ -69,7 +69,7 @@ pub struct ServerBuilder<T> {
     concurrency: usize,
     drain_timeout: Duration,
     max_message_size: usize,
-    spawn_calls: bool,
+    spawn_calls: Option<bool>,
     replay_entries: usize,
     replay_bytes: usize,
     introspection: bool,
@@ -102,18 +102,24 @@ impl<T: Transport> ServerBuilder<T> {
         self
     }
 
-    /// Runs each call in a tokio task of its own (default: off).
+    /// Whether each call runs in a tokio task of its own: `true` for every
+    /// call, `false` for none. Unset (the default), the server decides by
+    /// its runtime.
     ///
-    /// By default a server runs its calls inside its own serve task: no task
-    /// per call, which at 64 and more calls in flight was most of what a
-    /// call cost beyond its handler. The calls of one server then share one
-    /// worker thread at a time, which suits handlers that mostly await.
-    /// Handlers that compute for long (or block) hold up the others; turn
-    /// this on and one server's handlers run in parallel across the
-    /// runtime's workers, for the price of a task per call. Concurrency,
-    /// panics, deadlines and graceful shutdown behave the same either way.
+    /// Calls run inside the server's serve task cost no task each, which on
+    /// a single thread is the cheaper way at any number of calls in flight;
+    /// but they share one worker thread at a time. So by default, on a
+    /// `current_thread` runtime every call runs inline, and on a
+    /// multi-thread runtime the first [`SPAWN_CALLS_BEYOND`] calls in
+    /// flight run inline (a lone call gains nothing from a task) and the
+    /// ones beyond get tasks of their own, so a busy server's handlers
+    /// spread over the runtime's workers. `true` suits handlers that
+    /// compute for long or block, which would hold up the calls sharing
+    /// their task; `false` keeps one server's calls on one thread at a
+    /// time. Concurrency, panics, deadlines, cancellation and graceful
+    /// shutdown behave the same either way.
     pub fn spawn_calls(mut self, spawn_calls: bool) -> Self {
-        self.spawn_calls = spawn_calls;
+        self.spawn_calls = Some(spawn_calls);
         self
     }
 
@@ -314,6 +320,12 @@ impl ServerStats {
     }
 }
 
+/// On a multi-thread runtime, and unless
+/// [`ServerBuilder::spawn_calls`] says otherwise, a server runs this many
+/// calls inside its serve task and gives each call beyond them a task of its
+/// own.
+pub const SPAWN_CALLS_BEYOND: usize = 4;
+
 struct ServeLoop<T, S> {
     /// Held for the server's life: a transport may close its connection
     /// when the last clone goes (AMQP does), and the request stream alone
@@ -322,7 +334,7 @@ struct ServeLoop<T, S> {
     shared: Arc<CallShared<S>>,
     concurrency: usize,
     drain_timeout: Duration,
-    spawn_calls: bool,
+    spawn_calls: Option<bool>,
 }
 
 /// Why the serve loop stopped taking requests.
@@ -342,6 +354,14 @@ impl<T: Transport, S: Service> ServeLoop<T, S> {
         mut stop: oneshot::Receiver<()>,
     ) -> ShutdownReport {
         let mut running = RunningCalls::new();
+        let spawn_beyond = match self.spawn_calls {
+            Some(true) => 0,
+            Some(false) => usize::MAX,
+            None => match tokio::runtime::Handle::current().runtime_flavor() {
+                tokio::runtime::RuntimeFlavor::MultiThread => SPAWN_CALLS_BEYOND,
+                _ => usize::MAX,
+            },
+        };
         let stopped = std::future::poll_fn(|cx| {
             if let Poll::Ready(sent) = Pin::new(&mut stop).poll(cx) {
                 return Poll::Ready(match sent {
@@ -358,7 +378,7 @@ impl<T: Transport, S: Service> ServeLoop<T, S> {
                     match Pin::new(&mut requests).poll_next(cx) {
                         Poll::Ready(Some(delivery)) => {
                             let call = self.shared.clone().run(delivery);
-                            running.push(if self.spawn_calls {
+                            running.push(if running.len() >= spawn_beyond {
                                 Either::Right(spawned(call))
                             } else {
                                 // Boxed: the call's future is large, and the set

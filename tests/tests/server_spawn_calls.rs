@@ -1,19 +1,25 @@
-//! Where a server runs its calls: by default inside its serve task, with
-//! `ServerBuilder::spawn_calls(true)` each in a tokio task of its own (so
-//! one server's handlers can run in parallel). Panics, concurrency and
-//! graceful shutdown behave the same either way.
+//! Where a server runs its calls: with `ServerBuilder::spawn_calls(false)`
+//! inside its serve task, with `spawn_calls(true)` each in a tokio task of
+//! its own (so one server's handlers can run in parallel); by default
+//! inline on a `current_thread` runtime, and on a multi-thread runtime
+//! inline up to `SPAWN_CALLS_BEYOND` calls in flight and in tasks of their
+//! own beyond. Panics, concurrency and graceful shutdown behave the same
+//! either way.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::{RpcError, Server, ServerHandle, rpc_service};
+use std::collections::HashMap;
+
+use rpc_core::{RpcError, SPAWN_CALLS_BEYOND, Server, ServerHandle, rpc_service};
 use rpc_transport_mem::MemTransport;
 use tokio::sync::{Barrier, Notify};
 
 /// Tells which tokio task runs each call.
 #[rpc_service(name = "server.spawn")]
 pub trait WhereRun {
-    /// The id of the task running this call, once `meet` callers are in.
+    /// The id of the task running this call, once every caller the
+    /// server waits for is in.
     async fn task(&self) -> String;
     /// Panics.
     async fn boom(&self);
@@ -37,8 +43,8 @@ struct Gate {
 
 impl WhereRun for WhereRunImpl {
     async fn task(&self) -> String {
-        // Both calls are running at once before either answers, so the two
-        // answers come from two calls in flight together.
+        // Every call is running at once before any answers, so the answers
+        // come from calls in flight together.
         self.meet.wait().await;
         format!(
             "{:?}",
@@ -57,49 +63,93 @@ impl WhereRun for WhereRunImpl {
     }
 }
 
-async fn serve(transport: &MemTransport, spawn_calls: bool) -> (ServerHandle, Gate) {
+/// Serves on `transport`, with `spawn_calls` set as given (`None`: the
+/// default); `task` calls wait until `meet` of them are in.
+async fn serve(
+    transport: &MemTransport,
+    spawn_calls: Option<bool>,
+    meet: usize,
+) -> (ServerHandle, Gate) {
     let gate = Gate {
         entered: Arc::new(Notify::new()),
         open: Arc::new(Notify::new()),
     };
     let service = WhereRunImpl {
-        meet: Barrier::new(2),
+        meet: Barrier::new(meet),
         entered: gate.entered.clone(),
         gate: gate.open.clone(),
     };
-    let server = Server::builder(transport.clone())
-        .spawn_calls(spawn_calls)
+    let mut builder = Server::builder(transport.clone());
+    if let Some(spawn_calls) = spawn_calls {
+        builder = builder.spawn_calls(spawn_calls);
+    }
+    let server = builder
         .serve(WhereRunServer::new(service))
         .await
         .expect("serve");
     (server, gate)
 }
 
-/// The task ids that two calls in flight together ran in.
-async fn two_calls_ran_in(spawn_calls: bool) -> (String, String) {
+/// How many of `n` calls in flight together ran in each task, largest
+/// share first.
+async fn calls_per_task(spawn_calls: Option<bool>, n: usize) -> Vec<usize> {
     let transport = MemTransport::new();
-    let (_server, _gate) = serve(&transport, spawn_calls).await;
+    let (_server, _gate) = serve(&transport, spawn_calls, n).await;
     let client = WhereRunClient::new(transport);
-    let (a, b) = tokio::join!(client.task(), client.task());
-    (a.expect("first call"), b.expect("second call"))
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.task().await })
+        })
+        .collect();
+    let mut per_task = HashMap::<String, usize>::new();
+    for call in calls {
+        let task = call.await.expect("call task").expect("answered");
+        *per_task.entry(task).or_default() += 1;
+    }
+    let mut shares: Vec<usize> = per_task.into_values().collect();
+    shares.sort_unstable_by(|a, b| b.cmp(a));
+    shares
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn by_default_calls_run_inside_the_serve_task() {
-    let (a, b) = two_calls_ran_in(false).await;
-    assert_eq!(a, b, "both calls ran in the one serve task");
+async fn unspawned_calls_run_inside_the_serve_task() {
+    assert_eq!(
+        calls_per_task(Some(false), 2).await,
+        [2],
+        "both calls ran in the one serve task"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawned_calls_run_in_tasks_of_their_own() {
-    let (a, b) = two_calls_ran_in(true).await;
-    assert_ne!(a, b, "each call ran in its own task");
+    assert_eq!(
+        calls_per_task(Some(true), 2).await,
+        [1, 1],
+        "each call ran in its own task"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_multi_thread_server_spawns_the_calls_beyond_a_few() {
+    let shares = calls_per_task(None, SPAWN_CALLS_BEYOND + 2).await;
+    assert_eq!(
+        shares,
+        [SPAWN_CALLS_BEYOND, 1, 1],
+        "the first {SPAWN_CALLS_BEYOND} in the serve task, each later one in its own"
+    );
+}
+
+#[tokio::test]
+async fn by_default_a_current_thread_server_runs_every_call_inline() {
+    let n = SPAWN_CALLS_BEYOND + 2;
+    assert_eq!(calls_per_task(None, n).await, [n], "all in the serve task");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spawned_call_that_panics_is_answered_and_the_server_goes_on() {
     let transport = MemTransport::new();
-    let (server, gate) = serve(&transport, true).await;
+    let (server, gate) = serve(&transport, Some(true), 2).await;
     let client = WhereRunClient::new(transport);
     match client.boom().await {
         Err(RpcError::Remote { message }) => assert!(message.contains("boom"), "{message}"),
@@ -119,7 +169,7 @@ async fn a_spawned_call_that_panics_is_answered_and_the_server_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_spawned_calls() {
     let transport = MemTransport::new();
-    let (server, gate) = serve(&transport, true).await;
+    let (server, gate) = serve(&transport, Some(true), 2).await;
     let client = WhereRunClient::new(transport);
     let call = tokio::spawn({
         let client = client.clone();
