@@ -96,7 +96,7 @@ async fn run_mix<T: Transport>(work: &WorkClient<T>, calls: usize) -> Mix {
 /// Fills the client's cap with calls at once: none may be refused, so every
 /// slot taken by the mix was given back.
 async fn cap_is_whole<T: Transport>(work: &WorkClient<T>, probe: &WorkProbe) {
-    let held = spawn_gated(&work, 0..PARALLEL as u64);
+    let held = spawn_gated(work, 0..PARALLEL as u64);
     assert!(
         probe.wait_in_gate(PARALLEL, Duration::from_secs(20)).await,
         "the cap's worth of calls reaches the server"

@@ -28,7 +28,7 @@ async fn held_calls_end_with_connection_lost(
     n: usize,
     cut: impl AsyncFnOnce(),
 ) {
-    let calls = spawn_gated(&calc, 0..n as u32);
+    let calls = spawn_gated(calc, 0..n as u32);
     tokio::time::timeout(Duration::from_secs(10), probe.wait_in_gate(n))
         .await
         .expect("the held calls reach the handler");
