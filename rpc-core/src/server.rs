@@ -377,15 +377,16 @@ impl<T: Transport, S: Service> ServeLoop<T, S> {
                 while running.len() < self.concurrency {
                     match Pin::new(&mut requests).poll_next(cx) {
                         Poll::Ready(Some(delivery)) => {
-                            let call = self.shared.clone().run(delivery);
+                            let shared = self.shared.clone();
                             running.push(if running.len() >= spawn_beyond {
-                                Either::Right(spawned(call))
+                                Either::Right(spawned(shared.run(delivery)))
                             } else {
-                                // Boxed: the call's future is large, and the set
-                                // moves what it is given several times on the
-                                // way into its task; moving a pointer instead
-                                // saves more than the allocation costs.
-                                Either::Left(Box::pin(call))
+                                // Boxed where it is made: the call's future is
+                                // large, and the set moves what it is given
+                                // several times on the way into its task;
+                                // moving a pointer instead saves more than the
+                                // allocation costs.
+                                Either::Left(Box::pin(shared.run(delivery)))
                             });
                         }
                         Poll::Ready(None) => return Poll::Ready(Stopped::StreamEnded),
