@@ -300,8 +300,20 @@ impl<T: Transport> Client<T> {
             // a reply may come before the transport reports the send done.
             let mut send = pin!(send);
             let first = future::poll_fn(|cx| {
-                if let Poll::Ready(received) = Pin::new(&mut reply).poll(cx) {
-                    return Poll::Ready(Err(received));
+                match Pin::new(&mut reply).poll(cx) {
+                    // An answer wins over anything the send reports.
+                    Poll::Ready(answered @ Ok(Ok(_))) => return Poll::Ready(Err(answered)),
+                    // The deadline or a lost connection. A send that has
+                    // failed by now says more: `NotSent` (it never left,
+                    // so a retry is safe) must not turn into `Timeout` because
+                    // both timers fired before this task ran.
+                    Poll::Ready(ended) => {
+                        return Poll::Ready(match send.as_mut().poll(cx) {
+                            Poll::Ready(Err(send_failed)) => Ok(Err(send_failed)),
+                            _ => Err(ended),
+                        });
+                    }
+                    Poll::Pending => {}
                 }
                 send.as_mut().poll(cx).map(Ok)
             })

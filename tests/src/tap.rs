@@ -35,6 +35,10 @@ struct TapState {
     sent: Mutex<Vec<(Kind, ContentType)>>,
     delayed_sent: AtomicU64,
     delayed_done: Notify,
+    stall_requests: AtomicBool,
+    stalled: AtomicU64,
+    stalled_changed: Notify,
+    release_stalled: Notify,
 }
 
 impl<T: Transport> Tap<T> {
@@ -74,6 +78,29 @@ impl<T: Transport> Tap<T> {
         }
     }
 
+    /// Stalls the send of every request from now on until
+    /// [`release_stalled`](Tap::release_stalled), then fails it with
+    /// `NotSent`, as a transport that waited for a connection in vain does.
+    pub fn stall_requests(&self) {
+        self.state.stall_requests.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until `n` request sends are stalled.
+    pub async fn wait_stalled(&self, n: u64) {
+        loop {
+            let changed = self.state.stalled_changed.notified();
+            if self.state.stalled.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Ends every stalled send with `NotSent`.
+    pub fn release_stalled(&self) {
+        self.state.release_stalled.notify_waiters();
+    }
+
     /// The kind and codec of every envelope sent so far.
     pub fn sent(&self) -> Vec<(Kind, ContentType)> {
         self.state.sent.lock().unwrap().clone()
@@ -100,8 +127,16 @@ impl<T: Transport> Transport for Tap<T> {
     ) -> impl Future<Output = Result<(), TransportError>> + Send {
         self.state.record(&envelope);
         let delay = *self.state.request_delay.lock().unwrap();
+        let stall = self.state.stall_requests.load(Ordering::SeqCst);
         let (inner, state, inbox) = (self.inner.clone(), self.state.clone(), inbox.clone());
         async move {
+            if stall {
+                let released = state.release_stalled.notified();
+                state.stalled.fetch_add(1, Ordering::SeqCst);
+                state.stalled_changed.notify_waiters();
+                released.await;
+                return Err(TransportError::NotSent);
+            }
             match delay {
                 Some(delay) => {
                     tokio::spawn(async move {
