@@ -51,6 +51,8 @@ pub async fn kafka_builder(test: &str) -> Option<KafkaTransportBuilder> {
 /// stopped when dropped, also when the test fails.
 pub struct OwnBroker {
     port: u16,
+    /// The port it tells clients to use, when not its own.
+    advertised: Option<u16>,
 }
 
 impl OwnBroker {
@@ -58,7 +60,13 @@ impl OwnBroker {
     /// cannot (no tansu binary to be had), a panic under
     /// [`broker_required`].
     pub fn start(port: u16) -> Option<Self> {
-        let broker = OwnBroker { port };
+        OwnBroker::start_advertising(port, None)
+    }
+
+    /// As [`start`](Self::start), the broker telling clients to connect to
+    /// `advertised` (a relay's port) instead of its own.
+    pub fn start_advertising(port: u16, advertised: Option<u16>) -> Option<Self> {
+        let broker = OwnBroker { port, advertised };
         match broker.script("start") {
             Ok(()) => Some(broker),
             Err(error) if broker_required() => panic!("cannot start tansu on {port}: {error}"),
@@ -90,13 +98,16 @@ impl OwnBroker {
     }
 
     fn script(&self, command: &str) -> Result<(), String> {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ci/kafka-broker");
-        let output = Command::new("bash")
-            .arg(script)
+        let script_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ci/kafka-broker");
+        let mut script = Command::new("bash");
+        script
+            .arg(script_path)
             .arg(command)
-            .arg(self.port.to_string())
-            .output()
-            .map_err(|e| e.to_string())?;
+            .arg(self.port.to_string());
+        if let Some(advertised) = self.advertised {
+            script.env("KAFKA_ADVERTISED_PORT", advertised.to_string());
+        }
+        let output = script.output().map_err(|e| e.to_string())?;
         if output.status.success() {
             Ok(())
         } else {

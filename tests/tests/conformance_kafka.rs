@@ -47,3 +47,92 @@ impl Fixture for KafkaFixture {
 }
 
 rpc_tests::conformance_suite!(KafkaFixture::new("conformance"));
+
+/// The connection-loss case, which the shared broker cannot give (it would
+/// take restarting it, and a restarted tansu has lost every topic): a
+/// broker of this test's own that tells clients to reach it through a
+/// relay, so the relay can break every connection while the broker and its
+/// topics live on.
+mod connection_loss {
+    use std::time::{Duration, Instant};
+
+    use rpc_tests::conformance::{Fixture, Opened, connection_loss_fails_calls_then_recovers};
+    use rpc_tests::kafka::OwnBroker;
+    use rpc_tests::relay::Relay;
+    use rpc_transport_kafka::KafkaTransport;
+    use tokio::sync::Mutex;
+
+    /// The broker's own port.
+    const BROKER_PORT: u16 = 19_195;
+    /// The port the broker advertises, where the relay listens.
+    const RELAY_PORT: u16 = 19_196;
+
+    struct RelayedKafka {
+        relay: Mutex<Relay>,
+        opened: Opened<KafkaTransport>,
+        _broker: OwnBroker,
+    }
+
+    impl Fixture for RelayedKafka {
+        type Transport = KafkaTransport;
+
+        async fn transport(&self) -> KafkaTransport {
+            let transport = KafkaTransport::builder(format!("127.0.0.1:{RELAY_PORT}"))
+                .client_id("rpc-tests-connection-loss")
+                .connect()
+                .await
+                .expect("connect through the relay");
+            self.opened.keep(transport)
+        }
+
+        async fn finish(self) {
+            for transport in self.opened.take() {
+                transport.close().await;
+            }
+        }
+
+        /// Closes the relay (every connection, and its port) until the
+        /// transport has noticed, then opens it again on the same port.
+        async fn break_connection(&self, transport: &KafkaTransport) -> bool {
+            let mut relay = self.relay.lock().await;
+            drop(std::mem::replace(
+                &mut *relay,
+                Relay::start(format!("127.0.0.1:{BROKER_PORT}"))
+                    .await
+                    .expect("a placeholder relay"),
+            ));
+            let noticed_by = Instant::now() + Duration::from_secs(20);
+            while transport.is_connected() {
+                assert!(Instant::now() < noticed_by, "the loss was never noticed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            *relay = Relay::start_on(format!("127.0.0.1:{BROKER_PORT}"), RELAY_PORT)
+                .await
+                .expect("the relay back on its port");
+            true
+        }
+    }
+
+    /// Ignored: the first half holds (the calls in flight end
+    /// `ConnectionLost` at once, both transports build a new generation of
+    /// clients), but in about half the runs calls then time out for more
+    /// than the case's 20 s (docs/reliability.md, Kafka). Run it with
+    /// `--ignored` (and `RUST_LOG=rpc_transport_kafka=debug`) to see it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "Kafka recovery after a connection loss with the broker up can exceed 20 s; see docs/reliability.md"]
+    async fn connection_loss_fails_calls_then_recovers_through_a_relay() {
+        let Some(broker) = OwnBroker::start_advertising(BROKER_PORT, Some(RELAY_PORT)) else {
+            return;
+        };
+        let relay = Relay::start_on(format!("127.0.0.1:{BROKER_PORT}"), RELAY_PORT)
+            .await
+            .expect("relay");
+        let fixture = RelayedKafka {
+            relay: Mutex::new(relay),
+            opened: Opened::default(),
+            _broker: broker,
+        };
+        connection_loss_fails_calls_then_recovers(&fixture).await;
+        fixture.finish().await;
+    }
+}
