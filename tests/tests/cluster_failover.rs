@@ -52,6 +52,9 @@ const GRACE: Duration = Duration::from_secs(15);
 /// How long calls must succeed again within, after the fault. Liveness, not
 /// speed: the figures give the time.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
+/// How long the broker may take to dead-letter the requests that expired
+/// in their queue before the tally counts the rest as lost.
+const DEAD_LETTERING: Duration = Duration::from_secs(20);
 /// How long the load runs before and after the fault.
 const STEADY: Duration = Duration::from_secs(2);
 
@@ -185,7 +188,15 @@ impl Turn {
         live: char,
     ) -> Tally {
         let calls = load.stop().await;
-        let expired = self.expired(servers, live).await;
+        // A quorum queue dead-letters on the broker's own time: give the
+        // count a while to catch up with the calls that timed out unrun.
+        let unrun = calls.unrun_timeouts(&self.runs) as u64;
+        let give_up = Instant::now() + DEAD_LETTERING;
+        let mut expired = self.expired(servers, live).await;
+        while expired < unrun && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            expired = self.expired(servers, live).await;
+        }
         calls.tally(fault, &self.runs, expired)
     }
 

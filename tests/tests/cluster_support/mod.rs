@@ -241,6 +241,14 @@ pub struct Calls {
 }
 
 impl Calls {
+    /// Calls that ended `Timeout` although no server ran their request.
+    pub fn unrun_timeouts(&self, runs: &Runs) -> usize {
+        self.ended
+            .iter()
+            .filter(|call| call.error == Some("Timeout") && runs.of(call.id) == 0)
+            .count()
+    }
+
     /// Tallies the calls against what the servers ran; `fault` is when the
     /// fault began, `expired` the requests that outlived their deadline
     /// before a server ran them (see [`Tally::expired`]).
