@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{stderr, stdout};
+use common::{failure, stderr, stdout};
 use rpc_tests::broker::{amqp_builder, amqp_url, unique_prefix};
 use rpc_transport_amqp::AmqpTransport;
 
@@ -28,11 +28,11 @@ async fn the_cli_lists_describes_measures_and_calls_a_served_example() {
 
     // JSON in, JSON out.
     let sum = rpc(&prefix, &["call", "calc.v1", "add", r#"{"a": 2, "b": 3}"#]).await;
-    assert!(sum.status.success(), "{}", stderr(&sum));
+    assert!(sum.status.success(), "{}", failure(&sum));
     assert_eq!(stdout(&sum).trim(), "5");
     // An application error is a value.
     let div = rpc(&prefix, &["call", "calc.v1", "div", r#"{"a": 1, "b": 0}"#]).await;
-    assert!(div.status.success(), "{}", stderr(&div));
+    assert!(div.status.success(), "{}", failure(&div));
     assert!(stdout(&div).contains("DivideByZero"), "{}", stdout(&div));
 
     // Typed errors on stderr, a distinct exit code each.
@@ -60,7 +60,7 @@ async fn the_cli_lists_describes_measures_and_calls_a_served_example() {
 
     // Introspection: piped output is plain, one tab-separated line per row.
     let ls = rpc(&prefix, &["ls"]).await;
-    assert!(ls.status.success(), "{}", stderr(&ls));
+    assert!(ls.status.success(), "{}", failure(&ls));
     let lines: Vec<_> = stdout(&ls).lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].starts_with("calc.v1\t"), "{lines:?}");

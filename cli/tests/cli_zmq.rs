@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{adds, describes, introspects_one_instance, rpc, stderr, stdout};
+use common::{adds, describes, failure, introspects_one_instance, rpc, stderr, stdout};
 use rpc_tests::zmq::ZmqFabric;
 
 /// Serves the calculator on a fresh endpoint of `fabric`; runs the CLI
@@ -42,7 +42,7 @@ async fn serve_and_ask(fabric: &ZmqFabric, scheme: &str) {
         &["call", "calc.v1", "add", r#"{"a": 2, "b": 3}"#],
     )
     .await;
-    assert!(sum.status.success(), "{}", stderr(&sum));
+    assert!(sum.status.success(), "{}", failure(&sum));
     assert_eq!(stdout(&sum).trim(), "5");
     assert!(
         stderr(&sum).contains("note: no ZeroMQ server answered at ipc:///nonexistent/"),

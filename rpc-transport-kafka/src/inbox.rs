@@ -92,7 +92,7 @@ pub(crate) async fn start(
     tokio::spawn(pump(
         shared.clone(),
         session.clone(),
-        Detached::new(consumer),
+        Detached::new(consumer, &session.live),
     ));
     *running = session.generation;
     Ok(())

@@ -141,7 +141,7 @@ pub(crate) async fn start(
     consumer
         .subscribe(&[&entry.topic])
         .map_err(|e| session.kafka_error("subscribe to a request topic", e))?;
-    let consumer = Arc::new(Detached::new(consumer));
+    let consumer = Arc::new(Detached::new(consumer, &session.live));
     let offsets = Arc::new(Offsets::new(consumer.clone(), entry.topic.clone()));
     tokio::spawn(pump(
         shared.clone(),

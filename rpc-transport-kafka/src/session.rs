@@ -107,14 +107,50 @@ impl ConsumerContext for Context {
     }
 }
 
+/// Counts one transport's rdkafka clients not yet destroyed, so that
+/// closing can wait for them: a process that exited while librdkafka was
+/// still tearing a client down on another thread crashed (SIGSEGV), and a
+/// client whose topic is deleted under it crashed the same way.
+pub(crate) struct LiveClients(watch::Sender<usize>);
+
+impl Default for LiveClients {
+    fn default() -> Self {
+        LiveClients(watch::Sender::new(0))
+    }
+}
+
+impl LiveClients {
+    /// Resolves once every client is destroyed, or after `patience`;
+    /// `false` when some were still alive then.
+    pub(crate) async fn all_gone(&self, patience: Duration) -> bool {
+        let mut count = self.0.subscribe();
+        tokio::time::timeout(patience, count.wait_for(|&live| live == 0))
+            .await
+            .is_ok()
+    }
+
+    /// How many clients are alive (built and not yet destroyed).
+    pub(crate) fn count(&self) -> usize {
+        *self.0.borrow()
+    }
+}
+
 /// An rdkafka client dropped on a thread of its own: closing one (leaving
 /// its group, flushing) can block for many seconds against tansu, and must
-/// never hold up the async runtime or a shutdown.
-pub(crate) struct Detached<T: Send + 'static>(Option<T>);
+/// never hold up the async runtime or a shutdown. It counts itself in its
+/// transport's [`LiveClients`] until it is destroyed.
+pub(crate) struct Detached<T: Send + 'static> {
+    client: Option<T>,
+    live: Arc<LiveClients>,
+}
 
 impl<T: Send + 'static> Detached<T> {
-    pub(crate) fn new(client: T) -> Self {
-        Detached(Some(client))
+    pub(crate) fn new(client: T, live: &Arc<LiveClients>) -> Self {
+        live.0.send_modify(|count| *count += 1);
+        Detached {
+            client: Some(client),
+            live: live.clone(),
+        }
     }
 }
 
@@ -122,19 +158,26 @@ impl<T: Send + 'static> std::ops::Deref for Detached<T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        self.0.as_ref().expect("present until dropped")
+        self.client.as_ref().expect("present until dropped")
     }
 }
 
 impl<T: Send + 'static> Drop for Detached<T> {
     fn drop(&mut self) {
-        if let Some(client) = self.0.take() {
-            let spawned = std::thread::Builder::new()
-                .name("rdkafka-close".into())
-                .spawn(move || drop(client));
-            if let Err(error) = spawned {
-                tracing::warn!(%error, "could not close an rdkafka client off the runtime");
-            }
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let live = self.live.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rdkafka-close".into())
+            .spawn(move || {
+                drop(client);
+                live.0.send_modify(|count| *count -= 1);
+            });
+        if let Err(error) = spawned {
+            // The closure, client and all, was dropped here, on this thread.
+            tracing::warn!(%error, "could not close an rdkafka client off the runtime");
+            self.live.0.send_modify(|count| *count -= 1);
         }
     }
 }
@@ -148,6 +191,9 @@ pub(crate) struct Session {
     pub(crate) health: Arc<Health>,
     pub(crate) producer: Detached<Producer>,
     admin: Detached<AdminClient<Context>>,
+    /// The transport's count of live clients, which this generation's
+    /// consumers join too.
+    pub(crate) live: Arc<LiveClients>,
     /// Partition counts of topics known to exist.
     topics: Mutex<HashMap<String, i32>>,
 }
@@ -163,7 +209,11 @@ impl Liveness for Session {
 impl Session {
     /// Builds the clients and checks the broker answers a metadata request
     /// within the connect timeout.
-    pub(crate) async fn open(config: &Config, generation: u64) -> Result<Self, TransportError> {
+    pub(crate) async fn open(
+        config: &Config,
+        generation: u64,
+        live: &Arc<LiveClients>,
+    ) -> Result<Self, TransportError> {
         let health = Arc::new(Health::default());
         let producer: Producer = config
             .producer()
@@ -176,8 +226,9 @@ impl Session {
         let session = Session {
             generation,
             health,
-            producer: Detached::new(producer),
-            admin: Detached::new(admin),
+            producer: Detached::new(producer, live),
+            admin: Detached::new(admin, live),
+            live: live.clone(),
             topics: Mutex::default(),
         };
         session.probe(config.connect_timeout).await?;

@@ -57,7 +57,7 @@ async fn reconnect(shared: &Shared, generation: u64) -> Option<Arc<Session>> {
         if shared.connection.is_closed() {
             return None;
         }
-        match Session::open(&shared.config, generation).await {
+        match Session::open(&shared.config, generation, &shared.live).await {
             Ok(session) => return Some(Arc::new(session)),
             Err(error) => tracing::debug!(%error, "reconnect attempt failed"),
         }

@@ -16,7 +16,7 @@ use crate::config::{Config, KafkaTransportBuilder};
 use crate::headers;
 use crate::inbox::{self, InboxGuard};
 use crate::requests::{self, KafkaRequests, ServeEntry};
-use crate::session::Session;
+use crate::session::{LiveClients, Session};
 use crate::supervisor;
 
 /// How long a server keeps asking for a reply topic the broker does not
@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     created: Mutex<BTreeSet<String>>,
     next_id: AtomicU64,
     next_partition: AtomicU32,
+    /// The rdkafka clients of every generation not yet destroyed.
+    pub(crate) live: Arc<LiveClients>,
 }
 
 impl KafkaTransport {
@@ -81,7 +83,8 @@ impl KafkaTransport {
     }
 
     pub(crate) async fn start(config: Config) -> Result<Self, TransportError> {
-        let session = Arc::new(Session::open(&config, 1).await?);
+        let live = Arc::new(LiveClients::default());
+        let session = Arc::new(Session::open(&config, 1, &live).await?);
         let reply_to = Address::new(config.reply_topic(&instance_id()));
         let shared = Arc::new(Shared {
             config,
@@ -94,6 +97,7 @@ impl KafkaTransport {
             created: Mutex::default(),
             next_id: AtomicU64::new(1),
             next_partition: AtomicU32::new(0),
+            live,
         });
         tokio::spawn(supervisor::run(shared.clone(), session));
         Ok(KafkaTransport {
@@ -134,41 +138,55 @@ impl KafkaTransport {
         }
     }
 
+    /// How many of this transport's rdkafka clients are not yet destroyed:
+    /// each generation's producer and admin client, the reply consumer, a
+    /// consumer per served service. Zero once [`close`](Self::close) has
+    /// returned, unless it warned that some were still held.
+    pub fn live_clients(&self) -> usize {
+        self.shared().live.count()
+    }
+
     /// Resolves once the transport is connected (at once if it is).
     pub async fn wait_connected(&self) -> Result<(), TransportError> {
         self.shared().connection.live().await.map(drop)
     }
 
-    /// Tear-down: deletes every topic this transport created, then closes
-    /// it. Returns how many topics were deleted. Call it only when no other
-    /// client in this process still reads or writes those topics: against
-    /// tansu, librdkafka 2.12 crashed (SIGSEGV in a metadata update) in a
-    /// client whose topic was deleted under it.
+    /// Tear-down: closes the transport, then deletes every topic it
+    /// created. Returns how many topics were deleted. The transport's own
+    /// consumers are destroyed before their topics go: against tansu,
+    /// librdkafka 2.12 crashed (SIGSEGV in a metadata update) in a client
+    /// whose topic was deleted under it. For the same reason, call it only
+    /// when no other client in this process still reads or writes them.
     pub async fn cleanup(&self) -> Result<usize, TransportError> {
         let shared = self.shared();
         let names: Vec<String> = std::mem::take(&mut *lock(&shared.created))
             .into_iter()
             .collect();
-        let result = async {
-            let session = shared.session().await?;
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            if names.is_empty() {
-                return Ok(0);
-            }
-            session
-                .delete_topics(&names, shared.config.connect_timeout)
-                .await
-        }
-        .await;
         self.close().await;
-        result
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let timeout = shared.config.connect_timeout;
+        // A generation of its own, made after the close, only to delete.
+        let admin = Session::open(&shared.config, 0, &shared.live).await?;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let deleted = admin.delete_topics(&names, timeout).await;
+        drop(admin);
+        shared.wait_destroyed().await;
+        deleted
     }
 
     /// Closes the transport: calls in flight fail with `Closed`, serve
-    /// streams end, and every clone stops working. The rdkafka clients are
-    /// closed on threads of their own, not waited for.
+    /// streams end, and every clone stops working. Returns once its rdkafka
+    /// clients are destroyed (each on a thread of its own, since leaving a
+    /// group can take seconds), or after the connect timeout if one is
+    /// still held (a serve stream the application keeps) or slow. Await it
+    /// before the process exits: a process that exited while librdkafka
+    /// was still tearing a client down crashed (SIGSEGV).
     pub async fn close(&self) {
-        self.shared().close_now();
+        let shared = self.shared();
+        shared.close_now();
+        shared.wait_destroyed().await;
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -215,6 +233,17 @@ impl Shared {
     /// reconnecting.
     pub(crate) async fn session(&self) -> Result<Arc<Session>, TransportError> {
         self.connection.session(self.config.connect_timeout).await
+    }
+
+    /// Waits, at most the connect timeout, until every rdkafka client of
+    /// this transport is destroyed.
+    async fn wait_destroyed(&self) {
+        if !self.live.all_gone(self.config.connect_timeout).await {
+            tracing::warn!(
+                live = self.live.count(),
+                "rdkafka clients still alive after closing"
+            );
+        }
     }
 
     fn close_now(&self) {

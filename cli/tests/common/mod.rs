@@ -41,6 +41,12 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// How a run ended and what it said on stderr, for a failed assertion: a
+/// run killed by a signal says nothing itself.
+pub fn failure(output: &Output) -> String {
+    format!("{}; stderr:\n{}", output.status, stderr(output))
+}
+
 /// `call calc.v1 add {"a": 2, "b": 3}` printed 5.
 pub async fn adds(url: &str, prefix: &str) {
     let sum = rpc(
@@ -49,14 +55,14 @@ pub async fn adds(url: &str, prefix: &str) {
         &["call", "calc.v1", "add", r#"{"a": 2, "b": 3}"#],
     )
     .await;
-    assert!(sum.status.success(), "{}", stderr(&sum));
+    assert!(sum.status.success(), "{}", failure(&sum));
     assert_eq!(stdout(&sum).trim(), "5");
 }
 
 /// `info calc.v1` printed the calculator's methods and docs.
 pub async fn describes(url: &str, prefix: &str) {
     let info = rpc(url, prefix, &["info", "calc.v1"]).await;
-    assert!(info.status.success(), "{}", stderr(&info));
+    assert!(info.status.success(), "{}", failure(&info));
     let text = stdout(&info);
     assert!(text.starts_with("calc.v1 "), "{text}");
     assert!(
@@ -75,20 +81,20 @@ pub async fn introspects_one_instance(url: &str, prefix: &str, scheme: &str) {
     );
 
     let ping = rpc(url, prefix, &["ping", "calc.v1"]).await;
-    assert!(ping.status.success(), "{}", stderr(&ping));
+    assert!(ping.status.success(), "{}", failure(&ping));
     let lines: Vec<_> = stdout(&ping).lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].starts_with("calc.v1\t"), "{lines:?}");
     assert!(stderr(&ping).contains(&note), "{}", stderr(&ping));
 
     let ping = rpc(url, prefix, &["ping", "calc.v1", "--json"]).await;
-    assert!(ping.status.success(), "{}", stderr(&ping));
+    assert!(ping.status.success(), "{}", failure(&ping));
     let fleet: serde_json::Value = serde_json::from_slice(&ping.stdout).unwrap();
     assert_eq!(fleet.as_array().map(Vec::len), Some(1), "{fleet}");
     assert_eq!(fleet[0]["service"], "calc.v1", "{fleet}");
 
     let stats = rpc(url, prefix, &["stats", "calc.v1", "--json"]).await;
-    assert!(stats.status.success(), "{}", stderr(&stats));
+    assert!(stats.status.success(), "{}", failure(&stats));
     assert!(stderr(&stats).contains(&note), "{}", stderr(&stats));
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert_eq!(stats.as_array().map(Vec::len), Some(1), "{stats}");
