@@ -24,7 +24,8 @@ usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp|nats|kafk
                  tarpc-mem, ours-mem, tarpc-tcp, lapin-queue, lapin-queue-confirms,
                  lapin-direct, ours-amqp, ours-amqp-no-confirms,
                  ours-amqp-direct-no-confirms, ours-amqp-quorum-cluster, nats-raw,
-                 nats-raw-headers, ours-nats, zmq-raw, ours-zmq, kafka-raw, ours-kafka
+                 nats-raw-headers, ours-nats, zmq-raw, ours-zmq, kafka-raw, kafka-raw-headers,
+                 ours-kafka
   --flavor F     in-process systems on this runtime only: current or multi
   --in-flight N  measure at this many calls in flight only (repeatable)
   --no-memory    skip the resident-memory check

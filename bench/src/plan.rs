@@ -160,7 +160,11 @@ impl Plan {
             let runtime = Flavor::CurrentThread.runtime()?;
             match runtime.block_on(systems::kafka_reachable(&options.kafka_bootstrap)) {
                 Ok(()) => {
-                    for system in [SystemId::KafkaRaw, SystemId::OursKafka] {
+                    for system in [
+                        SystemId::KafkaRaw,
+                        SystemId::KafkaRawHeaders,
+                        SystemId::OursKafka,
+                    ] {
                         if options.runs_system(system) {
                             configs.push(Config {
                                 system,

@@ -44,35 +44,63 @@ pub enum HeadersError {
     Bad(&'static str),
 }
 
-/// The Kafka headers of an envelope header. The reply address travels as
-/// [`REPLY_TO`] when the header has one.
+/// Where a record was read, which says what its absent headers mean.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// The request topic of `service`: a record names no service of its
+    /// own, and is a request when it names a reply topic, else a oneway
+    /// call.
+    Requests {
+        /// The service whose topic it is.
+        service: &'a Name,
+    },
+    /// A reply topic: a record is a reply.
+    Replies,
+}
+
+/// The Kafka headers of an envelope header, leaving out what the topic and
+/// the other headers imply: the version (`1`), the kind (but `cancel`),
+/// the service (the request topic's), bincode, an `ok` status and the time
+/// sent (the record's own timestamp). Every header a broker stores and two
+/// clients parse costs: ten of them per request halved what tansu carried
+/// at 256 calls in flight.
 pub fn encode(header: &Header) -> OwnedHeaders {
-    let mut out = OwnedHeaders::new_with_capacity(10 + header.metadata.len());
+    let mut out = OwnedHeaders::new_with_capacity(5 + header.metadata.len());
     let mut put = |key: &str, value: &str| {
         out = std::mem::take(&mut out).insert(KafkaHeader {
             key,
             value: Some(value.as_bytes()),
         });
     };
-    put(VERSION, "1");
-    put(KIND, header.kind.as_str());
-    put(CORRELATION_ID, &header.correlation_id.to_string());
-    put(SERVICE, header.service.as_str());
-    put(METHOD, header.method.as_str());
-    if let Some(reply_to) = &header.reply_to {
-        put(REPLY_TO, reply_to.as_str());
+    let kind_implied = match header.kind {
+        Kind::Request => header.reply_to.is_some(),
+        Kind::Oneway => header.reply_to.is_none(),
+        Kind::Reply => true,
+        _ => false,
+    };
+    if !kind_implied {
+        put(KIND, header.kind.as_str());
     }
-    if header.deadline_ms != 0 {
-        put(DEADLINE_MS, &header.deadline_ms.to_string());
+    if header.kind != Kind::Oneway || header.correlation_id != 0 {
+        put(CORRELATION_ID, &header.correlation_id.to_string());
     }
-    put(SENT_AT_MS, &header.sent_at_ms.to_string());
-    put(CONTENT_TYPE, header.content_type.mime());
-    match &header.status {
-        Status::Ok => put(STATUS, "ok"),
-        Status::Error { kind, message } => {
-            put(STATUS, kind.as_str());
-            put(ERROR, message);
+    if header.kind != Kind::Reply {
+        if !header.method.is_empty() {
+            put(METHOD, header.method.as_str());
         }
+        if let Some(reply_to) = &header.reply_to {
+            put(REPLY_TO, reply_to.as_str());
+        }
+        if header.deadline_ms != 0 {
+            put(DEADLINE_MS, &header.deadline_ms.to_string());
+        }
+    }
+    if header.content_type != ContentType::default() {
+        put(CONTENT_TYPE, header.content_type.mime());
+    }
+    if let Status::Error { kind, message } = &header.status {
+        put(STATUS, kind.as_str());
+        put(ERROR, message);
     }
     for (key, value) in header.metadata.iter() {
         put(&format!("{META_PREFIX}{key}"), value);
@@ -80,8 +108,11 @@ pub fn encode(header: &Header) -> OwnedHeaders {
     out
 }
 
-/// The envelope header carried by a record's headers.
-pub fn decode<H: Headers>(headers: Option<&H>) -> Result<Header, HeadersError> {
+/// The envelope header carried by a record's headers, read from `source`.
+/// A header left out means what [`encode`] leaves it out for; one given
+/// anyway (a foreign client's `rpc-version: 1`, `rpc-kind: request`) is
+/// read and checked.
+pub fn decode<H: Headers>(headers: Option<&H>, source: Source<'_>) -> Result<Header, HeadersError> {
     let mut fields = Fields::default();
     let mut metadata = Metadata::default();
     if let Some(headers) = headers {
@@ -110,11 +141,31 @@ pub fn decode<H: Headers>(headers: Option<&H>) -> Result<Header, HeadersError> {
             }
         }
     }
-    if fields.version.ok_or(HeadersError::Missing(VERSION))? != "1" {
+    if fields.version.is_some_and(|version| version != "1") {
         return Err(HeadersError::Bad(VERSION));
     }
-    let kind = Kind::parse(fields.kind.ok_or(HeadersError::Missing(KIND))?)
-        .ok_or(HeadersError::Bad(KIND))?;
+    let kind = match (fields.kind, source) {
+        (Some(kind), _) => Kind::parse(kind).ok_or(HeadersError::Bad(KIND))?,
+        (None, Source::Requests { .. }) if fields.reply_to.is_some() => Kind::Request,
+        (None, Source::Requests { .. }) => Kind::Oneway,
+        (None, Source::Replies) => Kind::Reply,
+    };
+    let service = match (fields.service, source) {
+        (Some(service), _) => Name::from(service.to_owned()),
+        (None, Source::Requests { service }) => service.clone(),
+        (None, Source::Replies) => Name::from_static(""),
+    };
+    let calls = matches!(kind, Kind::Request | Kind::Oneway);
+    let method = match fields.method {
+        Some(method) => Name::from(method.to_owned()),
+        None if calls => return Err(HeadersError::Missing(METHOD)),
+        None => Name::from_static(""),
+    };
+    let correlation_id = match number(fields.correlation_id, CORRELATION_ID)? {
+        Some(id) => id,
+        None if kind == Kind::Oneway => 0,
+        None => return Err(HeadersError::Missing(CORRELATION_ID)),
+    };
     let status = match fields.status.unwrap_or("ok") {
         "ok" => Status::Ok,
         other => Status::Error {
@@ -124,15 +175,9 @@ pub fn decode<H: Headers>(headers: Option<&H>) -> Result<Header, HeadersError> {
     };
     Ok(Header {
         kind,
-        correlation_id: number(fields.correlation_id, CORRELATION_ID)?
-            .ok_or(HeadersError::Missing(CORRELATION_ID))?,
-        service: Name::from(
-            fields
-                .service
-                .ok_or(HeadersError::Missing(SERVICE))?
-                .to_owned(),
-        ),
-        method: Name::from(fields.method.unwrap_or_default().to_owned()),
+        correlation_id,
+        service,
+        method,
         reply_to: fields.reply_to.map(|t| Address::new(t.to_owned())),
         deadline_ms: number(fields.deadline_ms, DEADLINE_MS)?.unwrap_or(0),
         sent_at_ms: number(fields.sent_at_ms, SENT_AT_MS)?.unwrap_or(0),
@@ -185,45 +230,141 @@ fn number(text: Option<&str>, key: &'static str) -> Result<Option<u64>, HeadersE
 mod tests {
     use super::*;
 
-    #[test]
-    fn headers_round_trip() {
-        let mut header = Header::request(
-            Name::from_static("calc.v1"),
-            Name::from_static("add"),
-            ContentType::Json,
-        );
+    const CALC: Name = Name::from_static("calc.v1");
+
+    fn requests() -> Source<'static> {
+        static SERVICE: Name = Name::from_static("calc.v1");
+        Source::Requests { service: &SERVICE }
+    }
+
+    fn request() -> Header {
+        let mut header = Header::request(CALC, Name::from_static("add"), ContentType::Json);
         header.correlation_id = 42;
         header.reply_to = Some(Address::new("rpc.reply.x"));
         header.deadline_ms = 1_700_000_000_123;
-        header.sent_at_ms = 1_700_000_000_000;
         header.metadata.insert("tenant", "acme");
-        let encoded = encode(&header);
-        assert_eq!(decode(Some(&encoded)).unwrap(), header);
+        header
+    }
 
-        let reply = header.reply(Status::Error {
-            kind: ErrorKind::Timeout,
-            message: "late".into(),
-        });
-        assert_eq!(decode(Some(&encode(&reply))).unwrap(), reply);
+    fn keys(headers: &OwnedHeaders) -> Vec<&str> {
+        headers.iter().map(|h| h.key).collect()
+    }
+
+    #[test]
+    fn requests_round_trip_with_what_the_topic_implies() {
+        let header = request();
+        let encoded = encode(&header);
+        assert_eq!(
+            keys(&encoded),
+            [
+                CORRELATION_ID,
+                METHOD,
+                REPLY_TO,
+                DEADLINE_MS,
+                CONTENT_TYPE,
+                "rpc-meta-tenant"
+            ]
+        );
+        assert_eq!(decode(Some(&encoded), requests()).unwrap(), header);
         assert_eq!(
             reply_address(Some(&encoded)),
             Some(("rpc.reply.x".to_owned(), 42))
         );
+
+        let mut oneway = Header::request(CALC, Name::from_static("log"), ContentType::Bincode);
+        oneway.kind = Kind::Oneway;
+        let encoded = encode(&oneway);
+        assert_eq!(keys(&encoded), [METHOD]);
+        assert_eq!(decode(Some(&encoded), requests()).unwrap(), oneway);
     }
 
     #[test]
-    fn records_without_headers_are_refused() {
+    fn replies_carry_their_correlation_id_and_what_differs() {
+        let mut ok = request().reply(Status::Ok);
+        ok.content_type = ContentType::Bincode;
+        let encoded = encode(&ok);
+        assert_eq!(keys(&encoded), [CORRELATION_ID]);
+        let read = decode(Some(&encoded), Source::Replies).unwrap();
+        assert_eq!((read.kind, read.correlation_id), (Kind::Reply, 42));
+        assert_eq!(read.status, Status::Ok);
+        assert_eq!(read.content_type, ContentType::Bincode);
+
+        let failed = request().reply(Status::Error {
+            kind: ErrorKind::Timeout,
+            message: "late".into(),
+        });
+        let read = decode(Some(&encode(&failed)), Source::Replies).unwrap();
+        assert_eq!(read.status, failed.status);
+        assert_eq!(read.content_type, ContentType::Json);
+    }
+
+    #[test]
+    fn headers_a_foreign_client_writes_in_full_are_read() {
+        let full = OwnedHeaders::new()
+            .insert(KafkaHeader {
+                key: VERSION,
+                value: Some("1"),
+            })
+            .insert(KafkaHeader {
+                key: KIND,
+                value: Some("request"),
+            })
+            .insert(KafkaHeader {
+                key: SERVICE,
+                value: Some("calc.v1"),
+            })
+            .insert(KafkaHeader {
+                key: METHOD,
+                value: Some("add"),
+            })
+            .insert(KafkaHeader {
+                key: CORRELATION_ID,
+                value: Some("7"),
+            })
+            .insert(KafkaHeader {
+                key: REPLY_TO,
+                value: Some("py.replies"),
+            })
+            .insert(KafkaHeader {
+                key: SENT_AT_MS,
+                value: Some("1700000000000"),
+            });
+        let read = decode(Some(&full), requests()).unwrap();
+        assert_eq!(read.kind, Kind::Request);
+        assert_eq!(read.sent_at_ms, 1_700_000_000_000);
+        assert_eq!(read.correlation_id, 7);
+    }
+
+    #[test]
+    fn records_that_are_no_call_are_refused() {
         assert!(matches!(
-            decode::<OwnedHeaders>(None),
-            Err(HeadersError::Missing(VERSION))
+            decode::<OwnedHeaders>(None, requests()),
+            Err(HeadersError::Missing(METHOD))
         ));
         let wrong = OwnedHeaders::new().insert(KafkaHeader {
             key: VERSION,
             value: Some("2"),
         });
         assert!(matches!(
-            decode(Some(&wrong)),
+            decode(Some(&wrong), requests()),
             Err(HeadersError::Bad(VERSION))
+        ));
+        let no_id = OwnedHeaders::new()
+            .insert(KafkaHeader {
+                key: METHOD,
+                value: Some("add"),
+            })
+            .insert(KafkaHeader {
+                key: REPLY_TO,
+                value: Some("py.replies"),
+            });
+        assert!(matches!(
+            decode(Some(&no_id), requests()),
+            Err(HeadersError::Missing(CORRELATION_ID))
+        ));
+        assert!(matches!(
+            decode::<OwnedHeaders>(None, Source::Replies),
+            Err(HeadersError::Missing(CORRELATION_ID))
         ));
     }
 }

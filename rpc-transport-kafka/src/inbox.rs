@@ -122,7 +122,7 @@ async fn pump(
                     .and_then(|k| k.parse::<u64>().ok())
                     .and_then(|id| shared.inbox(id));
                 let Some(sink) = inbox else { continue };
-                match headers::decode(message.headers()) {
+                match headers::decode(message.headers(), headers::Source::Replies) {
                     Ok(header) => sink.deliver(Envelope {
                         header,
                         body: message.payload().unwrap_or_default().to_vec(),

@@ -20,7 +20,7 @@ use rdkafka::message::BorrowedMessage;
 use rpc_core::transport::{
     Delivery, DeliveryHandle, SendFuture, ServiceSpec, SettleFuture, Settlement,
 };
-use rpc_core::{Envelope, ErrorKind, Header, Kind, Status, TransportError};
+use rpc_core::{Envelope, ErrorKind, Header, Kind, Name, Status, TransportError};
 use tokio::sync::mpsc;
 
 use crate::headers;
@@ -171,23 +171,33 @@ struct RawRecord {
     headers: Option<rdkafka::message::OwnedHeaders>,
 }
 
-fn take(received: Result<BorrowedMessage<'_>, KafkaError>) -> Received {
+fn take(received: Result<BorrowedMessage<'_>, KafkaError>, service: &Name) -> Received {
     let message = match received {
         Ok(message) => message,
         Err(error) => return Received::Failed(error),
     };
     let key = message.key().map(<[u8]>::to_vec);
     let value = message.payload().unwrap_or_default().to_vec();
-    match headers::decode(message.headers()) {
-        Ok(header) => Received::Request(
-            Envelope {
-                header,
-                body: value,
-            },
-            key,
-            message.partition(),
-            message.offset(),
-        ),
+    match headers::decode(message.headers(), headers::Source::Requests { service }) {
+        Ok(mut header) => {
+            // The time sent is the record's own (a header only when a
+            // foreign client writes one).
+            if header.sent_at_ms == 0 {
+                header.sent_at_ms = message
+                    .timestamp()
+                    .to_millis()
+                    .map_or(0, |ms| u64::try_from(ms).unwrap_or(0));
+            }
+            Received::Request(
+                Envelope {
+                    header,
+                    body: value,
+                },
+                key,
+                message.partition(),
+                message.offset(),
+            )
+        }
         Err(error) => Received::Refused(
             RawRecord {
                 partition: message.partition(),
@@ -214,7 +224,7 @@ async fn pump(
 ) {
     loop {
         let received = tokio::select! {
-            received = consumer.recv() => take(received),
+            received = consumer.recv() => take(received, &entry.spec.name),
             () = entry.sender.closed() => break,
             () = session.health.lost() => break,
             () = shared.connection.closed() => break,

@@ -31,6 +31,7 @@ const PAIRS: &[(SystemId, SystemId)] = &[
     (SystemId::OursNats, SystemId::NatsRawHeaders),
     (SystemId::OursZmq, SystemId::ZmqRaw),
     (SystemId::OursKafka, SystemId::KafkaRaw),
+    (SystemId::OursKafka, SystemId::KafkaRawHeaders),
 ];
 
 /// The machine the figures come from.

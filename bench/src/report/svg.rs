@@ -68,6 +68,7 @@ fn color(system: SystemId) -> &'static str {
         SystemId::NatsRawHeaders => "#9edae5",
         SystemId::OursNats => "#393b79",
         SystemId::KafkaRaw => "#bcbd22",
+        SystemId::KafkaRawHeaders => "#dbdb8d",
         SystemId::OursKafka => "#8c564b",
         SystemId::ZmqRaw => "#9467bd",
         SystemId::OursZmq => "#000000",

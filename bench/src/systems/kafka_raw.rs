@@ -10,6 +10,12 @@
 //! header. The payload is 16 raw bytes in, 8 out: no envelope, no codec.
 //! Same librdkafka settings as the transport: no linger, acks=all, fetch
 //! wait 5 ms, no auto-created topics, no auto commit.
+//!
+//! With [`Headers::Ours`] each record instead carries the envelope header
+//! as our transport writes it (`rpc_transport_kafka::headers`: ten headers
+//! on a request, six on a reply, with a `traceparent`), and the server
+//! reads it back: the like-for-like loop, which tells what the headers cost
+//! the broker and the clients apart from the rest of ours.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -19,7 +25,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers as KafkaHeaders, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -30,6 +36,15 @@ use crate::load::Caller;
 
 /// Partitions of the request topic (our transport's default).
 const PARTITIONS: i32 = 4;
+
+/// Which headers the raw loop's records carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Headers {
+    /// What the loop needs: a reply topic and a correlation id.
+    Minimal,
+    /// Our envelope header, written and read with our transport's mapping.
+    Ours,
+}
 const REPLY_TO: &str = "rr-reply-to";
 const CORRELATION: &str = "rr-correlation";
 
@@ -44,6 +59,9 @@ struct Client {
     next: AtomicU64,
     partition: AtomicU32,
     pending: Arc<Waiters>,
+    headers: Headers,
+    /// The reply topic as our header holds it (made once, as ours does).
+    reply_address: rpc_core::Address,
 }
 
 impl Caller for KafkaRawCaller {
@@ -57,15 +75,18 @@ impl Caller for KafkaRawCaller {
         payload[..8].copy_from_slice(&a.to_be_bytes());
         payload[8..].copy_from_slice(&b.to_be_bytes());
         let correlation = id.to_be_bytes();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: REPLY_TO,
-                value: Some(client.reply_topic.as_bytes()),
-            })
-            .insert(Header {
-                key: CORRELATION,
-                value: Some(&correlation[..]),
-            });
+        let headers = match client.headers {
+            Headers::Minimal => OwnedHeaders::new()
+                .insert(Header {
+                    key: REPLY_TO,
+                    value: Some(client.reply_topic.as_bytes()),
+                })
+                .insert(Header {
+                    key: CORRELATION,
+                    value: Some(&correlation[..]),
+                }),
+            Headers::Ours => our_request_headers(id, &client.reply_address),
+        };
         let partition =
             (client.partition.fetch_add(1, Ordering::Relaxed) % PARTITIONS as u32) as i32;
         let record = FutureRecord::<(), [u8]>::to(&client.request_topic)
@@ -135,7 +156,85 @@ async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> Result<(), Be
     Ok(())
 }
 
-fn header<H: Headers>(headers: Option<&H>, key: &str) -> Option<Vec<u8>> {
+/// A request's headers as our client writes them: a deadline 30 s out, the
+/// time sent, bincode, a `traceparent` of the call's own.
+fn our_request_headers(id: u64, reply_topic: &rpc_core::Address) -> OwnedHeaders {
+    use rpc_core::{ContentType, Header, Name};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut header = Header::request(
+        Name::from_static("bench.adder"),
+        Name::from_static("add"),
+        ContentType::Bincode,
+    );
+    header.correlation_id = id;
+    header.reply_to = Some(reply_topic.clone());
+    header.sent_at_ms = now.as_millis() as u64;
+    header.deadline_ms = (now + Duration::from_secs(30)).as_millis() as u64;
+    header
+        .metadata
+        .insert("traceparent", format!("00-{id:032x}-{id:016x}-01"));
+    rpc_transport_kafka::headers::encode(&header)
+}
+
+/// Reads a request: its reply topic and correlation id, from our envelope
+/// header (decoded whole, as our server does) or the two minimal headers.
+fn read_request<H: KafkaHeaders>(headers: Option<&H>, mode: Headers) -> Option<(String, u64)> {
+    match mode {
+        Headers::Minimal => {
+            let reply_to = header(headers, REPLY_TO)?;
+            let id = header(headers, CORRELATION)
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map(u64::from_be_bytes)?;
+            Some((String::from_utf8_lossy(&reply_to).into_owned(), id))
+        }
+        Headers::Ours => {
+            static SERVICE: rpc_core::Name = rpc_core::Name::from_static("bench.adder");
+            let source = rpc_transport_kafka::headers::Source::Requests { service: &SERVICE };
+            let request = rpc_transport_kafka::headers::decode(headers, source).ok()?;
+            let reply_to = request.reply_to.as_ref()?.as_str().to_owned();
+            Some((reply_to, request.correlation_id))
+        }
+    }
+}
+
+/// A reply's headers: the correlation id alone, or our reply header.
+fn reply_headers(id: u64, mode: Headers) -> OwnedHeaders {
+    match mode {
+        Headers::Minimal => OwnedHeaders::new().insert(Header {
+            key: CORRELATION,
+            value: Some(&id.to_be_bytes()[..]),
+        }),
+        Headers::Ours => {
+            let mut request = rpc_core::Header::request(
+                rpc_core::Name::from_static("bench.adder"),
+                rpc_core::Name::from_static("add"),
+                rpc_core::ContentType::Bincode,
+            );
+            request.correlation_id = id;
+            let reply = request.reply(rpc_core::Status::Ok);
+            rpc_transport_kafka::headers::encode(&reply)
+        }
+    }
+}
+
+/// A reply's correlation id.
+fn read_reply<H: KafkaHeaders>(headers: Option<&H>, mode: Headers) -> Option<u64> {
+    match mode {
+        Headers::Minimal => header(headers, CORRELATION)
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes),
+        Headers::Ours => rpc_transport_kafka::headers::decode(
+            headers,
+            rpc_transport_kafka::headers::Source::Replies,
+        )
+        .ok()
+        .map(|reply| reply.correlation_id),
+    }
+}
+
+fn header<H: KafkaHeaders>(headers: Option<&H>, key: &str) -> Option<Vec<u8>> {
     headers?
         .iter()
         .find(|h| h.key == key)
@@ -146,6 +245,7 @@ fn header<H: Headers>(headers: Option<&H>, key: &str) -> Option<Vec<u8>> {
 pub(crate) async fn start(
     in_flight: usize,
     bootstrap: &str,
+    headers: Headers,
 ) -> Result<Running<KafkaRawCaller>, BenchError> {
     let _ = in_flight;
     static RUN: AtomicU64 = AtomicU64::new(0);
@@ -174,10 +274,7 @@ pub(crate) async fn start(
                 let Ok(message) = consumer.recv().await else {
                     continue;
                 };
-                let (Some(reply_to), Some(correlation)) = (
-                    header(message.headers(), REPLY_TO),
-                    header(message.headers(), CORRELATION),
-                ) else {
+                let Some((reply_to, correlation)) = read_request(message.headers(), headers) else {
                     continue;
                 };
                 let payload = message.payload().unwrap_or_default();
@@ -194,11 +291,7 @@ pub(crate) async fn start(
                 );
                 let (producer, consumer) = (server_producer.clone(), consumer.clone());
                 tokio::spawn(async move {
-                    let reply_to = String::from_utf8_lossy(&reply_to).into_owned();
-                    let headers = OwnedHeaders::new().insert(Header {
-                        key: CORRELATION,
-                        value: Some(&correlation[..]),
-                    });
+                    let headers = reply_headers(correlation, headers);
                     let sum = sum.to_be_bytes();
                     let record = FutureRecord::<(), [u8]>::to(&reply_to)
                         .payload(&sum[..])
@@ -227,10 +320,7 @@ pub(crate) async fn start(
                 let Ok(message) = consumer.recv().await else {
                     continue;
                 };
-                let Some(id) = header(message.headers(), CORRELATION)
-                    .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                    .map(u64::from_be_bytes)
-                else {
+                let Some(id) = read_reply(message.headers(), headers) else {
                     continue;
                 };
                 let sum = message
@@ -244,10 +334,12 @@ pub(crate) async fn start(
     let caller = KafkaRawCaller(Arc::new(Client {
         producer: producer(bootstrap)?,
         request_topic,
+        reply_address: rpc_core::Address::new(reply_topic.clone()),
         reply_topic,
         next: AtomicU64::new(1),
         partition: AtomicU32::new(0),
         pending,
+        headers,
     }));
     // The group join (seconds on tansu) is not what is measured.
     caller.add(1, 1).await?;

@@ -104,6 +104,8 @@ pub(crate) enum SystemId {
     OursNats,
     /// Baseline: hand-written rdkafka request/reply with our Kafka settings.
     KafkaRaw,
+    /// The same loop whose records carry our envelope header.
+    KafkaRawHeaders,
     /// Ours: `#[rpc_service]` over `KafkaTransport`, default settings.
     OursKafka,
     /// Baseline: a hand-written ROUTER/DEALER loop on the `zeromq` crate,
@@ -115,7 +117,7 @@ pub(crate) enum SystemId {
 
 impl SystemId {
     /// Every system, in table order.
-    pub(crate) const ALL: [SystemId; 18] = [
+    pub(crate) const ALL: [SystemId; 19] = [
         SystemId::Mpsc,
         SystemId::TarpcMem,
         SystemId::OursMem,
@@ -131,6 +133,7 @@ impl SystemId {
         SystemId::NatsRawHeaders,
         SystemId::OursNats,
         SystemId::KafkaRaw,
+        SystemId::KafkaRawHeaders,
         SystemId::OursKafka,
         SystemId::ZmqRaw,
         SystemId::OursZmq,
@@ -154,6 +157,7 @@ impl SystemId {
             SystemId::NatsRawHeaders => "nats-raw-headers",
             SystemId::OursNats => "ours-nats",
             SystemId::KafkaRaw => "kafka-raw",
+            SystemId::KafkaRawHeaders => "kafka-raw-headers",
             SystemId::OursKafka => "ours-kafka",
             SystemId::ZmqRaw => "zmq-raw",
             SystemId::OursZmq => "ours-zmq",
@@ -178,7 +182,7 @@ impl SystemId {
             | SystemId::OursAmqpDirectNoConfirms
             | SystemId::OursAmqpQuorumCluster => Group::Amqp,
             SystemId::NatsRaw | SystemId::NatsRawHeaders | SystemId::OursNats => Group::Nats,
-            SystemId::KafkaRaw | SystemId::OursKafka => Group::Kafka,
+            SystemId::KafkaRaw | SystemId::KafkaRawHeaders | SystemId::OursKafka => Group::Kafka,
         }
     }
 
@@ -215,6 +219,7 @@ impl SystemId {
             SystemId::NatsRawHeaders => "raw async-nats, our headers",
             SystemId::OursNats => "ours: nats",
             SystemId::KafkaRaw => "raw rdkafka",
+            SystemId::KafkaRawHeaders => "raw rdkafka, our headers",
             SystemId::OursKafka => "ours: kafka",
             SystemId::ZmqRaw => "raw zeromq, router/dealer",
             SystemId::OursZmq => "ours: zeromq",
@@ -348,7 +353,18 @@ pub(crate) fn measure_levels(
             SystemId::OursNats => {
                 each_level(levels, options, |n| ours_nats::start(n, nats_url)).await
             }
-            SystemId::KafkaRaw => each_level(levels, options, |n| kafka_raw::start(n, kafka)).await,
+            SystemId::KafkaRaw => {
+                each_level(levels, options, |n| {
+                    kafka_raw::start(n, kafka, kafka_raw::Headers::Minimal)
+                })
+                .await
+            }
+            SystemId::KafkaRawHeaders => {
+                each_level(levels, options, |n| {
+                    kafka_raw::start(n, kafka, kafka_raw::Headers::Ours)
+                })
+                .await
+            }
             SystemId::OursKafka => {
                 each_level(levels, options, |n| ours_kafka::start(n, kafka)).await
             }
