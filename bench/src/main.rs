@@ -79,6 +79,7 @@ fn run() -> Result<(), BenchError> {
         .then(|| memory_check(&options))
         .transpose()?;
     let samples = plan.run(&options)?;
+    systems::wait_for_kafka_clients(Duration::from_secs(20));
     let report = Report::new(&options, samples, memory, plan.notices);
     report::print(&report);
     if let Some(path) = &options.json {

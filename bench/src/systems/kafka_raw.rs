@@ -152,8 +152,47 @@ async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> Result<(), Be
         .create_topics(&new, &options)
         .await
         .map_err(|e| BenchError::setup(KafkaRawCaller::NAME, e))?;
-    std::thread::spawn(move || drop(admin));
+    close_off_runtime(move || drop(admin));
     Ok(())
+}
+
+/// The threads closing rdkafka clients, which [`wait_for_closing`] joins.
+static CLOSING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Drops rdkafka clients on a thread of their own: closing a consumer can
+/// block for seconds against tansu, and must not stall the runtime.
+fn close_off_runtime(close: impl FnOnce() + Send + 'static) {
+    let thread = std::thread::spawn(close);
+    CLOSING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(thread);
+}
+
+/// Waits, at most `limit`, for the clients this loop closed off the
+/// runtime to be destroyed: a process that ended while librdkafka still tore
+/// a client down crashed (SIGSEGV). Says so when some are still closing.
+pub(crate) fn wait_for_closing(limit: Duration) {
+    let until = std::time::Instant::now() + limit;
+    let closing = std::mem::take(
+        &mut *CLOSING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let mut left = closing.len();
+    for thread in closing {
+        while !thread.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+            left -= 1;
+        }
+    }
+    if left > 0 {
+        eprintln!("notice: {left} raw rdkafka client(s) still closing at exit");
+    }
 }
 
 /// A request's headers as our client writes them: a deadline 30 s out, the
@@ -348,8 +387,7 @@ pub(crate) async fn start(
         replies.abort();
         let _ = server.await;
         let _ = replies.await;
-        // Closing a consumer can block for seconds against tansu.
-        std::thread::spawn(move || {
+        close_off_runtime(move || {
             drop(server_consumer);
             drop(reply_consumer);
         });

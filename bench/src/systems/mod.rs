@@ -31,6 +31,7 @@ use crate::args::{Group, Options};
 use crate::error::BenchError;
 use crate::load::{self, Caller, Measured};
 
+pub(crate) use kafka_raw::wait_for_closing as wait_for_kafka_clients;
 pub(crate) use lapin_raw::broker_reachable;
 pub(crate) use nats_raw::server_reachable as nats_reachable;
 pub(crate) use ours_kafka::broker_reachable as kafka_reachable;

@@ -32,11 +32,18 @@ pub(crate) async fn start(
             .await
             .map_err(|e| setup_error::<KafkaTransport>(&e))
     };
-    let server = serve(in_flight, connect().await?).await?;
-    let caller = OursCaller::new(connect().await?);
+    let server_transport = connect().await?;
+    let server = serve(in_flight, server_transport.clone()).await?;
+    let client_transport = connect().await?;
+    let caller = OursCaller::new(client_transport.clone());
     caller.add(1, 1).await?;
     Ok(Running::new(caller, async move {
         server.shutdown().await;
+        // Returns once librdkafka has destroyed the clients: the process
+        // may end soon after, and one that ended while librdkafka still
+        // tore a client down crashed.
+        client_transport.close().await;
+        server_transport.close().await;
     }))
 }
 
