@@ -869,11 +869,23 @@ pub async fn run_to_completion_outlives_the_deadline<F: Fixture>(f: &F) {
 /// Generates one `#[tokio::test]` per conformance case for a fixture.
 ///
 /// `$fixture` is an expression of type `impl Future<Output = Option<F>>`;
-/// `None` means "skip" (the fixture has printed why).
+/// `None` means "skip" (the fixture has printed why). Cases a fabric is
+/// known to fail now and then can be run `#[ignore]`d, each with its
+/// reason, and stay runnable with `--ignored`:
+///
+/// ```text
+/// rpc_tests::conformance_suite!(KafkaFixture::new("conformance"); ignore {
+///     replies_reach_their_own_client: "one call of 200 is lost in some runs",
+/// });
+/// ```
 #[macro_export]
 macro_rules! conformance_suite {
     ($fixture:expr) => {
-        $crate::conformance_suite!(@cases $fixture;
+        $crate::conformance_suite!($fixture; ignore {});
+    };
+    ($fixture:expr; ignore { $($ignored:ident: $reason:literal),* $(,)? }) => {
+        // `$` goes in as a token, for the case macro below to use.
+        $crate::conformance_suite!(@each [$] ($fixture) [$($ignored: $reason),*];
             round_trip_types,
             server_answers_in_callers_codec,
             application_errors,
@@ -905,14 +917,31 @@ macro_rules! conformance_suite {
             servers_answer_introspection,
         );
     };
-    (@cases $fixture:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(fixture) = $fixture.await else { return };
-                $crate::conformance::$case(&fixture).await;
-                $crate::conformance::Fixture::finish(fixture).await;
-            }
-        )*
+    (@each [$d:tt] ($fixture:expr) [$($ignored:ident: $reason:literal),*]; $($case:ident),* $(,)?) => {
+        // A macro with an arm per ignored case, matched by its name, before
+        // the arm every other case takes.
+        macro_rules! __conformance_case {
+            $(
+                ($ignored) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    #[ignore = $reason]
+                    async fn $ignored() {
+                        $crate::conformance_suite!(@run $fixture; $ignored);
+                    }
+                };
+            )*
+            ($d case:ident) => {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $d case() {
+                    $crate::conformance_suite!(@run $fixture; $d case);
+                }
+            };
+        }
+        $( __conformance_case!($case); )*
+    };
+    (@run $fixture:expr; $case:ident) => {
+        let Some(fixture) = $fixture.await else { return };
+        $crate::conformance::$case(&fixture).await;
+        $crate::conformance::Fixture::finish(fixture).await;
     };
 }
