@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
 use crate::cancel::CancelOnDrop;
-use crate::clock;
+use crate::clock::{self, Now};
 use crate::codec::ContentType;
 use crate::context::Context;
 use crate::envelope::{Envelope, Header, Kind, Metadata};
@@ -220,9 +220,14 @@ impl<T: Transport> Client<T> {
         // another: every layer of future is copied whole when it is first
         // awaited, so each one costs a copy per call.
         async move {
-            let meter = self.shared.meters.start(service, method);
+            let inbox = self.inbox().await;
+            // One reading of the clock starts the meter and sets the
+            // deadline. Taken after the await above, so the call's future
+            // does not hold it.
+            let now = clock::now();
+            let meter = self.shared.meters.start(service, method, now.instant);
             let result = 'call: {
-                let inbox = match self.inbox().await {
+                let inbox = match inbox {
                     Ok(inbox) => inbox,
                     Err(error) => break 'call Err(error),
                 };
@@ -233,7 +238,7 @@ impl<T: Transport> Client<T> {
                     guard,
                     cancel,
                     answer,
-                } = match self.start(inbox, service, method, &args, &record) {
+                } = match self.start(inbox, service, method, &args, &record, now) {
                     Ok(started) => started,
                     Err(error) => break 'call Err(error),
                 };
@@ -271,6 +276,7 @@ impl<T: Transport> Client<T> {
         method: &'static str,
         args: &A,
         span: &Span,
+        now: Now,
     ) -> Result<Started<'a, T, impl Future<Output = Answer<R>>>, RpcError>
     where
         A: Serialize,
@@ -278,7 +284,7 @@ impl<T: Transport> Client<T> {
     {
         let slot = InFlightSlot::take(&self.shared)?;
         let (deadline, mut envelope, trace) =
-            self.envelope(Kind::Request, service, method, args)?;
+            self.envelope(Kind::Request, service, method, args, now)?;
         span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
         let (guard, mut reply) = PendingTable::register(&self.shared.pending, deadline)?;
         envelope.header.correlation_id = guard.id();
@@ -364,7 +370,8 @@ impl<T: Transport> Client<T> {
         A: Serialize,
     {
         let span = tracing::debug_span!("rpc.notify", service = %service, method = %method);
-        let (deadline, envelope, _) = self.envelope(Kind::Oneway, service, method, &args)?;
+        let (deadline, envelope, _) =
+            self.envelope(Kind::Oneway, service, method, &args, clock::now())?;
         let send = self.shared.transport.send_oneway(envelope);
         tokio::time::timeout_at(deadline, send)
             .instrument(span)
@@ -373,13 +380,15 @@ impl<T: Transport> Client<T> {
             .map_err(RpcError::from)
     }
 
-    /// Builds the envelope of a call, and returns its deadline and trace.
+    /// Builds the envelope of a call made at `now`, and returns its
+    /// deadline and trace.
     fn envelope<A: Serialize + ?Sized>(
         &self,
         kind: Kind,
         service: &'static str,
         method: &'static str,
         args: &A,
+        now: Now,
     ) -> Result<(Instant, Envelope, TraceContext), RpcError> {
         let options = &self.options;
         if let Some(key) = options.metadata.reserved_key() {
@@ -396,7 +405,7 @@ impl<T: Transport> Client<T> {
         let (timeout, trace) = Context::with_current(|cx| {
             let inherited = cx.and_then(Context::remaining);
             let timeout = inherited.map_or(options.timeout, |left| left.min(options.timeout));
-            (timeout, trace::inject(&mut metadata, cx))
+            (timeout, trace::for_call(&mut metadata, cx))
         });
         let body = options
             .content_type
@@ -411,7 +420,6 @@ impl<T: Transport> Client<T> {
                 limit,
             });
         }
-        let now = clock::now();
         let mut header = Header::request(
             Name::from_static(service),
             Name::from_static(method),
@@ -421,6 +429,7 @@ impl<T: Transport> Client<T> {
         header.sent_at_ms = now.unix_ms;
         // Round up so a deadline is never earlier on the wire than here.
         header.deadline_ms = now.unix_ms + timeout.as_millis() as u64 + 1;
+        header.trace = Some(trace);
         header.metadata = metadata;
         // The call gives up when the wall clock reaches the deadline on the
         // wire (at most a millisecond after `timeout`), not before: then a

@@ -30,6 +30,7 @@ pub struct Context {
     method: Name,
     metadata: Metadata,
     trace: Option<TraceContext>,
+    caller_trace: Option<TraceContext>,
 }
 
 impl Context {
@@ -53,6 +54,7 @@ impl Context {
             method,
             metadata,
             trace: None,
+            caller_trace: None,
         }
     }
 
@@ -61,6 +63,19 @@ impl Context {
     pub fn with_trace(mut self, trace: TraceContext) -> Self {
         self.trace = Some(trace);
         self
+    }
+
+    /// This context, serving a call whose caller sent the trace context
+    /// `caller`.
+    pub(crate) fn with_caller_trace(mut self, caller: Option<TraceContext>) -> Self {
+        self.caller_trace = caller;
+        self
+    }
+
+    /// The trace context the caller sent (its `traceparent`), if it sent a
+    /// valid one; the handler's own [`trace`](Self::trace) is its child.
+    pub fn caller_trace(&self) -> Option<TraceContext> {
+        self.caller_trace
     }
 
     /// The handler's place in its trace: calls made from it continue this

@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 
 use crate::codec::ContentType;
 use crate::name::{Address, Name};
+use crate::trace::{TRACEPARENT, TraceContext};
 
 /// The wire protocol version this crate speaks. Envelopes of any other
 /// version are refused (see [`FrameError::UnsupportedVersion`](crate::FrameError)).
@@ -47,7 +48,11 @@ pub struct Header {
     pub content_type: ContentType,
     /// On replies: success, or the kind of failure with a message.
     pub status: Status,
-    /// Caller data (trace context, tenant, ...), string to string.
+    /// The call's place in a W3C trace. Every wire carries it as the
+    /// [`traceparent`](crate::trace::TRACEPARENT) metadata entry; kept apart
+    /// from [`metadata`](Self::metadata) so that it costs no allocation.
+    pub trace: Option<TraceContext>,
+    /// Caller data (`tracestate`, tenant, ...), string to string.
     pub metadata: Metadata,
 }
 
@@ -77,6 +82,7 @@ impl Header {
             sent_at_ms: 0,
             content_type,
             status: Status::Ok,
+            trace: None,
             metadata: Metadata::default(),
         }
     }
@@ -95,8 +101,41 @@ impl Header {
             sent_at_ms: now_ms(),
             content_type: self.content_type,
             status,
+            trace: None,
             metadata: Metadata::default(),
         }
+    }
+
+    /// The number of metadata entries on the wire: the metadata's, and
+    /// the trace context's `traceparent` (see
+    /// [`try_for_each_wire_entry`](Self::try_for_each_wire_entry)).
+    pub fn wire_metadata_len(&self) -> usize {
+        match self.trace {
+            Some(_) => {
+                1 + self.metadata.len() - usize::from(self.metadata.get(TRACEPARENT).is_some())
+            }
+            None => self.metadata.len(),
+        }
+    }
+
+    /// Calls `entry` with each metadata entry as the wire carries it: the
+    /// trace context first, as its `traceparent` entry, then the metadata
+    /// (where a `traceparent` of its own gives way to the trace context).
+    /// Stops at the first error.
+    pub fn try_for_each_wire_entry<E>(
+        &self,
+        mut entry: impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if let Some(trace) = &self.trace {
+            entry(TRACEPARENT, trace.traceparent().as_str())?;
+        }
+        for (key, value) in self.metadata.iter() {
+            if self.trace.is_some() && key == TRACEPARENT {
+                continue;
+            }
+            entry(key, value)?;
+        }
+        Ok(())
     }
 
     /// Time left before the deadline, or `None` when there is no deadline.
@@ -339,6 +378,12 @@ impl Metadata {
             .iter()
             .map(|(k, _)| k.as_ref())
             .find(|k| k.starts_with(Self::RESERVED_PREFIX))
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let at = self.entries().iter().position(|(k, _)| k == key)?;
+        Some(self.entries_mut().remove(at).1)
     }
 
     /// Removes every key under [`RESERVED_PREFIX`](Self::RESERVED_PREFIX);

@@ -44,6 +44,7 @@ use crate::codec::ContentType;
 use crate::envelope::{Envelope, ErrorKind, Header, Kind, Metadata, PROTOCOL_VERSION, Status};
 use crate::limits::Limits;
 use crate::name::{Address, Name};
+use crate::trace::{TRACEPARENT, TraceContext};
 
 /// Width of the length prefix that starts every frame.
 const LENGTH_PREFIX_LEN: usize = 4;
@@ -247,11 +248,13 @@ pub fn encode(
         }
     }
     put_bytes32(out, message.as_bytes());
-    put_u16(out, header.metadata.len() as u16);
-    for (key, value) in header.metadata.iter() {
+    put_u16(out, header.wire_metadata_len() as u16);
+    let written = header.try_for_each_wire_entry(|key, value| {
         put_str16(out, key);
         put_bytes32(out, value.as_bytes());
-    }
+        Ok::<(), std::convert::Infallible>(())
+    });
+    written.unwrap_or_else(|never| match never {});
     put_bytes32(out, &envelope.body);
     debug_assert_eq!(out.len() - start, size, "encoded_len disagrees with encode");
     Ok(())
@@ -261,7 +264,7 @@ pub fn encode(
 /// field against its length prefix and the frame against `limits`.
 fn encoded_len(envelope: &Envelope, limits: &FrameLimits) -> Result<usize, FrameError> {
     let header = &envelope.header;
-    let metadata_count = header.metadata.len();
+    let metadata_count = header.wire_metadata_len();
     if metadata_count > limits.max_metadata_entries {
         return Err(FrameError::TooManyMetadata {
             count: metadata_count,
@@ -280,10 +283,11 @@ fn encoded_len(envelope: &Envelope, limits: &FrameLimits) -> Result<usize, Frame
     if let Status::Error { message, .. } = &header.status {
         size += fit("status message", message.len(), u32::MAX as usize)?;
     }
-    for (key, value) in header.metadata.iter() {
+    header.try_for_each_wire_entry(|key, value| {
         size += 2 + fit("metadata key", key.len(), u16::MAX.into())?;
         size += 4 + fit("metadata value", value.len(), u32::MAX as usize)?;
-    }
+        Ok(())
+    })?;
     size += fit("body", envelope.body.len(), u32::MAX as usize)?;
 
     let limit = limits.max_message_size;
@@ -361,7 +365,7 @@ fn parse(frame: &mut Reader<'_>, limits: &FrameLimits) -> Result<Envelope, Frame
         None => Status::Ok,
     };
 
-    let metadata = parse_metadata(frame, limits)?;
+    let (trace, metadata) = parse_metadata(frame, limits)?;
     let body = frame.bytes32("body")?.to_vec();
     if !frame.rest.is_empty() {
         return Err(FrameError::TrailingBytes {
@@ -380,13 +384,19 @@ fn parse(frame: &mut Reader<'_>, limits: &FrameLimits) -> Result<Envelope, Frame
             sent_at_ms,
             content_type,
             status,
+            trace,
             metadata,
         },
         body,
     })
 }
 
-fn parse_metadata(frame: &mut Reader<'_>, limits: &FrameLimits) -> Result<Metadata, FrameError> {
+/// The metadata entries: a valid `traceparent` as the trace context, the
+/// rest as metadata.
+fn parse_metadata(
+    frame: &mut Reader<'_>,
+    limits: &FrameLimits,
+) -> Result<(Option<TraceContext>, Metadata), FrameError> {
     let count = usize::from(frame.u16("metadata count")?);
     // Checked before the loop: the duplicate check below is quadratic, and
     // this bound is what keeps it cheap.
@@ -397,17 +407,24 @@ fn parse_metadata(frame: &mut Reader<'_>, limits: &FrameLimits) -> Result<Metada
         });
     }
     let mut metadata = Metadata::new();
+    let mut trace = None;
     for _ in 0..count {
         let key = frame.str16("metadata key")?;
         let value = frame.str32("metadata value")?;
         // `Metadata::insert` would silently keep the last value; a sender
         // that wrote a key twice is broken or probing, so refuse the frame.
-        if metadata.get(key).is_some() {
+        if metadata.get(key).is_some() || (trace.is_some() && key == TRACEPARENT) {
             return Err(FrameError::DuplicateMetadataKey);
         }
-        metadata.insert(key, value);
+        // Only as the first entry, where the encoder writes it: anywhere
+        // else it stays metadata, so that the frame encodes back to the
+        // same bytes.
+        match TraceContext::from_wire_entry(key, value).filter(|_| metadata.is_empty()) {
+            Some(sent) if trace.is_none() => trace = Some(sent),
+            _ => metadata.insert(key, value),
+        }
     }
-    Ok(metadata)
+    Ok((trace, metadata))
 }
 
 /// A cursor over the bytes of one frame. Every read checks the bytes left
@@ -560,6 +577,51 @@ mod tests {
         let wire = encoded(&reply);
         assert_eq!(wire[7], ErrorKind::NoSuchMethod.code());
         assert_eq!(decode_default(&wire), Ok((reply, wire.len())));
+    }
+
+    #[test]
+    fn the_trace_context_travels_as_the_first_metadata_entry() {
+        let (mut envelope, _) = sample();
+        let trace = TraceContext::new_root();
+        envelope.header.trace = Some(trace);
+        let wire = encoded(&envelope);
+        let entry = [
+            &(TRACEPARENT.len() as u16).to_be_bytes()[..],
+            TRACEPARENT.as_bytes(),
+            &55u32.to_be_bytes(),
+            trace.traceparent().as_str().as_bytes(),
+        ]
+        .concat();
+        let at = wire
+            .windows(entry.len())
+            .position(|w| w == entry)
+            .expect("a traceparent entry");
+        assert_eq!(&wire[at - 2..at], &2u16.to_be_bytes(), "two entries");
+        assert_eq!(decode_default(&wire), Ok((envelope.clone(), wire.len())));
+
+        // A foreign sender's traceparent after other metadata (or in a form
+        // of its own) stays metadata: the frame encodes back to the same
+        // bytes, and the server still reads it (`trace::caller`).
+        let mut foreign = envelope.clone();
+        foreign.header.trace = None;
+        foreign.header.metadata = Metadata::new();
+        foreign.header.metadata.insert("k", "v");
+        foreign
+            .header
+            .metadata
+            .insert(TRACEPARENT, trace.to_traceparent());
+        let wire = encoded(&foreign);
+        let (decoded, _) = decode_default(&wire).unwrap();
+        assert_eq!(decoded.header.trace, None);
+        assert_eq!(decoded, foreign);
+        assert_eq!(encoded(&decoded), wire);
+
+        // Both at once: the header's wins, the entry is written once.
+        let mut both = envelope.clone();
+        both.header.metadata.insert(TRACEPARENT, "00-abc-def-01");
+        let (decoded, _) = decode_default(&encoded(&both)).unwrap();
+        assert_eq!(decoded.header.trace, Some(trace));
+        assert_eq!(decoded.header.metadata.get(TRACEPARENT), None);
     }
 
     #[test]

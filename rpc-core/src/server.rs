@@ -482,7 +482,8 @@ impl<S: Service> CallShared<S> {
         {
             return Either::Right(responder.clone().answer(delivery));
         }
-        let (caller, trace) = trace::serving(&header.metadata);
+        let caller = trace::caller(header);
+        let trace = trace::serving(caller);
         let span = tracing::debug_span!(
             "rpc.serve",
             service = %header.service,
@@ -519,7 +520,9 @@ impl<S: Service> CallShared<S> {
         trace: TraceContext,
     ) -> impl Future<Output = ()> {
         async move {
-            let meter = self.meter.start(request.method());
+            let meter = self
+                .meter
+                .start(request.method(), tokio::time::Instant::now());
             // Tracked when received: a fabric that tracks deliveries may
             // deliver this request again, and its answer is kept for that.
             let redeliverable = request.delivery_ref().is_tracked();
@@ -600,7 +603,8 @@ impl<S: Service> CallShared<S> {
             };
         }
         // One reading of the clock serves both the expiry check and the
-        // handler's deadline.
+        // handler's deadline. (Not the meter's as well: passed in, it would
+        // be one more value the call's future holds and copies.)
         let now = clock::now();
         let remaining = now.until(header.deadline_ms);
         if remaining == Some(Duration::ZERO) {
@@ -621,7 +625,9 @@ impl<S: Service> CallShared<S> {
         } else {
             Some(deadline)
         };
-        let context = context_of(request, deadline).with_trace(trace);
+        let context = context_of(request, deadline)
+            .with_trace(trace)
+            .with_caller_trace(trace::caller(request.header()));
         let run = AssertUnwindSafe(context.scope(self.service.call(request)));
         let handler = run.catch_unwind();
         let finished = match cut_at {

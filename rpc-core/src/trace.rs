@@ -17,7 +17,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::context::Context;
-use crate::envelope::Metadata;
+use crate::envelope::{Header, Metadata};
 
 /// The metadata key of the W3C `traceparent`.
 pub const TRACEPARENT: &str = "traceparent";
@@ -109,18 +109,41 @@ impl TraceContext {
         })
     }
 
-    /// The `traceparent` value (version `00`).
-    pub fn to_traceparent(&self) -> String {
-        // Written into a buffer, then one allocation: no formatting
-        // machinery, no per-character pushes (this runs on every call).
+    /// The `traceparent` value (version `00`), written into a buffer of
+    /// its own: what a transport puts on the wire costs no allocation.
+    pub fn traceparent(&self) -> Traceparent {
+        // No formatting machinery, no per-character pushes: this runs on
+        // every call.
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
         out[3..19].copy_from_slice(&hex_digits((self.trace_id >> 64) as u64));
         out[19..35].copy_from_slice(&hex_digits(self.trace_id as u64));
         out[36..52].copy_from_slice(&hex_digits(self.span_id));
         out[54] = if self.sampled { b'1' } else { b'0' };
-        std::str::from_utf8(&out)
-            .expect("only hex digits and dashes")
-            .to_owned()
+        Traceparent(out)
+    }
+
+    /// The `traceparent` value (version `00`) as a `String`.
+    pub fn to_traceparent(&self) -> String {
+        self.traceparent().as_str().to_owned()
+    }
+
+    /// The trace context of one metadata entry read off the wire: `Some`
+    /// for a [`TRACEPARENT`] entry exactly as [`traceparent`](Self::traceparent)
+    /// writes it, which a decoder puts in [`Header::trace`](crate::Header::trace)
+    /// rather than in the metadata. Any other stays metadata, as sent (a
+    /// server still continues a valid one's trace: see
+    /// [`caller`]); so an envelope decoded and encoded again
+    /// carries the same bytes.
+    pub fn from_wire_entry(key: &str, value: &str) -> Option<Self> {
+        // As written: version `00` at its exact length (which `parse` reads
+        // in lower-case hex only) with no flag but `sampled`.
+        let as_written = value.len() == TRACEPARENT_LEN
+            && value.starts_with("00-")
+            && matches!(&value[TRACEPARENT_LEN - 2..], "00" | "01");
+        if key != TRACEPARENT || !as_written {
+            return None;
+        }
+        Self::parse(value)
     }
 
     /// The trace id as 32 hex digits, formatted when displayed.
@@ -136,7 +159,31 @@ impl TraceContext {
 
 impl fmt::Debug for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_traceparent())
+        f.write_str(self.traceparent().as_str())
+    }
+}
+
+/// A `traceparent` value in a buffer of its own (see
+/// [`TraceContext::traceparent`]).
+#[derive(Clone, Copy)]
+pub struct Traceparent([u8; TRACEPARENT_LEN]);
+
+impl Traceparent {
+    /// The value as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("only hex digits and dashes")
+    }
+}
+
+impl fmt::Display for Traceparent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Traceparent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -225,22 +272,36 @@ fn is_lower_hex(text: &str) -> bool {
     text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// The trace a request's handler runs in: a child of the caller's, or a
-/// new trace when the caller sent none (or an invalid one).
-/// Also returns the caller's, when it sent a valid one.
-pub(crate) fn serving(metadata: &Metadata) -> (Option<TraceContext>, TraceContext) {
-    let caller = metadata.get(TRACEPARENT).and_then(TraceContext::parse);
-    let own = caller.map_or_else(TraceContext::new_root, |parent| parent.child());
-    (caller, own)
+/// The trace context a request's caller sent: its header's, or a
+/// `traceparent` in its metadata (one a foreign client wrote in a form of
+/// its own, which decoders leave there).
+pub fn caller(header: &Header) -> Option<TraceContext> {
+    header.trace.or_else(|| {
+        header
+            .metadata
+            .get(TRACEPARENT)
+            .and_then(TraceContext::parse)
+    })
 }
 
-/// Writes a call's trace into its metadata: the caller's own `traceparent`
-/// when it set one, else a child of `parent` (the handler the call is made
-/// from, whose `tracestate` is passed on), else a new trace. Returns the
-/// call's trace.
-pub(crate) fn inject(metadata: &mut Metadata, parent: Option<&Context>) -> TraceContext {
-    if let Some(set) = metadata.get(TRACEPARENT).and_then(TraceContext::parse) {
-        return set;
+/// The trace a request's handler runs in: a child of the caller's, or a
+/// new trace when the caller sent none (or an invalid one).
+pub(crate) fn serving(caller: Option<TraceContext>) -> TraceContext {
+    caller.map_or_else(TraceContext::new_root, |parent| parent.child())
+}
+
+/// A call's trace, for its header's [`trace`](crate::Header::trace): the
+/// caller's own `traceparent` when it set one in the metadata (taken out of
+/// it: the header carries it), else a child of `parent` (the handler the
+/// call is made from, whose `tracestate` is passed on), else a new trace.
+pub(crate) fn for_call(metadata: &mut Metadata, parent: Option<&Context>) -> TraceContext {
+    if metadata.get(TRACEPARENT).is_some() {
+        let set = metadata
+            .remove(TRACEPARENT)
+            .and_then(|v| TraceContext::parse(&v));
+        if let Some(set) = set {
+            return set;
+        }
     }
     let parent = parent.and_then(|cx| {
         if let Some(state) = cx.metadata().get(TRACESTATE)
@@ -250,13 +311,11 @@ pub(crate) fn inject(metadata: &mut Metadata, parent: Option<&Context>) -> Trace
         }
         cx.trace()
     });
-    let call = crate::trace_otel::current().unwrap_or_else(|| {
+    crate::trace_otel::current().unwrap_or_else(|| {
         parent
             .as_ref()
             .map_or_else(TraceContext::new_root, TraceContext::child)
-    });
-    metadata.insert_static(TRACEPARENT, call.to_traceparent());
-    call
+    })
 }
 
 /// A random non-zero id, from a per-thread generator (wyrand) seeded by
@@ -356,17 +415,59 @@ mod tests {
     }
 
     #[test]
-    fn a_caller_set_traceparent_is_kept() {
+    fn a_caller_set_traceparent_is_kept_and_moves_to_the_header() {
         let mut metadata = Metadata::new();
         let set = TraceContext::new_root();
         metadata.insert(TRACEPARENT, set.to_traceparent());
-        assert_eq!(inject(&mut metadata, None), set);
+        assert_eq!(for_call(&mut metadata, None), set);
+        assert_eq!(metadata.get(TRACEPARENT), None);
         let parent = TraceContext::new_root();
         let mut fresh = Metadata::new();
         let handler =
             Context::new(None, 1, "s".into(), "m".into(), Metadata::new()).with_trace(parent);
-        let call = inject(&mut fresh, Some(&handler));
+        let call = for_call(&mut fresh, Some(&handler));
         assert_eq!(call.trace_id, parent.trace_id);
-        assert_eq!(serving(&fresh).1.trace_id, parent.trace_id);
+        assert_eq!(serving(Some(call)).trace_id, parent.trace_id);
+        assert!(fresh.is_empty());
+    }
+
+    #[test]
+    fn only_a_valid_traceparent_entry_is_a_trace() {
+        let good = TraceContext::new_root();
+        let text = good.traceparent();
+        assert_eq!(
+            TraceContext::from_wire_entry(TRACEPARENT, text.as_str()),
+            Some(good)
+        );
+        assert_eq!(TraceContext::from_wire_entry("tenant", text.as_str()), None);
+        assert_eq!(
+            TraceContext::from_wire_entry(TRACEPARENT, "00-abc-def-01"),
+            None
+        );
+        // Valid, but not as this crate writes it: stays metadata, which the
+        // server still reads.
+        let later = format!("cc{}-extra", &text.as_str()[2..]);
+        assert_eq!(TraceContext::from_wire_entry(TRACEPARENT, &later), None);
+        let other_flags = format!("{}03", &text.as_str()[..53]);
+        assert_eq!(
+            TraceContext::from_wire_entry(TRACEPARENT, &other_flags),
+            None
+        );
+        assert!(TraceContext::parse(&other_flags).is_some());
+        let unsampled = TraceContext {
+            sampled: false,
+            ..good
+        };
+        let unsampled_text = unsampled.to_traceparent();
+        assert_eq!(
+            TraceContext::from_wire_entry(TRACEPARENT, &unsampled_text),
+            Some(unsampled)
+        );
+        let mut header = Header::request("s".into(), "m".into(), Default::default());
+        header.metadata.insert(TRACEPARENT, later);
+        assert_eq!(caller(&header), Some(good));
+        header.trace = Some(good.child());
+        assert_eq!(caller(&header), header.trace);
+        assert_eq!(format!("{text}"), good.to_traceparent());
     }
 }

@@ -8,6 +8,7 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use rpc_core::frame::{self, FrameError, FrameLimits};
+use rpc_core::trace::TraceContext;
 use rpc_core::{Address, ContentType, Envelope, ErrorKind, Header, Kind, Metadata, Name, Status};
 
 // Every assigned code, read off the enums, so a new kind or error kind is
@@ -54,6 +55,16 @@ fn metadata() -> impl Strategy<Value = Metadata> {
     vec((key, text()), 0..5).prop_map(Metadata::from_iter)
 }
 
+fn trace() -> impl Strategy<Value = Option<TraceContext>> {
+    proptest::option::of((1..=u128::MAX, 1..=u64::MAX, any::<bool>()).prop_map(
+        |(trace_id, span_id, sampled)| TraceContext {
+            trace_id,
+            span_id,
+            sampled,
+        },
+    ))
+}
+
 fn envelope() -> impl Strategy<Value = Envelope> {
     (
         (
@@ -68,6 +79,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
             any::<u64>(),
             content_type(),
             status(),
+            trace(),
             metadata(),
         ),
         vec(any::<u8>(), 0..64),
@@ -75,7 +87,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         .prop_map(
             |(
                 (kind, correlation_id, service, method, reply_to),
-                (deadline_ms, sent_at_ms, content_type, status, metadata),
+                (deadline_ms, sent_at_ms, content_type, status, trace, metadata),
                 body,
             )| Envelope {
                 header: Header {
@@ -88,6 +100,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                     sent_at_ms,
                     content_type,
                     status,
+                    trace,
                     metadata,
                 },
                 body,

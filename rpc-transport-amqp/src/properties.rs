@@ -9,6 +9,7 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use rpc_core::envelope::now_ms;
 use rpc_core::limits::{self, MetadataError};
+use rpc_core::trace::TraceContext;
 use rpc_core::{ContentType, Envelope, ErrorKind, Header, Kind, Metadata, Name, Status};
 
 /// Header key of the protocol version (an integer; absent means 1). Not
@@ -150,14 +151,15 @@ pub fn encode(header: &Header, reply_to: Option<&str>) -> Result<BasicProperties
             AMQPValue::LongString(message.as_str().into()),
         );
     }
-    limits::check_metadata_count(header.metadata.len())?;
-    for (key, value) in header.metadata.iter() {
+    limits::check_metadata_count(header.wire_metadata_len())?;
+    header.try_for_each_wire_entry(|key, value| {
         limits::check_metadata_entry(key, value)?;
         headers.insert(
             short("metadata key", key)?,
             AMQPValue::LongString(value.into()),
         );
-    }
+        Ok::<_, PropertiesError>(())
+    })?;
 
     let mut props = BasicProperties::default()
         .with_correlation_id(ShortString::from(header.correlation_id.to_string()))
@@ -310,6 +312,7 @@ pub fn decode(
         }
     };
     let mut metadata = Metadata::new();
+    let mut trace = None;
     for (key, value) in headers.inner() {
         let key = key.as_str();
         if key.starts_with(RESERVED_PREFIX) {
@@ -323,7 +326,11 @@ pub fn decode(
         if metadata.len() == MAX_METADATA_ENTRIES {
             return Err(PropertiesError::TooManyEntries(headers.inner().len()));
         }
-        metadata.insert(key, text_limited("metadata value", value)?);
+        let value = text_limited("metadata value", value)?;
+        match TraceContext::from_wire_entry(key, &value) {
+            Some(sent) => trace = Some(sent),
+            None => metadata.insert(key, value),
+        }
     }
     // The broker refuses a publish whose user_id is not the connection's
     // user, so on a request queue it is who sent the request. Replies carry
@@ -344,6 +351,7 @@ pub fn decode(
             sent_at_ms,
             content_type,
             status,
+            trace,
             metadata,
         },
         body,
@@ -447,7 +455,8 @@ mod tests {
         header.reply_to = Some(rpc_core::Address::new("reply.q"));
         header.sent_at_ms = 1_700_000_000_000;
         header.deadline_ms = now_ms() + 5_000;
-        header.metadata.insert("traceparent", "00-abc-def-01");
+        header.trace = Some(TraceContext::new_root());
+        header.metadata.insert("tenant", "acme");
         header
     }
 
@@ -483,6 +492,36 @@ mod tests {
     }
 
     #[test]
+    fn a_traceparent_header_is_the_trace_context_when_it_reads_as_written() {
+        let trace = TraceContext::new_root();
+        let mut header = request();
+        header.trace = Some(trace);
+        let props = encode(&header, Some("reply.q")).unwrap();
+        let table = props.headers().as_ref().unwrap();
+        assert_eq!(
+            table.inner().get("traceparent"),
+            Some(&long(trace.traceparent().as_str()))
+        );
+        let service = Name::from_static("calc");
+        let arrival = Arrival::RequestQueue { service: &service };
+        let back = decode(&props, Vec::new(), arrival).unwrap();
+        assert_eq!(back.header.trace, Some(trace));
+        assert_eq!(back.header.metadata.get("traceparent"), None);
+
+        // A foreign client's value in a form of its own stays metadata.
+        let mut table = table.clone();
+        let upper = trace.to_traceparent().replacen("00-", "01-", 1);
+        table.insert("traceparent".into(), long(&upper));
+        let foreign = props.clone().with_headers(table);
+        let back = decode(&foreign, Vec::new(), arrival).unwrap();
+        assert_eq!(back.header.trace, None);
+        assert_eq!(
+            back.header.metadata.get("traceparent"),
+            Some(upper.as_str())
+        );
+    }
+
+    #[test]
     fn an_error_reply_round_trips() {
         let mut header = request().reply(Status::Error {
             kind: ErrorKind::Remote,
@@ -509,7 +548,7 @@ mod tests {
         let headers = props.headers().as_ref().expect("deadline and metadata");
         let mut keys: Vec<&str> = headers.inner().keys().map(|k| k.as_str()).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["traceparent", DEADLINE_HEADER]);
+        assert_eq!(keys, ["tenant", "traceparent", DEADLINE_HEADER]);
         assert!(props.message_id().is_none(), "nothing reads it: {props:?}");
 
         let ok = request().reply(Status::Ok);

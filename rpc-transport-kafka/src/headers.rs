@@ -5,6 +5,7 @@
 //! Caller metadata travels as `rpc-meta-<key>` headers.
 
 use rdkafka::message::{Header as KafkaHeader, Headers, OwnedHeaders};
+use rpc_core::trace::{TRACEPARENT, TraceContext};
 use rpc_core::{Address, ContentType, ErrorKind, Header, Kind, Metadata, Name, Status};
 
 /// The protocol version (`1`).
@@ -31,6 +32,8 @@ pub const STATUS: &str = "rpc-status";
 pub const ERROR: &str = "rpc-error";
 /// Prefix of one caller metadata entry.
 pub const META_PREFIX: &str = "rpc-meta-";
+/// The trace context's header: the `traceparent` metadata entry's.
+const META_TRACEPARENT: &str = "rpc-meta-traceparent";
 
 /// Why a record's headers are not an envelope header.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +68,7 @@ pub enum Source<'a> {
 /// clients parse costs: ten of them per request halved what tansu carried
 /// at 256 calls in flight.
 pub fn encode(header: &Header) -> OwnedHeaders {
-    let mut out = OwnedHeaders::new_with_capacity(5 + header.metadata.len());
+    let mut out = OwnedHeaders::new_with_capacity(5 + header.wire_metadata_len());
     let mut put = |key: &str, value: &str| {
         out = std::mem::take(&mut out).insert(KafkaHeader {
             key,
@@ -102,9 +105,14 @@ pub fn encode(header: &Header) -> OwnedHeaders {
         put(STATUS, kind.as_str());
         put(ERROR, message);
     }
-    for (key, value) in header.metadata.iter() {
-        put(&format!("{META_PREFIX}{key}"), value);
-    }
+    let written = header.try_for_each_wire_entry(|key, value| {
+        match key {
+            TRACEPARENT => put(META_TRACEPARENT, value),
+            key => put(&format!("{META_PREFIX}{key}"), value),
+        }
+        Ok::<(), std::convert::Infallible>(())
+    });
+    written.unwrap_or_else(|never| match never {});
     out
 }
 
@@ -115,6 +123,7 @@ pub fn encode(header: &Header) -> OwnedHeaders {
 pub fn decode<H: Headers>(headers: Option<&H>, source: Source<'_>) -> Result<Header, HeadersError> {
     let mut fields = Fields::default();
     let mut metadata = Metadata::default();
+    let mut trace = None;
     if let Some(headers) = headers {
         for h in headers.iter() {
             let value = match h.value {
@@ -135,7 +144,10 @@ pub fn decode<H: Headers>(headers: Option<&H>, source: Source<'_>) -> Result<Hea
                 ERROR => fields.error = Some(value),
                 key => {
                     if let Some(name) = key.strip_prefix(META_PREFIX) {
-                        metadata.insert(name, value);
+                        match TraceContext::from_wire_entry(name, value) {
+                            Some(sent) => trace = Some(sent),
+                            None => metadata.insert(name, value),
+                        }
                     }
                 }
             }
@@ -186,6 +198,7 @@ pub fn decode<H: Headers>(headers: Option<&H>, source: Source<'_>) -> Result<Hea
             Some(mime) => ContentType::from_mime(mime).ok_or(HeadersError::Bad(CONTENT_TYPE))?,
         },
         status,
+        trace,
         metadata,
     })
 }
@@ -242,6 +255,7 @@ mod tests {
         header.correlation_id = 42;
         header.reply_to = Some(Address::new("rpc.reply.x"));
         header.deadline_ms = 1_700_000_000_123;
+        header.trace = Some(TraceContext::new_root());
         header.metadata.insert("tenant", "acme");
         header
     }
@@ -262,6 +276,7 @@ mod tests {
                 REPLY_TO,
                 DEADLINE_MS,
                 CONTENT_TYPE,
+                META_TRACEPARENT,
                 "rpc-meta-tenant"
             ]
         );

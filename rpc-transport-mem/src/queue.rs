@@ -40,6 +40,10 @@ struct QueueState {
 }
 
 /// What a consumer's poll found.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a message is the usual answer, moved once; boxing it would allocate per call"
+)]
 pub(crate) enum Take {
     /// The next message, now this consumer's.
     Message(Envelope),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use rpc_core::limits::{self, MetadataError};
+use rpc_core::trace::{TRACEPARENT, TraceContext};
 use rpc_core::{Address, ContentType, Envelope, ErrorKind, Header, Kind, Metadata, Name, Status};
 
 /// Header of the protocol version (absent means 1). Not written while the
@@ -162,16 +163,19 @@ fn encode_common(header: &Header, map: &mut HeaderMap) -> Result<(), HeadersErro
     if header.content_type != ContentType::Json {
         map.insert(static_name(CONTENT_TYPE_HEADER), header.content_type.mime());
     }
-    limits::check_metadata_count(header.metadata.len())?;
-    for (key, val) in header.metadata.iter() {
+    limits::check_metadata_count(header.wire_metadata_len())?;
+    header.try_for_each_wire_entry(|key, val| {
         limits::check_metadata_entry(key, val)?;
-        let name = HeaderName::try_from(key).map_err(|_| HeadersError::BadMetadata(key.into()))?;
+        let name = match key {
+            TRACEPARENT => static_name(TRACEPARENT),
+            key => HeaderName::try_from(key).map_err(|_| HeadersError::BadMetadata(key.into()))?,
+        };
         let val: HeaderValue = val
             .parse()
             .map_err(|_| HeadersError::BadMetadata(key.into()))?;
         map.insert(name, val);
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// One of our header names, without the copy a name from text costs.
@@ -221,6 +225,7 @@ struct Fields<'a> {
     deadline: Option<&'a str>,
     status: Option<&'a str>,
     error: Option<&'a str>,
+    trace: Option<TraceContext>,
     metadata: Metadata,
 }
 
@@ -277,7 +282,10 @@ impl<'a> Fields<'a> {
         }
         // Reserved keys were skipped above: this checks the length.
         limits::check_metadata_entry(key, value.as_str())?;
-        self.metadata.insert(key, value.as_str());
+        match TraceContext::from_wire_entry(key, value.as_str()) {
+            Some(sent) => self.trace = Some(sent),
+            None => self.metadata.insert(key, value.as_str()),
+        }
         Ok(())
     }
 }
@@ -376,6 +384,7 @@ pub fn decode(
             sent_at_ms: 0,
             content_type,
             status,
+            trace: fields.trace,
             metadata: fields.metadata,
         },
         body,
@@ -391,7 +400,8 @@ mod tests {
         header.correlation_id = 42;
         header.reply_to = Some(Address::new("_INBOX.abc.42"));
         header.deadline_ms = 1_900_000_000_000;
-        header.metadata.insert("traceparent", "00-abc-def-01");
+        header.trace = Some(TraceContext::new_root());
+        header.metadata.insert("tenant", "acme");
         header
     }
 
@@ -413,6 +423,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(back.header, header);
+        let trace = header.trace.unwrap();
+        assert_eq!(
+            map.get(TRACEPARENT).map(HeaderValue::as_str),
+            Some(trace.traceparent().as_str())
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! One trace across a client, a server that calls a second service, and
-//! that second service: W3C `traceparent` travels in the metadata, each
+//! that second service: W3C `traceparent` travels with each call, each
 //! server continues its caller's trace in a span of its own. On the memory
 //! transport and over AMQP.
 
@@ -25,10 +25,9 @@ impl Seen {
         let cx = Context::current().expect("in a handler");
         Seen {
             caller: cx
-                .metadata()
-                .get(TRACEPARENT)
-                .unwrap_or_default()
-                .to_owned(),
+                .caller_trace()
+                .map(|caller| caller.to_traceparent())
+                .unwrap_or_default(),
             state: cx.metadata().get(TRACESTATE).map(str::to_owned),
             own: cx
                 .trace()

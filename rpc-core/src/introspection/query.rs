@@ -29,7 +29,9 @@ pub struct Introspector<T: Transport> {
 }
 
 enum Event {
-    Answer(Envelope),
+    /// Boxed: queries are rare, and the channel's slots take the size of
+    /// the largest variant.
+    Answer(Box<Envelope>),
     Lost,
 }
 
@@ -37,7 +39,7 @@ struct Gather(mpsc::UnboundedSender<Event>);
 
 impl ReplyHandler for Gather {
     fn deliver(&self, envelope: Envelope) {
-        let _ = self.0.send(Event::Answer(envelope));
+        let _ = self.0.send(Event::Answer(Box::new(envelope)));
     }
     fn connection_lost(&self) {
         let _ = self.0.send(Event::Lost);

@@ -40,8 +40,13 @@ pub(crate) struct MethodMeter {
 }
 
 impl ClientMeters {
-    /// Counts a call to `service.method` as started.
-    pub(crate) fn start(&self, service: &'static str, method: &'static str) -> CallMeter<'_> {
+    /// Counts a call to `service.method`, started at `started`, as started.
+    pub(crate) fn start(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        started: tokio::time::Instant,
+    ) -> CallMeter<'_> {
         let meter = match self.find(service, method) {
             Some(meter) => meter,
             None => self.add(service, method),
@@ -50,7 +55,7 @@ impl ClientMeters {
         meter.in_flight.increment(1.0);
         CallMeter {
             meter,
-            started: Instant::now(),
+            started: started.into_std(),
             finished: AtomicBool::new(false),
         }
     }

@@ -59,9 +59,9 @@ impl ServerMeter {
         }
     }
 
-    /// Counts a request to `method` as started; the returned meter counts
-    /// it as finished.
-    pub(crate) fn start(&self, method: &str) -> CallMeter<'_> {
+    /// Counts a request to `method`, taken at `started`, as started; the
+    /// returned meter counts it as finished.
+    pub(crate) fn start(&self, method: &str, started: tokio::time::Instant) -> CallMeter<'_> {
         let meter = self
             .methods
             .iter()
@@ -72,7 +72,7 @@ impl ServerMeter {
         meter.in_flight.fetch_add(1, Ordering::Relaxed);
         CallMeter {
             meter,
-            started: Instant::now(),
+            started: started.into_std(),
         }
     }
 
