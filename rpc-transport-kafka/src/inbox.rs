@@ -20,6 +20,7 @@ use rpc_core::transport::ReplySink;
 use rpc_core::{Envelope, TransportError};
 
 use crate::headers;
+use crate::offsets::gaps;
 use crate::session::{Context, Detached, Session};
 use crate::transport::Shared;
 
@@ -105,6 +106,10 @@ async fn pump(
     session: Arc<Session>,
     consumer: Detached<StreamConsumer<Context>>,
 ) {
+    let topic: Arc<str> = shared.reply_to.as_str().into();
+    // The offset the fetch should hand out next: where it was assigned (a
+    // topic just made starts at 0).
+    let mut expected = shared.reply_next_offset.load(Ordering::Acquire).max(0);
     loop {
         let received = tokio::select! {
             received = consumer.recv() => received,
@@ -113,22 +118,25 @@ async fn pump(
         };
         match received {
             Ok(message) => {
+                let offset = message.offset();
                 shared
                     .reply_next_offset
-                    .store(message.offset() + 1, Ordering::Release);
-                let inbox = message
-                    .key()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .and_then(|k| k.parse::<u64>().ok())
-                    .and_then(|id| shared.inbox(id));
-                let Some(sink) = inbox else { continue };
-                match headers::decode(message.headers(), headers::Source::Replies) {
-                    Ok(header) => sink.deliver(Envelope {
-                        header,
-                        body: message.payload().unwrap_or_default().to_vec(),
-                    }),
-                    Err(error) => tracing::debug!(%error, "unreadable reply dropped"),
+                    .store(offset + 1, Ordering::Release);
+                // Every server of a call's service writes this topic, at
+                // once, so the fetch can skip a reply not readable yet
+                // (`offsets/gaps.rs`): it is read again on the side, and
+                // handed over from there.
+                if let Some(gap) = gaps::skipped(expected, offset) {
+                    let read = gaps::read(shared.clone(), session.clone(), topic.clone(), 0, gap);
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        for record in read.await.records {
+                            hand_over(&shared, &record);
+                        }
+                    });
                 }
+                expected = offset + 1;
+                hand_over(&shared, &message);
             }
             Err(error) => tracing::debug!(%error, "reply consumer"),
         }
@@ -137,5 +145,24 @@ async fn pump(
     // fetch from a restarted broker).
     if let Err(error) = consumer.unassign() {
         tracing::debug!(%error, "could not unassign the reply topic");
+    }
+}
+
+/// Hands one reply record to the inbox its key names; one for an inbox
+/// closed since is dropped.
+fn hand_over<M: Message>(shared: &Shared, message: &M) {
+    tracing::trace!(offset = message.offset(), "reply received");
+    let inbox = message
+        .key()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .and_then(|k| k.parse::<u64>().ok())
+        .and_then(|id| shared.inbox(id));
+    let Some(sink) = inbox else { return };
+    match headers::decode(message.headers(), headers::Source::Replies) {
+        Ok(header) => sink.deliver(Envelope {
+            header,
+            body: message.payload().unwrap_or_default().to_vec(),
+        }),
+        Err(error) => tracing::debug!(%error, "unreadable reply dropped"),
     }
 }

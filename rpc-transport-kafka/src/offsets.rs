@@ -1,12 +1,16 @@
 //! Offsets in flight per partition, and the commits they allow.
 //!
 //! A commit of position `p` on a partition says every record before `p` is
-//! done. So a partition commits up to the lowest offset still in flight (or
-//! just past the highest received when none is): a request settled out of
-//! order waits, uncommitted, for the ones before it. A crash redelivers
+//! done. So a partition commits up to the lowest offset still in flight or
+//! skipped by the fetch and not yet read again (`gaps.rs`), or just past the
+//! highest received when there is none: a request settled out of order
+//! waits, uncommitted, for the ones before it. A crash redelivers
 //! everything past the committed position, which is at-least-once.
 
+pub(crate) mod gaps;
+
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -28,10 +32,89 @@ pub(crate) struct Offsets {
 
 struct Partition {
     in_flight: BTreeSet<i64>,
-    /// One past the highest offset received.
+    /// Offsets the fetch skipped, being read again (`gaps.rs`): a commit
+    /// must not pass them.
+    skipped: BTreeSet<i64>,
+    /// One past the highest offset received: the next the fetch should
+    /// hand out.
     next: i64,
+    /// The assignment (a count of them, see [`Offsets::started`]) the fetch
+    /// position was last learnt in; 0: never.
+    assignment: u64,
     /// The position last committed, watched by at-most-once settlements.
     committed: watch::Sender<i64>,
+}
+
+impl Partition {
+    fn new(start: i64) -> Self {
+        Partition {
+            in_flight: BTreeSet::new(),
+            skipped: BTreeSet::new(),
+            next: start,
+            assignment: 0,
+            committed: watch::Sender::new(start),
+        }
+    }
+
+    /// The fetch starts (again) at `start`.
+    fn start(&mut self, assignment: u64, start: i64) {
+        self.assignment = assignment;
+        self.next = start;
+        self.skipped.retain(|&offset| offset >= start);
+    }
+
+    /// A record came from the fetch; returns the offsets it skipped.
+    fn receive(&mut self, offset: i64) -> Option<Range<i64>> {
+        let gap = gaps::skipped(self.next, offset);
+        if let Some(gap) = &gap {
+            self.skipped.extend(gap.clone());
+        }
+        // Fetched again after a rebalance: no longer skipped.
+        self.skipped.remove(&offset);
+        self.in_flight.insert(offset);
+        self.next = self.next.max(offset + 1);
+        gap
+    }
+
+    /// A skipped record was read again; false when no longer wanted.
+    fn fill(&mut self, offset: i64) -> bool {
+        let wanted = self.skipped.remove(&offset);
+        if wanted {
+            self.in_flight.insert(offset);
+        }
+        wanted
+    }
+
+    /// Where a commit may go now: not past anything still in flight or
+    /// skipped.
+    fn position(&self) -> i64 {
+        let in_flight = self.in_flight.first().copied().unwrap_or(self.next);
+        let skipped = self.skipped.first().copied().unwrap_or(self.next);
+        in_flight.min(skipped)
+    }
+
+    /// A record is done with; returns the position to commit if it moved.
+    fn settle(&mut self, offset: i64) -> Option<i64> {
+        if !self.in_flight.remove(&offset) {
+            return None;
+        }
+        self.advance()
+    }
+
+    /// Raises the committed position to where a commit may go; returns it
+    /// if it moved.
+    fn advance(&mut self) -> Option<i64> {
+        let position = self.position();
+        let moved = self.committed.send_if_modified(|committed| {
+            if position > *committed {
+                *committed = position;
+                true
+            } else {
+                false
+            }
+        });
+        moved.then_some(position)
+    }
 }
 
 impl Offsets {
@@ -43,16 +126,62 @@ impl Offsets {
         }
     }
 
-    /// A record was received and is now in flight.
-    pub(crate) fn received(&self, partition: i32, offset: i64) {
+    /// Whether the fetch position of `partition` is unknown in assignment
+    /// number `assignment`: no record of it was received since.
+    pub(crate) fn unstarted(&self, partition: i32, assignment: u64) -> bool {
+        lock(&self.partitions)
+            .get(&partition)
+            .is_none_or(|p| p.assignment != assignment)
+    }
+
+    /// `partition` was (re-)assigned (assignment number `assignment`) and
+    /// its fetch starts at `start` (the group's committed position, else
+    /// where the consumer resets to), or at its first record when that
+    /// could not be learnt. Skipped offsets before it are done with: the
+    /// group committed past them.
+    pub(crate) fn started(&self, partition: i32, assignment: u64, start: i64) {
         let mut partitions = lock(&self.partitions);
-        let entry = partitions.entry(partition).or_insert_with(|| Partition {
-            in_flight: BTreeSet::new(),
-            next: offset,
-            committed: watch::Sender::new(offset),
-        });
-        entry.in_flight.insert(offset);
-        entry.next = entry.next.max(offset + 1);
+        partitions
+            .entry(partition)
+            .or_insert_with(|| Partition::new(start))
+            .start(assignment, start);
+    }
+
+    /// A record was received from the consumer and is now in flight.
+    /// Returns the offsets it skipped, which the caller reads again
+    /// (`gaps::read`) and hands to [`filled`](Self::filled) or
+    /// [`given_up`](Self::given_up); until then no commit passes them.
+    pub(crate) fn received(&self, partition: i32, offset: i64) -> Option<Range<i64>> {
+        let mut partitions = lock(&self.partitions);
+        partitions
+            .entry(partition)
+            .or_insert_with(|| Partition::new(offset))
+            .receive(offset)
+    }
+
+    /// A skipped record was read again: whether it is still wanted (it is
+    /// then in flight); not when the fetch brought it meanwhile.
+    pub(crate) fn filled(&self, partition: i32, offset: i64) -> bool {
+        lock(&self.partitions)
+            .get_mut(&partition)
+            .is_some_and(|entry| entry.fill(offset))
+    }
+
+    /// Skipped offsets that never became readable: no longer held back for.
+    pub(crate) fn given_up(&self, partition: i32, offsets: &[i64]) {
+        let position = {
+            let mut partitions = lock(&self.partitions);
+            let Some(entry) = partitions.get_mut(&partition) else {
+                return;
+            };
+            for offset in offsets {
+                entry.skipped.remove(offset);
+            }
+            entry.advance()
+        };
+        if let Some(position) = position {
+            let _ = self.commit(partition, position, CommitMode::Async);
+        }
     }
 
     /// A record is done with: commit as far as that allows (queued, sent by
@@ -93,20 +222,7 @@ impl Offsets {
     /// moved.
     fn settle(&self, partition: i32, offset: i64) -> Option<i64> {
         let mut partitions = lock(&self.partitions);
-        let entry = partitions.get_mut(&partition)?;
-        if !entry.in_flight.remove(&offset) {
-            return None;
-        }
-        let position = entry.in_flight.first().copied().unwrap_or(entry.next);
-        let moved = entry.committed.send_if_modified(|committed| {
-            if position > *committed {
-                *committed = position;
-                true
-            } else {
-                false
-            }
-        });
-        moved.then_some(position)
+        partitions.get_mut(&partition)?.settle(offset)
     }
 
     fn commit(
@@ -115,6 +231,7 @@ impl Offsets {
         position: i64,
         mode: CommitMode,
     ) -> Result<(), TransportError> {
+        tracing::trace!(topic = %self.topic, partition, position, "commit");
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&self.topic, partition, Offset::Offset(position))
             .map_err(|e| TransportError::protocol("commit an offset", e))?;
@@ -124,5 +241,77 @@ impl Offsets {
             tracing::debug!(%e, partition, position, "commit refused");
             TransportError::protocol("commit an offset", e)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_settlements_commit_each_record() {
+        let mut p = Partition::new(0);
+        assert_eq!(p.receive(0), None);
+        assert_eq!(p.receive(1), None);
+        assert_eq!(p.settle(0), Some(1));
+        assert_eq!(p.settle(1), Some(2));
+    }
+
+    #[test]
+    fn a_commit_waits_for_an_earlier_record_in_flight() {
+        let mut p = Partition::new(0);
+        p.receive(0);
+        p.receive(1);
+        assert_eq!(p.settle(1), None);
+        assert_eq!(p.settle(0), Some(2));
+    }
+
+    /// The loss this guards against: offset 0 not readable yet when the
+    /// fetch at 0 returned offset 1. Committing 2 after offset 1 would
+    /// have said offset 0 was done, and nobody would ever have read it.
+    #[test]
+    fn a_skipped_record_holds_back_commits_until_read_again() {
+        let mut p = Partition::new(0);
+        p.start(1, 0);
+        assert_eq!(p.receive(1), Some(0..1), "the fetch skipped offset 0");
+        assert_eq!(p.settle(1), None, "no commit past the skipped record");
+        assert!(p.fill(0), "read again, it is wanted");
+        assert!(!p.fill(0), "only once");
+        assert_eq!(p.settle(0), Some(2));
+    }
+
+    #[test]
+    fn a_gap_in_mid_stream_is_found() {
+        let mut p = Partition::new(0);
+        p.receive(0);
+        assert_eq!(p.receive(3), Some(1..3));
+        assert_eq!(p.settle(0), Some(1));
+        assert_eq!(p.settle(3), None);
+        assert!(p.fill(2));
+        assert_eq!(p.settle(2), None, "offset 1 is still missing");
+        p.skipped.remove(&1); // given up
+        assert_eq!(p.advance(), Some(4));
+    }
+
+    #[test]
+    fn a_skipped_record_fetched_again_is_no_longer_wanted() {
+        let mut p = Partition::new(0);
+        p.receive(0);
+        assert_eq!(p.receive(2), Some(1..2));
+        // A rebalance: the fetch starts again at the committed position.
+        p.start(2, 1);
+        assert_eq!(p.receive(1), None);
+        assert!(!p.fill(1), "the fetch brought it");
+    }
+
+    #[test]
+    fn a_start_past_skipped_offsets_drops_them() {
+        let mut p = Partition::new(0);
+        p.receive(0);
+        p.receive(2);
+        // Another member committed past offset 1 while it was not ours.
+        p.start(2, 5);
+        assert!(p.skipped.is_empty());
+        assert_eq!(p.receive(5), None);
     }
 }

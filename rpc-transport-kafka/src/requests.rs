@@ -5,10 +5,14 @@
 //! Kafka commits a position, not a record: committing offset `n + 1` says
 //! every record before it is done. Requests of one partition run at once
 //! and finish in any order, so each partition keeps the offsets still in
-//! flight and commits only up to the lowest of them (`offsets.rs`).
+//! flight and commits only up to the lowest of them (`offsets.rs`). A
+//! record the fetch skips (`offsets/gaps.rs`) is read again on the side,
+//! and no commit passes it meanwhile; to see a skip at the very start of a
+//! partition's fetch, the pump asks where that fetch began.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -16,7 +20,8 @@ use futures_core::Stream;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{Headers, OwnedHeaders};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rpc_core::transport::{
     Delivery, DeliveryHandle, SendFuture, ServiceSpec, SettleFuture, Settlement,
 };
@@ -24,13 +29,18 @@ use rpc_core::{Envelope, ErrorKind, Header, Kind, Name, Status, TransportError};
 use tokio::sync::mpsc;
 
 use crate::headers;
-use crate::offsets::Offsets;
+use crate::offsets::{Offsets, gaps};
 use crate::session::{Context, Detached, Session};
 use crate::transport::{Shared, produce};
 
 /// How long `serve` waits for the group to assign it partitions before it
 /// returns anyway (requests flow once the assignment comes).
 const JOIN_WAIT: Duration = Duration::from_secs(30);
+
+/// How long the broker is asked where a partition's fetch starts.
+const START_LOOKUP: Duration = Duration::from_secs(5);
+
+type RequestConsumer = Arc<Detached<StreamConsumer<Context>>>;
 
 /// Requests for one service, as [`Transport::serve`](rpc_core::Transport::serve)
 /// hands them out. Dropping it leaves the group; requests it had received
@@ -133,6 +143,7 @@ pub(crate) async fn start(
         .await?;
     let context = Context::new(session.health.clone());
     let assigned = context.assigned.subscribe();
+    let assignments = context.assignments.clone();
     let consumer: StreamConsumer<Context> = shared
         .config
         .consumer(&shared.config.group(&entry.spec.name))
@@ -149,17 +160,27 @@ pub(crate) async fn start(
         entry.clone(),
         consumer,
         offsets,
+        assignments,
     ));
     *running = session.generation;
     Ok(Some(assigned))
 }
 
-/// What one record became, taken out of the borrowed message before any
-/// await (a borrowed message is not `Send`).
+/// What one record became, taken out of the message before any await (a
+/// borrowed message is not `Send`).
 enum Received {
     Request(Envelope, Option<Vec<u8>>, i32, i64),
     Refused(RawRecord, headers::HeadersError, Option<(String, u64)>),
-    Failed(KafkaError),
+}
+
+impl Received {
+    /// The record's partition and offset.
+    fn position(&self) -> (i32, i64) {
+        match self {
+            Received::Request(_, _, partition, offset) => (*partition, *offset),
+            Received::Refused(record, _, _) => (record.partition, record.offset),
+        }
+    }
 }
 
 /// A record kept byte for byte, for the dead-letter topic.
@@ -168,14 +189,12 @@ struct RawRecord {
     offset: i64,
     key: Option<Vec<u8>>,
     value: Vec<u8>,
-    headers: Option<rdkafka::message::OwnedHeaders>,
+    headers: Option<OwnedHeaders>,
 }
 
-fn take(received: Result<BorrowedMessage<'_>, KafkaError>, service: &Name) -> Received {
-    let message = match received {
-        Ok(message) => message,
-        Err(error) => return Received::Failed(error),
-    };
+/// Reads one record: from the consumer, or read again after the fetch
+/// skipped it (`offsets/gaps.rs`).
+fn take<M: Message>(message: &M, service: &Name) -> Received {
     let key = message.key().map(<[u8]>::to_vec);
     let value = message.payload().unwrap_or_default().to_vec();
     match headers::decode(message.headers(), headers::Source::Requests { service }) {
@@ -204,12 +223,26 @@ fn take(received: Result<BorrowedMessage<'_>, KafkaError>, service: &Name) -> Re
                 offset: message.offset(),
                 key,
                 value,
-                headers: message.headers().map(|h| h.detach()),
+                headers: message.headers().map(|headers| {
+                    headers.iter().fold(
+                        OwnedHeaders::new_with_capacity(headers.count()),
+                        |out, h| out.insert(h),
+                    )
+                }),
             },
             error,
             headers::reply_address(message.headers()),
         ),
     }
+}
+
+/// The next thing the pump does.
+enum Next {
+    Record(Received),
+    Failed(KafkaError),
+    /// A gap read again (`offsets/gaps.rs`), for one partition.
+    Filled(i32, gaps::Filled),
+    Stop,
 }
 
 /// Moves requests from the consumer to the stream (at most `concurrency`
@@ -219,49 +252,60 @@ async fn pump(
     shared: Arc<Shared>,
     session: Arc<Session>,
     entry: Arc<ServeEntry>,
-    consumer: Arc<Detached<StreamConsumer<Context>>>,
+    consumer: RequestConsumer,
     offsets: Arc<Offsets>,
+    assignments: Arc<AtomicU64>,
 ) {
+    let pump = Pump {
+        shared,
+        session,
+        entry,
+        offsets,
+    };
+    // Gaps are read by tasks of their own, which hand their records back
+    // here, so that every request leaves through one place.
+    let (filled_sender, mut filled) = mpsc::unbounded_channel();
     loop {
-        let received = tokio::select! {
-            received = consumer.recv() => take(received, &entry.spec.name),
-            () = entry.sender.closed() => break,
-            () = session.health.lost() => break,
-            () = shared.connection.closed() => break,
+        let next = tokio::select! {
+            received = pump.consumer_next(&consumer) => received,
+            Some((partition, found)) = filled.recv() => Next::Filled(partition, found),
+            () = pump.entry.sender.closed() => Next::Stop,
+            () = pump.session.health.lost() => Next::Stop,
+            () = pump.shared.connection.closed() => Next::Stop,
         };
-        match received {
-            Received::Request(envelope, key, partition, offset) => {
-                offsets.received(partition, offset);
-                let handle = KafkaDelivery {
-                    shared: shared.clone(),
-                    offsets: offsets.clone(),
-                    topic: entry.topic.clone(),
-                    dead_letters: entry.dead_letters.clone(),
-                    key,
-                    partition,
-                    offset,
-                };
-                let delivery = Delivery::new(envelope, Box::new(handle));
-                if entry.sender.send(delivery).await.is_err() {
-                    break;
+        let handed_out = match next {
+            Next::Record(received) => {
+                let (partition, offset) = received.position();
+                let assignment = assignments.load(Ordering::Acquire);
+                if pump.offsets.unstarted(partition, assignment) {
+                    let start = fetch_start(&consumer, &pump.entry.topic, partition).await;
+                    let start = start.unwrap_or(offset);
+                    tracing::trace!(partition, start, assignment, "request fetch started");
+                    pump.offsets.started(partition, assignment, start);
                 }
+                if let Some(gap) = pump.offsets.received(partition, offset) {
+                    pump.read_again(partition, gap, filled_sender.clone());
+                }
+                pump.hand_out(received).await
             }
-            Received::Refused(record, error, reply_to) => {
-                tracing::warn!(%error, topic = %entry.topic, "unreadable request dead-lettered");
-                entry.spec.refused();
-                offsets.received(record.partition, record.offset);
-                tokio::spawn(refuse(
-                    shared.clone(),
-                    offsets.clone(),
-                    entry.clone(),
-                    record,
-                    error,
-                    reply_to,
-                ));
+            Next::Filled(partition, found) => {
+                let mut handed_out = true;
+                for record in &found.records {
+                    if handed_out && pump.offsets.filled(partition, record.offset()) {
+                        handed_out = pump.hand_out(take(record, &pump.entry.spec.name)).await;
+                    }
+                }
+                pump.offsets.given_up(partition, &found.missing);
+                handed_out
             }
-            Received::Failed(error) => {
+            Next::Failed(error) => {
                 tracing::debug!(%error, "request consumer");
+                true
             }
+            Next::Stop => false,
+        };
+        if !handed_out {
+            break;
         }
     }
     // A lost generation stops fetching at once: the consumer may take
@@ -269,9 +313,107 @@ async fn pump(
     // topic the restarted broker no longer has crashed librdkafka (SIGSEGV
     // in a metadata update). Not on a normal stop: an unsubscribed member
     // that is not closed yet stalls the group's next rebalance.
-    if session.health.is_lost() {
+    if pump.session.health.is_lost() {
         consumer.unsubscribe();
     }
+}
+
+/// What the pump of one served service works with.
+struct Pump {
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+    entry: Arc<ServeEntry>,
+    offsets: Arc<Offsets>,
+}
+
+impl Pump {
+    async fn consumer_next(&self, consumer: &RequestConsumer) -> Next {
+        match consumer.recv().await {
+            Ok(message) => {
+                tracing::trace!(
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    "request received"
+                );
+                Next::Record(take(&message, &self.entry.spec.name))
+            }
+            Err(error) => Next::Failed(error),
+        }
+    }
+
+    /// Reads a gap again in a task of its own; its records come back
+    /// through `sender`.
+    fn read_again(
+        &self,
+        partition: i32,
+        gap: std::ops::Range<i64>,
+        sender: mpsc::UnboundedSender<(i32, gaps::Filled)>,
+    ) {
+        let read = gaps::read(
+            self.shared.clone(),
+            self.session.clone(),
+            self.entry.topic.clone(),
+            partition,
+            gap,
+        );
+        tokio::spawn(async move {
+            let _ = sender.send((partition, read.await));
+        });
+    }
+
+    /// Hands one record out: a request to the stream, anything else to
+    /// `refuse`. False once the stream is gone.
+    async fn hand_out(&self, received: Received) -> bool {
+        match received {
+            Received::Request(envelope, key, partition, offset) => {
+                let handle = KafkaDelivery {
+                    shared: self.shared.clone(),
+                    offsets: self.offsets.clone(),
+                    topic: self.entry.topic.clone(),
+                    dead_letters: self.entry.dead_letters.clone(),
+                    key,
+                    partition,
+                    offset,
+                };
+                let delivery = Delivery::new(envelope, Box::new(handle));
+                self.entry.sender.send(delivery).await.is_ok()
+            }
+            Received::Refused(record, error, reply_to) => {
+                tracing::warn!(%error, topic = %self.entry.topic, "unreadable request dead-lettered");
+                self.entry.spec.refused();
+                tokio::spawn(refuse(
+                    self.shared.clone(),
+                    self.offsets.clone(),
+                    self.entry.clone(),
+                    record,
+                    error,
+                    reply_to,
+                ));
+                true
+            }
+        }
+    }
+}
+
+/// Where the fetch of a newly assigned partition starts: the group's
+/// committed position, else the partition's first offset (the consumer
+/// resets to `earliest`). `None` when the broker did not say in time.
+async fn fetch_start(consumer: &RequestConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let consumer = consumer.clone();
+    let topic = topic.to_owned();
+    let lookup = tokio::task::spawn_blocking(move || {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&topic, partition);
+        let committed = consumer.committed_offsets(list, START_LOOKUP).ok()?;
+        match committed.find_partition(&topic, partition)?.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => consumer
+                .fetch_watermarks(&topic, partition, START_LOOKUP)
+                .ok()
+                .map(|(low, _high)| low),
+        }
+    });
+    lookup.await.ok().flatten()
 }
 
 /// A record that is not a request: answered `decode` when it names a reply

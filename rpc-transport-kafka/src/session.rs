@@ -6,7 +6,7 @@
 //! a broker that lost its topics crashed (SIGSEGV in a metadata update).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,8 +14,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaErrorCode;
 use rpc_core::TransportError;
 use rpc_core::transport::support::Liveness;
@@ -64,6 +65,9 @@ pub(crate) struct Context {
     /// Partitions assigned to this consumer right now (servers wait for
     /// their first assignment before serving).
     pub(crate) assigned: Arc<watch::Sender<usize>>,
+    /// How many assignments this consumer has had: a partition's fetch
+    /// position is learnt again in each (`requests.rs`).
+    pub(crate) assignments: Arc<AtomicU64>,
 }
 
 impl Context {
@@ -71,6 +75,7 @@ impl Context {
         Context {
             health,
             assigned: Arc::new(watch::Sender::new(0)),
+            assignments: Arc::default(),
         }
     }
 }
@@ -97,12 +102,26 @@ impl ConsumerContext for Context {
         let _ = consumer;
         match rebalance {
             Rebalance::Assign(list) => {
+                tracing::debug!(partitions = list.count(), "partitions assigned");
+                // Before the first record of the assignment is polled: the
+                // records come through the poll that runs this callback.
+                self.assignments.fetch_add(1, Ordering::AcqRel);
                 self.assigned.send_replace(list.count());
             }
-            Rebalance::Revoke(_) => {
+            Rebalance::Revoke(list) => {
+                tracing::debug!(partitions = list.count(), "partitions revoked");
                 self.assigned.send_replace(0);
             }
             Rebalance::Error(error) => tracing::debug!(%error, "rebalance failed"),
+        }
+    }
+
+    /// Commits are queued (`offsets.rs`); one the broker refused is only
+    /// reported here. Harmless: its records come back to whoever owns the
+    /// partition, and the next commit covers them.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            tracing::debug!(%error, ?offsets, "commit refused");
         }
     }
 }

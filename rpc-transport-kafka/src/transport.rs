@@ -414,7 +414,10 @@ pub(crate) async fn produce(
     };
     tokio::select! {
         result = delivery => match result {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(delivered)) => {
+                tracing::trace!(topic, partition = delivered.partition, offset = delivered.offset, "produced");
+                Ok(())
+            }
             Ok(Err((error, _))) => Err(match error.rdkafka_error_code() {
                 Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
                     TransportError::NoRoute { address: topic.to_owned() }

@@ -46,13 +46,7 @@ impl Fixture for KafkaFixture {
     }
 }
 
-// `replies_reach_their_own_client`: in some runs one of its 200 calls is
-// never answered and ends at its deadline, the same loss as the ignored
-// server-kill test of `reliability_kafka` (docs/reliability.md, Kafka).
-rpc_tests::conformance_suite!(KafkaFixture::new("conformance"); ignore {
-    replies_reach_their_own_client:
-        "one call of 200 is lost in some runs on Kafka; cause not found, see docs/reliability.md",
-});
+rpc_tests::conformance_suite!(KafkaFixture::new("conformance"));
 
 /// The connection-loss case, which the shared broker cannot give (it would
 /// take restarting it, and a restarted tansu has lost every topic): a
