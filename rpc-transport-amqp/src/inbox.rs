@@ -164,11 +164,7 @@ async fn subscribe(
             .direct
             .send_replace(Some((session.generation, channel.clone())));
     }
-    Ok(Subscription {
-        session,
-        channel,
-        consumer,
-    })
+    Ok(Subscription::new(session, channel, consumer))
 }
 
 async fn declare_reply_queue(channel: &Channel, queue: &str) -> Result<(), TransportError> {

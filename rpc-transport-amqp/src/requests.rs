@@ -299,11 +299,7 @@ async fn subscribe(
         )
         .await
         .map_err(|e| protocol("consume requests", e))?;
-    Ok(Subscription {
-        session,
-        channel: Arc::new(channel),
-        consumer,
-    })
+    Ok(Subscription::new(session, Arc::new(channel), consumer))
 }
 
 async fn resubscribe(

@@ -4,15 +4,16 @@
 //! the supervisor builds a new one (lapin's own auto-recovery stays off, so
 //! that we decide when calls in flight are failed and what is re-declared).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use lapin::options::ConfirmSelectOptions;
+use lapin::options::{BasicCancelOptions, ConfirmSelectOptions};
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::ShortString;
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 use rpc_core::TransportError;
+use rpc_core::transport::support::lock_unpoisoned as lock;
 use tokio::sync::Notify;
 
 use crate::config::{Config, redacted_url};
@@ -32,6 +33,9 @@ pub(crate) struct Session {
     /// carries it as `user_id`, which the broker checks, so servers learn
     /// who called (`Context::caller`).
     pub(crate) user: ShortString,
+    /// The consumers of this connection's live [`Subscription`]s,
+    /// cancelled before it closes (see [`close`](Self::close)).
+    consumers: Mutex<Vec<(Channel, ShortString)>>,
     lost: AtomicBool,
     lost_signal: Notify,
 }
@@ -134,9 +138,34 @@ impl Session {
             connection,
             publisher,
             user,
+            consumers: Mutex::new(Vec::new()),
             lost: AtomicBool::new(false),
             lost_signal: Notify::new(),
         })
+    }
+
+    /// Closes the connection, its consumers cancelled first.
+    ///
+    /// lapin 4.12 can deadlock when a connection closes while a delivery is
+    /// being read: its I/O thread holds a channel's status lock and waits
+    /// for the channel's consumer table, while the close holds that table
+    /// and, dropping a consumer that was the channel's last owner, waits
+    /// for the status lock (seen as a test process hung in `cleanup()`,
+    /// every thread parked on one of the two locks). A cancelled consumer
+    /// is out of the table and gets no more deliveries, so the close finds
+    /// nothing to drop and nothing being read. Best effort and bounded by
+    /// the caller's timeout: a dead connection answers no cancel, and has
+    /// no deliveries in flight either.
+    pub(crate) async fn close(&self, code: u16, text: &str) {
+        let consumers = std::mem::take(&mut *lock(&self.consumers));
+        for (channel, tag) in &consumers {
+            if channel.status().connected() {
+                let _ = channel
+                    .basic_cancel(tag.clone(), BasicCancelOptions::default())
+                    .await;
+            }
+        }
+        let _ = self.connection.close(code, text.into()).await;
     }
 
     /// A channel for one administrative operation (a delete, a passive
@@ -188,9 +217,31 @@ impl Session {
 }
 
 /// A consumer on a channel of one session: what a reply inbox or a request
-/// stream holds while it consumes.
+/// stream holds while it consumes. Known to its session while it lives, so
+/// that closing the session cancels it first ([`Session::close`]).
 pub(crate) struct Subscription {
     pub(crate) session: Arc<Session>,
     pub(crate) channel: Arc<Channel>,
     pub(crate) consumer: Consumer,
+}
+
+impl Subscription {
+    pub(crate) fn new(session: Arc<Session>, channel: Arc<Channel>, consumer: Consumer) -> Self {
+        lock(&session.consumers).push((Channel::clone(&channel), consumer.tag()));
+        Subscription {
+            session,
+            channel,
+            consumer,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    /// Forgets the consumer: the session's list must not keep its channel
+    /// open (dropping the last handle of a channel is what closes it, and
+    /// hands its unsettled deliveries back to the broker).
+    fn drop(&mut self) {
+        let (id, tag) = (self.channel.id(), self.consumer.tag());
+        lock(&self.session.consumers).retain(|(channel, t)| channel.id() != id || *t != tag);
+    }
 }

@@ -39,11 +39,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut session: Arc<Session>) {
         shared.set_state(State::Connecting);
         let old = session.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                old.connection.close(320, "lost".into()),
-            )
-            .await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), old.close(320, "lost")).await;
         });
 
         match reconnect(&shared, &session).await {
@@ -57,7 +53,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut session: Arc<Session>) {
         rpc_core::metrics::transport_reconnected("amqp");
         shared.set_state(State::Up(session.clone()));
     }
-    let _ = session.connection.close(200, "closed".into()).await;
+    // Bounded: a broker that stopped answering must not keep this task.
+    let _ = tokio::time::timeout(shared.config.connect_timeout, session.close(200, "closed")).await;
 }
 
 /// Resolves when `session` is lost, however that shows.

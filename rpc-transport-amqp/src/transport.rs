@@ -149,7 +149,7 @@ impl AmqpTransport {
             // bounded, like every other wait on the broker.
             let _ = tokio::time::timeout(
                 shared.config.connect_timeout,
-                session.connection.close(200, "closed by owner".into()),
+                session.close(200, "closed by owner"),
             )
             .await;
         }
