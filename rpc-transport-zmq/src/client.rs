@@ -23,6 +23,8 @@ use zeromq::prelude::*;
 use zeromq::{DealerRecvHalf, DealerSendHalf, DealerSocket, SocketOptions, ZmqMessage};
 
 use crate::config::Config;
+use crate::ids::IdMap;
+use crate::services;
 use crate::stats::Counters;
 use crate::wire::{self, FromServer};
 use rpc_core::transport::support::lock_unpoisoned;
@@ -59,7 +61,7 @@ struct State {
     links: Vec<Link>,
     waiting: HashMap<Name, VecDeque<Waiting>>,
     waiting_total: usize,
-    inboxes: HashMap<u64, ReplySink>,
+    inboxes: IdMap<u64, ReplySink>,
     next_inbox: u64,
 }
 
@@ -77,7 +79,7 @@ struct Up {
     broken: Arc<Notify>,
     ready: bool,
     services: HashMap<Name, Window>,
-    in_flight: HashMap<CallKey, Name>,
+    in_flight: IdMap<CallKey, Name>,
 }
 
 /// One service's credit at one server.
@@ -163,22 +165,22 @@ impl ClientSide {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Sends a request from inbox `inbox`, or holds it for credit.
+    /// Sends a request from inbox `inbox` (whose tag frame is `tag`), or
+    /// holds it for credit.
     pub(crate) fn send_request(
         &self,
         inbox: u64,
+        tag: Bytes,
         mut envelope: Envelope,
     ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static + use<> {
         // The inbox travels as the tag frame; nothing is read from these.
         envelope.header.reply_to = None;
         envelope.header.metadata.remove_reserved();
         let key = (inbox, envelope.header.correlation_id);
-        let tag = Bytes::copy_from_slice(&inbox.to_be_bytes());
-        self.send(
-            envelope,
-            Some(key),
-            vec![Bytes::from_static(wire::REQ), tag],
-        )
+        // Room for the envelope frame too: `route_envelope` appends it.
+        let mut head = Vec::with_capacity(3);
+        head.extend([Bytes::from_static(wire::REQ), tag]);
+        self.send(envelope, Some(key), head)
     }
 
     /// Sends a oneway call, or holds it for credit.
@@ -188,7 +190,9 @@ impl ClientSide {
     ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static + use<> {
         envelope.header.reply_to = None;
         envelope.header.metadata.remove_reserved();
-        self.send(envelope, None, vec![Bytes::from_static(wire::ONEWAY)])
+        let mut head = Vec::with_capacity(2);
+        head.push(Bytes::from_static(wire::ONEWAY));
+        self.send(envelope, None, head)
     }
 
     /// Routes `envelope` now; the future only writes it to the socket.
@@ -380,7 +384,7 @@ impl ClientSide {
                 broken: broken.clone(),
                 ready: false,
                 services: HashMap::new(),
-                in_flight: HashMap::new(),
+                in_flight: IdMap::default(),
             });
             Counters::bump(&self.counters.connects);
             if sender
@@ -411,6 +415,11 @@ impl ClientSide {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.shutdown.notified();
         tokio::pin!(shutdown);
+        // Kept across turns of the loop, as `shutdown` is: a `Notified`
+        // made, polled and dropped per message takes the `Notify`'s lock
+        // twice for nothing.
+        let broken = broken.notified();
+        tokio::pin!(broken);
         loop {
             tokio::select! {
                 // Messages first: after this task was starved (a runtime
@@ -441,7 +450,7 @@ impl ClientSide {
                     }
                 }
                 () = &mut shutdown => return,
-                () = broken.notified() => {
+                () = &mut broken => {
                     tracing::debug!(index, "a send failed: the server's connection is gone");
                     return;
                 }
@@ -667,7 +676,7 @@ fn best_link<'a>(links: &'a mut [Link], service: &Name) -> Option<(&'a mut Up, b
         let Some(up) = link.up.as_mut().filter(|up| up.ready) else {
             continue;
         };
-        let Some(window) = up.services.get(service) else {
+        let Some(window) = services::get(&up.services, service) else {
             continue;
         };
         let left = window.granted - window.used;
@@ -679,7 +688,7 @@ fn best_link<'a>(links: &'a mut [Link], service: &Name) -> Option<(&'a mut Up, b
 }
 
 fn take_credit(up: &mut Up, service: &Name, key: Option<CallKey>) {
-    if let Some(window) = up.services.get_mut(service) {
+    if let Some(window) = services::get_mut(&mut up.services, service) {
         window.used += 1;
     }
     if let Some(key) = key {
@@ -689,7 +698,7 @@ fn take_credit(up: &mut Up, service: &Name, key: Option<CallKey>) {
 
 fn return_credit(up: &mut Up, key: CallKey) {
     if let Some(service) = up.in_flight.remove(&key)
-        && let Some(window) = up.services.get_mut(&service)
+        && let Some(window) = services::get_mut(&mut up.services, &service)
     {
         window.used = (window.used - 1).max(0);
     }

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::client::ClientSide;
 
 /// An open reply inbox. Its id travels with each request as the tag frame
@@ -11,15 +13,24 @@ use crate::client::ClientSide;
 pub struct ZmqInbox {
     client: Arc<ClientSide>,
     id: u64,
+    /// `id` as the tag frame, made once: each request shares it instead of
+    /// allocating its own.
+    tag: Bytes,
 }
 
 impl ZmqInbox {
     pub(crate) fn new(client: Arc<ClientSide>, id: u64) -> Self {
-        ZmqInbox { client, id }
+        let tag = Bytes::copy_from_slice(&id.to_be_bytes());
+        ZmqInbox { client, id, tag }
     }
 
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The tag frame of this inbox's requests.
+    pub(crate) fn tag(&self) -> Bytes {
+        self.tag.clone()
     }
 }
 

@@ -63,15 +63,19 @@
 //! - `server.rs`: the ROUTER, served services, `READY` / `CREDIT`.
 //! - `delivery.rs`: answering a request on its connection; `DONE`.
 //! - [`ZmqRequests`] (`requests.rs`), [`ZmqInbox`] (`inbox.rs`).
+//! - `ids.rs`: the client's maps keyed by ids it made, and their hasher.
+//! - `services.rs`: finding a service in the few one peer serves.
 //! - [`wire`]: the messages and their parsing.
 //! - [`ZmqStats`] (`stats.rs`): counters.
 
 mod client;
 mod config;
 mod delivery;
+mod ids;
 mod inbox;
 mod requests;
 mod server;
+mod services;
 mod stats;
 mod transport;
 pub mod wire;

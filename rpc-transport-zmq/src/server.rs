@@ -6,7 +6,7 @@
 //! stream that starts or ends only marks the services changed, and the
 //! task tells every peer the difference.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -22,6 +22,7 @@ use zeromq::{RouterRecvHalf, RouterSendHalf, RouterSocket, SocketEvent};
 use crate::config::Config;
 use crate::delivery::ZmqDelivery;
 use crate::requests::ZmqRequests;
+use crate::services;
 use crate::stats::Counters;
 use crate::wire::{self, FromClient};
 use rpc_core::transport::support::lock_unpoisoned;
@@ -41,10 +42,15 @@ pub(crate) struct Slot {
 impl Slot {
     /// Hands `delivery` to the stream; a stream that has ended drops it.
     fn send(&self, delivery: Delivery) {
-        let tx = lock_unpoisoned(&self.tx).clone();
-        if let Some(tx) = tx {
-            let _ = tx.send(delivery);
-        }
+        // Sent under the lock, not through a clone of the sender: cloning
+        // and dropping it cost more than the send, and only `close` ever
+        // waits for this lock. A delivery refused is dropped after the lock
+        // is released, since dropping it sends `DONE`.
+        let unsent = match lock_unpoisoned(&self.tx).as_ref() {
+            Some(tx) => tx.send(delivery).err().map(|refused| refused.0),
+            None => Some(delivery),
+        };
+        drop(unsent);
     }
 }
 
@@ -137,8 +143,7 @@ impl ServerSide {
 
     /// The least busy stream of `service`.
     fn pick(&self, service: &str) -> Option<Arc<Slot>> {
-        self.lock()
-            .get(service)?
+        services::get(&self.lock(), service)?
             .iter()
             .min_by_key(|slot| slot.load.load(Ordering::Relaxed) * 1024 / slot.concurrency.max(1))
             .cloned()
@@ -187,13 +192,20 @@ impl Router {
         let server = self.server.clone();
         let mut tick = tokio::time::interval(server.config.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Kept across turns of the loop, not made anew for each message: a
+        // `Notified` polled and dropped takes the `Notify`'s lock twice.
+        let changed = server.changed.notified();
+        tokio::pin!(changed);
         loop {
             tokio::select! {
                 message = receiver.recv() => match message {
-                    Ok(message) => self.on_message(message.into_vec()).await,
+                    Ok(message) => self.on_message(message.into_vecdeque()).await,
                     Err(_) => return,
                 },
-                () = server.changed.notified() => self.advertise().await,
+                () = &mut changed => {
+                    changed.set(server.changed.notified());
+                    self.advertise().await;
+                }
                 _ = tick.tick() => self.heartbeat().await,
                 Some(event) = monitor.next() => {
                     if let SocketEvent::AcceptFailed(error) = event {
@@ -205,16 +217,20 @@ impl Router {
         }
     }
 
-    async fn on_message(&mut self, mut frames: Vec<Bytes>) {
-        if frames.is_empty() {
+    async fn on_message(&mut self, mut frames: VecDeque<Bytes>) {
+        let Some(peer) = frames.pop_front() else {
             return;
-        }
-        let peer = frames.remove(0);
+        };
+        // zeromq put the peer in front of the frames as received, so without
+        // it they are usually in one piece again and this moves nothing (a
+        // `Vec` would have shifted every frame, or rotated the deque, per
+        // message).
+        let frames = &*frames.make_contiguous();
         if let Some(seen) = self.peers.get_mut(&peer) {
             *seen = Instant::now();
         }
         let server = self.server.clone();
-        match wire::parse_from_client(&frames, &server.config.limits) {
+        match wire::parse_from_client(frames, &server.config.limits) {
             Ok(FromClient::Request { tag, envelope }) => {
                 self.dispatch(peer, Some(tag), envelope).await
             }

@@ -168,7 +168,9 @@ impl Transport for ZmqTransport {
         inbox: &ZmqInbox,
         envelope: Envelope,
     ) -> impl Future<Output = Result<(), TransportError>> + Send {
-        self.inner.client.send_request(inbox.id(), envelope)
+        self.inner
+            .client
+            .send_request(inbox.id(), inbox.tag(), envelope)
     }
 
     fn send_oneway(

@@ -231,14 +231,12 @@ pub fn encode_envelope(envelope: &Envelope, limits: &FrameLimits) -> Result<Byte
     Ok(Bytes::from(out))
 }
 
-/// A message of the given frames. `frames` is never empty here.
+/// A message of the given frames (one empty frame if `frames` is empty).
 pub fn message(frames: Vec<Bytes>) -> ZmqMessage {
-    let mut frames = frames.into_iter();
-    let mut message = ZmqMessage::from(frames.next().unwrap_or_default());
-    for frame in frames {
-        message.push_back(frame);
-    }
-    message
+    // The vector becomes the message's deque as it is: no copy, no growth.
+    // Pushing the frames one by one regrew the deque frame after frame, a
+    // sizeable share of what writing a small call cost.
+    ZmqMessage::try_from(frames).unwrap_or_else(|_| ZmqMessage::from(Bytes::new()))
 }
 
 /// `READY` with these services and credits.
