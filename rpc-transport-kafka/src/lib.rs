@@ -62,7 +62,12 @@
 //! creates its topics again (a broker with in-memory storage lost them),
 //! re-reads its reply topic and re-joins every group. Clients are rebuilt
 //! rather than kept: librdkafka clients kept across a restart of a tansu
-//! broker that lost its topics crashed in a metadata update.
+//! broker that lost its topics crashed in a metadata update. A served
+//! service's lost consumer stops fetching at once and leaves its group once
+//! the broker answers again; the new one joins after it (tansu can keep a
+//! leader that left a group mid-rebalance, and the group then never
+//! assigns again). Requests the lost consumer handed out and that finish
+//! later are not committed: they are read again by the group's next member.
 //!
 //! # Layout
 //!
@@ -70,7 +75,8 @@
 //! - [`headers`]: the envelope <-> record headers mapping.
 //! - `session.rs`, `supervisor.rs`: a generation of clients and the reconnect loop.
 //! - `inbox.rs`: the reply topic; `requests.rs`, `offsets.rs`: request
-//!   streams and settlement as commits.
+//!   streams and settlement as commits; `requests/members.rs`: a lost
+//!   consumer leaves its group before the next one joins.
 
 mod config;
 pub mod headers;

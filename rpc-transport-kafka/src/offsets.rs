@@ -25,7 +25,8 @@ type RequestConsumer = Arc<Detached<StreamConsumer<Context>>>;
 
 /// The commit state of one consumer's partitions.
 pub(crate) struct Offsets {
-    consumer: RequestConsumer,
+    /// The consumer commits go through; `None` once [`detach`](Self::detach)ed.
+    consumer: Mutex<Option<RequestConsumer>>,
     topic: Arc<str>,
     partitions: Mutex<HashMap<i32, Partition>>,
 }
@@ -120,10 +121,22 @@ impl Partition {
 impl Offsets {
     pub(crate) fn new(consumer: RequestConsumer, topic: Arc<str>) -> Self {
         Offsets {
-            consumer,
+            consumer: Mutex::new(Some(consumer)),
             topic,
             partitions: Mutex::default(),
         }
+    }
+
+    /// Lets go of the consumer when its generation is lost, so that the
+    /// requests it handed out do not keep it: it leaves the group (by being
+    /// destroyed) as soon as the broker is back, however long they run, and
+    /// the next generation's consumer joins only once it has
+    /// (`requests/members.rs`). What is settled after this is not
+    /// committed: a member that has left cannot commit, and its records go
+    /// to the group's next member (at-least-once).
+    pub(crate) fn detach(&self) {
+        let consumer = lock(&self.consumer).take();
+        drop(consumer);
     }
 
     /// Whether the fetch position of `partition` is unknown in assignment
@@ -232,10 +245,18 @@ impl Offsets {
         mode: CommitMode,
     ) -> Result<(), TransportError> {
         tracing::trace!(topic = %self.topic, partition, position, "commit");
+        let Some(consumer) = lock(&self.consumer).clone() else {
+            tracing::debug!(
+                partition,
+                position,
+                "not committed: the consumer has left its group"
+            );
+            return Err(TransportError::ConnectionLost);
+        };
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&self.topic, partition, Offset::Offset(position))
             .map_err(|e| TransportError::protocol("commit an offset", e))?;
-        self.consumer.commit(&list, mode).map_err(|e| {
+        consumer.commit(&list, mode).map_err(|e| {
             // After a rebalance or a lost broker the commit is refused; the
             // records come back to whoever owns the partition now.
             tracing::debug!(%e, partition, position, "commit refused");

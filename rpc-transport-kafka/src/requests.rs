@@ -8,7 +8,11 @@
 //! flight and commits only up to the lowest of them (`offsets.rs`). A
 //! record the fetch skips (`offsets/gaps.rs`) is read again on the side,
 //! and no commit passes it meanwhile; to see a skip at the very start of a
-//! partition's fetch, the pump asks where that fetch began.
+//! partition's fetch, the pump asks where that fetch began. A consumer of
+//! a new generation joins the group only once the lost one's has left it
+//! (`requests/members.rs`).
+
+mod members;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use crate::headers;
 use crate::offsets::{Offsets, gaps};
 use crate::session::{Context, Detached, Session};
 use crate::transport::{Shared, produce};
+use members::Members;
 
 /// How long `serve` waits for the group to assign it partitions before it
 /// returns anyway (requests flow once the assignment comes).
@@ -90,6 +95,8 @@ pub(crate) struct ServeEntry {
     sender: mpsc::Sender<Delivery>,
     /// The generation whose consumer runs for it (0: none yet).
     generation: tokio::sync::Mutex<u64>,
+    /// Its consumers not yet destroyed, of every generation.
+    members: Members,
 }
 
 pub(crate) async fn open(
@@ -105,6 +112,7 @@ pub(crate) async fn open(
         spec,
         sender,
         generation: tokio::sync::Mutex::new(0),
+        members: Members::default(),
     });
     shared.register_serve(entry.clone());
     let requests = KafkaRequests {
@@ -132,6 +140,12 @@ pub(crate) async fn start(
     if *running == session.generation {
         return Ok(None);
     }
+    entry.members.leave(session.generation, &entry.topic).await;
+    // A generation lost meanwhile gets no consumer: one that joined only to
+    // leave again would be one more member for the group to see go.
+    if session.health.is_lost() {
+        return Ok(None);
+    }
     shared
         .create_topics(
             session,
@@ -152,7 +166,9 @@ pub(crate) async fn start(
     consumer
         .subscribe(&[&entry.topic])
         .map_err(|e| session.kafka_error("subscribe to a request topic", e))?;
-    let consumer = Arc::new(Detached::new(consumer, &session.live));
+    tracing::debug!(generation = session.generation, topic = %entry.topic, "request consumer subscribed");
+    let consumer =
+        Arc::new(Detached::new(consumer, &session.live).counted_in(entry.members.count()));
     let offsets = Arc::new(Offsets::new(consumer.clone(), entry.topic.clone()));
     tokio::spawn(pump(
         shared.clone(),
@@ -308,14 +324,27 @@ async fn pump(
             break;
         }
     }
-    // A lost generation stops fetching at once: the consumer may take
-    // seconds to close, and a client of a lost generation that fetched a
-    // topic the restarted broker no longer has crashed librdkafka (SIGSEGV
-    // in a metadata update). Not on a normal stop: an unsubscribed member
-    // that is not closed yet stalls the group's next rebalance.
-    if pump.session.health.is_lost() {
+    // A lost generation stops fetching at once: a client of a lost
+    // generation that fetched a topic the restarted broker no longer has
+    // crashed librdkafka (SIGSEGV in a metadata update). Its consumer is
+    // kept, no longer by the requests it handed out, until the next
+    // generation makes it leave the group before joining
+    // (`requests/members.rs`). Not on a normal stop: the requests still
+    // running commit through it, and a member unsubscribed but not closed
+    // would stall the group's next rebalance.
+    let lost = pump.session.health.is_lost();
+    if lost {
         consumer.unsubscribe();
+        pump.offsets.detach();
+        if !pump.shared.connection.is_closed() {
+            pump.entry.members.retire(consumer);
+        }
     }
+    tracing::debug!(
+        generation = pump.session.generation,
+        lost,
+        "request consumer stopped"
+    );
 }
 
 /// What the pump of one served service works with.

@@ -27,15 +27,27 @@ use crate::transport::lock;
 
 /// Raised by any client of a generation when librdkafka reports every
 /// broker down; the supervisor waits on it.
-#[derive(Default)]
 pub(crate) struct Health {
+    /// The generation it is of, for the log: which generation an event
+    /// came from is what a reconnect is diagnosed with.
+    pub(crate) generation: u64,
     lost: AtomicBool,
     notify: Notify,
 }
 
 impl Health {
+    /// The health of generation `generation`, not lost yet.
+    pub(crate) fn new(generation: u64) -> Self {
+        Health {
+            generation,
+            lost: AtomicBool::new(false),
+            notify: Notify::new(),
+        }
+    }
+
     pub(crate) fn mark_lost(&self) {
         if !self.lost.swap(true, Ordering::AcqRel) {
+            tracing::debug!(generation = self.generation, "generation lost");
             self.notify.notify_waiters();
         }
     }
@@ -89,7 +101,11 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            tracing::warn!(reason, "Kafka broker lost");
+            tracing::warn!(
+                reason,
+                generation = self.health.generation,
+                "Kafka broker lost"
+            );
             self.health.mark_lost();
         } else {
             tracing::debug!(%error, reason, "librdkafka error");
@@ -102,14 +118,22 @@ impl ConsumerContext for Context {
         let _ = consumer;
         match rebalance {
             Rebalance::Assign(list) => {
-                tracing::debug!(partitions = list.count(), "partitions assigned");
+                tracing::debug!(
+                    partitions = list.count(),
+                    generation = self.health.generation,
+                    "partitions assigned"
+                );
                 // Before the first record of the assignment is polled: the
                 // records come through the poll that runs this callback.
                 self.assignments.fetch_add(1, Ordering::AcqRel);
                 self.assigned.send_replace(list.count());
             }
             Rebalance::Revoke(list) => {
-                tracing::debug!(partitions = list.count(), "partitions revoked");
+                tracing::debug!(
+                    partitions = list.count(),
+                    generation = self.health.generation,
+                    "partitions revoked"
+                );
                 self.assigned.send_replace(0);
             }
             Rebalance::Error(error) => tracing::debug!(%error, "rebalance failed"),
@@ -157,19 +181,27 @@ impl LiveClients {
 /// An rdkafka client dropped on a thread of its own: closing one (leaving
 /// its group, flushing) can block for many seconds against tansu, and must
 /// never hold up the async runtime or a shutdown. It counts itself in its
-/// transport's [`LiveClients`] until it is destroyed.
+/// transport's [`LiveClients`] (and any other count it is added to) until
+/// it is destroyed.
 pub(crate) struct Detached<T: Send + 'static> {
     client: Option<T>,
-    live: Arc<LiveClients>,
+    counts: Vec<Arc<LiveClients>>,
 }
 
 impl<T: Send + 'static> Detached<T> {
     pub(crate) fn new(client: T, live: &Arc<LiveClients>) -> Self {
-        live.0.send_modify(|count| *count += 1);
         Detached {
             client: Some(client),
-            live: live.clone(),
+            counts: Vec::new(),
         }
+        .counted_in(live)
+    }
+
+    /// Counts the client in `count` too, until it is destroyed.
+    pub(crate) fn counted_in(mut self, count: &Arc<LiveClients>) -> Self {
+        count.0.send_modify(|count| *count += 1);
+        self.counts.push(count.clone());
+        self
     }
 }
 
@@ -186,18 +218,32 @@ impl<T: Send + 'static> Drop for Detached<T> {
         let Some(client) = self.client.take() else {
             return;
         };
-        let live = self.live.clone();
+        let counts = std::mem::take(&mut self.counts);
+        let kept = counts.clone();
         let spawned = std::thread::Builder::new()
             .name("rdkafka-close".into())
             .spawn(move || {
+                let started = std::time::Instant::now();
                 drop(client);
-                live.0.send_modify(|count| *count -= 1);
+                tracing::trace!(
+                    client = std::any::type_name::<T>(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "rdkafka client destroyed"
+                );
+                uncount(&counts);
             });
         if let Err(error) = spawned {
             // The closure, client and all, was dropped here, on this thread.
             tracing::warn!(%error, "could not close an rdkafka client off the runtime");
-            self.live.0.send_modify(|count| *count -= 1);
+            uncount(&kept);
         }
+    }
+}
+
+/// Counts a destroyed client out of every count it was in.
+fn uncount(counts: &[Arc<LiveClients>]) {
+    for count in counts {
+        count.0.send_modify(|count| *count -= 1);
     }
 }
 
@@ -233,7 +279,7 @@ impl Session {
         generation: u64,
         live: &Arc<LiveClients>,
     ) -> Result<Self, TransportError> {
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(generation));
         let producer: Producer = config
             .producer()
             .create_with_context(Context::new(health.clone()))
