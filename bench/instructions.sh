@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Instructions per ours-mem call (current_thread runtime, 1 call in flight),
+# Instructions per call of ours-mem (or the in-process system RPC_BENCH_ARGS
+# names with `--system`), current_thread runtime, 1 call in flight,
 # counted by callgrind: deterministic where wall-clock timing is noisy.
 #
 #   bench/instructions.sh [N] [RPC_BENCH_BINARY]
@@ -37,6 +38,6 @@ count() {
 
 once=$(count "$n")
 twice=$(count $((2 * n)))
-echo "calls: $n and $((2 * n)) (ours-mem, current_thread, 1 in flight)"
+echo "calls: $n and $((2 * n)) (current_thread, 1 in flight${RPC_BENCH_ARGS:+, $RPC_BENCH_ARGS})"
 echo "instructions: $once and $twice"
 echo "instructions per call: $(( (twice - once) / n ))"

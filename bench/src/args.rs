@@ -21,7 +21,7 @@ usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp|nats|kafk
   --runs N       interleaved runs per configuration (default 5; quick: 1)
   --secs S       measured seconds per configuration and run (default 2; quick: 0.15)
   --system NAME  run only this system (repeatable; for profiling): mpsc,
-                 tarpc-mem, ours-mem, tarpc-tcp, lapin-queue, lapin-queue-confirms,
+                 typed-min, tarpc-mem, ours-mem, tarpc-tcp, lapin-queue, lapin-queue-confirms,
                  lapin-direct, ours-amqp, ours-amqp-no-confirms,
                  ours-amqp-direct-no-confirms, ours-amqp-quorum-cluster, nats-raw,
                  nats-raw-headers, ours-nats, zmq-raw, ours-zmq, kafka-raw, kafka-raw-headers,
@@ -31,7 +31,8 @@ usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp|nats|kafk
   --no-memory    skip the resident-memory check
   --no-subscriber  leave tracing without a subscriber (its `log` fallback then
                  runs on every span enter, exit and record, in every system)
-  --calls N      no table: ours-mem only, 1,000 warm-up calls then exactly N
+  --calls N      no table: one in-process system (ours-mem unless --system names
+                 another), 1,000 warm-up calls then exactly N
                  calls (at the first --in-flight level, default 1; on --flavor,
                  default current), for counting instructions under callgrind
                  (bench/instructions.sh)

@@ -1,6 +1,7 @@
 //! A fixed number of calls, for counting instructions.
 //!
-//! `rpc-bench --calls N` starts ours over the memory transport, warms it up
+//! `rpc-bench --calls N` starts one in-process system (ours over the memory
+//! transport unless `--system` names another in-process one), warms it up
 //! with [`WARMUP_CALLS`] calls, makes exactly `N` more at the first
 //! `--in-flight` level (default 1) on the `--flavor` runtime (default
 //! current_thread), stops, and prints the count. Run under
@@ -8,30 +9,28 @@
 //! two totals divided by `N` is the instructions of one call, setup, warm-up
 //! and tear-down cancelled: `bench/instructions.sh` does that.
 
-use crate::args::Options;
+use crate::args::{Group, Options};
 use crate::error::BenchError;
-use crate::load::{Budget, drive};
-use crate::systems::{Flavor, SystemId, start_ours_mem};
+use crate::systems::{self, Flavor, SystemId};
 
 /// Calls before the counted ones: lazy setup (meters, inboxes, the clock's
 /// anchor) done, allocator pools warm.
 pub(crate) const WARMUP_CALLS: u64 = 1_000;
 
-/// Makes `calls` calls of ours-mem after the warm-up; returns the count made.
+/// Makes `calls` calls of the chosen system after the warm-up; returns the
+/// count made.
 pub(crate) fn run(options: &Options, calls: u64) -> Result<u64, BenchError> {
-    if let Some(other) = options.systems.iter().find(|s| **s != SystemId::OursMem) {
-        return Err(BenchError::Usage(format!(
-            "--calls runs ours-mem only, not `{}`",
-            other.name()
-        )));
-    }
+    let system = match options.systems.as_slice() {
+        [] => SystemId::OursMem,
+        [one] if one.group() == Group::Mem => *one,
+        _ => {
+            return Err(BenchError::Usage(
+                "--calls runs one in-process system (ours-mem unless --system names another)"
+                    .to_owned(),
+            ));
+        }
+    };
     let in_flight = options.levels.first().copied().unwrap_or(1);
-    let runtime = options.flavor.unwrap_or(Flavor::CurrentThread).runtime()?;
-    runtime.block_on(async {
-        let running = start_ours_mem(in_flight).await?;
-        drive(running.caller(), in_flight, Budget::Calls(WARMUP_CALLS)).await?;
-        let measured = drive(running.caller(), in_flight, Budget::Calls(calls)).await;
-        running.stop().await;
-        Ok(measured?.calls)
-    })
+    let flavor = options.flavor.unwrap_or(Flavor::CurrentThread);
+    systems::count_calls(system, flavor, in_flight, WARMUP_CALLS, calls)
 }

@@ -56,6 +56,7 @@ impl Plan {
                 }
                 for system in [
                     SystemId::Mpsc,
+                    SystemId::TypedMin,
                     SystemId::TarpcMem,
                     SystemId::OursMem,
                     SystemId::TarpcTcp,

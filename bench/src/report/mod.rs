@@ -21,6 +21,7 @@ pub(crate) use table::print;
 const PAIRS: &[(SystemId, SystemId)] = &[
     (SystemId::OursMem, SystemId::TarpcMem),
     (SystemId::OursMem, SystemId::Mpsc),
+    (SystemId::OursMem, SystemId::TypedMin),
     (SystemId::OursAmqp, SystemId::LapinQueueConfirms),
     (SystemId::OursAmqp, SystemId::LapinQueue),
     (SystemId::OursAmqp, SystemId::LapinDirect),

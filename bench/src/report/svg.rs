@@ -54,6 +54,7 @@ pub(crate) fn render(report: &Report) -> String {
 fn color(system: SystemId) -> &'static str {
     match system {
         SystemId::Mpsc => "#7f7f7f",
+        SystemId::TypedMin => "#c7c7c7",
         SystemId::TarpcMem => "#1f77b4",
         SystemId::OursMem => "#d62728",
         SystemId::TarpcTcp => "#9467bd",

@@ -18,6 +18,7 @@ mod service;
 mod tarpc_mem;
 mod tarpc_service;
 mod tarpc_tcp;
+mod typed_min;
 mod waiters;
 mod zmq_raw;
 
@@ -70,6 +71,9 @@ impl<C: Caller> Running<C> {
 pub(crate) enum SystemId {
     /// Baseline: tokio mpsc + oneshot, no encoding.
     Mpsc,
+    /// Baseline: the minimal typed path (encode, channel, decode, handle,
+    /// encode, reply table, decode), our codec and nothing else.
+    TypedMin,
     /// Baseline: tarpc over its in-memory channel.
     TarpcMem,
     /// Ours: `#[rpc_service]` over `MemTransport`.
@@ -118,8 +122,9 @@ pub(crate) enum SystemId {
 
 impl SystemId {
     /// Every system, in table order.
-    pub(crate) const ALL: [SystemId; 19] = [
+    pub(crate) const ALL: [SystemId; 20] = [
         SystemId::Mpsc,
+        SystemId::TypedMin,
         SystemId::TarpcMem,
         SystemId::OursMem,
         SystemId::TarpcTcp,
@@ -144,6 +149,7 @@ impl SystemId {
     pub(crate) fn name(self) -> &'static str {
         match self {
             SystemId::Mpsc => "mpsc",
+            SystemId::TypedMin => "typed-min",
             SystemId::TarpcMem => "tarpc-mem",
             SystemId::OursMem => "ours-mem",
             SystemId::TarpcTcp => "tarpc-tcp",
@@ -170,6 +176,7 @@ impl SystemId {
         match self {
             // Brokerless, in one process over loopback: no service to reach.
             SystemId::Mpsc
+            | SystemId::TypedMin
             | SystemId::TarpcMem
             | SystemId::OursMem
             | SystemId::TarpcTcp
@@ -206,6 +213,7 @@ impl SystemId {
     pub(crate) fn label(self) -> &'static str {
         match self {
             SystemId::Mpsc => "tokio mpsc+oneshot",
+            SystemId::TypedMin => "minimal typed path",
             SystemId::TarpcMem => "tarpc channel",
             SystemId::OursMem => "ours: memory",
             SystemId::TarpcTcp => "tarpc tcp+bincode",
@@ -292,6 +300,7 @@ pub(crate) fn measure_levels(
         let kafka = options.kafka_bootstrap.as_str();
         match system {
             SystemId::Mpsc => each_level(levels, options, mpsc::start).await,
+            SystemId::TypedMin => each_level(levels, options, typed_min::start).await,
             SystemId::TarpcMem => each_level(levels, options, tarpc_mem::start).await,
             SystemId::OursMem => each_level(levels, options, ours_mem::start).await,
             SystemId::TarpcTcp => each_level(levels, options, tarpc_tcp::start).await,
@@ -371,6 +380,54 @@ pub(crate) fn measure_levels(
             }
         }
     })
+}
+
+/// Starts in-process `system` on a fresh `flavor` runtime, makes `warmup`
+/// calls then exactly `calls` more with `in_flight` in flight, and returns
+/// the count of the latter (for counting instructions).
+pub(crate) fn count_calls(
+    system: SystemId,
+    flavor: Flavor,
+    in_flight: usize,
+    warmup: u64,
+    calls: u64,
+) -> Result<u64, BenchError> {
+    let runtime = flavor.runtime()?;
+    runtime.block_on(async {
+        match system {
+            SystemId::Mpsc => {
+                count_with(mpsc::start(in_flight).await?, in_flight, warmup, calls).await
+            }
+            SystemId::TypedMin => {
+                count_with(typed_min::start(in_flight).await?, in_flight, warmup, calls).await
+            }
+            SystemId::TarpcMem => {
+                count_with(tarpc_mem::start(in_flight).await?, in_flight, warmup, calls).await
+            }
+            SystemId::TarpcTcp => {
+                count_with(tarpc_tcp::start(in_flight).await?, in_flight, warmup, calls).await
+            }
+            SystemId::ZmqRaw => {
+                count_with(zmq_raw::start(in_flight).await?, in_flight, warmup, calls).await
+            }
+            SystemId::OursZmq => {
+                count_with(ours_zmq::start(in_flight).await?, in_flight, warmup, calls).await
+            }
+            _ => count_with(ours_mem::start(in_flight).await?, in_flight, warmup, calls).await,
+        }
+    })
+}
+
+async fn count_with<C: Caller>(
+    running: Running<C>,
+    in_flight: usize,
+    warmup: u64,
+    calls: u64,
+) -> Result<u64, BenchError> {
+    load::drive(running.caller(), in_flight, load::Budget::Calls(warmup)).await?;
+    let measured = load::drive(running.caller(), in_flight, load::Budget::Calls(calls)).await;
+    running.stop().await;
+    Ok(measured?.calls)
 }
 
 async fn each_level<C, F, Fut>(
