@@ -21,8 +21,8 @@ usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp|nats|kafk
   --runs N       interleaved runs per configuration (default 5; quick: 1)
   --secs S       measured seconds per configuration and run (default 2; quick: 0.15)
   --system NAME  run only this system (repeatable; for profiling): mpsc,
-                 typed-min, tarpc-mem, ours-mem, tarpc-tcp, lapin-queue, lapin-queue-confirms,
-                 lapin-direct, ours-amqp, ours-amqp-no-confirms,
+                 typed-min, tarpc-mem, ours-mem, ours-mem-no-metrics, tarpc-tcp,
+                 lapin-queue, lapin-queue-confirms, lapin-direct, ours-amqp, ours-amqp-no-confirms,
                  ours-amqp-direct-no-confirms, ours-amqp-quorum-cluster, nats-raw,
                  nats-raw-headers, ours-nats, zmq-raw, ours-zmq, kafka-raw, kafka-raw-headers,
                  ours-kafka

@@ -59,6 +59,7 @@ impl Plan {
                     SystemId::TypedMin,
                     SystemId::TarpcMem,
                     SystemId::OursMem,
+                    SystemId::OursMemNoMetrics,
                     SystemId::TarpcTcp,
                     SystemId::ZmqRaw,
                     SystemId::OursZmq,

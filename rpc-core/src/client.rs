@@ -46,6 +46,10 @@ pub struct ClientConfig {
     /// Calls whose encoded arguments are larger fail with
     /// [`RpcError::TooLarge`] before anything is sent (default 16 MiB).
     pub max_message_size: usize,
+    /// Whether calls report to the [`metrics`](::metrics) facade (default
+    /// on). With no recorder installed its handles do nothing anyway; off,
+    /// a call skips them and the clock reading that times it.
+    pub metrics: bool,
 }
 
 impl Default for ClientConfig {
@@ -55,6 +59,7 @@ impl Default for ClientConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             content_type: ContentType::default(),
             max_message_size: Limits::default().max_message_size,
+            metrics: true,
         }
     }
 }
@@ -83,6 +88,12 @@ impl ClientConfig {
         self.max_message_size = bytes;
         self
     }
+
+    /// Turns reporting to the `metrics` facade on or off.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
 }
 
 /// The untyped client every generated `<Trait>Client` wraps.
@@ -104,7 +115,8 @@ struct Shared<T: Transport> {
     in_flight: AtomicUsize,
     max_in_flight: usize,
     max_message_size: usize,
-    meters: ClientMeters,
+    /// `None` for a client configured with metrics off.
+    meters: Option<ClientMeters>,
 }
 
 #[derive(Clone, Debug)]
@@ -130,7 +142,7 @@ impl<T: Transport> Client<T> {
                 in_flight: AtomicUsize::new(0),
                 max_in_flight: config.max_in_flight,
                 max_message_size: config.max_message_size,
-                meters: ClientMeters::default(),
+                meters: config.metrics.then(ClientMeters::default),
             }),
             options: CallOptions {
                 timeout: config.timeout,
@@ -225,7 +237,8 @@ impl<T: Transport> Client<T> {
             // deadline. Taken after the await above, so the call's future
             // does not hold it.
             let now = clock::now();
-            let meter = self.shared.meters.start(service, method, now.instant);
+            let meter =
+                (self.shared.meters.as_ref()).map(|m| m.start(service, method, now.instant));
             let result = 'call: {
                 let inbox = match inbox {
                     Ok(inbox) => inbox,
@@ -259,7 +272,9 @@ impl<T: Transport> Client<T> {
                 }
             };
             let finished = Outcome::of_result(&result);
-            meter.finish(finished);
+            if let Some(meter) = &meter {
+                meter.finish(finished);
+            }
             record.record("outcome", finished.as_str());
             result
         }

@@ -91,6 +91,12 @@ impl Header {
     /// method and codec, addressed nowhere (the reply address is the
     /// request's `reply_to`).
     pub fn reply(&self, status: Status) -> Self {
+        self.reply_sent_at(status, now_ms())
+    }
+
+    /// [`reply`](Self::reply), dated `sent_at_ms` (unix milliseconds) by a
+    /// caller that has just read the clock.
+    pub(crate) fn reply_sent_at(&self, status: Status, sent_at_ms: u64) -> Self {
         Header {
             kind: Kind::Reply,
             correlation_id: self.correlation_id,
@@ -98,7 +104,7 @@ impl Header {
             method: self.method.clone(),
             reply_to: None,
             deadline_ms: self.deadline_ms,
-            sent_at_ms: now_ms(),
+            sent_at_ms,
             content_type: self.content_type,
             status,
             trace: None,

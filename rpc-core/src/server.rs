@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
-use crate::clock;
+use crate::clock::{self, Now};
 use crate::context::Context;
 use crate::descriptor::DeliveryMode;
 use crate::envelope::{Envelope, ErrorKind, Header, Kind, Status};
@@ -58,6 +58,7 @@ impl Server {
             replay_entries: DEFAULT_REPLAY_ENTRIES,
             replay_bytes: DEFAULT_REPLAY_BYTES,
             introspection: true,
+            metrics: true,
         }
     }
 }
@@ -73,6 +74,7 @@ pub struct ServerBuilder<T> {
     replay_entries: usize,
     replay_bytes: usize,
     introspection: bool,
+    metrics: bool,
 }
 
 impl<T: Transport> ServerBuilder<T> {
@@ -80,6 +82,16 @@ impl<T: Transport> ServerBuilder<T> {
     /// broadcast (default: on). Off, such queries get `NoSuchMethod`.
     pub fn introspection(mut self, on: bool) -> Self {
         self.introspection = on;
+        self
+    }
+
+    /// Reports to the [`metrics`](::metrics) facade (default: on). Off, the
+    /// server registers no handles and skips them on every request; its
+    /// own counts, which `$stats` reports, are kept either way. With no
+    /// recorder installed the handles do nothing anyway: this is for a
+    /// server that wants none of the per-request work around them.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
         self
     }
 
@@ -153,7 +165,7 @@ impl<T: Transport> ServerBuilder<T> {
             refused_by_transport: spec.refusals(),
             ..ServerStats::default()
         });
-        let meter = Arc::new(ServerMeter::new(descriptor));
+        let meter = Arc::new(ServerMeter::new(descriptor, self.metrics));
         let (responder, broadcasts) = if self.introspection {
             let responder = Arc::new(Responder::new(descriptor, meter.clone()));
             let task = responder.clone().serve_broadcasts(&self.transport).await?;
@@ -520,13 +532,14 @@ impl<S: Service> CallShared<S> {
         trace: TraceContext,
     ) -> impl Future<Output = ()> {
         async move {
-            let meter = self
-                .meter
-                .start(request.method(), tokio::time::Instant::now());
+            // One reading of the clock starts the meter, checks the
+            // request's expiry and sets its handler's deadline.
+            let now = clock::now();
+            let meter = self.meter.start(request.method(), now.instant);
             // Tracked when received: a fabric that tracks deliveries may
             // deliver this request again, and its answer is kept for that.
             let redeliverable = request.delivery_ref().is_tracked();
-            let outcome = self.outcome(&mut request, trace).await;
+            let outcome = self.outcome(&mut request, trace, now).await;
             self.stats.count(&outcome);
             if let Outcome::Panicked(message) = &outcome {
                 tracing::warn!(panic = %message, "handler panicked");
@@ -536,7 +549,9 @@ impl<S: Service> CallShared<S> {
             let finished = response.as_ref().map_or(MeteredOutcome::Refused, |r| {
                 MeteredOutcome::of_status(&r.status)
             });
-            meter.finish(finished, settlement == Settlement::DeadLetter);
+            // One reading of the clock ends the meter and dates the reply.
+            let end = clock::now();
+            meter.finish(finished, settlement == Settlement::DeadLetter, end.instant);
             span.record("outcome", finished.as_str());
             if ran
                 && redeliverable
@@ -557,7 +572,7 @@ impl<S: Service> CallShared<S> {
             // run, this settles nothing.)
             let mut settlement = settlement;
             if let Some(response) = response
-                && !reply(&request, response).await
+                && !reply(&request, response, end.unix_ms).await
                 && settlement == Settlement::Ack
                 && request.delivery_ref().is_tracked()
             {
@@ -583,7 +598,7 @@ impl<S: Service> CallShared<S> {
     }
 
     /// Decides `request`'s fate and runs its handler if it comes to that.
-    async fn outcome(&self, request: &mut Request, trace: TraceContext) -> Outcome {
+    async fn outcome(&self, request: &mut Request, trace: TraceContext, now: Now) -> Outcome {
         let header = request.header();
         match header.kind {
             Kind::Request | Kind::Oneway => {}
@@ -602,10 +617,6 @@ impl<S: Service> CallShared<S> {
                 limit: self.max_message_size,
             };
         }
-        // One reading of the clock serves both the expiry check and the
-        // handler's deadline. (Not the meter's as well: passed in, it would
-        // be one more value the call's future holds and copies.)
-        let now = clock::now();
         let remaining = now.until(header.deadline_ms);
         if remaining == Some(Duration::ZERO) {
             return Outcome::Expired;
@@ -735,7 +746,7 @@ fn policy(outcome: Outcome) -> (Option<Response>, Settlement) {
     }
 }
 
-/// Sends `response` to the caller, if the request asked for one; resolves
+/// Sends `response`, dated `sent_at_ms`, to the caller, if the request asked for one; resolves
 /// to whether it is out (or needed no sending). A send that fails because
 /// the caller's inbox is gone (`NoRoute`) counts as out: nobody is left to
 /// receive it, sending again would not change that.
@@ -743,11 +754,15 @@ fn policy(outcome: Outcome) -> (Option<Response>, Settlement) {
 /// A plain function returning the transport's send, not an `async fn`: the
 /// envelope is built and handed over before the call's future stores
 /// anything, so it takes no room there.
-fn reply(request: &Request, response: Response) -> impl Future<Output = bool> + use<> {
+fn reply(
+    request: &Request,
+    response: Response,
+    sent_at_ms: u64,
+) -> impl Future<Output = bool> + use<> {
     let header = request.header();
     let send = (header.kind == Kind::Request).then(|| {
         request.delivery_ref().reply(Envelope {
-            header: header.reply(response.status),
+            header: header.reply_sent_at(response.status, sent_at_ms),
             body: response.body,
         })
     });

@@ -22,6 +22,7 @@ const PAIRS: &[(SystemId, SystemId)] = &[
     (SystemId::OursMem, SystemId::TarpcMem),
     (SystemId::OursMem, SystemId::Mpsc),
     (SystemId::OursMem, SystemId::TypedMin),
+    (SystemId::OursMem, SystemId::OursMemNoMetrics),
     (SystemId::OursAmqp, SystemId::LapinQueueConfirms),
     (SystemId::OursAmqp, SystemId::LapinQueue),
     (SystemId::OursAmqp, SystemId::LapinDirect),

@@ -57,6 +57,7 @@ fn color(system: SystemId) -> &'static str {
         SystemId::TypedMin => "#c7c7c7",
         SystemId::TarpcMem => "#1f77b4",
         SystemId::OursMem => "#d62728",
+        SystemId::OursMemNoMetrics => "#ff9896",
         SystemId::TarpcTcp => "#9467bd",
         SystemId::LapinQueue => "#2ca02c",
         SystemId::LapinQueueConfirms => "#98df8a",

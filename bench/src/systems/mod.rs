@@ -78,6 +78,9 @@ pub(crate) enum SystemId {
     TarpcMem,
     /// Ours: `#[rpc_service]` over `MemTransport`.
     OursMem,
+    /// The same with client and server built with metrics off: the
+    /// control for the cost of the `metrics` facade with no recorder.
+    OursMemNoMetrics,
     /// Context: tarpc over TCP loopback, bincode.
     TarpcTcp,
     /// Baseline: hand-written lapin request/reply, exclusive reply queue
@@ -122,11 +125,12 @@ pub(crate) enum SystemId {
 
 impl SystemId {
     /// Every system, in table order.
-    pub(crate) const ALL: [SystemId; 20] = [
+    pub(crate) const ALL: [SystemId; 21] = [
         SystemId::Mpsc,
         SystemId::TypedMin,
         SystemId::TarpcMem,
         SystemId::OursMem,
+        SystemId::OursMemNoMetrics,
         SystemId::TarpcTcp,
         SystemId::LapinQueue,
         SystemId::LapinQueueConfirms,
@@ -152,6 +156,7 @@ impl SystemId {
             SystemId::TypedMin => "typed-min",
             SystemId::TarpcMem => "tarpc-mem",
             SystemId::OursMem => "ours-mem",
+            SystemId::OursMemNoMetrics => "ours-mem-no-metrics",
             SystemId::TarpcTcp => "tarpc-tcp",
             SystemId::LapinQueue => "lapin-queue",
             SystemId::LapinQueueConfirms => "lapin-queue-confirms",
@@ -179,6 +184,7 @@ impl SystemId {
             | SystemId::TypedMin
             | SystemId::TarpcMem
             | SystemId::OursMem
+            | SystemId::OursMemNoMetrics
             | SystemId::TarpcTcp
             | SystemId::ZmqRaw
             | SystemId::OursZmq => Group::Mem,
@@ -216,6 +222,7 @@ impl SystemId {
             SystemId::TypedMin => "minimal typed path",
             SystemId::TarpcMem => "tarpc channel",
             SystemId::OursMem => "ours: memory",
+            SystemId::OursMemNoMetrics => "ours: memory, metrics off",
             SystemId::TarpcTcp => "tarpc tcp+bincode",
             SystemId::LapinQueue => "raw lapin, reply queue",
             SystemId::LapinQueueConfirms => "raw lapin, reply queue, confirms",
@@ -303,6 +310,9 @@ pub(crate) fn measure_levels(
             SystemId::TypedMin => each_level(levels, options, typed_min::start).await,
             SystemId::TarpcMem => each_level(levels, options, tarpc_mem::start).await,
             SystemId::OursMem => each_level(levels, options, ours_mem::start).await,
+            SystemId::OursMemNoMetrics => {
+                each_level(levels, options, ours_mem::start_without_metrics).await
+            }
             SystemId::TarpcTcp => each_level(levels, options, tarpc_tcp::start).await,
             SystemId::ZmqRaw => each_level(levels, options, zmq_raw::start).await,
             SystemId::OursZmq => each_level(levels, options, ours_zmq::start).await,
@@ -412,6 +422,10 @@ pub(crate) fn count_calls(
             }
             SystemId::OursZmq => {
                 count_with(ours_zmq::start(in_flight).await?, in_flight, warmup, calls).await
+            }
+            SystemId::OursMemNoMetrics => {
+                let running = ours_mem::start_without_metrics(in_flight).await?;
+                count_with(running, in_flight, warmup, calls).await
             }
             _ => count_with(ours_mem::start(in_flight).await?, in_flight, warmup, calls).await,
         }

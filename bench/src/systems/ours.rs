@@ -3,7 +3,7 @@
 //! module adds only what its transport needs: how to connect, and what to
 //! tear down.
 
-use rpc_core::{Server, ServerHandle, Transport};
+use rpc_core::{Client, ClientConfig, Server, ServerHandle, Transport};
 
 use super::service::{AdderClient, AdderServer, Sum};
 use crate::error::BenchError;
@@ -24,6 +24,13 @@ impl<T: OursTransport> OursCaller<T> {
     pub(crate) fn new(transport: T) -> Self {
         OursCaller(AdderClient::new(transport))
     }
+
+    /// A client over `transport` configured as `config`.
+    pub(crate) fn with_config(transport: T, config: ClientConfig) -> Self {
+        OursCaller(AdderClient::from_client(Client::with_config(
+            transport, config,
+        )))
+    }
 }
 
 impl<T: OursTransport> Caller for OursCaller<T> {
@@ -42,8 +49,18 @@ pub(crate) async fn serve<T: OursTransport>(
     in_flight: usize,
     transport: T,
 ) -> Result<ServerHandle, BenchError> {
+    serve_metered(in_flight, transport, true).await
+}
+
+/// [`serve`], reporting to the `metrics` facade or not.
+pub(crate) async fn serve_metered<T: OursTransport>(
+    in_flight: usize,
+    transport: T,
+    metrics: bool,
+) -> Result<ServerHandle, BenchError> {
     Server::builder(transport)
         .concurrency(in_flight)
+        .metrics(metrics)
         .serve(AdderServer::new(Sum))
         .await
         .map_err(|e| setup_error::<T>(&e))

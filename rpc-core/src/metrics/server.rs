@@ -21,12 +21,18 @@ pub(crate) struct ServerMeter {
 struct MethodMeter {
     service: &'static str,
     method: &'static str,
-    started: Counter,
-    in_flight_gauge: Gauge,
-    finished: FinishedMeters,
+    /// The `metrics` handles; `None` for a server built with metrics off.
+    facade: Option<FacadeMeters>,
     outcomes: [AtomicU64; Outcome::ALL.len()],
     in_flight: AtomicI64,
     latency: LatencyHistogram,
+}
+
+/// One method's handles in the `metrics` facade.
+struct FacadeMeters {
+    started: Counter,
+    in_flight: Gauge,
+    finished: FinishedMeters,
 }
 
 /// One method's counts, as the `stats` introspection reports them.
@@ -48,14 +54,16 @@ pub struct ServerMethodStats {
 pub type MethodStats = Vec<ServerMethodStats>;
 
 impl ServerMeter {
-    pub(crate) fn new(descriptor: &'static ServiceDescriptor) -> Self {
+    /// The meters of `descriptor`'s methods; with `facade`, reporting to
+    /// the `metrics` facade as well.
+    pub(crate) fn new(descriptor: &'static ServiceDescriptor, facade: bool) -> Self {
         ServerMeter {
             methods: descriptor
                 .methods
                 .iter()
-                .map(|m| MethodMeter::new(descriptor.name, m.name))
+                .map(|m| MethodMeter::new(descriptor.name, m.name, facade))
                 .collect(),
-            unknown: MethodMeter::new(descriptor.name, UNKNOWN_METHOD),
+            unknown: MethodMeter::new(descriptor.name, UNKNOWN_METHOD, facade),
         }
     }
 
@@ -67,8 +75,10 @@ impl ServerMeter {
             .iter()
             .find(|m| m.method == method)
             .unwrap_or(&self.unknown);
-        meter.started.increment(1);
-        meter.in_flight_gauge.increment(1.0);
+        if let Some(facade) = &meter.facade {
+            facade.started.increment(1);
+            facade.in_flight.increment(1.0);
+        }
         meter.in_flight.fetch_add(1, Ordering::Relaxed);
         CallMeter {
             meter,
@@ -88,17 +98,19 @@ impl ServerMeter {
 }
 
 impl MethodMeter {
-    fn new(service: &'static str, method: &'static str) -> Self {
+    fn new(service: &'static str, method: &'static str, facade: bool) -> Self {
         let labels = [("service", service), ("method", method)];
         MethodMeter {
             service,
             method,
-            started: ::metrics::counter!(names::SERVER_REQUESTS_STARTED, &labels),
-            in_flight_gauge: ::metrics::gauge!(names::SERVER_REQUESTS_IN_FLIGHT, &labels),
-            finished: FinishedMeters::new(
-                names::SERVER_REQUESTS_FINISHED,
-                names::SERVER_REQUEST_DURATION,
-            ),
+            facade: facade.then(|| FacadeMeters {
+                started: ::metrics::counter!(names::SERVER_REQUESTS_STARTED, &labels),
+                in_flight: ::metrics::gauge!(names::SERVER_REQUESTS_IN_FLIGHT, &labels),
+                finished: FinishedMeters::new(
+                    names::SERVER_REQUESTS_FINISHED,
+                    names::SERVER_REQUEST_DURATION,
+                ),
+            }),
             outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
             in_flight: AtomicI64::new(0),
             latency: LatencyHistogram::default(),
@@ -134,16 +146,17 @@ pub(crate) struct CallMeter<'a> {
 }
 
 impl CallMeter<'_> {
-    /// Counts the request's outcome; `dead_lettered` when it was refused
-    /// for good.
-    pub(crate) fn finish(&self, outcome: Outcome, dead_lettered: bool) {
+    /// Counts the request's outcome, reached at `at`; `dead_lettered` when
+    /// it was refused for good.
+    pub(crate) fn finish(&self, outcome: Outcome, dead_lettered: bool, at: tokio::time::Instant) {
         let meter = self.meter;
-        let elapsed = self.started.elapsed();
-        meter
-            .finished
-            .record(meter.service, meter.method, outcome, elapsed);
+        let elapsed = at.into_std().saturating_duration_since(self.started);
         meter.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
         meter.latency.record(elapsed);
+        let Some(facade) = &meter.facade else { return };
+        facade
+            .finished
+            .record(meter.service, meter.method, outcome, elapsed);
         if dead_lettered {
             ::metrics::counter!(
                 names::SERVER_REQUESTS_DEAD_LETTERED,
@@ -158,7 +171,9 @@ impl CallMeter<'_> {
 
 impl Drop for CallMeter<'_> {
     fn drop(&mut self) {
-        self.meter.in_flight_gauge.decrement(1.0);
+        if let Some(facade) = &self.meter.facade {
+            facade.in_flight.decrement(1.0);
+        }
         self.meter.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
