@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
@@ -339,10 +339,19 @@ impl<T: Transport> Client<T> {
                 send.as_mut().poll(cx).map(Ok)
             })
             .await;
-            let received = match first {
-                Ok(Ok(())) => (&mut reply).await,
-                Ok(Err(send_failed)) => return Err(RpcError::from(send_failed)),
+            // The reply is decoded as soon as it is out of its channel, so
+            // no envelope is kept across an await (it would take room in
+            // every call's future).
+            let decode = |received: Received| match received {
+                Ok(Ok(reply)) => read_reply(&reply, service, method),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(RpcError::Closed),
+            };
+            Ok(match first {
+                Ok(Ok(())) => decode((&mut reply).await),
+                Ok(Err(send_failed)) => Err(RpcError::from(send_failed)),
                 Err(received @ Ok(Ok(_))) => {
+                    let answered = decode(received);
                     // Answered before the transport reported the send done
                     // (a broker's confirm can trail the reply). The send is
                     // finished all the same, within the deadline: lapin
@@ -350,16 +359,11 @@ impl<T: Transport> Client<T> {
                     // Boxed: rare, and it would otherwise take room in
                     // every call's future.
                     let _ = Box::pin(tokio::time::timeout_at(deadline, send)).await;
-                    received
+                    answered
                 }
                 // The deadline or a lost connection: the send is abandoned,
                 // as dropping a call abandons it.
-                Err(received) => received,
-            };
-            Ok(match received {
-                Ok(Ok(reply)) => read_reply(&reply, service, method),
-                Ok(Err(error)) => Err(error),
-                Err(_) => Err(RpcError::Closed),
+                Err(received) => decode(received),
             })
         };
         Ok(Started {
@@ -522,6 +526,9 @@ impl<T: Transport> fmt::Debug for Client<T> {
 /// What a sent call resolves to: the outer error is a failed send (the call
 /// is still registered), the inner result the call's answer.
 type Answer<R> = Result<Result<R, RpcError>, RpcError>;
+
+/// What a call's reply channel yields: the reply, or why none will come.
+type Received = Result<Result<Envelope, RpcError>, oneshot::error::RecvError>;
 
 /// A call sent and registered: what waits for its answer (the watchdog
 /// answers it at its deadline).
