@@ -137,10 +137,12 @@ pub mod properties;
     reason = "public only behind the `fuzzing` feature, for the fuzzer and the decoder tests"
 )]
 mod properties;
+mod returns;
 mod session;
 mod shared;
 // Middle: each imports only the bottom (and `backoff`).
 mod backoff;
+mod confirms;
 mod inbox;
 mod publish;
 mod requests;
