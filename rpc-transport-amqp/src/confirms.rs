@@ -11,7 +11,9 @@
 //! One task per transport awaits the confirms in the order they were
 //! published: the broker confirms a channel's messages in that order, often
 //! many with one `multiple` ack, so the task wakes once per batch and finds
-//! the confirms behind the first already settled.
+//! the confirms behind the first already settled. (Confirms of different
+//! channels, direct reply-to's, may wait behind each other: by a round
+//! trip to the broker at most, or until a lost connection fails them all.)
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -39,14 +41,25 @@ pub(crate) async fn run(shared: Arc<Shared>, mut handed: mpsc::UnboundedReceiver
             return Poll::Ready(());
         }
         loop {
-            match handed.poll_recv(cx) {
-                Poll::Ready(Some(unconfirmed)) => waiting.push_back(unconfirmed),
-                Poll::Ready(None) => return Poll::Ready(()),
-                Poll::Pending => break,
+            // Only an empty queue waits for what is handed over: behind a
+            // confirm still to come, a new one can wait for it too (the
+            // broker confirms in publish order), so handing one over wakes
+            // this task only when it has nothing else to wait for.
+            if waiting.is_empty() {
+                match handed.poll_recv(cx) {
+                    Poll::Ready(Some(unconfirmed)) => waiting.push_back(unconfirmed),
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            while let Ok(unconfirmed) = handed.try_recv() {
+                waiting.push_back(unconfirmed);
+            }
+            settle_ready(&shared, &mut waiting, cx);
+            if !waiting.is_empty() {
+                return Poll::Pending;
             }
         }
-        settle_ready(&shared, &mut waiting, cx);
-        Poll::Pending
     })
     .await;
 }
