@@ -7,13 +7,14 @@ use rpc_core::transport::ReplySink;
 use rpc_core::{Envelope, ErrorKind, Name, RpcError};
 
 use crate::properties::{self, Arrival};
-use crate::shared::Shared;
+use crate::shared::{DIRECT_REPLY_TO, Shared};
 
 /// Fails the request `returned` was (the broker could not route it: no
 /// queue for its service) with a `NoSuchService` reply, which the client
 /// reads as `NoRoute`, through the inbox its `reply_to` names, or `sink`
-/// (a direct reply-to channel carries one inbox's requests only). Returns
-/// whether `returned` was a request; a oneway call has nobody to tell here.
+/// for direct reply-to (such a channel carries one inbox's requests only).
+/// Returns whether `returned` was a request; a oneway call has nobody to
+/// tell here.
 pub(crate) fn fail_returned_call(
     shared: &Shared,
     returned: &BasicReturnMessage,
@@ -30,9 +31,14 @@ pub(crate) fn fail_returned_call(
     else {
         return false;
     };
+    // A reply queue names its inbox; a direct reply-to request left on its
+    // inbox's own channel, so `sink` is its inbox. A reply queue without an
+    // inbox any more has nobody waiting.
     let inbox = shared.inbox_with_queue(reply_to.as_str());
-    let Some(sink) = inbox.as_ref().map(|entry| &entry.sink).or(sink) else {
-        return false;
+    let sink = match (&inbox, sink) {
+        (Some(entry), _) => &entry.sink,
+        (None, Some(sink)) if reply_to.as_str().starts_with(DIRECT_REPLY_TO) => sink,
+        (None, _) => return true,
     };
     let queue = returned.delivery.routing_key.as_str();
     let service = queue
