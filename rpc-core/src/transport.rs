@@ -79,8 +79,10 @@ pub trait Transport: Clone + Send + Sync + 'static {
 
     /// Sends a request to the service its header names; its reply comes back
     /// to `inbox`. The transport writes the reply address it needs into the
-    /// message itself. Resolves once the fabric has taken the envelope (for
-    /// brokers with confirms: once confirmed).
+    /// message itself. Resolves once the envelope is handed to the fabric; a
+    /// broker's later word against it (a return: no queue; a nack; a lost
+    /// connection before its confirm) fails the call through `inbox`, so
+    /// the reply itself is what proves the broker took the request.
     fn send_request(
         &self,
         inbox: &Self::Inbox,

@@ -35,3 +35,11 @@ pub(crate) fn is_connection_level(error: &lapin::Error) -> bool {
         _ => false,
     }
 }
+
+/// The error of a message the broker refused (a nack).
+pub(crate) fn nacked() -> TransportError {
+    TransportError::protocol(
+        "publish",
+        std::io::Error::other("the broker refused the message (nack)"),
+    )
+}

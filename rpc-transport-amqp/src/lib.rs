@@ -71,6 +71,11 @@
 //!   published `mandatory`, and a call to a service without a queue fails
 //!   with `NoRoute` in about a millisecond. Without confirms there is no such
 //!   signal and the call ends by its deadline.
+//! - **A call waits for its reply, not its confirm**: the reply proves the
+//!   broker took the request. The confirm is heard off the call path and
+//!   ends the call only if it says otherwise: a return is `NoRoute`, a nack
+//!   a transport error, a connection lost first `ConnectionLost`; after the
+//!   reply it changes nothing. Oneway calls and replies wait for theirs.
 //! - **Foreign clients**: any correlation id (up to 255 bytes) comes back
 //!   verbatim; error replies to JSON calls carry a JSON body; a reply that
 //!   cannot be read fails its call at once with a decode error; a queue
@@ -106,9 +111,11 @@
 //! middle   supervisor.rs (reconnect loop) --> inbox.rs (reply inboxes)
 //!          requests.rs (request streams, settlement) --> topology.rs (what a service declares)
 //!          publish.rs (calls and replies out)      backoff.rs (the one retry loop)
+//!          confirms.rs (requests' confirms, heard off the call path)
 //!             |
 //! bottom   shared.rs (state every clone and task shares: connection state,
 //!                     inboxes, declared queues; small helpers)
+//!          returns.rs (a returned request fails its own call)
 //!          session.rs (one connection generation, a consumer subscription)
 //!          properties.rs (envelope <-> AMQP properties; see docs/wire.md)
 //!          config.rs (options as read)   error.rs (lapin errors -> TransportError)
@@ -137,10 +144,12 @@ pub mod properties;
     reason = "public only behind the `fuzzing` feature, for the fuzzer and the decoder tests"
 )]
 mod properties;
+mod returns;
 mod session;
 mod shared;
 // Middle: each imports only the bottom (and `backoff`).
 mod backoff;
+mod confirms;
 mod inbox;
 mod publish;
 mod requests;

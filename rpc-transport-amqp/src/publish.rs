@@ -1,23 +1,26 @@
 //! Publishing calls and replies: envelope to AMQP properties, one publish,
 //! the broker's word on it.
 
+use std::sync::Arc;
+
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Confirmation};
+use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 use rpc_core::envelope::Status;
 use rpc_core::{Address, ContentType, Envelope, ErrorKind, TransportError};
 
-use crate::error::protocol;
+use crate::error::{nacked, protocol};
 use crate::properties;
+use crate::returns::fail_returned_call;
 use crate::session::Session;
-use crate::shared::{DIRECT_REPLY_TO, InboxEntry, Shared, short};
+use crate::shared::{DIRECT_REPLY_TO, InboxEntry, Shared, Unconfirmed, short};
 
 impl Shared {
     /// Publishes a request (replies go to `inbox`) or, without an inbox, a
     /// oneway call, to the service its header names.
     pub(crate) async fn publish_call(
         &self,
-        inbox: Option<&InboxEntry>,
+        inbox: Option<&Arc<InboxEntry>>,
         envelope: Envelope,
     ) -> Result<(), TransportError> {
         self.publish_to(inbox, envelope, None).await
@@ -27,7 +30,7 @@ impl Shared {
     /// exchange under the service's name.
     pub(crate) async fn publish_to(
         &self,
-        inbox: Option<&InboxEntry>,
+        inbox: Option<&Arc<InboxEntry>>,
         envelope: Envelope,
         broadcast: Option<String>,
     ) -> Result<(), TransportError> {
@@ -66,7 +69,7 @@ impl Shared {
                 true,
             ),
         };
-        publish(
+        let confirm = publish(
             &session,
             channel,
             exchange,
@@ -74,9 +77,23 @@ impl Shared {
             mandatory,
             &body,
             props,
-            to,
         )
-        .await
+        .await?;
+        match inbox {
+            // A request: its reply proves the broker took it, so the call
+            // goes on to wait for that and the confirm task fails it if the
+            // confirm says otherwise (confirms.rs).
+            Some(entry) if mandatory && config.confirms => {
+                self.track(Unconfirmed {
+                    confirm,
+                    inbox: entry.clone(),
+                    correlation: header.correlation_id,
+                    session,
+                });
+                Ok(())
+            }
+            _ => self.settle(&session, confirm, to).await,
+        }
     }
 
     /// Publishes a reply to the reply queue `to` (or a direct reply-to name)
@@ -104,7 +121,7 @@ impl Shared {
             body = json_error_body(*kind, message);
         }
         let channel = &session.publisher;
-        publish(
+        let confirm = publish(
             &session,
             channel,
             "",
@@ -112,9 +129,35 @@ impl Shared {
             false,
             &body,
             props,
-            to.as_str(),
         )
-        .await
+        .await?;
+        self.settle(&session, confirm, to.as_str()).await
+    }
+
+    /// Waits for the broker's word on a message published to `to` (with
+    /// confirms; without, it is there at once). A returned request that
+    /// lapin hands with this message's confirm (one `multiple` ack settles
+    /// both) fails its own call, not this message.
+    async fn settle(
+        &self,
+        session: &Session,
+        confirm: PublisherConfirm,
+        to: &str,
+    ) -> Result<(), TransportError> {
+        match confirm.await {
+            Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => Ok(()),
+            Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => {
+                if fail_returned_call(self, &returned, None) {
+                    Ok(())
+                } else {
+                    Err(TransportError::NoRoute {
+                        address: to.to_owned(),
+                    })
+                }
+            }
+            Ok(Confirmation::Nack(None)) => Err(nacked()),
+            Err(e) => Err(lost_or(session, "publish confirm", e)),
+        }
     }
 }
 
@@ -126,9 +169,8 @@ pub(crate) fn json_error_body(kind: ErrorKind, message: &str) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-/// Publishes one message and waits for the broker's word on it (with
-/// confirms) or for lapin's write (without).
-#[expect(clippy::too_many_arguments, reason = "one publish, spelled out")]
+/// Publishes one message; resolves once lapin has written it, with the
+/// broker's confirm still to come.
 async fn publish(
     session: &Session,
     channel: &lapin::Channel,
@@ -137,8 +179,7 @@ async fn publish(
     mandatory: bool,
     body: &[u8],
     props: BasicProperties,
-    to: &str,
-) -> Result<(), TransportError> {
+) -> Result<PublisherConfirm, TransportError> {
     let options = BasicPublishOptions {
         mandatory,
         immediate: false,
@@ -147,25 +188,14 @@ async fn publish(
     // request after sending its reply, and lapin writes method frames
     // (acks) ahead of queued publishes: without this wait the ack could
     // reach the broker before the reply.
-    let confirm = channel
+    //
+    // The confirm is awaited even without confirm mode (it is ready at
+    // once then): a dropped PublisherConfirm is parked inside lapin until
+    // `wait_for_confirms`.
+    channel
         .basic_publish(short(exchange)?, routing_key, options, body, props)
         .await
-        .map_err(|e| lost_or(session, "publish", e))?;
-    // Awaited even without confirm mode: a dropped PublisherConfirm is
-    // parked inside lapin until `wait_for_confirms`.
-    match confirm.await {
-        Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => Ok(()),
-        Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))) => {
-            Err(TransportError::NoRoute {
-                address: to.to_owned(),
-            })
-        }
-        Ok(Confirmation::Nack(None)) => Err(TransportError::protocol(
-            "publish",
-            std::io::Error::other("the broker refused the message (nack)"),
-        )),
-        Err(e) => Err(lost_or(session, "publish confirm", e)),
-    }
+        .map_err(|e| lost_or(session, "publish", e))
 }
 
 /// The error of a failed publish or confirm: `ConnectionLost` when the

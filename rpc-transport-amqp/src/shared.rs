@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lapin::Channel;
 use lapin::types::ShortString;
+use lapin::{Channel, PublisherConfirm};
 use rpc_core::TransportError;
 use rpc_core::transport::ReplySink;
 use rpc_core::transport::support::{Connection, ConnectionState, Liveness, instance_id};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::session::Session;
@@ -37,6 +37,22 @@ pub(crate) struct Shared {
     /// Unique per transport instance: names its reply queues.
     pub(crate) instance: String,
     pub(crate) next_id: AtomicU64,
+    /// Requests whose confirms the confirm task awaits (`confirms.rs`).
+    unconfirmed: mpsc::UnboundedSender<Unconfirmed>,
+}
+
+/// A request published in confirm mode whose call does not wait for the
+/// confirm: what the confirm task needs to fail the call if the confirm
+/// says the request did not get through.
+pub(crate) struct Unconfirmed {
+    pub(crate) confirm: PublisherConfirm,
+    /// The inbox the call waits at.
+    pub(crate) inbox: Arc<InboxEntry>,
+    /// The call's correlation id.
+    pub(crate) correlation: u64,
+    /// The session it was published on: whether it is still connected
+    /// tells a lost connection from a refused message.
+    pub(crate) session: Arc<Session>,
 }
 
 /// The connection as the rest of the transport sees it: `Connecting`
@@ -51,9 +67,14 @@ impl Liveness for Session {
 }
 
 impl Shared {
-    /// Fresh state for a transport whose first session is `session`.
-    pub(crate) fn new(config: Config, session: Arc<Session>) -> Self {
-        Shared {
+    /// Fresh state for a transport whose first session is `session`, and
+    /// the receiving end of [`track`](Self::track), for the confirm task.
+    pub(crate) fn new(
+        config: Config,
+        session: Arc<Session>,
+    ) -> (Self, mpsc::UnboundedReceiver<Unconfirmed>) {
+        let (unconfirmed, handed) = mpsc::unbounded_channel();
+        let shared = Shared {
             config,
             state: ConnectionState::new(session),
             inboxes: Mutex::default(),
@@ -61,7 +82,16 @@ impl Shared {
             exchanges: Mutex::default(),
             instance: instance_id(),
             next_id: AtomicU64::new(1),
-        }
+            unconfirmed,
+        };
+        (shared, handed)
+    }
+
+    /// Hands a request's confirm to the confirm task. Once the task has
+    /// ended (the transport closed) the confirm is dropped: its call has
+    /// failed with `Closed`.
+    pub(crate) fn track(&self, unconfirmed: Unconfirmed) {
+        let _ = self.unconfirmed.send(unconfirmed);
     }
 
     /// The current session, waiting (at most the connect timeout) while
@@ -141,6 +171,14 @@ impl Shared {
 
     pub(crate) fn inbox_entries(&self) -> Vec<Arc<InboxEntry>> {
         lock(&self.inboxes).values().cloned().collect()
+    }
+
+    /// The inbox whose reply queue is `queue`.
+    pub(crate) fn inbox_with_queue(&self, queue: &str) -> Option<Arc<InboxEntry>> {
+        lock(&self.inboxes)
+            .values()
+            .find(|entry| entry.queue.as_deref() == Some(queue))
+            .cloned()
     }
 
     pub(crate) fn record_declared(&self, queue: &str) {

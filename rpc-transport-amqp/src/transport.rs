@@ -9,6 +9,7 @@ use rpc_core::transport::{ReplySink, ServiceSpec, Transport};
 use rpc_core::{Envelope, TransportError};
 
 use crate::config::{Config, redacted_url};
+use crate::confirms;
 use crate::error::protocol;
 use crate::inbox::{self, InboxGuard};
 use crate::requests::AmqpRequests;
@@ -41,8 +42,10 @@ impl Drop for Handle {
 impl AmqpTransport {
     pub(crate) async fn start(config: Config) -> Result<Self, TransportError> {
         let session = Arc::new(Session::open(&config, 1, 0).await?);
-        let shared = Arc::new(Shared::new(config, session.clone()));
+        let (shared, unconfirmed) = Shared::new(config, session.clone());
+        let shared = Arc::new(shared);
         tokio::spawn(supervisor::run(shared.clone(), session));
+        tokio::spawn(confirms::run(shared.clone(), unconfirmed));
         Ok(AmqpTransport {
             handle: Arc::new(Handle { shared }),
         })
