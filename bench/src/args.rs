@@ -31,7 +31,7 @@ usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp|nats|kafk
   --no-memory    skip the resident-memory check
   --no-subscriber  leave tracing without a subscriber (its `log` fallback then
                  runs on every span enter, exit and record, in every system)
-  --calls N      no table: ours-mem only, 1,000 warm-up calls then exactly N
+  --calls N      no table: ours-mem (or --system ours-zmq), 1,000 warm-up calls then exactly N
                  calls (at the first --in-flight level, default 1; on --flavor,
                  default current), for counting instructions under callgrind
                  (bench/instructions.sh)
@@ -75,7 +75,7 @@ pub(crate) struct Options {
     pub(crate) memory: bool,
     /// Install a no-op tracing subscriber.
     pub(crate) subscriber: bool,
-    /// Make this many calls of ours-mem and stop (`--calls`).
+    /// Make this many calls of ours-mem (or ours-zmq) and stop (`--calls`).
     pub(crate) calls: Option<u64>,
     /// Interleaved runs per configuration.
     pub(crate) runs: usize,

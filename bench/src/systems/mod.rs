@@ -36,6 +36,7 @@ pub(crate) use lapin_raw::broker_reachable;
 pub(crate) use nats_raw::server_reachable as nats_reachable;
 pub(crate) use ours_kafka::broker_reachable as kafka_reachable;
 pub(crate) use ours_mem::start as start_ours_mem;
+pub(crate) use ours_zmq::start as start_ours_zmq;
 
 /// A started system: its client and how to stop it.
 pub(crate) struct Running<C> {
