@@ -196,8 +196,7 @@ pub fn check(buf: &[u8], limits: &FrameLimits) -> Result<usize, FrameError> {
 /// Everything [`check`] reports, then a typed error for each way the frame's
 /// contents can be wrong. Never panics, whatever `buf` holds.
 pub fn decode(buf: &[u8], limits: &FrameLimits) -> Result<(Envelope, usize), FrameError> {
-    let (envelope, size, _) = decode_known(buf, limits, &KnownNames::new())?;
-    Ok((envelope, size))
+    decode_frame(buf, limits, None)
 }
 
 /// [`decode`], with the service, method and reply names that `names` knows
@@ -213,25 +212,17 @@ pub fn decode_with(
     limits: &FrameLimits,
     names: &mut KnownNames,
 ) -> Result<(Envelope, usize), FrameError> {
-    let (envelope, size, new_names) = decode_known(buf, limits, names)?;
-    if new_names {
-        let header = &envelope.header;
-        names.insert(header.service.clone());
-        names.insert(header.method.clone());
-        if let Some(address) = &header.reply_to {
-            names.insert(address.name().clone());
-        }
-    }
-    Ok((envelope, size))
+    decode_frame(buf, limits, Some(names))
 }
 
-/// Decodes one frame, taking the names `known` has from it; says whether
-/// the frame had a name it did not know.
-fn decode_known(
+/// Decodes one frame, with the names `known` has, if any, and adds to it
+/// those it did not.
+#[inline(always)]
+fn decode_frame(
     buf: &[u8],
     limits: &FrameLimits,
-    known: &KnownNames,
-) -> Result<(Envelope, usize, bool), FrameError> {
+    known: Option<&mut KnownNames>,
+) -> Result<(Envelope, usize), FrameError> {
     let size = check(buf, limits)?;
     // `check` vouched for `size <= buf.len()`; `get` keeps that a non-panicking fact.
     let frame = buf
@@ -239,7 +230,7 @@ fn decode_known(
         .ok_or(FrameError::Incomplete)?;
     let mut names = Names { known, new: false };
     let envelope = parse(&mut Reader { rest: frame }, limits, &mut names)?;
-    Ok((envelope, size, names.new))
+    Ok((envelope, size))
 }
 
 /// Appends the frame for `envelope` to `out`.
@@ -265,7 +256,13 @@ pub fn encode(
         Status::Error { kind, message } => (kind.code(), message.as_str()),
     };
 
-    out.reserve(size);
+    if out.capacity() == 0 {
+        // The usual case: a new vector, allocated once at its final size
+        // (`reserve` would take the slower road of growing it).
+        *out = Vec::with_capacity(size);
+    } else {
+        out.reserve(size);
+    }
     let start = out.len();
     // `encoded_len` checked that every length below fits its prefix width,
     // so the narrowing casts here cannot truncate.
@@ -398,6 +395,9 @@ fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Parses the bytes after the length prefix of one whole frame.
+// Inlined into its two callers: the envelope is then built where they
+// return it, not moved there (a few hundred bytes).
+#[inline(always)]
 fn parse(
     frame: &mut Reader<'_>,
     limits: &FrameLimits,
@@ -450,6 +450,11 @@ fn parse(
             count: frame.rest.len(),
         });
     }
+    names.learn([
+        Some(&service),
+        Some(&method),
+        reply_to.as_ref().map(Address::name),
+    ]);
 
     Ok(Envelope {
         header: Header {
@@ -469,10 +474,10 @@ fn parse(
     })
 }
 
-/// Where a decoder gets the names it reads: the known ones, and a note of
-/// whether any was not.
+/// Where a decoder gets the names it reads: the known ones, if it has
+/// any, and a note of whether any was not known.
 struct Names<'a> {
-    known: &'a KnownNames,
+    known: Option<&'a mut KnownNames>,
     new: bool,
 }
 
@@ -481,7 +486,9 @@ impl Names<'_> {
     /// UTF-8 check: they equal a name's), else a new one.
     #[inline]
     fn name(&mut self, bytes: &[u8], field: &'static str) -> Result<Name, FrameError> {
-        if let Some(name) = self.known.get(bytes) {
+        if let Some(known) = &self.known
+            && let Some(name) = known.get(bytes)
+        {
             return Ok(name.clone());
         }
         let text = utf8(bytes, field)?;
@@ -491,6 +498,18 @@ impl Names<'_> {
         } else {
             Name::from(Arc::<str>::from(text))
         })
+    }
+
+    /// Adds the names of an accepted frame to the known ones, if some were new.
+    #[inline]
+    fn learn(&mut self, names: [Option<&Name>; 3]) {
+        if let Some(known) = &mut self.known
+            && self.new
+        {
+            for name in names.into_iter().flatten() {
+                known.insert(name.clone());
+            }
+        }
     }
 }
 
