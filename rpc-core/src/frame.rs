@@ -207,6 +207,9 @@ pub fn decode(buf: &[u8], limits: &FrameLimits) -> Result<(Envelope, usize), Fra
 /// # Errors
 ///
 /// As [`decode`]; `names` is left as it was.
+// Inlined into a transport's parser, the envelope is built in the message
+// that carries it rather than moved into it.
+#[inline]
 pub fn decode_with(
     buf: &[u8],
     limits: &FrameLimits,

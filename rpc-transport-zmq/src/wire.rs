@@ -172,6 +172,8 @@ pub fn parse_from_client_with(
     })
 }
 
+/// A client's frames parsed, the envelope read by `decode`.
+#[inline]
 fn from_client(
     frames: &[Bytes],
     limits: &FrameLimits,
@@ -212,6 +214,8 @@ pub fn parse_from_server_with(
     })
 }
 
+/// A server's frames parsed, the envelope read by `decode`.
+#[inline]
 fn from_server(
     frames: &[Bytes],
     limits: &FrameLimits,
@@ -262,6 +266,7 @@ pub fn decode_envelope(bytes: &[u8], limits: &FrameLimits) -> Result<Envelope, W
 
 /// [`decode_envelope`], with the names taken from (and new ones added to)
 /// `names` (`rpc_core::frame::decode_with`).
+#[inline]
 pub fn decode_envelope_with(
     bytes: &[u8],
     limits: &FrameLimits,
@@ -273,6 +278,7 @@ pub fn decode_envelope_with(
 }
 
 /// Refuses bytes after the frame: an envelope frame holds one frame exactly.
+#[inline]
 fn whole_frame(bytes: &[u8], used: usize) -> Result<(), WireError> {
     if used != bytes.len() {
         return Err(FrameError::TrailingBytes {
