@@ -8,7 +8,9 @@
 //! [`check`] looks at the first five bytes only, so a connection can ask
 //! "is a whole frame buffered yet?" for almost nothing and refuse an
 //! oversized frame before it buffers (or allocates) any of it; [`decode`]
-//! then parses a frame that is known to be whole.
+//! then parses a frame that is known to be whole. A connection reads with
+//! [`decode_with`] and a [`KnownNames`] of its own, so that the service and
+//! method names it reads call after call cost no allocation.
 //!
 //! The decoder treats every byte as hostile: each length field is checked
 //! against the bytes left in the frame before it is used, so allocations are
@@ -42,9 +44,10 @@ use std::sync::Arc;
 
 use crate::codec::ContentType;
 use crate::envelope::{Envelope, ErrorKind, Header, Kind, Metadata, PROTOCOL_VERSION, Status};
+use crate::known_names::KnownNames;
 use crate::limits::Limits;
 use crate::name::{Address, Name};
-use crate::trace::{TRACEPARENT, TraceContext};
+use crate::trace::{TRACEPARENT, TRACEPARENT_LEN, TRACESTATE, TraceContext};
 
 /// Width of the length prefix that starts every frame.
 const LENGTH_PREFIX_LEN: usize = 4;
@@ -193,19 +196,51 @@ pub fn check(buf: &[u8], limits: &FrameLimits) -> Result<usize, FrameError> {
 /// Everything [`check`] reports, then a typed error for each way the frame's
 /// contents can be wrong. Never panics, whatever `buf` holds.
 pub fn decode(buf: &[u8], limits: &FrameLimits) -> Result<(Envelope, usize), FrameError> {
+    decode_frame(buf, limits, None)
+}
+
+/// [`decode`], with the service, method and reply names that `names` knows
+/// taken from it rather than allocated; the names of an accepted frame that
+/// it did not know are added to it (see [`KnownNames`]). Accepts and
+/// refuses exactly what [`decode`] does, and decodes the same envelope.
+///
+/// # Errors
+///
+/// As [`decode`]; `names` is left as it was.
+// Inlined into a transport's parser, the envelope is built in the message
+// that carries it rather than moved into it.
+#[inline]
+pub fn decode_with(
+    buf: &[u8],
+    limits: &FrameLimits,
+    names: &mut KnownNames,
+) -> Result<(Envelope, usize), FrameError> {
+    decode_frame(buf, limits, Some(names))
+}
+
+/// Decodes one frame, with the names `known` has, if any, and adds to it
+/// those it did not.
+#[inline(always)]
+fn decode_frame(
+    buf: &[u8],
+    limits: &FrameLimits,
+    known: Option<&mut KnownNames>,
+) -> Result<(Envelope, usize), FrameError> {
     let size = check(buf, limits)?;
     // `check` vouched for `size <= buf.len()`; `get` keeps that a non-panicking fact.
     let frame = buf
         .get(LENGTH_PREFIX_LEN..size)
         .ok_or(FrameError::Incomplete)?;
-    let envelope = parse(&mut Reader { rest: frame }, limits)?;
+    let mut names = Names { known, new: false };
+    let envelope = parse(&mut Reader { rest: frame }, limits, &mut names)?;
     Ok((envelope, size))
 }
 
 /// Appends the frame for `envelope` to `out`.
 ///
 /// All sizes are checked before the first byte is written, so on error
-/// `out` is left as it was.
+/// `out` is left as it was. `out` grows at most once (an empty one to
+/// exactly the frame's size).
 ///
 /// # Errors
 ///
@@ -224,20 +259,29 @@ pub fn encode(
         Status::Error { kind, message } => (kind.code(), message.as_str()),
     };
 
-    out.reserve(size);
+    if out.capacity() == 0 {
+        // The usual case: a new vector, allocated once at its final size
+        // (`reserve` would take the slower road of growing it).
+        *out = Vec::with_capacity(size);
+    } else {
+        out.reserve(size);
+    }
     let start = out.len();
     // `encoded_len` checked that every length below fits its prefix width,
     // so the narrowing casts here cannot truncate.
-    put_u32(out, (size - LENGTH_PREFIX_LEN) as u32);
-    out.extend_from_slice(&[
+    // The fixed fields in one copy: prefix, the four codes, the three `u64`s.
+    let mut fixed = [0u8; LENGTH_PREFIX_LEN + 4 + 3 * 8];
+    fixed[..4].copy_from_slice(&((size - LENGTH_PREFIX_LEN) as u32).to_be_bytes());
+    fixed[4..8].copy_from_slice(&[
         PROTOCOL_VERSION,
         header.kind.code(),
         header.content_type.code(),
         status_code,
     ]);
-    out.extend_from_slice(&header.correlation_id.to_be_bytes());
-    out.extend_from_slice(&header.deadline_ms.to_be_bytes());
-    out.extend_from_slice(&header.sent_at_ms.to_be_bytes());
+    fixed[8..16].copy_from_slice(&header.correlation_id.to_be_bytes());
+    fixed[16..24].copy_from_slice(&header.deadline_ms.to_be_bytes());
+    fixed[24..32].copy_from_slice(&header.sent_at_ms.to_be_bytes());
+    out.extend_from_slice(&fixed);
     put_str16(out, &header.service);
     put_str16(out, &header.method);
     match &header.reply_to {
@@ -249,16 +293,34 @@ pub fn encode(
     }
     put_bytes32(out, message.as_bytes());
     put_u16(out, header.wire_metadata_len() as u16);
-    let written = header.try_for_each_wire_entry(|key, value| {
+    // The entries `Header::try_for_each_wire_entry` gives, in its order,
+    // with the trace context's value written from its bytes as formatted.
+    if let Some(trace) = &header.trace {
+        put_str16(out, TRACEPARENT);
+        put_bytes32(out, trace.traceparent().as_bytes());
+    }
+    for (key, value) in metadata_entries(header) {
         put_str16(out, key);
         put_bytes32(out, value.as_bytes());
-        Ok::<(), std::convert::Infallible>(())
-    });
-    written.unwrap_or_else(|never| match never {});
+    }
     put_bytes32(out, &envelope.body);
     debug_assert_eq!(out.len() - start, size, "encoded_len disagrees with encode");
     Ok(())
 }
+
+/// The metadata entries the wire carries besides the trace context's:
+/// all of them, but a `traceparent` of their own when the header has a
+/// trace context (it gives way to that).
+fn metadata_entries(header: &Header) -> impl Iterator<Item = (&str, &str)> {
+    let traced = header.trace.is_some();
+    header
+        .metadata
+        .iter()
+        .filter(move |(key, _)| !(traced && *key == TRACEPARENT))
+}
+
+/// The bytes of the trace context's entry: key and value with their prefixes.
+const TRACE_ENTRY_LEN: usize = 2 + TRACEPARENT.len() + 4 + TRACEPARENT_LEN;
 
 /// The size of `envelope`'s frame, prefix included, after checking every
 /// field against its length prefix and the frame against `limits`.
@@ -283,11 +345,13 @@ fn encoded_len(envelope: &Envelope, limits: &FrameLimits) -> Result<usize, Frame
     if let Status::Error { message, .. } = &header.status {
         size += fit("status message", message.len(), u32::MAX as usize)?;
     }
-    header.try_for_each_wire_entry(|key, value| {
+    if header.trace.is_some() {
+        size += TRACE_ENTRY_LEN as u64;
+    }
+    for (key, value) in metadata_entries(header) {
         size += 2 + fit("metadata key", key.len(), u16::MAX.into())?;
         size += 4 + fit("metadata value", value.len(), u32::MAX as usize)?;
-        Ok(())
-    })?;
+    }
     size += fit("body", envelope.body.len(), u32::MAX as usize)?;
 
     let limit = limits.max_message_size;
@@ -301,6 +365,7 @@ fn encoded_len(envelope: &Envelope, limits: &FrameLimits) -> Result<usize, Frame
 }
 
 /// `len` as a `u64` if it is at most `max`, the largest its length prefix holds.
+#[inline]
 fn fit(field: &'static str, len: usize, max: usize) -> Result<u64, FrameError> {
     if len > max {
         return Err(FrameError::FieldTooLong { field, len, max });
@@ -308,28 +373,39 @@ fn fit(field: &'static str, len: usize, max: usize) -> Result<u64, FrameError> {
     Ok(len as u64)
 }
 
+#[inline]
 fn put_u16(out: &mut Vec<u8>, value: u16) {
     out.extend_from_slice(&value.to_be_bytes());
 }
 
+#[inline]
 fn put_u32(out: &mut Vec<u8>, value: u32) {
     out.extend_from_slice(&value.to_be_bytes());
 }
 
 /// A string with a `u16` length prefix; the caller checked that it fits.
+#[inline]
 fn put_str16(out: &mut Vec<u8>, text: &str) {
     put_u16(out, text.len() as u16);
     out.extend_from_slice(text.as_bytes());
 }
 
 /// Bytes with a `u32` length prefix; the caller checked that they fit.
+#[inline]
 fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
     put_u32(out, bytes.len() as u32);
     out.extend_from_slice(bytes);
 }
 
 /// Parses the bytes after the length prefix of one whole frame.
-fn parse(frame: &mut Reader<'_>, limits: &FrameLimits) -> Result<Envelope, FrameError> {
+// Inlined into its two callers: the envelope is then built where they
+// return it, not moved there (a few hundred bytes).
+#[inline(always)]
+fn parse(
+    frame: &mut Reader<'_>,
+    limits: &FrameLimits,
+    names: &mut Names<'_>,
+) -> Result<Envelope, FrameError> {
     let version = frame.u8("version")?;
     if version != PROTOCOL_VERSION {
         return Err(FrameError::UnsupportedVersion(version));
@@ -347,22 +423,27 @@ fn parse(frame: &mut Reader<'_>, limits: &FrameLimits) -> Result<Envelope, Frame
     let deadline_ms = frame.u64("deadline")?;
     let sent_at_ms = frame.u64("sent at")?;
 
-    let service = Name::from(Arc::<str>::from(frame.str16("service")?));
-    let method = Name::from(Arc::<str>::from(frame.str16("method")?));
+    let service = names.name(frame.bytes16("service")?, "service")?;
+    let method = names.name(frame.bytes16("method")?, "method")?;
     let reply_to = match frame.u8("reply_to marker")? {
         REPLY_TO_ABSENT => None,
-        REPLY_TO_PRESENT => Some(Address::new(Arc::<str>::from(frame.str16("reply_to")?))),
+        REPLY_TO_PRESENT => Some(Address::new(
+            names.name(frame.bytes16("reply_to")?, "reply_to")?,
+        )),
         marker => return Err(FrameError::InvalidReplyToMarker(marker)),
     };
-    let message = frame.str32("status message")?;
+    let message = frame.bytes32("status message")?;
     let status = match error_kind {
         Some(kind) => Status::Error {
             kind,
-            message: message.to_owned(),
+            message: utf8(message, "status message")?.to_owned(),
         },
+        None if message.is_empty() => Status::Ok,
         // Refused rather than dropped, so that the encoding stays canonical.
-        None if !message.is_empty() => return Err(FrameError::StatusMessageWithoutError),
-        None => Status::Ok,
+        None => {
+            utf8(message, "status message")?;
+            return Err(FrameError::StatusMessageWithoutError);
+        }
     };
 
     let (trace, metadata) = parse_metadata(frame, limits)?;
@@ -372,6 +453,11 @@ fn parse(frame: &mut Reader<'_>, limits: &FrameLimits) -> Result<Envelope, Frame
             count: frame.rest.len(),
         });
     }
+    names.learn([
+        Some(&service),
+        Some(&method),
+        reply_to.as_ref().map(Address::name),
+    ]);
 
     Ok(Envelope {
         header: Header {
@@ -391,6 +477,49 @@ fn parse(frame: &mut Reader<'_>, limits: &FrameLimits) -> Result<Envelope, Frame
     })
 }
 
+/// Where a decoder gets the names it reads: the known ones, if it has
+/// any, and a note of whether any was not known.
+struct Names<'a> {
+    known: Option<&'a mut KnownNames>,
+    new: bool,
+}
+
+impl Names<'_> {
+    /// The name spelled by `bytes`: a known one's clone (its bytes need no
+    /// UTF-8 check: they equal a name's), else a new one.
+    #[inline]
+    fn name(&mut self, bytes: &[u8], field: &'static str) -> Result<Name, FrameError> {
+        if let Some(known) = &self.known
+            && let Some(name) = known.get(bytes)
+        {
+            return Ok(name.clone());
+        }
+        let text = utf8(bytes, field)?;
+        self.new = true;
+        Ok(if text.is_empty() {
+            Name::from_static("")
+        } else {
+            Name::from(Arc::<str>::from(text))
+        })
+    }
+
+    /// Adds the names of an accepted frame to the known ones, if some were new.
+    #[inline]
+    fn learn(&mut self, names: [Option<&Name>; 3]) {
+        if let Some(known) = &mut self.known
+            && self.new
+        {
+            for name in names.into_iter().flatten() {
+                known.insert(name.clone());
+            }
+        }
+    }
+}
+
+/// The metadata keys the crate names itself: read off the wire as the
+/// constants, with no copy of the key.
+const CONSTANT_KEYS: [&str; 2] = [TRACEPARENT, TRACESTATE];
+
 /// The metadata entries: a valid `traceparent` as the trace context, the
 /// rest as metadata.
 fn parse_metadata(
@@ -409,22 +538,44 @@ fn parse_metadata(
     let mut metadata = Metadata::new();
     let mut trace = None;
     for _ in 0..count {
-        let key = frame.str16("metadata key")?;
-        let value = frame.str32("metadata value")?;
+        let key_bytes = frame.bytes16("metadata key")?;
+        let constant = CONSTANT_KEYS
+            .into_iter()
+            .find(|key| key.as_bytes() == key_bytes);
+        let key = match constant {
+            Some(key) => key,
+            None => utf8(key_bytes, "metadata key")?,
+        };
+        let value = frame.bytes32("metadata value")?;
+        // Only as the first entry, where the encoder writes it: anywhere
+        // else it stays metadata, so that the frame encodes back to the
+        // same bytes. (What it accepts is ASCII: no UTF-8 check needed.)
+        if key == TRACEPARENT
+            && trace.is_none()
+            && metadata.is_empty()
+            && let Some(sent) = TraceContext::from_wire_value(value)
+        {
+            trace = Some(sent);
+            continue;
+        }
+        let value = utf8(value, "metadata value")?;
         // `Metadata::insert` would silently keep the last value; a sender
         // that wrote a key twice is broken or probing, so refuse the frame.
         if metadata.get(key).is_some() || (trace.is_some() && key == TRACEPARENT) {
             return Err(FrameError::DuplicateMetadataKey);
         }
-        // Only as the first entry, where the encoder writes it: anywhere
-        // else it stays metadata, so that the frame encodes back to the
-        // same bytes.
-        match TraceContext::from_wire_entry(key, value).filter(|_| metadata.is_empty()) {
-            Some(sent) if trace.is_none() => trace = Some(sent),
-            _ => metadata.insert(key, value),
+        match constant {
+            Some(key) => metadata.insert_static(key, value.to_owned()),
+            None => metadata.insert(key, value),
         }
     }
     Ok((trace, metadata))
+}
+
+/// `bytes` as text, or the error that names `field`.
+#[inline]
+fn utf8<'a>(bytes: &'a [u8], field: &'static str) -> Result<&'a str, FrameError> {
+    std::str::from_utf8(bytes).map_err(|_| FrameError::InvalidUtf8 { field })
 }
 
 /// A cursor over the bytes of one frame. Every read checks the bytes left
@@ -434,6 +585,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], FrameError> {
         let (head, rest) = self
             .rest
@@ -443,6 +595,7 @@ impl<'a> Reader<'a> {
         Ok(*head)
     }
 
+    #[inline]
     fn take(&mut self, len: usize, field: &'static str) -> Result<&'a [u8], FrameError> {
         let (head, rest) = self
             .rest
@@ -452,41 +605,40 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    #[inline]
     fn u8(&mut self, field: &'static str) -> Result<u8, FrameError> {
         self.array::<1>(field).map(|[byte]| byte)
     }
 
+    #[inline]
     fn u16(&mut self, field: &'static str) -> Result<u16, FrameError> {
         self.array(field).map(u16::from_be_bytes)
     }
 
+    #[inline]
     fn u32(&mut self, field: &'static str) -> Result<u32, FrameError> {
         self.array(field).map(u32::from_be_bytes)
     }
 
+    #[inline]
     fn u64(&mut self, field: &'static str) -> Result<u64, FrameError> {
         self.array(field).map(u64::from_be_bytes)
     }
 
+    /// Bytes with a `u16` length prefix.
+    #[inline]
+    fn bytes16(&mut self, field: &'static str) -> Result<&'a [u8], FrameError> {
+        let len = self.u16(field)?;
+        self.take(usize::from(len), field)
+    }
+
     /// Bytes with a `u32` length prefix.
+    #[inline]
     fn bytes32(&mut self, field: &'static str) -> Result<&'a [u8], FrameError> {
         let len = self.u32(field)?;
         // A length that does not fit in usize cannot fit in the frame either.
         let len = usize::try_from(len).map_err(|_| FrameError::Truncated { field })?;
         self.take(len, field)
-    }
-
-    /// A string with a `u16` length prefix.
-    fn str16(&mut self, field: &'static str) -> Result<&'a str, FrameError> {
-        let len = self.u16(field)?;
-        let bytes = self.take(usize::from(len), field)?;
-        std::str::from_utf8(bytes).map_err(|_| FrameError::InvalidUtf8 { field })
-    }
-
-    /// A string with a `u32` length prefix.
-    fn str32(&mut self, field: &'static str) -> Result<&'a str, FrameError> {
-        let bytes = self.bytes32(field)?;
-        std::str::from_utf8(bytes).map_err(|_| FrameError::InvalidUtf8 { field })
     }
 }
 

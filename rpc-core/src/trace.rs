@@ -137,13 +137,20 @@ impl TraceContext {
     pub fn from_wire_entry(key: &str, value: &str) -> Option<Self> {
         // As written: version `00` at its exact length (which `parse` reads
         // in lower-case hex only) with no flag but `sampled`.
-        let as_written = value.len() == TRACEPARENT_LEN
-            && value.starts_with("00-")
-            && matches!(&value[TRACEPARENT_LEN - 2..], "00" | "01");
-        if key != TRACEPARENT || !as_written {
+        if key != TRACEPARENT {
             return None;
         }
-        Self::parse(value)
+        Self::from_wire_value(value.as_bytes())
+    }
+
+    /// [`from_wire_entry`](Self::from_wire_entry)'s reading of a
+    /// [`TRACEPARENT`] entry's value, from bytes not yet checked as UTF-8:
+    /// whatever it accepts is ASCII.
+    pub(crate) fn from_wire_value(value: &[u8]) -> Option<Self> {
+        let exact = <&[u8; TRACEPARENT_LEN]>::try_from(value).ok()?;
+        let as_written =
+            exact.starts_with(b"00-") && matches!(&exact[TRACEPARENT_LEN - 2..], b"00" | b"01");
+        as_written.then(|| Self::parse_version_00(exact))?
     }
 
     /// The trace id as 32 hex digits, formatted when displayed.
@@ -172,6 +179,11 @@ impl Traceparent {
     /// The value as text.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("only hex digits and dashes")
+    }
+
+    /// The value's bytes, with no UTF-8 check: what an encoder writes.
+    pub(crate) fn as_bytes(&self) -> &[u8; TRACEPARENT_LEN] {
+        &self.0
     }
 }
 
@@ -202,7 +214,7 @@ impl fmt::Display for SpanIdHex {
 }
 
 /// The length of a version `00` `traceparent`.
-const TRACEPARENT_LEN: usize = 55;
+pub(crate) const TRACEPARENT_LEN: usize = 55;
 
 /// A byte with only its lowest bit set, in each of the eight bytes.
 const ONES: u64 = 0x0101_0101_0101_0101;

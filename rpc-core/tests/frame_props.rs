@@ -9,7 +9,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use rpc_core::frame::{self, FrameError, FrameLimits};
 use rpc_core::trace::TraceContext;
-use rpc_core::{Address, ContentType, Envelope, ErrorKind, Header, Kind, Metadata, Name, Status};
+use rpc_core::{
+    Address, ContentType, Envelope, ErrorKind, Header, Kind, KnownNames, Metadata, Name, Status,
+};
 
 // Every assigned code, read off the enums, so a new kind or error kind is
 // covered without editing this file.
@@ -115,11 +117,13 @@ fn encoded(envelope: &Envelope) -> Vec<u8> {
 }
 
 /// What must hold for any input: `check` and `decode` agree, neither
-/// panics, and whatever decodes re-encodes to exactly the bytes consumed.
+/// panics, whatever decodes re-encodes to exactly the bytes consumed, and
+/// decoding with known names changes nothing but where names come from.
 fn assert_decode_is_sound(buf: &[u8]) -> Result<(), TestCaseError> {
     let limits = FrameLimits::default();
     let checked = frame::check(buf, &limits);
     let decoded = frame::decode(buf, &limits);
+    assert_known_names_change_nothing(buf, &decoded)?;
     match (&checked, &decoded) {
         (Err(check_error), Err(decode_error)) => prop_assert_eq!(check_error, decode_error),
         (Ok(size), Err(error)) => {
@@ -136,6 +140,39 @@ fn assert_decode_is_sound(buf: &[u8]) -> Result<(), TestCaseError> {
         }
         (Err(error), Ok(_)) => {
             prop_assert!(false, "check refused ({:?}) what decode accepted", error)
+        }
+    }
+    Ok(())
+}
+
+/// `frame::decode_with` gives what `decode` gave (`decoded`), whatever
+/// names it knows: none, short ones random bytes often spell, and the
+/// very names of the frame; and it learns an accepted frame's names.
+fn assert_known_names_change_nothing(
+    buf: &[u8],
+    decoded: &Result<(Envelope, usize), FrameError>,
+) -> Result<(), TestCaseError> {
+    let limits = FrameLimits::default();
+    let mut sets = vec![
+        KnownNames::new(),
+        ["", "a", "b", "ab", "\u{0}"].into_iter().collect(),
+    ];
+    if let Ok((envelope, _)) = decoded {
+        let header = &envelope.header;
+        let mut own: KnownNames = [header.service.clone(), header.method.clone()]
+            .into_iter()
+            .collect();
+        if let Some(address) = &header.reply_to {
+            own.insert(address.name().clone());
+        }
+        sets.push(own);
+    }
+    for mut names in sets {
+        let with = frame::decode_with(buf, &limits, &mut names);
+        prop_assert_eq!(&with, decoded);
+        if let Ok((envelope, _)) = &with {
+            prop_assert!(names.get(envelope.header.service.as_bytes()).is_some());
+            prop_assert!(names.get(envelope.header.method.as_bytes()).is_some());
         }
     }
     Ok(())
@@ -174,7 +211,15 @@ proptest! {
         wire.extend_from_slice(&junk);
         let (decoded, used) = frame::decode(&wire, &FrameLimits::default()).expect("decodes");
         prop_assert_eq!(used, size);
-        prop_assert_eq!(decoded, envelope);
+        prop_assert_eq!(&decoded, &envelope);
+        // Twice through one set of names: the second decode takes its names
+        // from those the first learned.
+        let mut names = KnownNames::new();
+        for _ in 0..2 {
+            let (decoded, used) = frame::decode_with(&wire, &FrameLimits::default(), &mut names).expect("decodes");
+            prop_assert_eq!(used, size);
+            prop_assert_eq!(&decoded, &envelope);
+        }
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub(crate) struct Broker {
     next_inbox: AtomicU64,
     undeliverable_replies: AtomicU64,
     pub(crate) broadcasts: crate::broadcast::Broadcasts,
+    /// Used when `config.frame_round_trip` is on.
+    round_trip: wire::RoundTrip,
 }
 
 impl Broker {
@@ -49,6 +51,7 @@ impl Broker {
             next_inbox: AtomicU64::new(0),
             undeliverable_replies: AtomicU64::new(0),
             broadcasts: Default::default(),
+            round_trip: wire::RoundTrip::default(),
         }
     }
 
@@ -103,7 +106,7 @@ impl Broker {
             });
         }
         if self.config.frame_round_trip {
-            envelope = wire::round_trip(&envelope)?;
+            envelope = self.round_trip.run(&envelope)?;
         }
         Ok(envelope)
     }

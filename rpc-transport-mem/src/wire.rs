@@ -1,22 +1,35 @@
 //! The optional frame round trip: every envelope through `rpc_core::frame`
 //! encoding and back, as a byte-stream transport would carry it.
 
-use rpc_core::frame::{self, FrameError, FrameLimits};
-use rpc_core::{Envelope, TransportError};
+use std::sync::Mutex;
 
-/// Encodes `envelope` and decodes it again; what arrives is what a peer
-/// across a byte stream would see. The body limit is checked before this,
-/// so the frame size is not limited again here; the other limits (such as
-/// the metadata count) are the frame defaults.
-pub(crate) fn round_trip(envelope: &Envelope) -> Result<Envelope, TransportError> {
-    let limits = FrameLimits {
-        max_message_size: usize::MAX,
-        ..FrameLimits::default()
-    };
-    let mut wire = Vec::new();
-    frame::encode(envelope, &mut wire, &limits).map_err(frame_error)?;
-    let (decoded, _) = frame::decode(&wire, &limits).map_err(frame_error)?;
-    Ok(decoded)
+use rpc_core::frame::{self, FrameError, FrameLimits};
+use rpc_core::transport::support::lock_unpoisoned;
+use rpc_core::{Envelope, KnownNames, TransportError};
+
+/// The round trip of one broker, with the names its envelopes carry, so
+/// that decoding them allocates none (as a connection's decoder would).
+#[derive(Debug, Default)]
+pub(crate) struct RoundTrip {
+    names: Mutex<KnownNames>,
+}
+
+impl RoundTrip {
+    /// Encodes `envelope` and decodes it again; what arrives is what a
+    /// peer across a byte stream would see. The body limit is checked
+    /// before this, so the frame size is not limited again here; the other
+    /// limits (such as the metadata count) are the frame defaults.
+    pub(crate) fn run(&self, envelope: &Envelope) -> Result<Envelope, TransportError> {
+        let limits = FrameLimits {
+            max_message_size: usize::MAX,
+            ..FrameLimits::default()
+        };
+        let mut wire = Vec::new();
+        frame::encode(envelope, &mut wire, &limits).map_err(frame_error)?;
+        let mut names = lock_unpoisoned(&self.names);
+        let (decoded, _) = frame::decode_with(&wire, &limits, &mut names).map_err(frame_error)?;
+        Ok(decoded)
+    }
 }
 
 fn frame_error(error: FrameError) -> TransportError {
@@ -41,7 +54,10 @@ mod tests {
             header,
             body: b"{}".to_vec(),
         };
-        assert_eq!(round_trip(&envelope).unwrap(), envelope);
+        let round_trip = RoundTrip::default();
+        assert_eq!(round_trip.run(&envelope).unwrap(), envelope);
+        // Again, with its names known.
+        assert_eq!(round_trip.run(&envelope).unwrap(), envelope);
     }
 
     #[test]
@@ -54,7 +70,7 @@ mod tests {
             header,
             body: Vec::new(),
         };
-        let error = round_trip(&envelope).unwrap_err();
+        let error = RoundTrip::default().run(&envelope).unwrap_err();
         assert!(
             matches!(error, TransportError::Protocol { .. }),
             "{error:?}"

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rpc_core::envelope::now_ms;
-use rpc_core::{Envelope, ErrorKind, Header, Name, ReplySink, Status, TransportError};
+use rpc_core::{Envelope, ErrorKind, Header, KnownNames, Name, ReplySink, Status, TransportError};
 use tokio::sync::{Mutex as SendLock, Notify, watch};
 use zeromq::prelude::*;
 use zeromq::{DealerRecvHalf, DealerSendHalf, DealerSocket, SocketOptions, ZmqMessage};
@@ -420,6 +420,8 @@ impl ClientSide {
         // twice for nothing.
         let broken = broken.notified();
         tokio::pin!(broken);
+        // The names replies carry, so that decoding them allocates none.
+        let mut names = KnownNames::new();
         loop {
             tokio::select! {
                 // Messages first: after this task was starved (a runtime
@@ -429,7 +431,7 @@ impl ClientSide {
                 message = receive.recv() => match message {
                     Ok(message) => {
                         last_seen = Instant::now();
-                        self.on_message(index, message.into_vec()).await;
+                        self.on_message(index, message.into_vec(), &mut names).await;
                     }
                     Err(_) => return,
                 },
@@ -458,8 +460,8 @@ impl ClientSide {
         }
     }
 
-    async fn on_message(&self, index: usize, frames: Vec<Bytes>) {
-        let message = match wire::parse_from_server(&frames, &self.config.limits) {
+    async fn on_message(&self, index: usize, frames: Vec<Bytes>, names: &mut KnownNames) {
+        let message = match wire::parse_from_server_with(&frames, &self.config.limits, names) {
             Ok(message) => message,
             Err(error) => {
                 Counters::bump(&self.counters.refused_messages);

@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rpc_core::transport::ServiceSpec;
-use rpc_core::{Delivery, Envelope, ErrorKind, Name, Status};
+use rpc_core::{Delivery, Envelope, ErrorKind, KnownNames, Name, Status};
 use tokio::sync::{Notify, mpsc};
 use zeromq::prelude::*;
 use zeromq::{RouterRecvHalf, RouterSendHalf, RouterSocket, SocketEvent};
@@ -173,6 +173,9 @@ struct Router {
     peers: HashMap<Bytes, Instant>,
     /// What every peer has been told each service grants.
     advertised: HashMap<Name, u32>,
+    /// The names requests carry, so that decoding them allocates none: the
+    /// services served, and the rest as they arrive.
+    names: KnownNames,
 }
 
 impl Router {
@@ -181,6 +184,7 @@ impl Router {
             server,
             peers: HashMap::new(),
             advertised: HashMap::new(),
+            names: KnownNames::new(),
         }
     }
 
@@ -230,7 +234,7 @@ impl Router {
             *seen = Instant::now();
         }
         let server = self.server.clone();
-        match wire::parse_from_client(frames, &server.config.limits) {
+        match wire::parse_from_client_with(frames, &server.config.limits, &mut self.names) {
             Ok(FromClient::Request { tag, envelope }) => {
                 self.dispatch(peer, Some(tag), envelope).await
             }
@@ -290,6 +294,9 @@ impl Router {
     /// Tells every peer how each service's credit changed.
     async fn advertise(&mut self) {
         let now = self.server.credits();
+        for name in now.keys() {
+            self.names.insert(name.clone());
+        }
         let mut changes = Vec::new();
         for (name, credit) in &now {
             let before = self.advertised.get(name).copied().unwrap_or(0);

@@ -30,7 +30,7 @@
 
 use bytes::Bytes;
 use rpc_core::frame::{self, FrameError, FrameLimits};
-use rpc_core::{Envelope, Name};
+use rpc_core::{Envelope, KnownNames, Name};
 use zeromq::ZmqMessage;
 
 /// Client: asks a server which services it serves and with what credit.
@@ -156,6 +156,29 @@ const MESSAGE_OVERHEAD: usize = 1024;
 
 /// Parses the frames a client sent (after the peer identity).
 pub fn parse_from_client(frames: &[Bytes], limits: &FrameLimits) -> Result<FromClient, WireError> {
+    from_client(frames, limits, |bytes| decode_envelope(bytes, limits))
+}
+
+/// [`parse_from_client`], with the envelope's names taken from (and new
+/// ones added to) `names`: what a server's connection reads with, so that
+/// the names it reads call after call cost no allocation.
+pub fn parse_from_client_with(
+    frames: &[Bytes],
+    limits: &FrameLimits,
+    names: &mut KnownNames,
+) -> Result<FromClient, WireError> {
+    from_client(frames, limits, |bytes| {
+        decode_envelope_with(bytes, limits, names)
+    })
+}
+
+/// A client's frames parsed, the envelope read by `decode`.
+#[inline]
+fn from_client(
+    frames: &[Bytes],
+    limits: &FrameLimits,
+    decode: impl FnOnce(&[u8]) -> Result<Envelope, WireError>,
+) -> Result<FromClient, WireError> {
     check_size(frames, limits.max_message_size)?;
     let (command, rest) = frames.split_first().ok_or(WireError::Empty)?;
     match (command.as_ref(), rest) {
@@ -163,9 +186,9 @@ pub fn parse_from_client(frames: &[Bytes], limits: &FrameLimits) -> Result<FromC
         (HB, []) => Ok(FromClient::Heartbeat),
         (REQ, [tag, envelope]) => Ok(FromClient::Request {
             tag: tag.clone(),
-            envelope: decode_envelope(envelope, limits)?,
+            envelope: decode(envelope)?,
         }),
-        (ONEWAY, [envelope]) => Ok(FromClient::Oneway(decode_envelope(envelope, limits)?)),
+        (ONEWAY, [envelope]) => Ok(FromClient::Oneway(decode(envelope)?)),
         (HELLO, _) => Err(count("HELLO", "1", frames)),
         (HB, _) => Err(count("HB", "1", frames)),
         (REQ, _) => Err(count("REQ", "3", frames)),
@@ -176,6 +199,28 @@ pub fn parse_from_client(frames: &[Bytes], limits: &FrameLimits) -> Result<FromC
 
 /// Parses the frames a server sent.
 pub fn parse_from_server(frames: &[Bytes], limits: &FrameLimits) -> Result<FromServer, WireError> {
+    from_server(frames, limits, |bytes| decode_envelope(bytes, limits))
+}
+
+/// [`parse_from_server`], with the envelope's names taken from (and new
+/// ones added to) `names`: what a client's connection reads with.
+pub fn parse_from_server_with(
+    frames: &[Bytes],
+    limits: &FrameLimits,
+    names: &mut KnownNames,
+) -> Result<FromServer, WireError> {
+    from_server(frames, limits, |bytes| {
+        decode_envelope_with(bytes, limits, names)
+    })
+}
+
+/// A server's frames parsed, the envelope read by `decode`.
+#[inline]
+fn from_server(
+    frames: &[Bytes],
+    limits: &FrameLimits,
+    decode: impl FnOnce(&[u8]) -> Result<Envelope, WireError>,
+) -> Result<FromServer, WireError> {
     check_size(frames, limits.max_message_size)?;
     let (command, rest) = frames.split_first().ok_or(WireError::Empty)?;
     match (command.as_ref(), rest) {
@@ -191,7 +236,7 @@ pub fn parse_from_server(frames: &[Bytes], limits: &FrameLimits) -> Result<FromS
         (HB, []) => Ok(FromServer::Heartbeat),
         (REP, [tag, envelope]) => Ok(FromServer::Reply {
             tag: tag.clone(),
-            envelope: decode_envelope(envelope, limits)?,
+            envelope: decode(envelope)?,
         }),
         (DONE, [tag, service, id]) => Ok(FromServer::Done {
             tag: tag.clone(),
@@ -215,13 +260,33 @@ pub fn parse_from_server(frames: &[Bytes], limits: &FrameLimits) -> Result<FromS
 /// Decodes one envelope frame, which must hold exactly one `rpc_core::frame`.
 pub fn decode_envelope(bytes: &[u8], limits: &FrameLimits) -> Result<Envelope, WireError> {
     let (envelope, used) = frame::decode(bytes, limits)?;
+    whole_frame(bytes, used)?;
+    Ok(envelope)
+}
+
+/// [`decode_envelope`], with the names taken from (and new ones added to)
+/// `names` (`rpc_core::frame::decode_with`).
+#[inline]
+pub fn decode_envelope_with(
+    bytes: &[u8],
+    limits: &FrameLimits,
+    names: &mut KnownNames,
+) -> Result<Envelope, WireError> {
+    let (envelope, used) = frame::decode_with(bytes, limits, names)?;
+    whole_frame(bytes, used)?;
+    Ok(envelope)
+}
+
+/// Refuses bytes after the frame: an envelope frame holds one frame exactly.
+#[inline]
+fn whole_frame(bytes: &[u8], used: usize) -> Result<(), WireError> {
     if used != bytes.len() {
         return Err(FrameError::TrailingBytes {
             count: bytes.len() - used,
         }
         .into());
     }
-    Ok(envelope)
+    Ok(())
 }
 
 /// Encodes an envelope into its frame.
