@@ -34,8 +34,10 @@ use crate::load::{self, Caller, Measured};
 pub(crate) use kafka_raw::wait_for_closing as wait_for_kafka_clients;
 pub(crate) use lapin_raw::broker_reachable;
 pub(crate) use nats_raw::server_reachable as nats_reachable;
+pub(crate) use nats_raw::{Headers as NatsRawHeaders, start as start_nats_raw};
 pub(crate) use ours_kafka::broker_reachable as kafka_reachable;
 pub(crate) use ours_mem::start as start_ours_mem;
+pub(crate) use ours_nats::start as start_ours_nats;
 
 /// A started system: its client and how to stop it.
 pub(crate) struct Running<C> {
