@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event, HeaderMap};
+use async_nats::{Client, ConnectOptions, Event, HeaderMap, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rpc_core::transport::{ReplySink, ServiceSpec, Transport};
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::{Auth, Config, Mode, NatsTransportBuilder};
 use crate::error::{connect_error, publish_error};
-use crate::headers;
+use crate::headers::{self, CallReply};
 use crate::inbox::{self, NatsInbox};
 use crate::requests::NatsRequests;
 
@@ -276,7 +276,8 @@ impl Transport for NatsTransport {
         inbox: &NatsInbox,
         envelope: Envelope,
     ) -> Result<(), TransportError> {
-        let reply = inbox.reply_subject(envelope.header.correlation_id);
+        let header = &envelope.header;
+        let reply = inbox.reply_subject(header.correlation_id, header.content_type);
         self.shared().send_call(Some(reply), envelope).await
     }
 
@@ -365,19 +366,21 @@ impl Shared {
     /// oneway call, to the subject of the method its header names.
     async fn send_call(
         &self,
-        reply: Option<String>,
+        reply: Option<Subject>,
         envelope: Envelope,
     ) -> Result<(), TransportError> {
         let Envelope { header, body } = envelope;
         self.connected().await?;
-        let subject = self.config.method_subject(&header.service, &header.method);
+        // A `Subject` made from our own string: async-nats copies a `String`.
+        let subject = Subject::from(self.config.method_subject(&header.service, &header.method));
         let payload = Bytes::from(body);
         match self.config.mode {
             Mode::Core => {
                 let Some(reply) = reply else {
                     return self.send_oneway_core(&header, subject, payload).await;
                 };
-                let headers = headers::encode_call(&header, None).map_err(encode_error)?;
+                let headers = headers::encode_call(&header, CallReply::Subject(&reply))
+                    .map_err(encode_error)?;
                 let client = &self.client;
                 let sent = match headers {
                     Some(map) => {
@@ -390,7 +393,8 @@ impl Shared {
                 sent.map_err(|e| publish_error(e, &self.client))
             }
             Mode::Durable => {
-                let map = headers::encode_call(&header, reply.as_deref())
+                let reply = reply.as_deref().map_or(CallReply::None, CallReply::Header);
+                let map = headers::encode_call(&header, reply)
                     .map_err(encode_error)?
                     .unwrap_or_else(HeaderMap::new);
                 crate::durable::publish(self, subject, map, payload, &header.service).await
@@ -403,7 +407,7 @@ impl Shared {
     async fn send_oneway_core(
         &self,
         header: &rpc_core::Header,
-        subject: String,
+        subject: Subject,
         payload: Bytes,
     ) -> Result<(), TransportError> {
         let inbox = self
@@ -413,7 +417,7 @@ impl Shared {
         let mut header = header.clone();
         // Says "oneway" although a reply subject is set.
         header.reply_to = Some(rpc_core::Address::new("oneway"));
-        let map = headers::encode_call(&header, None)
+        let map = headers::encode_call(&header, CallReply::None)
             .map_err(encode_error)?
             .unwrap_or_else(HeaderMap::new);
         let id = self.next_id();
@@ -444,12 +448,12 @@ impl Shared {
     /// Publishes a reply to `to` (a reply subject).
     pub(crate) async fn publish_reply(
         &self,
-        to: String,
+        to: Subject,
         envelope: Envelope,
     ) -> Result<(), TransportError> {
         let Envelope { header, body } = envelope;
         let payload = Bytes::from(body);
-        let sent = match headers::encode_reply(&header).map_err(encode_error)? {
+        let sent = match headers::encode_reply(&header, &to).map_err(encode_error)? {
             Some(map) => self.client.publish_with_headers(to, map, payload).await,
             None => self.client.publish(to, payload).await,
         };
