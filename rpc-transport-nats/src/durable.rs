@@ -319,8 +319,7 @@ impl DeliveryHandle for DurableDelivery {
         let Some(to) = &request.header.reply_to else {
             return Box::pin(Settled);
         };
-        let (shared, to) = (self.shared.clone(), Subject::from(to.as_str()));
-        Box::pin(async move { shared.publish_reply(to, reply).await })
+        Box::pin(self.shared.publish_reply(Subject::from(to.as_str()), reply))
     }
 
     fn settle(&self, settlement: Settlement, _: &Envelope) -> SettleFuture {

@@ -194,8 +194,7 @@ impl DeliveryHandle for CoreDelivery {
         let Some(to) = self.reply.clone() else {
             return Box::pin(Settled);
         };
-        let shared = self.shared.clone();
-        Box::pin(async move { shared.publish_reply(to, reply).await })
+        Box::pin(self.shared.publish_reply(to, reply))
     }
 
     fn settle(&self, _: Settlement, _: &Envelope) -> SettleFuture {
