@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Instructions per call of ours-mem (or the in-process system RPC_BENCH_ARGS
-# names with `--system`), current_thread runtime, 1 call in flight,
+# Instructions per call of ours-mem (or the system RPC_BENCH_ARGS names with
+# `--system`), current_thread runtime, 1 call in flight (or IN_FLIGHT),
 # counted by callgrind: deterministic where wall-clock timing is noisy.
 #
 #   bench/instructions.sh [N] [RPC_BENCH_BINARY]
@@ -10,7 +10,9 @@
 # `--calls 2N` (each after the same 1,000 warm-up calls), and prints
 # (total(2N) - total(N)) / N: one call's instructions, setup, warm-up and
 # tear-down cancelled. N defaults to 20000. Extra rpc-bench arguments go in
-# RPC_BENCH_ARGS (say `--no-subscriber`).
+# RPC_BENCH_ARGS (say `--no-subscriber`, or `--system ours-nats` to count a
+# NATS system: this process only, client and server sides), the calls in
+# flight in IN_FLIGHT (default 1).
 set -euo pipefail
 
 n=${1:-20000}
@@ -31,13 +33,13 @@ count() {
     local file=$out/callgrind.$1
     # shellcheck disable=SC2086 # RPC_BENCH_ARGS is a list of words.
     valgrind --tool=callgrind --callgrind-out-file="$file" \
-        "$bin" --calls "$1" --in-flight 1 --flavor current ${RPC_BENCH_ARGS:-} \
+        "$bin" --calls "$1" --in-flight "${IN_FLIGHT:-1}" --flavor current ${RPC_BENCH_ARGS:-} \
         >/dev/null 2>"$out/valgrind.$1" || { cat "$out/valgrind.$1" >&2; exit 1; }
     awk '/^(summary|totals):/ { print $2; exit }' "$file"
 }
 
 once=$(count "$n")
 twice=$(count $((2 * n)))
-echo "calls: $n and $((2 * n)) (current_thread, 1 in flight${RPC_BENCH_ARGS:+, $RPC_BENCH_ARGS})"
+echo "calls: $n and $((2 * n)) (${RPC_BENCH_ARGS:-ours-mem}, current_thread, ${IN_FLIGHT:-1} in flight)"
 echo "instructions: $once and $twice"
 echo "instructions per call: $(( (twice - once) / n ))"

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, AckKind, stream};
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rpc_core::transport::{
@@ -43,7 +43,7 @@ const CONSUMER: &str = "servers";
 /// Publishes a call into its service's stream and waits for the stream's ack.
 pub(crate) async fn publish(
     shared: &Shared,
-    subject: String,
+    subject: Subject,
     headers: HeaderMap,
     payload: Bytes,
     service: &str,
@@ -229,7 +229,7 @@ async fn accept(
         .headers
         .as_ref()
         .and_then(|h| h.get(headers::REPLY_TO_HEADER))
-        .map(|v| v.as_str().to_owned());
+        .map(|v| Subject::from(v.as_str()));
     if delivered > i64::from(shared.config.max_deliveries) {
         shared.refused.fetch_add(1, Ordering::Relaxed);
         // Moved first, so the answer that says so is true when it arrives.
@@ -319,8 +319,7 @@ impl DeliveryHandle for DurableDelivery {
         let Some(to) = &request.header.reply_to else {
             return Box::pin(Settled);
         };
-        let (shared, to) = (self.shared.clone(), to.as_str().to_owned());
-        Box::pin(async move { shared.publish_reply(to, reply).await })
+        Box::pin(self.shared.publish_reply(Subject::from(to.as_str()), reply))
     }
 
     fn settle(&self, settlement: Settlement, _: &Envelope) -> SettleFuture {

@@ -37,6 +37,12 @@ pub const REPLY_TO_HEADER: &str = "x-rpc-reply-to";
 /// Header of the body's codec (a MIME type). Absent means JSON, so that
 /// header-less foreign clients are understood.
 pub const CONTENT_TYPE_HEADER: &str = "Content-Type";
+/// The reply-subject tokens that name a reply's codec: a call in one of
+/// these codecs asks for its reply at `<inbox>.<token>.<correlation id>`,
+/// so that the reply need not say its codec; a reply subject without one
+/// asks for JSON (`<inbox>.<correlation id>`, as any foreign inbox).
+pub const REPLY_CODEC_TOKENS: [(ContentType, &str); 1] = [(ContentType::Bincode, "bincode")];
+
 /// Header names starting with this are ours; metadata may not use it
 /// (rpc-core's [`Metadata::RESERVED_PREFIX`]).
 pub const RESERVED_PREFIX: &str = Metadata::RESERVED_PREFIX;
@@ -109,15 +115,25 @@ pub enum Arrival<'a> {
     Inbox,
 }
 
-/// The header map of a call (request or oneway). `None` when nothing needs
-/// saying (a JSON call without deadline nor metadata): NATS then sends a
-/// plain message, cheaper to write and parse.
-///
-/// `reply_in_header` is the durable mode's reply subject, carried in
-/// [`REPLY_TO_HEADER`].
+/// Where a call's reply goes, as far as its headers are concerned.
+#[derive(Clone, Copy, Debug)]
+pub enum CallReply<'a> {
+    /// Nowhere: a oneway call or a cancel.
+    None,
+    /// The message's NATS reply subject (core mode).
+    Subject(&'a str),
+    /// A reply subject carried in [`REPLY_TO_HEADER`] (durable mode, where
+    /// the NATS reply subject of a JetStream publish is the stream's ack).
+    Header(&'a str),
+}
+
+/// The header map of a call (request, oneway or cancel). `None` when
+/// nothing needs saying (a call without deadline nor metadata in the codec
+/// its reply subject names): NATS then sends a plain message, cheaper to
+/// write and parse.
 pub fn encode_call(
     header: &Header,
-    reply_in_header: Option<&str>,
+    reply: CallReply<'_>,
 ) -> Result<Option<HeaderMap>, HeadersError> {
     let mut map = HeaderMap::new();
     let has_reply = header.reply_to.is_some();
@@ -127,47 +143,85 @@ pub fn encode_call(
         _ => false,
     };
     if !implied {
-        map.insert(static_name(KIND_HEADER), header.kind.as_str());
+        map.insert(KIND_NAME, header.kind.as_str());
     }
     if header.deadline_ms != 0 {
-        map.insert(
-            static_name(DEADLINE_HEADER),
-            HeaderValue::from(header.deadline_ms),
-        );
+        map.insert(DEADLINE_NAME, decimal(header.deadline_ms));
     }
     if header.kind == Kind::Cancel {
-        map.insert(
-            static_name(CORRELATION_HEADER),
-            HeaderValue::from(header.correlation_id),
-        );
+        map.insert(CORRELATION_NAME, decimal(header.correlation_id));
     }
-    if let Some(reply) = reply_in_header {
-        map.insert(static_name(REPLY_TO_HEADER), value(REPLY_TO_HEADER, reply)?);
+    let reply_subject = match reply {
+        CallReply::None => None,
+        CallReply::Subject(subject) => Some(subject),
+        CallReply::Header(subject) => {
+            map.insert(REPLY_TO_NAME, value(REPLY_TO_HEADER, subject)?);
+            Some(subject)
+        }
+    };
+    // The codec the reply subject names is the call's own: the caller
+    // reads its reply in the codec it calls in.
+    if header.content_type != reply_subject.map_or(ContentType::Json, reply_codec) {
+        map.insert(CONTENT_TYPE_NAME, header.content_type.mime());
     }
-    encode_common(header, &mut map)?;
+    encode_metadata(header, &mut map)?;
     Ok((!map.is_empty()).then_some(map))
 }
 
-/// The header map of a reply; `None` for an ok JSON reply without metadata.
-pub fn encode_reply(header: &Header) -> Result<Option<HeaderMap>, HeadersError> {
+/// The header map of a reply to `reply_subject`; `None` for an ok reply
+/// without metadata in the codec its reply subject asks for (see
+/// [`reply_codec`]): the caller knows its call's codec, so the reply
+/// states its own only when it is another.
+pub fn encode_reply(
+    header: &Header,
+    reply_subject: &str,
+) -> Result<Option<HeaderMap>, HeadersError> {
     let mut map = HeaderMap::new();
     if let Status::Error { kind, message } = &header.status {
-        map.insert(static_name(STATUS_HEADER), kind.as_str());
-        map.insert(static_name(ERROR_HEADER), one_line(message));
+        map.insert(STATUS_NAME, kind.as_str());
+        map.insert(ERROR_NAME, one_line(message));
     }
-    encode_common(header, &mut map)?;
+    if header.content_type != reply_codec(reply_subject) {
+        map.insert(CONTENT_TYPE_NAME, header.content_type.mime());
+    }
+    encode_metadata(header, &mut map)?;
     Ok((!map.is_empty()).then_some(map))
 }
 
-fn encode_common(header: &Header, map: &mut HeaderMap) -> Result<(), HeadersError> {
-    if header.content_type != ContentType::Json {
-        map.insert(static_name(CONTENT_TYPE_HEADER), header.content_type.mime());
+/// The token a call in `content_type` puts in its reply subject, before the
+/// correlation id; `None` for JSON (and any codec without a token).
+pub fn reply_codec_token(content_type: ContentType) -> Option<&'static str> {
+    REPLY_CODEC_TOKENS
+        .iter()
+        .find(|(codec, _)| *codec == content_type)
+        .map(|(_, token)| *token)
+}
+
+/// The codec a reply subject asks for: the one its next-to-last token names
+/// ([`REPLY_CODEC_TOKENS`]), JSON when that token names none.
+pub fn reply_codec(reply_subject: &str) -> ContentType {
+    // Compared from the end, where the id is a few bytes long: no search
+    // through the inbox's own tokens.
+    let before_id = reply_subject.len() - last_token(reply_subject).len();
+    let Some(rest) = reply_subject[..before_id].strip_suffix('.') else {
+        return ContentType::Json;
+    };
+    for (codec, token) in REPLY_CODEC_TOKENS {
+        if let Some(head) = rest.strip_suffix(token)
+            && (head.is_empty() || head.ends_with('.'))
+        {
+            return codec;
+        }
     }
+    ContentType::Json
+}
+
+fn encode_metadata(header: &Header, map: &mut HeaderMap) -> Result<(), HeadersError> {
     limits::check_metadata_count(header.wire_metadata_len())?;
     header.try_for_each_wire_entry(|key, val| {
         limits::check_metadata_entry(key, val)?;
         let name = match key {
-            TRACEPARENT => static_name(TRACEPARENT),
+            TRACEPARENT => TRACEPARENT_NAME,
             key => HeaderName::try_from(key).map_err(|_| HeadersError::BadMetadata(key.into()))?,
         };
         let val: HeaderValue = val
@@ -178,9 +232,40 @@ fn encode_common(header: &Header, map: &mut HeaderMap) -> Result<(), HeadersErro
     })
 }
 
-/// One of our header names, without the copy a name from text costs.
-const fn static_name(name: &'static str) -> HeaderName {
-    HeaderName::from_static(name)
+// Our header names, made at compile time: a name made at run time is
+// compared with every standard NATS header name first.
+const KIND_NAME: HeaderName = HeaderName::from_static(KIND_HEADER);
+const DEADLINE_NAME: HeaderName = HeaderName::from_static(DEADLINE_HEADER);
+const CORRELATION_NAME: HeaderName = HeaderName::from_static(CORRELATION_HEADER);
+const REPLY_TO_NAME: HeaderName = HeaderName::from_static(REPLY_TO_HEADER);
+const CONTENT_TYPE_NAME: HeaderName = HeaderName::from_static(CONTENT_TYPE_HEADER);
+const STATUS_NAME: HeaderName = HeaderName::from_static(STATUS_HEADER);
+const ERROR_NAME: HeaderName = HeaderName::from_static(ERROR_HEADER);
+const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+
+/// `n` in decimal as a header value, without the formatting machinery.
+fn decimal(n: u64) -> HeaderValue {
+    let mut text = String::with_capacity(20);
+    push_decimal(&mut text, n);
+    HeaderValue::from(text)
+}
+
+/// Appends `n` in decimal to `text` (what `n.to_string()` writes, without
+/// its `Display` call and its own string).
+pub(crate) fn push_decimal(text: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits: always UTF-8 (one `push_str`; a `push` per digit
+    // costs an encoding and a capacity check each).
+    text.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
 
 /// A header value from text that must not hold a line break.
@@ -205,11 +290,23 @@ pub fn one_line(message: &str) -> String {
 /// when that token is not the decimal text of a u64 (a foreign caller's
 /// inbox).
 pub fn correlation_id(reply_subject: &str) -> Option<u64> {
-    let token = reply_subject.rsplit('.').next()?;
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) {
+    let token = last_token(reply_subject);
+    if token.is_empty() {
         return None;
     }
-    token.parse().ok()
+    token.bytes().try_fold(0u64, |id, byte| {
+        let digit = byte.checked_sub(b'0').filter(|d| *d <= 9)?;
+        id.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+/// A subject's last token (all of it when it has one token), found from
+/// the end in one byte search.
+fn last_token(subject: &str) -> &str {
+    match subject.as_bytes().iter().rposition(|&b| b == b'.') {
+        Some(dot) => &subject[dot + 1..],
+        None => subject,
+    }
 }
 
 /// The header fields an envelope is read from, found in one pass over a
@@ -321,9 +418,7 @@ pub fn decode(
     };
     let (service, method, correlation_id) = match arrival {
         Arrival::Requests { service } => {
-            let method = subject
-                .rsplit('.')
-                .next()
+            let method = Some(last_token(subject))
                 .filter(|m| !m.is_empty())
                 .ok_or(HeadersError::Missing("method"))?;
             // A foreign caller's inbox carries no id of ours; 0 pairs nothing
@@ -352,7 +447,13 @@ pub fn decode(
         _ => None,
     };
     let content_type = match fields.content_type {
-        None => ContentType::Json,
+        // A reply, or a request, in the codec the reply subject names need
+        // not say it.
+        None => match (arrival, reply) {
+            (Arrival::Inbox, _) => reply_codec(subject),
+            (Arrival::Requests { .. }, Some(reply)) => reply_codec(reply),
+            (Arrival::Requests { .. }, None) => ContentType::Json,
+        },
         Some(mime) => ContentType::from_mime(mime)
             .ok_or_else(|| HeadersError::UnsupportedContentType(mime.to_owned()))?,
     };
@@ -408,7 +509,9 @@ mod tests {
     #[test]
     fn a_request_round_trips() {
         let header = request();
-        let map = encode_call(&header, None).unwrap().unwrap();
+        let map = encode_call(&header, CallReply::Subject("_INBOX.abc.42"))
+            .unwrap()
+            .unwrap();
         assert!(
             map.get(KIND_HEADER).is_none(),
             "implied by the reply subject"
@@ -434,9 +537,37 @@ mod tests {
     fn a_bare_json_call_has_no_headers() {
         let mut header = Header::request("calc".into(), "add".into(), ContentType::Json);
         header.reply_to = Some(Address::new("_INBOX.x.1"));
-        assert!(encode_call(&header, None).unwrap().is_none());
+        assert!(
+            encode_call(&header, CallReply::Subject("_INBOX.abc.42"))
+                .unwrap()
+                .is_none()
+        );
         let ok = header.reply(Status::Ok);
-        assert!(encode_reply(&ok).unwrap().is_none());
+        assert!(encode_reply(&ok, "_INBOX.x.1").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_reply_in_the_codec_its_subject_asks_for_has_no_headers() {
+        let mut header = request();
+        header.metadata = Metadata::default();
+        let token = reply_codec_token(ContentType::Bincode).unwrap();
+        let subject = format!("_INBOX.abc.{token}.42");
+        assert_eq!(reply_codec(&subject), ContentType::Bincode);
+        assert_eq!(reply_codec("_INBOX.abc.42"), ContentType::Json);
+        assert_eq!(reply_codec("bincode.42"), ContentType::Bincode);
+        assert_eq!(reply_codec("42"), ContentType::Json);
+        assert_eq!(reply_codec(".42"), ContentType::Json);
+        let ok = header.reply(Status::Ok);
+        assert!(encode_reply(&ok, &subject).unwrap().is_none());
+        let back = decode(&subject, None, None, Vec::new(), Arrival::Inbox).unwrap();
+        assert_eq!(back.header.content_type, ContentType::Bincode);
+        assert_eq!(back.header.correlation_id, 42);
+        // To a JSON reply subject the same reply states its codec.
+        let map = encode_reply(&ok, "_INBOX.abc.42").unwrap().unwrap();
+        assert_eq!(
+            map.get(CONTENT_TYPE_HEADER).map(HeaderValue::as_str),
+            Some(ContentType::Bincode.mime())
+        );
     }
 
     #[test]
@@ -464,7 +595,7 @@ mod tests {
             kind: ErrorKind::Remote,
             message: "handler panicked:\r\nboom".into(),
         });
-        let map = encode_reply(&header).unwrap().unwrap();
+        let map = encode_reply(&header, "_INBOX.abc.42").unwrap().unwrap();
         let back = decode(
             "_INBOX.abc.42",
             None,
@@ -520,7 +651,7 @@ mod tests {
             header.metadata.insert(key, val);
             assert!(
                 matches!(
-                    encode_call(&header, None),
+                    encode_call(&header, CallReply::Subject("_INBOX.abc.42")),
                     Err(HeadersError::BadMetadata(_))
                 ),
                 "{key:?}={val:?}"
@@ -529,9 +660,48 @@ mod tests {
         let mut header = request();
         header.metadata.insert("x-rpc-kind", "reply");
         assert!(matches!(
-            encode_call(&header, None),
+            encode_call(&header, CallReply::Subject("_INBOX.abc.42")),
             Err(HeadersError::ReservedKey(_))
         ));
+    }
+
+    #[test]
+    fn a_request_in_the_codec_its_reply_subject_names_has_no_content_type() {
+        let mut header = request();
+        let subject = "_INBOX.abc.bincode.42";
+        header.reply_to = Some(Address::new(subject));
+        let map = encode_call(&header, CallReply::Subject(subject))
+            .unwrap()
+            .unwrap();
+        assert!(map.get(CONTENT_TYPE_HEADER).is_none());
+        let service = Name::from_static("calc");
+        let back = decode(
+            "calc.add",
+            Some(subject),
+            Some(&map),
+            Vec::new(),
+            Arrival::Requests { service: &service },
+        )
+        .unwrap();
+        assert_eq!(back.header, header);
+        // A JSON call to the same inbox says so.
+        header.content_type = ContentType::Json;
+        let map = encode_call(&header, CallReply::Subject(subject))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            map.get(CONTENT_TYPE_HEADER).map(HeaderValue::as_str),
+            Some("application/json")
+        );
+    }
+
+    #[test]
+    fn decimals_are_written_as_to_string_writes_them() {
+        for n in [0, 7, 10, 42, 1_000_000, u64::MAX] {
+            let mut text = String::from("x.");
+            push_decimal(&mut text, n);
+            assert_eq!(text, format!("x.{n}"));
+        }
     }
 
     #[test]
@@ -540,5 +710,11 @@ mod tests {
         assert_eq!(correlation_id("_INBOX.a.+1"), None);
         assert_eq!(correlation_id("_INBOX.a."), None);
         assert_eq!(correlation_id("_INBOX.a.99999999999999999999"), None);
+        assert_eq!(
+            correlation_id("_INBOX.a.18446744073709551615"),
+            Some(u64::MAX)
+        );
+        assert_eq!(correlation_id("_INBOX.a.1x"), None);
+        assert_eq!(correlation_id("12"), Some(12));
     }
 }

@@ -30,7 +30,10 @@
 //! - Replies go to the caller's inbox, `_INBOX.<unique>.<correlation id>`:
 //!   one wildcard subscription per client, and the correlation id is the
 //!   subject's last token, so even NATS' own "no responders" status (which
-//!   carries none of our headers) finds its call.
+//!   carries none of our headers) finds its call. A call in a codec other
+//!   than JSON names it in a token before the id
+//!   (`_INBOX.<unique>.bincode.<correlation id>`), so that its reply need
+//!   not carry a `Content-Type` header.
 //! - The envelope's other fields are NATS headers ([`headers`], and
 //!   `docs/wire.md`); the body is the codec payload alone.
 //!

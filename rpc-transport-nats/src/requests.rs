@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use async_nats::{Message, Subscriber};
+use async_nats::{Message, Subject, Subscriber};
 use futures_core::Stream;
 use futures_util::StreamExt;
 use rpc_core::transport::{
@@ -126,22 +126,32 @@ fn accept(shared: &Arc<Shared>, spec: &ServiceSpec, message: Message) -> Option<
         Vec::from(payload),
         arrival,
     ) {
-        Ok(envelope) => Some(Delivery::untracked(
-            envelope,
-            Box::new(CoreDelivery {
-                shared: shared.clone(),
-            }),
-        )),
+        Ok(envelope) => {
+            // The message's own reply subject when the envelope answers
+            // there (always, unless a header named another): no copy of it.
+            let reply = match (&envelope.header.reply_to, reply) {
+                (Some(to), Some(reply)) if to.as_str() == reply.as_str() => Some(reply),
+                (Some(to), _) => Some(Subject::from(to.as_str())),
+                (None, _) => None,
+            };
+            Some(Delivery::untracked(
+                envelope,
+                Box::new(CoreDelivery {
+                    shared: shared.clone(),
+                    reply,
+                }),
+            ))
+        }
         Err(error) => {
             spec.refused();
-            refuse(shared, reply.map(|r| r.to_string()), &error);
+            refuse(shared, reply, &error);
             None
         }
     }
 }
 
 /// Counts a request that could not be read and answers it, if it says where.
-pub(crate) fn refuse(shared: &Arc<Shared>, reply: Option<String>, error: &HeadersError) {
+pub(crate) fn refuse(shared: &Arc<Shared>, reply: Option<Subject>, error: &HeadersError) {
     shared.refused.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(%error, "refusing a request with unreadable headers");
     let Some(reply) = reply else { return };
@@ -175,15 +185,16 @@ pub(crate) fn error_reply(correlation_id: u64, kind: ErrorKind, message: String)
 /// Answers a core delivery on its reply subject; there is nothing to settle.
 struct CoreDelivery {
     shared: Arc<Shared>,
+    /// The request's reply subject (its envelope's `reply_to`).
+    reply: Option<Subject>,
 }
 
 impl DeliveryHandle for CoreDelivery {
-    fn reply(&self, request: &Envelope, reply: Envelope) -> SendFuture {
-        let Some(to) = &request.header.reply_to else {
+    fn reply(&self, _: &Envelope, reply: Envelope) -> SendFuture {
+        let Some(to) = self.reply.clone() else {
             return Box::pin(Settled);
         };
-        let (shared, to) = (self.shared.clone(), to.as_str().to_owned());
-        Box::pin(async move { shared.publish_reply(to, reply).await })
+        Box::pin(self.shared.publish_reply(to, reply))
     }
 
     fn settle(&self, _: Settlement, _: &Envelope) -> SettleFuture {

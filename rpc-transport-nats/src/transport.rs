@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event, HeaderMap};
+use async_nats::{Client, ConnectOptions, Event, HeaderMap, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rpc_core::transport::{ReplySink, ServiceSpec, Transport};
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::{Auth, Config, Mode, NatsTransportBuilder};
 use crate::error::{connect_error, publish_error};
-use crate::headers;
+use crate::headers::{self, CallReply};
 use crate::inbox::{self, NatsInbox};
 use crate::requests::NatsRequests;
 
@@ -276,7 +276,8 @@ impl Transport for NatsTransport {
         inbox: &NatsInbox,
         envelope: Envelope,
     ) -> Result<(), TransportError> {
-        let reply = inbox.reply_subject(envelope.header.correlation_id);
+        let header = &envelope.header;
+        let reply = inbox.reply_subject(header.correlation_id, header.content_type);
         self.shared().send_call(Some(reply), envelope).await
     }
 
@@ -297,7 +298,13 @@ impl Shared {
             State::Closed => return Err(TransportError::Closed),
             State::Down => {}
         }
-        match tokio::time::timeout(self.config.connect_timeout, self.live()).await {
+        // Boxed: this wait is rare, and every call's future (which the
+        // client runtime moves several times) would otherwise hold its timer.
+        let wait = Box::pin(tokio::time::timeout(
+            self.config.connect_timeout,
+            self.live(),
+        ));
+        match wait.await {
             Ok(result) => result,
             Err(_) => Err(TransportError::ConnectionLost),
         }
@@ -365,19 +372,17 @@ impl Shared {
     /// oneway call, to the subject of the method its header names.
     async fn send_call(
         &self,
-        reply: Option<String>,
+        reply: Option<Subject>,
         envelope: Envelope,
     ) -> Result<(), TransportError> {
-        let Envelope { header, body } = envelope;
         self.connected().await?;
-        let subject = self.config.method_subject(&header.service, &header.method);
-        let payload = Bytes::from(body);
-        match self.config.mode {
-            Mode::Core => {
-                let Some(reply) = reply else {
-                    return self.send_oneway_core(&header, subject, payload).await;
-                };
-                let headers = headers::encode_call(&header, None).map_err(encode_error)?;
+        match (self.config.mode, reply) {
+            (Mode::Core, Some(reply)) => {
+                // Made before the publish, in a function of its own: what
+                // the future holds across its one wait is the publish alone
+                // (the client runtime moves every call's future several
+                // times, so its size is paid per call).
+                let (subject, headers, payload) = self.core_request(&reply, envelope)?;
                 let client = &self.client;
                 let sent = match headers {
                     Some(map) => {
@@ -389,31 +394,58 @@ impl Shared {
                 };
                 sent.map_err(|e| publish_error(e, &self.client))
             }
-            Mode::Durable => {
-                let map = headers::encode_call(&header, reply.as_deref())
-                    .map_err(encode_error)?
-                    .unwrap_or_else(HeaderMap::new);
-                crate::durable::publish(self, subject, map, payload, &header.service).await
-            }
+            // Boxed, for the same reason: their futures are larger.
+            (Mode::Core, None) => Box::pin(self.send_oneway_core(envelope)).await,
+            (Mode::Durable, reply) => Box::pin(self.send_durable(reply, envelope)).await,
         }
+    }
+
+    /// A core request's subject, headers and payload.
+    fn core_request(
+        &self,
+        reply: &Subject,
+        envelope: Envelope,
+    ) -> Result<(Subject, Option<HeaderMap>, Bytes), TransportError> {
+        let Envelope { header, body } = envelope;
+        let headers =
+            headers::encode_call(&header, CallReply::Subject(reply)).map_err(encode_error)?;
+        Ok((self.method_subject(&header), headers, Bytes::from(body)))
+    }
+
+    /// The subject of the method `header` names, as a `Subject` made from
+    /// our own string (async-nats copies a `String`).
+    fn method_subject(&self, header: &rpc_core::Header) -> Subject {
+        Subject::from(self.config.method_subject(&header.service, &header.method))
+    }
+
+    /// A durable call: published to the service's stream, its reply subject
+    /// (if any) in a header.
+    async fn send_durable(
+        &self,
+        reply: Option<Subject>,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        let Envelope { header, body } = envelope;
+        let reply = reply.as_deref().map_or(CallReply::None, CallReply::Header);
+        let map = headers::encode_call(&header, reply)
+            .map_err(encode_error)?
+            .unwrap_or_else(HeaderMap::new);
+        let subject = self.method_subject(&header);
+        crate::durable::publish(self, subject, map, Bytes::from(body), &header.service).await
     }
 
     /// A core oneway call: published with a reply subject on the oneway
     /// inbox so that "no responders" can come back (see `oneway.rs`).
-    async fn send_oneway_core(
-        &self,
-        header: &rpc_core::Header,
-        subject: String,
-        payload: Bytes,
-    ) -> Result<(), TransportError> {
+    async fn send_oneway_core(&self, envelope: Envelope) -> Result<(), TransportError> {
+        let Envelope { mut header, body } = envelope;
+        let (subject, payload) = (self.method_subject(&header), Bytes::from(body));
         let inbox = self
             .oneway
             .get_or_try_init(|| crate::oneway::OnewayInbox::open(&self.client))
             .await?;
-        let mut header = header.clone();
         // Says "oneway" although a reply subject is set.
         header.reply_to = Some(rpc_core::Address::new("oneway"));
-        let map = headers::encode_call(&header, None)
+        let map = headers::encode_call(&header, CallReply::None)
             .map_err(encode_error)?
             .unwrap_or_else(HeaderMap::new);
         let id = self.next_id();
@@ -441,19 +473,26 @@ impl Shared {
         }
     }
 
-    /// Publishes a reply to `to` (a reply subject).
-    pub(crate) async fn publish_reply(
-        &self,
-        to: String,
+    /// Publishes a reply to `to` (a reply subject). Its headers are made
+    /// here, before the future: what the future holds (and a boxed reply
+    /// future moves) is the publish alone, not the envelope.
+    pub(crate) fn publish_reply(
+        self: &Arc<Self>,
+        to: Subject,
         envelope: Envelope,
-    ) -> Result<(), TransportError> {
+    ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static {
         let Envelope { header, body } = envelope;
+        let headers = headers::encode_reply(&header, &to).map_err(encode_error);
         let payload = Bytes::from(body);
-        let sent = match headers::encode_reply(&header).map_err(encode_error)? {
-            Some(map) => self.client.publish_with_headers(to, map, payload).await,
-            None => self.client.publish(to, payload).await,
-        };
-        sent.map_err(|e| publish_error(e, &self.client))
+        let shared = self.clone();
+        async move {
+            let client = &shared.client;
+            let sent = match headers? {
+                Some(map) => client.publish_with_headers(to, map, payload).await,
+                None => client.publish(to, payload).await,
+            };
+            sent.map_err(|e| publish_error(e, client))
+        }
     }
 }
 

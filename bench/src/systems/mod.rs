@@ -392,19 +392,32 @@ pub(crate) fn measure_levels(
     })
 }
 
-/// Starts in-process `system` on a fresh `flavor` runtime, makes `warmup`
-/// calls then exactly `calls` more with `in_flight` in flight, and returns
-/// the count of the latter (for counting instructions).
+/// Starts `system` (in-process, or NATS at `nats_url`) on a fresh
+/// `flavor` runtime, makes `warmup` calls then exactly `calls` more with
+/// `in_flight` in flight, and returns the count of the latter (for counting
+/// instructions).
 pub(crate) fn count_calls(
     system: SystemId,
     flavor: Flavor,
     in_flight: usize,
-    warmup: u64,
-    calls: u64,
+    (warmup, calls): (u64, u64),
+    nats_url: &str,
 ) -> Result<u64, BenchError> {
     let runtime = flavor.runtime()?;
     runtime.block_on(async {
         match system {
+            SystemId::OursNats => {
+                let running = ours_nats::start(in_flight, nats_url).await?;
+                count_with(running, in_flight, warmup, calls).await
+            }
+            SystemId::NatsRaw => {
+                let running = nats_raw::start(in_flight, nats_url, nats_raw::Headers::None).await?;
+                count_with(running, in_flight, warmup, calls).await
+            }
+            SystemId::NatsRawHeaders => {
+                let running = nats_raw::start(in_flight, nats_url, nats_raw::Headers::Ours).await?;
+                count_with(running, in_flight, warmup, calls).await
+            }
             SystemId::Mpsc => {
                 count_with(mpsc::start(in_flight).await?, in_flight, warmup, calls).await
             }

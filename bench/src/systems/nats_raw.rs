@@ -12,11 +12,12 @@
 //!
 //! In its plain form the loop sends no headers. With [`Headers::Ours`] it
 //! carries what our transport's messages carry (docs/wire.md): a request
-//! states its deadline, its content type and a `traceparent`, which the
-//! server reads, and a reply states its content type. Headers are what a
-//! NATS message costs most beyond its payload (async-nats parses each into
-//! a map of owned names and values), so this form is the like-for-like
-//! baseline and the plain one the floor.
+//! states its deadline and a `traceparent`, which the server reads, and
+//! names its codec (bincode) in its reply subject, which the server
+//! checks; a reply carries no headers. Headers are what a NATS message
+//! costs most beyond its payload (async-nats parses each into a map of
+//! owned names and values), so this form is the like-for-like baseline and
+//! the plain one the floor.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +27,9 @@ use async_nats::{Client, HeaderMap, StatusCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use rpc_core::trace::TRACEPARENT;
-use rpc_transport_nats::headers::{CONTENT_TYPE_HEADER, DEADLINE_HEADER};
+use rpc_core::ContentType;
+use rpc_core::trace::{TRACEPARENT, TraceContext};
+use rpc_transport_nats::headers::{DEADLINE_HEADER, reply_codec, reply_codec_token};
 
 use super::Running;
 use super::waiters::Waiters;
@@ -39,8 +41,8 @@ use crate::load::Caller;
 pub(crate) enum Headers {
     /// None: payload only.
     None,
-    /// The fields our transport sends (deadline, content type and
-    /// `traceparent` on a request; content type on a reply).
+    /// The fields our transport sends (deadline and `traceparent` on a
+    /// request, the codec in its reply subject; nothing on a reply).
     Ours,
 }
 
@@ -113,25 +115,27 @@ pub(crate) async fn start(
             ) else {
                 continue;
             };
-            if headers == Headers::Ours && !request_readable(message.headers.as_ref()) {
+            if headers == Headers::Ours
+                && !request_readable(reply.as_str(), message.headers.as_ref())
+            {
                 continue;
             }
             let sum = u64::from_le_bytes(a.try_into().unwrap_or_default())
                 .wrapping_add(u64::from_le_bytes(b.try_into().unwrap_or_default()));
             let answer = Bytes::copy_from_slice(&sum.to_le_bytes());
-            let _ = match headers {
-                Headers::None => replier.publish(reply, answer).await,
-                Headers::Ours => {
-                    let mut map = HeaderMap::new();
-                    map.insert(CONTENT_TYPE_HEADER, CONTENT_TYPE);
-                    replier.publish_with_headers(reply, map, answer).await
-                }
-            };
+            let _ = replier.publish(reply, answer).await;
         }
     });
 
     let client = async_nats::connect(url).await.map_err(|e| setup(&e))?;
-    let inbox = client.new_inbox();
+    let inbox = match headers {
+        Headers::None => client.new_inbox(),
+        // Replies come to `<inbox>.bincode.<id>`, as to ours.
+        Headers::Ours => {
+            let token = reply_codec_token(ContentType::Bincode).unwrap_or("bincode");
+            format!("{}.{token}", client.new_inbox())
+        }
+    };
     let mut replies = client
         .subscribe(format!("{inbox}.*"))
         .await
@@ -172,32 +176,34 @@ pub(crate) async fn start(
     }))
 }
 
-/// The content type our transport states for bincode (`ContentType::mime`).
-const CONTENT_TYPE: &str = "application/x-bincode";
-
-/// A request's headers as ours sends them: an absolute deadline 30 s out,
-/// the content type and a `traceparent` of the call's own.
+/// A request's headers as ours sends them: an absolute deadline 30 s out
+/// and a `traceparent` of the call's own, formatted as cheaply as ours
+/// formats it (a `format!` of the hex fields costs more than the headers'
+/// map), so that the comparison measures what the headers cost.
 fn request_headers(id: u64) -> HeaderMap {
     let deadline = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         + Duration::from_secs(30);
+    let trace = TraceContext {
+        trace_id: u128::from(id),
+        span_id: id,
+        sampled: true,
+    };
     let mut map = HeaderMap::new();
-    map.insert(DEADLINE_HEADER, deadline.as_millis().to_string().as_str());
-    map.insert(CONTENT_TYPE_HEADER, CONTENT_TYPE);
-    map.insert(TRACEPARENT, format!("00-{id:032x}-{id:016x}-01").as_str());
+    map.insert(DEADLINE_HEADER, (deadline.as_millis() as u64).to_string());
+    map.insert(TRACEPARENT, trace.traceparent().as_str());
     map
 }
 
 /// What a server that honours deadlines reads of a request: its deadline
-/// (a number) and its content type (ours).
-fn request_readable(headers: Option<&HeaderMap>) -> bool {
+/// (a number) and its codec (ours, named by its reply subject).
+fn request_readable(reply: &str, headers: Option<&HeaderMap>) -> bool {
     let Some(headers) = headers else { return false };
     let deadline = headers
         .get(DEADLINE_HEADER)
         .map(|v| v.as_str().parse::<u64>());
-    let content_type = headers.get(CONTENT_TYPE_HEADER).map(|v| v.as_str());
-    matches!(deadline, Some(Ok(_))) && content_type == Some(CONTENT_TYPE)
+    matches!(deadline, Some(Ok(_))) && reply_codec(reply) == ContentType::Bincode
 }
 
 /// Whether a NATS server answers at `url` within `wait`.
