@@ -349,7 +349,8 @@ impl<T: Transport> Client<T> {
             };
             Ok(match first {
                 Ok(Ok(())) => decode((&mut reply).await),
-                Ok(Err(send_failed)) => Err(RpcError::from(send_failed)),
+                // Not answered: the outer error, so the call's entry goes.
+                Ok(Err(send_failed)) => return Err(RpcError::from(send_failed)),
                 Err(received @ Ok(Ok(_))) => {
                     let answered = decode(received);
                     // Answered before the transport reported the send done

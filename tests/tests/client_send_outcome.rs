@@ -33,4 +33,25 @@ async fn not_sent_wins_over_a_deadline_that_passed_at_the_same_time() {
     transport.release_stalled();
     let result = call.await.expect("call task");
     assert!(matches!(result, Err(RpcError::NotSent)), "{result:?}");
+    assert_eq!(calc.client().pending_calls(), 0, "the call's entry stayed");
+}
+
+/// A call whose send fails takes its entry out of the pending-call table:
+/// nothing is left waiting for a reply that cannot come.
+#[tokio::test]
+async fn a_failed_send_leaves_no_pending_call() {
+    let transport = MemTransport::new();
+    let _server = serve_calc(transport.clone(), 1, 4).await;
+    let calc = CalcClient::new(transport.clone());
+    calc.client().connect().await.expect("open the reply inbox");
+    transport.faults().disconnect();
+    for _ in 0..3 {
+        let result = calc.add(2, 3).await;
+        assert!(matches!(result, Err(RpcError::NotSent)), "{result:?}");
+    }
+    assert_eq!(
+        calc.client().pending_calls(),
+        0,
+        "failed calls left entries"
+    );
 }
