@@ -17,6 +17,7 @@ pub(crate) struct Config {
     pub(crate) topic_prefix: String,
     pub(crate) partitions: i32,
     pub(crate) fetch_wait: Duration,
+    pub(crate) commit_interval: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) send_timeout: Duration,
     pub(crate) reconnect_min: Duration,
@@ -34,6 +35,7 @@ impl std::fmt::Debug for Config {
             .field("topic_prefix", &self.topic_prefix)
             .field("partitions", &self.partitions)
             .field("fetch_wait", &self.fetch_wait)
+            .field("commit_interval", &self.commit_interval)
             .field("extra_settings", &keys)
             .finish_non_exhaustive()
     }
@@ -99,9 +101,9 @@ impl Config {
         c
     }
 
-    /// A consumer in `group` (servers subscribe; reply consumers only
-    /// assign, but librdkafka wants a group id for that too). Offsets are
-    /// committed by hand, never automatically.
+    /// A consumer in `group` that commits nothing by itself (reply
+    /// consumers and gap readers only assign, but librdkafka wants a group
+    /// id for that too); servers use [`request_consumer`](Self::request_consumer).
     pub(crate) fn consumer(&self, group: &str) -> ClientConfig {
         let mut c = self.base();
         c.set("group.id", group)
@@ -132,6 +134,21 @@ impl Config {
         c
     }
 
+    /// A server's consumer in `group`: stored offsets are committed by
+    /// librdkafka every commit interval (`offsets.rs` stores them).
+    pub(crate) fn request_consumer(&self, group: &str) -> ClientConfig {
+        let mut c = self.consumer(group);
+        c.set("enable.auto.commit", "true").set(
+            "auto.commit.interval.ms",
+            self.commit_interval.as_millis().max(1).to_string(),
+        );
+        // User settings win over ours.
+        for (key, value) in &self.extra {
+            c.set(key, value);
+        }
+        c
+    }
+
     /// The admin client (topic creation and deletion).
     pub(crate) fn admin(&self) -> ClientConfig {
         self.base()
@@ -153,6 +170,7 @@ impl KafkaTransportBuilder {
                 topic_prefix: String::new(),
                 partitions: 4,
                 fetch_wait: Duration::from_millis(5),
+                commit_interval: Duration::from_millis(100),
                 connect_timeout: Duration::from_secs(10),
                 send_timeout: Duration::from_secs(10),
                 reconnect_min: Duration::from_millis(50),
@@ -189,6 +207,20 @@ impl KafkaTransportBuilder {
     /// fetches (1 ms collapsed at 256 calls in flight on tansu).
     pub fn fetch_wait(mut self, wait: Duration) -> Self {
         self.config.fetch_wait = wait;
+        self
+    }
+
+    /// How often a server commits the offsets of the requests it has
+    /// answered (`auto.commit.interval.ms`, default 100 ms). A request's
+    /// offset is stored once its reply is acknowledged, and librdkafka
+    /// commits what is stored at this interval, when the group takes the
+    /// partition away and when the consumer closes: one commit request per
+    /// interval instead of one per request, which is what lets a broker keep
+    /// up with hundreds of calls in flight. The price: after a server's
+    /// crash, up to one interval's answered requests are delivered again
+    /// (at-least-once either way).
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.config.commit_interval = interval.max(Duration::from_millis(1));
         self
     }
 

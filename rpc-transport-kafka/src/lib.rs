@@ -40,7 +40,10 @@
 //!   leaves it uncommitted, and the group hands its partitions (and the
 //!   request) to another server after the rebalance. Offsets are committed
 //!   in order per partition: a request finished before an earlier one waits
-//!   for it, uncommitted.
+//!   for it, uncommitted. A position is stored when it moves and committed
+//!   every [commit interval](KafkaTransportBuilder::commit_interval) (100 ms),
+//!   when the group revokes the partition and when the consumer closes, so
+//!   a crash can deliver up to an interval's answered requests again.
 //! - **`#[rpc(at_most_once)]`** requests are committed (synchronously)
 //!   before they run. Since a commit covers everything before it, such a
 //!   request first waits for the earlier requests of its partition.

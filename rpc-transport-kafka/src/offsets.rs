@@ -6,6 +6,12 @@
 //! highest received when there is none: a request settled out of order
 //! waits, uncommitted, for the ones before it. A crash redelivers
 //! everything past the committed position, which is at-least-once.
+//!
+//! Positions are stored, not committed one by one: librdkafka commits the
+//! stored position of every partition each commit interval, on revocation
+//! and on close (`Config::request_consumer`). A commit request per answered
+//! request held a broker (tansu) to a third of the calls per second at 256
+//! in flight.
 
 pub(crate) mod gaps;
 
@@ -42,7 +48,8 @@ struct Partition {
     /// The assignment (a count of them, see [`Offsets::started`]) the fetch
     /// position was last learnt in; 0: never.
     assignment: u64,
-    /// The position last committed, watched by at-most-once settlements.
+    /// The position last stored (committed within a commit interval),
+    /// watched by at-most-once settlements, which commit it at once.
     committed: watch::Sender<i64>,
 }
 
@@ -182,27 +189,22 @@ impl Offsets {
 
     /// Skipped offsets that never became readable: no longer held back for.
     pub(crate) fn given_up(&self, partition: i32, offsets: &[i64]) {
-        let position = {
-            let mut partitions = lock(&self.partitions);
-            let Some(entry) = partitions.get_mut(&partition) else {
-                return;
-            };
-            for offset in offsets {
-                entry.skipped.remove(offset);
-            }
-            entry.advance()
+        let mut partitions = lock(&self.partitions);
+        let Some(entry) = partitions.get_mut(&partition) else {
+            return;
         };
-        if let Some(position) = position {
-            let _ = self.commit(partition, position, CommitMode::Async);
+        for offset in offsets {
+            entry.skipped.remove(offset);
+        }
+        if let Some(position) = entry.advance() {
+            let _ = self.store(partition, position);
         }
     }
 
-    /// A record is done with: commit as far as that allows (queued, sent by
-    /// librdkafka's own thread).
+    /// A record is done with: its partition's position moves as far as that
+    /// allows, to be committed by librdkafka at the next commit interval.
     pub(crate) fn settled(&self, partition: i32, offset: i64) {
-        if let Some(position) = self.settle(partition, offset) {
-            let _ = self.commit(partition, position, CommitMode::Async);
-        }
+        let _ = self.settle(partition, offset);
     }
 
     /// A record is done with before it runs (at-most-once): resolves once a
@@ -231,11 +233,38 @@ impl Offsets {
             .map_err(|e| TransportError::protocol("commit an offset", e))?
     }
 
-    /// Takes `offset` out of flight; returns the position to commit if it
-    /// moved.
+    /// Takes `offset` out of flight and stores the partition's position if
+    /// it moved. Stored under the lock, so that positions reach librdkafka
+    /// in the order they were reached: a store never moves one back.
     fn settle(&self, partition: i32, offset: i64) -> Option<i64> {
         let mut partitions = lock(&self.partitions);
-        partitions.get_mut(&partition)?.settle(offset)
+        let position = partitions.get_mut(&partition)?.settle(offset)?;
+        let _ = self.store(partition, position);
+        Some(position)
+    }
+
+    /// Stores `position` as the next commit of `partition`. librdkafka
+    /// commits what is stored every commit interval, when the partition is
+    /// revoked and when the consumer closes (`Config::request_consumer`):
+    /// one commit request per interval, not one per request.
+    fn store(&self, partition: i32, position: i64) -> Result<(), TransportError> {
+        let Some(consumer) = lock(&self.consumer).clone() else {
+            tracing::debug!(
+                partition,
+                position,
+                "not stored: the consumer has left its group"
+            );
+            return Err(TransportError::ConnectionLost);
+        };
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.topic, partition, Offset::Offset(position))
+            .map_err(|e| TransportError::protocol("store an offset", e))?;
+        consumer.store_offsets(&list).map_err(|e| {
+            // A partition revoked meanwhile refuses the store; its records
+            // come back to whoever owns it now.
+            tracing::debug!(%e, partition, position, "offset not stored");
+            TransportError::protocol("store an offset", e)
+        })
     }
 
     fn commit(

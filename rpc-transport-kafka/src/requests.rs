@@ -160,7 +160,7 @@ pub(crate) async fn start(
     let assignments = context.assignments.clone();
     let consumer: StreamConsumer<Context> = shared
         .config
-        .consumer(&shared.config.group(&entry.spec.name))
+        .request_consumer(&shared.config.group(&entry.spec.name))
         .create_with_context(context)
         .map_err(|e| session.kafka_error("create a request consumer", e))?;
     consumer
