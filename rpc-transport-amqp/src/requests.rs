@@ -90,12 +90,9 @@ impl Stream for AmqpRequests {
             match &mut this.state {
                 State::Consuming(subscription) => match subscription.consumer.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(delivery))) => {
-                        if let Some(delivery) = accept(
-                            &this.spec,
-                            &this.slots,
-                            subscription,
-                            delivery,
-                        ) {
+                        if let Some(delivery) =
+                            accept(&this.spec, &this.slots, subscription, delivery)
+                        {
                             return Poll::Ready(Some(delivery));
                         }
                     }
