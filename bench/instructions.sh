@@ -10,8 +10,9 @@
 # `--calls 2N` (each after the same 1,000 warm-up calls), and prints
 # (total(2N) - total(N)) / N: one call's instructions, setup, warm-up and
 # tear-down cancelled. N defaults to 20000. Extra rpc-bench arguments go in
-# RPC_BENCH_ARGS (say `--no-subscriber`, or `--system ours-nats` to count a
-# NATS system: this process only, client and server sides), the calls in
+# RPC_BENCH_ARGS (say `--no-subscriber`, or `--system ours-nats` or
+# `--system ours-amqp` to count a NATS or AMQP system: this process only,
+# client and server sides, not the broker), the calls in
 # flight in IN_FLIGHT (default 1).
 set -euo pipefail
 

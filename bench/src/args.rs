@@ -31,8 +31,10 @@ usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp|nats|kafk
   --no-memory    skip the resident-memory check
   --no-subscriber  leave tracing without a subscriber (its `log` fallback then
                  runs on every span enter, exit and record, in every system)
-  --calls N      no table: one in-process or NATS system (ours-mem unless
-                 --system names another), 1,000 warm-up calls then exactly N
+  --calls N      no table: one in-process, NATS or reply-queue AMQP system
+                 (ours-mem unless --system names another: lapin-queue,
+                 lapin-queue-confirms, ours-amqp, ours-amqp-no-confirms for
+                 AMQP), 1,000 warm-up calls then exactly N
                  calls (at the first --in-flight level, default 1; on --flavor,
                  default current), for counting instructions under callgrind
                  (bench/instructions.sh)

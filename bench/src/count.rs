@@ -1,15 +1,17 @@
 //! A fixed number of calls, for counting instructions.
 //!
 //! `rpc-bench --calls N` starts one system (ours over the memory transport
-//! unless `--system` names another in-process or NATS one), warms it up
+//! unless `--system` names another in-process, NATS or AMQP one), warms it up
 //! with [`WARMUP_CALLS`] calls, makes exactly `N` more at the first
 //! `--in-flight` level (default 1) on the `--flavor` runtime (default
 //! current_thread), stops, and prints the count. Run under
 //! `valgrind --tool=callgrind` with `N` and with `2N`, the difference of the
 //! two totals divided by `N` is the instructions of one call, setup, warm-up
-//! and tear-down cancelled: `bench/instructions.sh` does that. The NATS
-//! systems count this process only (client and server sides), not the NATS
-//! server.
+//! and tear-down cancelled: `bench/instructions.sh` does that. The NATS and
+//! AMQP systems count this process only (client and server sides, lapin's
+//! I/O threads included), not the broker. The AMQP ones are the reply-queue
+//! systems: `lapin-queue`, `lapin-queue-confirms`, `ours-amqp` and
+//! `ours-amqp-no-confirms`.
 
 use crate::args::{Group, Options};
 use crate::error::BenchError;
@@ -25,15 +27,22 @@ pub(crate) fn run(options: &Options, calls: u64) -> Result<u64, BenchError> {
     let system = match options.systems.as_slice() {
         [] => SystemId::OursMem,
         [one] if matches!(one.group(), Group::Mem | Group::Nats) => *one,
+        [
+            one @ (SystemId::LapinQueue
+            | SystemId::LapinQueueConfirms
+            | SystemId::OursAmqp
+            | SystemId::OursAmqpNoConfirms),
+        ] => *one,
         _ => {
             return Err(BenchError::Usage(
-                "--calls runs one in-process or NATS system (ours-mem unless --system names another)"
+                "--calls runs one in-process, NATS or reply-queue AMQP system (ours-mem unless \
+                 --system names another)"
                     .to_owned(),
             ));
         }
     };
     let in_flight = options.levels.first().copied().unwrap_or(1);
     let flavor = options.flavor.unwrap_or(Flavor::CurrentThread);
-    let url = options.nats_url.as_str();
-    systems::count_calls(system, flavor, in_flight, (WARMUP_CALLS, calls), url)
+    let urls = (options.amqp_url.as_str(), options.nats_url.as_str());
+    systems::count_calls(system, flavor, in_flight, (WARMUP_CALLS, calls), urls)
 }

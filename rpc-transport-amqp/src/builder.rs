@@ -103,11 +103,14 @@ impl AmqpTransportBuilder {
         self
     }
 
-    /// Publisher confirms (default on). With them a send resolves once the
-    /// broker has the message, and a request to a service with no queue
-    /// fails at once with `NoRoute`. Without them a send resolves once the
-    /// frames are written, and a request nobody can receive is dropped by
-    /// the broker (the call then ends by its deadline).
+    /// Publisher confirms (default on) for calls. With them a oneway send
+    /// resolves once the broker has the message, and a request to a service
+    /// with no queue fails at once with `NoRoute` (its call waits for the
+    /// reply, not the confirm). Without them a send resolves once the frames
+    /// are written, and a request nobody can receive is dropped by the
+    /// broker (the call then ends by its deadline). Replies are never
+    /// confirmed: a server publishes each on its request's channel, ahead of
+    /// the request's ack (docs/reliability.md).
     pub fn publisher_confirms(mut self, confirms: bool) -> Self {
         self.config.confirms = confirms;
         self

@@ -57,9 +57,12 @@
 //! # Delivery guarantees
 //!
 //! - **Requests are at-least-once** by default: the server acknowledges a
-//!   request only after its reply has been published (and, with confirms,
-//!   confirmed by the broker). A server that dies mid-call leaves the request
-//!   to be redelivered to another server, so a handler can run twice.
+//!   request only after its reply has been published, on the channel the
+//!   request came on: the broker handles a channel's methods in order, so it
+//!   has routed the reply before it takes the ack, and replies are published
+//!   without confirms (docs/reliability.md). A server that dies mid-call
+//!   leaves the request to be redelivered to another server, so a handler
+//!   can run twice.
 //! - **`#[rpc(at_most_once)]` methods** are acknowledged before they run
 //!   (the server runtime does that from the method's descriptor): a crash
 //!   mid-call loses the request, it never runs twice.
@@ -75,7 +78,7 @@
 //!   broker took the request. The confirm is heard off the call path and
 //!   ends the call only if it says otherwise: a return is `NoRoute`, a nack
 //!   a transport error, a connection lost first `ConnectionLost`; after the
-//!   reply it changes nothing. Oneway calls and replies wait for theirs.
+//!   reply it changes nothing. Oneway calls wait for theirs.
 //! - **Foreign clients**: any correlation id (up to 255 bytes) comes back
 //!   verbatim; error replies to JSON calls carry a JSON body; a reply that
 //!   cannot be read fails its call at once with a decode error; a queue

@@ -96,44 +96,6 @@ impl Shared {
         }
     }
 
-    /// Publishes a reply to the reply queue `to` (or a direct reply-to name)
-    /// through the default exchange, under `correlation`, the request's
-    /// AMQP correlation id as it arrived (echoed verbatim, whatever text a
-    /// foreign client chose). Not `mandatory`: replies to a client that is
-    /// gone are simply dropped by the broker.
-    pub(crate) async fn publish_reply(
-        &self,
-        to: &Address,
-        correlation: Option<ShortString>,
-        envelope: Envelope,
-    ) -> Result<(), TransportError> {
-        let Envelope { header, mut body } = envelope;
-        let session = self.session_to_send(header.deadline_ms).await?;
-        let mut props: BasicProperties = properties::encode(&header, None)
-            .map_err(|e| TransportError::protocol("map envelope to AMQP properties", e))?;
-        if let Some(id) = correlation {
-            props = props.with_correlation_id(id);
-        }
-        if let (Status::Error { kind, message }, ContentType::Json) =
-            (&header.status, header.content_type)
-            && body.is_empty()
-        {
-            body = json_error_body(*kind, message);
-        }
-        let channel = &session.publisher;
-        let confirm = publish(
-            &session,
-            channel,
-            "",
-            short(to.as_str())?,
-            false,
-            &body,
-            props,
-        )
-        .await?;
-        self.settle(&session, confirm, to.as_str()).await
-    }
-
     /// Waits for the broker's word on a message published to `to` (with
     /// confirms; without, it is there at once). A returned request that
     /// lapin hands with this message's confirm (one `multiple` ack settles
@@ -159,6 +121,77 @@ impl Shared {
             Err(e) => Err(lost_or(session, "publish confirm", e)),
         }
     }
+}
+
+/// Publishes a reply to the reply queue `to` (or a direct reply-to name)
+/// through the default exchange, under `correlation`, the request's
+/// AMQP correlation id as it arrived (echoed verbatim, whatever text a
+/// foreign client chose), on `channel`: the channel the request was
+/// delivered on, which is not in confirm mode. Not `mandatory`: replies
+/// to a client that is gone are simply dropped by the broker.
+///
+/// Resolves once lapin has written the reply. The request's ack, queued
+/// after that on the same channel, reaches the broker after the reply,
+/// and the broker handles a channel's methods in order: the reply is
+/// routed before the request is acked, so no confirm is awaited
+/// (docs/reliability.md, "Replies and their acks"). A channel that is
+/// gone fails at once: its unacked requests go back to the queue, and
+/// the server's cache answers them again.
+pub(crate) async fn publish_reply(
+    session: &Session,
+    channel: &lapin::Channel,
+    to: &Address,
+    correlation: Option<ShortString>,
+    envelope: Envelope,
+) -> Result<(), TransportError> {
+    let Envelope { header, mut body } = envelope;
+    let mut props: BasicProperties = properties::encode(&header, None)
+        .map_err(|e| TransportError::protocol("map envelope to AMQP properties", e))?;
+    if let Some(id) = correlation {
+        props = props.with_correlation_id(id);
+    }
+    if let (Status::Error { kind, message }, ContentType::Json) =
+        (&header.status, header.content_type)
+        && body.is_empty()
+    {
+        body = json_error_body(*kind, message);
+    }
+    check_reply_size(body.len())?;
+    let written = publish(
+        session,
+        channel,
+        "",
+        short(to.as_str())?,
+        false,
+        &body,
+        props,
+    )
+    .await?;
+    // Not in confirm mode: resolves at once, and must be awaited rather
+    // than dropped (see `publish`).
+    match written.await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(lost_or(session, "publish reply", e)),
+    }
+}
+
+/// RabbitMQ's default `max_message_size` (128 MiB).
+const BROKER_MAX_MESSAGE: usize = 128 * 1024 * 1024;
+
+/// Refuses a reply the broker would refuse. The broker answers a message
+/// over its limit by closing the channel it came on, which for a reply is
+/// the request's channel: its requests would go back to the queue, be
+/// answered again from the server's cache and refused again, until their
+/// deadlines. Refused here, the reply is a failed send, which the server
+/// retries a bounded number of times.
+fn check_reply_size(size: usize) -> Result<(), TransportError> {
+    if size > BROKER_MAX_MESSAGE {
+        return Err(TransportError::TooLarge {
+            size,
+            limit: BROKER_MAX_MESSAGE,
+        });
+    }
+    Ok(())
 }
 
 /// The body of an error reply to a JSON call, `{"error": {"kind": ..,
@@ -207,4 +240,20 @@ fn lost_or(session: &Session, operation: &'static str, error: lapin::Error) -> T
         return TransportError::ConnectionLost;
     }
     protocol(operation, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_over_the_brokers_limit_is_refused_before_it_is_published() {
+        assert!(check_reply_size(BROKER_MAX_MESSAGE).is_ok());
+        let refused = check_reply_size(BROKER_MAX_MESSAGE + 1).unwrap_err();
+        assert!(
+            matches!(refused, TransportError::TooLarge { size, limit }
+                if size == BROKER_MAX_MESSAGE + 1 && limit == BROKER_MAX_MESSAGE),
+            "{refused:?}"
+        );
+    }
 }

@@ -25,7 +25,7 @@ use crate::backoff;
 use crate::config::QueueKind;
 use crate::error::protocol;
 use crate::properties::{self, Arrival, PropertiesError, long};
-use crate::publish::json_error_body;
+use crate::publish::{json_error_body, publish_reply};
 use crate::session::{Session, Subscription};
 use crate::shared::{Shared, short};
 use crate::topology;
@@ -90,13 +90,9 @@ impl Stream for AmqpRequests {
             match &mut this.state {
                 State::Consuming(subscription) => match subscription.consumer.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(delivery))) => {
-                        if let Some(delivery) = accept(
-                            &this.shared,
-                            &this.spec,
-                            &this.slots,
-                            subscription,
-                            delivery,
-                        ) {
+                        if let Some(delivery) =
+                            accept(&this.spec, &this.slots, subscription, delivery)
+                        {
                             return Poll::Ready(Some(delivery));
                         }
                     }
@@ -173,7 +169,6 @@ impl Drop for AmqpRequests {
 /// be read is answered with a decode error (when it has a reply address)
 /// and dead-lettered, and the stream moves on.
 fn accept(
-    shared: &Arc<Shared>,
     spec: &ServiceSpec,
     slots: &Arc<AckedRunning>,
     subscription: &Subscription,
@@ -192,7 +187,7 @@ fn accept(
         Ok(envelope) => Some(Delivery::new(
             envelope,
             Box::new(AmqpDelivery {
-                shared: shared.clone(),
+                session: subscription.session.clone(),
                 channel: subscription.channel.clone(),
                 delivery_tag,
                 correlation: properties.correlation_id().clone(),
@@ -204,7 +199,6 @@ fn accept(
             tracing::warn!(%error, service = %spec.name, "refusing a request with unreadable properties");
             spec.refused();
             tokio::spawn(refuse(
-                subscription.session.clone(),
                 subscription.channel.clone(),
                 delivery_tag,
                 properties,
@@ -217,7 +211,6 @@ fn accept(
 
 /// Answers an unreadable request with a decode error, then dead-letters it.
 async fn refuse(
-    session: Arc<Session>,
     channel: Arc<Channel>,
     delivery_tag: u64,
     request: BasicProperties,
@@ -245,8 +238,9 @@ async fn refuse(
             None => reply,
         };
         let body = json_error_body(ErrorKind::Decode, &format!("request refused: {error}"));
-        let published = session
-            .publisher
+        // On the request's own channel, as every reply (publish_reply): the
+        // broker has the answer before the reject that follows it.
+        let published = channel
             .basic_publish(
                 "".into(),
                 reply_to.clone(),
@@ -319,12 +313,15 @@ async fn resubscribe(
     Ok(subscription)
 }
 
-/// Answers one delivery through the publisher, to the queue its `reply_to`
-/// names, and settles it on the channel it arrived on (straight on the
-/// channel, not through lapin's `Acker`, which takes a detour through
-/// lapin's internal task).
+/// Answers one delivery, to the queue its `reply_to` names, and settles it,
+/// both on the channel it arrived on (straight on the channel, not through
+/// lapin's `Acker`, which takes a detour through lapin's internal task):
+/// the broker handles a channel's methods in order, so it has the reply
+/// before the ack that follows it.
 struct AmqpDelivery {
-    shared: Arc<Shared>,
+    /// The session the delivery came on: whether it is still connected
+    /// tells a lost connection from a refused publish.
+    session: Arc<Session>,
     channel: Arc<Channel>,
     delivery_tag: u64,
     /// The request's correlation id as it arrived, echoed on the reply.
@@ -418,9 +415,9 @@ impl DeliveryHandle for AmqpDelivery {
         let Some(to) = request.header.reply_to.clone() else {
             return Box::pin(Settled);
         };
-        let shared = self.shared.clone();
+        let (session, channel) = (self.session.clone(), self.channel.clone());
         let correlation = self.correlation.clone();
-        Box::pin(async move { shared.publish_reply(&to, correlation, reply).await })
+        Box::pin(async move { publish_reply(&session, &channel, &to, correlation, reply).await })
     }
 
     fn settle(&self, settlement: Settlement, _: &Envelope) -> SettleFuture {

@@ -26,8 +26,9 @@ pub(crate) struct Session {
     /// Which of the configured broker URLs this connection went to.
     pub(crate) url_index: usize,
     pub(crate) connection: Connection,
-    /// Requests and replies are published here (in confirm mode when
-    /// confirms are on). lapin channels are safe to share between tasks.
+    /// Calls are published here (in confirm mode when confirms are on);
+    /// replies go out on their request's channel. lapin channels are safe
+    /// to share between tasks.
     pub(crate) publisher: Channel,
     /// The user this connection logged in as: every call we publish
     /// carries it as `user_id`, which the broker checks, so servers learn

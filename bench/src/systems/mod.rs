@@ -401,11 +401,25 @@ pub(crate) fn count_calls(
     flavor: Flavor,
     in_flight: usize,
     (warmup, calls): (u64, u64),
-    nats_url: &str,
+    (amqp_url, nats_url): (&str, &str),
 ) -> Result<u64, BenchError> {
     let runtime = flavor.runtime()?;
     runtime.block_on(async {
         match system {
+            SystemId::LapinQueue | SystemId::LapinQueueConfirms => {
+                let confirms = system == SystemId::LapinQueueConfirms;
+                let running =
+                    lapin_raw::start(in_flight, amqp_url, ReplyMode::ExclusiveQueue, confirms)
+                        .await?;
+                count_with(running, in_flight, warmup, calls).await
+            }
+            SystemId::OursAmqp | SystemId::OursAmqpNoConfirms => {
+                let confirms = system == SystemId::OursAmqp;
+                let running =
+                    ours_amqp::start(in_flight, amqp_url, confirms, ReplyMode::ExclusiveQueue)
+                        .await?;
+                count_with(running, in_flight, warmup, calls).await
+            }
             SystemId::OursNats => {
                 let running = ours_nats::start(in_flight, nats_url).await?;
                 count_with(running, in_flight, warmup, calls).await
