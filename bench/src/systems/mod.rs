@@ -392,7 +392,7 @@ pub(crate) fn measure_levels(
     })
 }
 
-/// Starts `system` (in-process, or NATS at `nats_url`) on a fresh
+/// Starts `system` (in-process, or on the AMQP, NATS or Kafka broker) on a fresh
 /// `flavor` runtime, makes `warmup` calls then exactly `calls` more with
 /// `in_flight` in flight, and returns the count of the latter (for counting
 /// instructions).
@@ -401,11 +401,23 @@ pub(crate) fn count_calls(
     flavor: Flavor,
     in_flight: usize,
     (warmup, calls): (u64, u64),
-    (amqp_url, nats_url): (&str, &str),
+    (amqp_url, nats_url, kafka): (&str, &str, &str),
 ) -> Result<u64, BenchError> {
     let runtime = flavor.runtime()?;
     runtime.block_on(async {
         match system {
+            SystemId::KafkaRaw | SystemId::KafkaRawHeaders => {
+                let headers = match system {
+                    SystemId::KafkaRaw => kafka_raw::Headers::Minimal,
+                    _ => kafka_raw::Headers::Ours,
+                };
+                let running = kafka_raw::start(in_flight, kafka, headers).await?;
+                count_with(running, in_flight, warmup, calls).await
+            }
+            SystemId::OursKafka => {
+                let running = ours_kafka::start(in_flight, kafka).await?;
+                count_with(running, in_flight, warmup, calls).await
+            }
             SystemId::LapinQueue | SystemId::LapinQueueConfirms => {
                 let confirms = system == SystemId::LapinQueueConfirms;
                 let running =
