@@ -30,7 +30,7 @@ use crate::metrics::{Outcome as MeteredOutcome, ServerMeter};
 use crate::replay::{
     Answer, DEFAULT_REPLAY_BYTES, DEFAULT_REPLAY_ENTRIES, MAX_FAILED_SENDS, ReplayCache,
 };
-use crate::running::{COMPLETIONS_PER_WAKE, RunningCalls};
+use crate::running::{self, COMPLETIONS_PER_WAKE, RunningCalls, SpareBox};
 use crate::service::{Request, Response, Service};
 use crate::trace::{self, TraceContext};
 use crate::trace_otel;
@@ -366,6 +366,7 @@ impl<T: Transport, S: Service> ServeLoop<T, S> {
         mut stop: oneshot::Receiver<()>,
     ) -> ShutdownReport {
         let mut running = RunningCalls::new();
+        let mut spare = SpareBox::new();
         let spawn_beyond = match self.spawn_calls {
             Some(true) => 0,
             Some(false) => usize::MAX,
@@ -390,16 +391,28 @@ impl<T: Transport, S: Service> ServeLoop<T, S> {
                     match Pin::new(&mut requests).poll_next(cx) {
                         Poll::Ready(Some(delivery)) => {
                             let shared = self.shared.clone();
-                            running.push(if running.len() >= spawn_beyond {
-                                Either::Right(spawned(shared.run(delivery)))
-                            } else {
-                                // Boxed where it is made: the call's future is
-                                // large, and the set moves what it is given
-                                // several times on the way into its task;
-                                // moving a pointer instead saves more than the
-                                // allocation costs.
-                                Either::Left(Box::pin(shared.run(delivery)))
-                            });
+                            if running.len() >= spawn_beyond {
+                                running.push(Either::Right(spawned(shared.run(delivery))));
+                                continue;
+                            }
+                            // Boxed where it is made: the call's future is
+                            // large, and the set moves what it is given
+                            // several times on the way into its task;
+                            // moving a pointer instead saves more than the
+                            // allocation costs. Polled once here: a call
+                            // that finishes at once never enters the set,
+                            // and leaves its box to the next call.
+                            let mut call = spare.boxed(shared.run(delivery));
+                            if !running::poll_first(call.as_mut(), cx) {
+                                running.push(Either::Left(call));
+                                continue;
+                            }
+                            spare.keep(call);
+                            finished += 1;
+                            if finished == COMPLETIONS_PER_WAKE {
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
                         }
                         Poll::Ready(None) => return Poll::Ready(Stopped::StreamEnded),
                         Poll::Pending => break,
@@ -557,15 +570,7 @@ impl<S: Service> CallShared<S> {
                 && redeliverable
                 && let Some(response) = &response
             {
-                self.replay.insert(
-                    request.header(),
-                    Answer {
-                        status: response.status.clone(),
-                        body: response.body.clone(),
-                        settlement,
-                        failed_sends: 0,
-                    },
-                );
+                self.replay.insert(request.header(), response, settlement);
             }
             // At-least-once: the reply is out before the ack, so a crash in
             // between redelivers rather than loses. (After an ack before the
@@ -621,7 +626,10 @@ impl<S: Service> CallShared<S> {
         if remaining == Some(Duration::ZERO) {
             return Outcome::Expired;
         }
-        if let Some(answer) = self.replay.get(header) {
+        // A first delivery cannot have been answered before: no look-up.
+        if request.delivery_ref().may_be_redelivered()
+            && let Some(answer) = self.replay.get(header)
+        {
             return Outcome::Replayed(answer);
         }
         let method = self.service.descriptor().method(&header.method);
