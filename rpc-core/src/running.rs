@@ -94,12 +94,29 @@ pub(crate) fn poll_first<X: Future<Output = ()>>(call: Pin<&mut X>, cx: &mut Con
     }
 }
 
+/// A call's future in a box that can outlive it: the box of a call that
+/// finished is emptied at once (what the call held is released, its span
+/// closes) and kept for the next call.
+pub(crate) struct CallBox<X>(Pin<Box<Option<X>>>);
+
+impl<X: Future<Output = ()>> Future for CallBox<X> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.0.as_mut().as_pin_mut() {
+            Some(call) => call.poll(cx),
+            // Emptied: only a finished call's box is, and it is not polled again.
+            None => Poll::Ready(()),
+        }
+    }
+}
+
 /// The box of a call that finished on its first poll, kept for the next
 /// call: a call's future is larger than the allocator's per-thread caches
 /// hold, so a fresh box per call costs a trip through the allocator's
 /// shared bins, and the box of a call that finished at once is free again.
 pub(crate) struct SpareBox<X> {
-    spare: Option<Pin<Box<X>>>,
+    spare: Option<CallBox<X>>,
 }
 
 impl<X> SpareBox<X> {
@@ -107,20 +124,21 @@ impl<X> SpareBox<X> {
         SpareBox { spare: None }
     }
 
-    /// `call`, boxed: in the kept box if there is one (the finished call
-    /// it held is dropped now), else in a new one.
-    pub(crate) fn boxed(&mut self, call: X) -> Pin<Box<X>> {
+    /// `call`, boxed: in the kept box if there is one, else in a new one.
+    pub(crate) fn boxed(&mut self, call: X) -> CallBox<X> {
         match self.spare.take() {
             Some(mut spare) => {
-                spare.set(call);
+                spare.0.set(Some(call));
                 spare
             }
-            None => Box::pin(call),
+            None => CallBox(Box::pin(Some(call))),
         }
     }
 
-    /// Keeps the box of a finished call for the next one.
-    pub(crate) fn keep(&mut self, finished: Pin<Box<X>>) {
+    /// Keeps the box of a finished call for the next one. The call's
+    /// future is dropped now, as the set drops a call that finishes there.
+    pub(crate) fn keep(&mut self, mut finished: CallBox<X>) {
+        finished.0.set(None);
         self.spare = Some(finished);
     }
 }
@@ -176,11 +194,11 @@ mod tests {
             }
         };
         let mut at_once = spare.boxed(call(None));
-        assert!(poll_first(at_once.as_mut(), &mut cx));
+        assert!(poll_first(Pin::new(&mut at_once), &mut cx));
         spare.keep(at_once);
         let mut waits = spare.boxed(call(Some(gate)));
         assert!(spare.spare.is_none(), "the kept box is used again");
-        assert!(!poll_first(waits.as_mut(), &mut cx));
+        assert!(!poll_first(Pin::new(&mut waits), &mut cx));
         running.push(waits);
         assert_eq!((finished.load(Ordering::Relaxed), running.len()), (1, 1));
         open.send(()).unwrap();
@@ -188,6 +206,39 @@ mod tests {
         assert_eq!(finished.load(Ordering::Relaxed), 2);
         let mut panics = Box::pin(async { panic!("this call panics") });
         assert!(poll_first(panics.as_mut(), &mut cx), "a panic ends the call");
+    }
+
+    /// A finished future that still holds something, as a finished
+    /// `Instrumented` call holds its span.
+    struct Holds {
+        _held: oneshot::Sender<()>,
+    }
+
+    impl Future for Holds {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            Poll::Ready(())
+        }
+    }
+
+    #[test]
+    fn a_kept_box_releases_what_its_call_held() {
+        let mut spare = SpareBox::new();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let (held, mut released) = oneshot::channel::<()>();
+        let mut call = spare.boxed(Holds { _held: held });
+        assert!(poll_first(Pin::new(&mut call), &mut cx));
+        assert!(matches!(
+            released.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        spare.keep(call);
+        assert!(matches!(
+            released.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
     }
 
     #[tokio::test]

@@ -403,7 +403,7 @@ impl<T: Transport, S: Service> ServeLoop<T, S> {
                             // that finishes at once never enters the set,
                             // and leaves its box to the next call.
                             let mut call = spare.boxed(shared.run(delivery));
-                            if !running::poll_first(call.as_mut(), cx) {
+                            if !running::poll_first(Pin::new(&mut call), cx) {
                                 running.push(Either::Left(call));
                                 continue;
                             }
