@@ -205,7 +205,10 @@ mod tests {
         running.finish().await;
         assert_eq!(finished.load(Ordering::Relaxed), 2);
         let mut panics = Box::pin(async { panic!("this call panics") });
-        assert!(poll_first(panics.as_mut(), &mut cx), "a panic ends the call");
+        assert!(
+            poll_first(panics.as_mut(), &mut cx),
+            "a panic ends the call"
+        );
     }
 
     /// A finished future that still holds something, as a finished

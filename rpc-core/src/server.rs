@@ -125,7 +125,11 @@ impl<T: Transport> ServerBuilder<T> {
     /// multi-thread runtime the first [`SPAWN_CALLS_BEYOND`] calls in
     /// flight run inline (a lone call gains nothing from a task) and the
     /// ones beyond get tasks of their own, so a busy server's handlers
-    /// spread over the runtime's workers. `true` suits handlers that
+    /// spread over the runtime's workers. An inline call is polled once
+    /// where its request is taken, and one that finishes then (a handler
+    /// that does not wait) was never in flight beside others: it counts
+    /// towards none, so such calls all run in the serve task, cheaper
+    /// there than a task would be to schedule. `true` suits handlers that
     /// compute for long or block, which would hold up the calls sharing
     /// their task; `false` keeps one server's calls on one thread at a
     /// time. Concurrency, panics, deadlines, cancellation and graceful
@@ -335,7 +339,8 @@ impl ServerStats {
 /// On a multi-thread runtime, and unless
 /// [`ServerBuilder::spawn_calls`] says otherwise, a server runs this many
 /// calls inside its serve task and gives each call beyond them a task of its
-/// own.
+/// own. Calls that finish on their first poll, in the serve task, do not
+/// count.
 pub const SPAWN_CALLS_BEYOND: usize = 4;
 
 struct ServeLoop<T, S> {
