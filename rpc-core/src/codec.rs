@@ -81,6 +81,24 @@ impl Codec for Bincode {
     }
 }
 
+/// Encoded bodies up to this size are written to the stack first.
+const SMALL_BODY: usize = 128;
+
+/// `value` in bincode if its encoding fits in [`SMALL_BODY`] bytes, else
+/// `None`. Most arguments and return values are that small: written to a
+/// buffer on the stack, then copied into a vector of their exact size, they
+/// cost one allocation and none of the capacity checks and growth a vector
+/// written byte by byte goes through.
+fn bincode_small<T: Serialize + ?Sized>(value: &T) -> Result<Option<Vec<u8>>, CodecError> {
+    let mut buffer = [0u8; SMALL_BODY];
+    match bincode::serde::encode_into_slice(value, &mut buffer, bincode::config::standard()) {
+        Ok(len) => Ok(Some(buffer[..len].to_vec())),
+        // Larger than the buffer: the caller writes it to a vector.
+        Err(bincode::error::EncodeError::UnexpectedEnd) => Ok(None),
+        Err(e) => Err(CodecError::new("bincode", e.to_string())),
+    }
+}
+
 /// JSON via serde_json: argument structs appear as objects with named
 /// fields (`{"a":1,"b":2}`), so other languages can call and serve.
 #[derive(Clone, Copy, Debug, Default)]
@@ -148,7 +166,12 @@ impl ContentType {
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, CodecError> {
         let mut out = Vec::new();
         match self {
-            ContentType::Bincode => Bincode::encode(value, &mut out)?,
+            ContentType::Bincode => {
+                if let Some(small) = bincode_small(value)? {
+                    return Ok(small);
+                }
+                Bincode::encode(value, &mut out)?
+            }
             ContentType::Json => Json::encode(value, &mut out)?,
         }
         Ok(out)
@@ -188,6 +211,19 @@ mod tests {
             assert_eq!(back, AddArgs { a: -7, b: 1 << 40 });
             assert_eq!(ContentType::from_mime(ct.mime()), Some(ct));
             assert_eq!(ContentType::from_code(ct.code()), Some(ct));
+        }
+    }
+
+    #[test]
+    fn bincode_bodies_on_both_sides_of_the_stack_buffer_round_trip() {
+        for len in [0, SMALL_BODY - 2, SMALL_BODY, SMALL_BODY * 4] {
+            let value = vec![7u8; len];
+            let bytes = ContentType::Bincode.encode(&value).unwrap();
+            let mut written = Vec::new();
+            Bincode::encode(&value, &mut written).unwrap();
+            assert_eq!(bytes, written, "one encoding whatever the size");
+            let back: Vec<u8> = ContentType::Bincode.decode(&bytes).unwrap();
+            assert_eq!(back, value);
         }
     }
 

@@ -18,6 +18,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::envelope::{Header, Status};
 use crate::name::Address;
@@ -54,11 +55,15 @@ impl Hash for ReplayKey {
     }
 }
 
+/// A kept reply body: small ones (most replies) inline, so keeping an
+/// answer allocates nothing for them.
+type KeptBody = SmallVec<[u8; 24]>;
+
 /// An answer as it was sent, and how its request was settled.
 #[derive(Clone, Debug)]
 pub(crate) struct Answer {
     pub(crate) status: Status,
-    pub(crate) body: Vec<u8>,
+    pub(crate) body: KeptBody,
     pub(crate) settlement: Settlement,
     /// Times its reply could not be sent.
     pub(crate) failed_sends: u32,
@@ -69,7 +74,7 @@ impl Answer {
     pub(crate) fn response(&self) -> Response {
         Response {
             status: self.status.clone(),
-            body: self.body.clone(),
+            body: self.body.to_vec(),
         }
     }
 }
@@ -109,13 +114,20 @@ impl ReplayCache {
         self.lock().answers.get(&key).cloned()
     }
 
-    /// Keeps the answer to the request `header`, if it had a reply address.
-    pub(crate) fn insert(&self, header: &Header, answer: Answer) {
-        if self.max_entries == 0 || answer.body.len() > self.max_bytes {
+    /// Keeps a copy of `response`, the answer to the request `header`
+    /// settled with `settlement`, if the request had a reply address.
+    pub(crate) fn insert(&self, header: &Header, response: &Response, settlement: Settlement) {
+        if self.max_entries == 0 || response.body.len() > self.max_bytes {
             return;
         }
         let Some(key) = key_of(header) else {
             return;
+        };
+        let answer = Answer {
+            status: response.status.clone(),
+            body: KeptBody::from_slice(&response.body),
+            settlement,
+            failed_sends: 0,
         };
         let mut state = self.lock();
         state.bytes += answer.body.len();
@@ -173,20 +185,15 @@ mod tests {
         header
     }
 
-    fn answer(body: &[u8]) -> Answer {
-        Answer {
-            status: Status::Ok,
-            body: body.to_vec(),
-            settlement: Settlement::Ack,
-            failed_sends: 0,
-        }
+    fn answer(body: &[u8]) -> Response {
+        Response::ok(body.to_vec())
     }
 
     #[test]
     fn an_answer_is_found_by_address_and_id() {
         let cache = ReplayCache::new(8, 1024);
-        cache.insert(&request(1, "a"), answer(b"one"));
-        assert_eq!(cache.get(&request(1, "a")).unwrap().body, b"one");
+        cache.insert(&request(1, "a"), &answer(b"one"), Settlement::Ack);
+        assert_eq!(cache.get(&request(1, "a")).unwrap().body.as_slice(), b"one");
         assert!(cache.get(&request(1, "b")).is_none(), "another inbox");
         assert!(cache.get(&request(2, "a")).is_none(), "another call");
         let mut oneway = request(1, "a");
@@ -198,14 +205,14 @@ mod tests {
     fn the_oldest_answers_go_first_past_either_bound() {
         let cache = ReplayCache::new(2, 10);
         for id in 1..=3 {
-            cache.insert(&request(id, "a"), answer(b"xx"));
+            cache.insert(&request(id, "a"), &answer(b"xx"), Settlement::Ack);
         }
         assert!(cache.get(&request(1, "a")).is_none());
         assert!(cache.get(&request(3, "a")).is_some());
-        cache.insert(&request(4, "a"), answer(b"123456789"));
+        cache.insert(&request(4, "a"), &answer(b"123456789"), Settlement::Ack);
         assert!(cache.get(&request(3, "a")).is_none(), "over the byte bound");
         assert!(cache.get(&request(4, "a")).is_some());
-        cache.insert(&request(5, "a"), answer(b"12345678901"));
+        cache.insert(&request(5, "a"), &answer(b"12345678901"), Settlement::Ack);
         assert!(
             cache.get(&request(5, "a")).is_none(),
             "larger than the bound"
@@ -217,7 +224,7 @@ mod tests {
     fn failed_sends_are_counted_per_kept_answer() {
         let cache = ReplayCache::new(8, 1024);
         assert_eq!(cache.send_failed(&request(1, "a")), None, "nothing kept");
-        cache.insert(&request(1, "a"), answer(b"one"));
+        cache.insert(&request(1, "a"), &answer(b"one"), Settlement::Ack);
         assert_eq!(cache.send_failed(&request(1, "a")), Some(1));
         assert_eq!(cache.send_failed(&request(1, "a")), Some(2));
         assert_eq!(cache.get(&request(1, "a")).unwrap().failed_sends, 2);
@@ -227,7 +234,7 @@ mod tests {
     #[test]
     fn zero_entries_keeps_nothing() {
         let cache = ReplayCache::new(0, 1024);
-        cache.insert(&request(1, "a"), answer(b"one"));
+        cache.insert(&request(1, "a"), &answer(b"one"), Settlement::Ack);
         assert!(cache.get(&request(1, "a")).is_none());
     }
 }

@@ -9,6 +9,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
@@ -73,6 +74,75 @@ impl<F: Future<Output = ()> + Send + 'static> RunningCalls<F> {
     }
 }
 
+/// Polls `call` once, where it is taken; returns whether it finished (a
+/// panic finishes it too, logged: it costs that call only, as it does
+/// inside the set).
+///
+/// Most calls on a fast path finish on their first poll, and those never
+/// enter the set: no task node, no queueing, no release. A call that has
+/// not finished goes into the set, which polls it again at once with the
+/// set's own waker; a wake-up meant for the first poll's waker (the serve
+/// task's) is then at worst one spare poll of the serve task.
+pub(crate) fn poll_first<X: Future<Output = ()>>(call: Pin<&mut X>, cx: &mut Context<'_>) -> bool {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| call.poll(cx))) {
+        Ok(Poll::Ready(())) => true,
+        Ok(Poll::Pending) => false,
+        Err(panic) => {
+            log_panic(Err(panic));
+            true
+        }
+    }
+}
+
+/// A call's future in a box that can outlive it: the box of a call that
+/// finished is emptied at once (what the call held is released, its span
+/// closes) and kept for the next call.
+pub(crate) struct CallBox<X>(Pin<Box<Option<X>>>);
+
+impl<X: Future<Output = ()>> Future for CallBox<X> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.0.as_mut().as_pin_mut() {
+            Some(call) => call.poll(cx),
+            // Emptied: only a finished call's box is, and it is not polled again.
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+/// The box of a call that finished on its first poll, kept for the next
+/// call: a call's future is larger than the allocator's per-thread caches
+/// hold, so a fresh box per call costs a trip through the allocator's
+/// shared bins, and the box of a call that finished at once is free again.
+pub(crate) struct SpareBox<X> {
+    spare: Option<CallBox<X>>,
+}
+
+impl<X> SpareBox<X> {
+    pub(crate) fn new() -> Self {
+        SpareBox { spare: None }
+    }
+
+    /// `call`, boxed: in the kept box if there is one, else in a new one.
+    pub(crate) fn boxed(&mut self, call: X) -> CallBox<X> {
+        match self.spare.take() {
+            Some(mut spare) => {
+                spare.0.set(Some(call));
+                spare
+            }
+            None => CallBox(Box::pin(Some(call))),
+        }
+    }
+
+    /// Keeps the box of a finished call for the next one. The call's
+    /// future is dropped now, as the set drops a call that finishes there.
+    pub(crate) fn keep(&mut self, mut finished: CallBox<X>) {
+        finished.0.set(None);
+        self.spare = Some(finished);
+    }
+}
+
 fn log_panic(finished: Result<(), Box<dyn Any + Send>>) {
     if finished.is_err() {
         tracing::error!("a call panicked outside its handler; its delivery is left to the fabric");
@@ -104,6 +174,74 @@ mod tests {
         running.finish().await;
         assert_eq!(finished.load(Ordering::Relaxed), 2);
         assert_eq!(running.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_call_polled_first_enters_the_set_only_if_it_waits() {
+        let mut running = RunningCalls::new();
+        let mut spare = SpareBox::new();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let (open, gate) = oneshot::channel::<()>();
+        let finished = Arc::new(AtomicUsize::new(0));
+        let call = |gate: Option<oneshot::Receiver<()>>| {
+            let finished = finished.clone();
+            async move {
+                if let Some(gate) = gate {
+                    let _ = gate.await;
+                }
+                finished.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let mut at_once = spare.boxed(call(None));
+        assert!(poll_first(Pin::new(&mut at_once), &mut cx));
+        spare.keep(at_once);
+        let mut waits = spare.boxed(call(Some(gate)));
+        assert!(spare.spare.is_none(), "the kept box is used again");
+        assert!(!poll_first(Pin::new(&mut waits), &mut cx));
+        running.push(waits);
+        assert_eq!((finished.load(Ordering::Relaxed), running.len()), (1, 1));
+        open.send(()).unwrap();
+        running.finish().await;
+        assert_eq!(finished.load(Ordering::Relaxed), 2);
+        let mut panics = Box::pin(async { panic!("this call panics") });
+        assert!(
+            poll_first(panics.as_mut(), &mut cx),
+            "a panic ends the call"
+        );
+    }
+
+    /// A finished future that still holds something, as a finished
+    /// `Instrumented` call holds its span.
+    struct Holds {
+        _held: oneshot::Sender<()>,
+    }
+
+    impl Future for Holds {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            Poll::Ready(())
+        }
+    }
+
+    #[test]
+    fn a_kept_box_releases_what_its_call_held() {
+        let mut spare = SpareBox::new();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let (held, mut released) = oneshot::channel::<()>();
+        let mut call = spare.boxed(Holds { _held: held });
+        assert!(poll_first(Pin::new(&mut call), &mut cx));
+        assert!(matches!(
+            released.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        spare.keep(call);
+        assert!(matches!(
+            released.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
     }
 
     #[tokio::test]

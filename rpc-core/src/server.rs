@@ -30,7 +30,7 @@ use crate::metrics::{Outcome as MeteredOutcome, ServerMeter};
 use crate::replay::{
     Answer, DEFAULT_REPLAY_BYTES, DEFAULT_REPLAY_ENTRIES, MAX_FAILED_SENDS, ReplayCache,
 };
-use crate::running::{COMPLETIONS_PER_WAKE, RunningCalls};
+use crate::running::{self, COMPLETIONS_PER_WAKE, RunningCalls, SpareBox};
 use crate::service::{Request, Response, Service};
 use crate::trace::{self, TraceContext};
 use crate::trace_otel;
@@ -125,7 +125,11 @@ impl<T: Transport> ServerBuilder<T> {
     /// multi-thread runtime the first [`SPAWN_CALLS_BEYOND`] calls in
     /// flight run inline (a lone call gains nothing from a task) and the
     /// ones beyond get tasks of their own, so a busy server's handlers
-    /// spread over the runtime's workers. `true` suits handlers that
+    /// spread over the runtime's workers. An inline call is polled once
+    /// where its request is taken, and one that finishes then (a handler
+    /// that does not wait) was never in flight beside others: it counts
+    /// towards none, so such calls all run in the serve task, cheaper
+    /// there than a task would be to schedule. `true` suits handlers that
     /// compute for long or block, which would hold up the calls sharing
     /// their task; `false` keeps one server's calls on one thread at a
     /// time. Concurrency, panics, deadlines, cancellation and graceful
@@ -335,7 +339,8 @@ impl ServerStats {
 /// On a multi-thread runtime, and unless
 /// [`ServerBuilder::spawn_calls`] says otherwise, a server runs this many
 /// calls inside its serve task and gives each call beyond them a task of its
-/// own.
+/// own. Calls that finish on their first poll, in the serve task, do not
+/// count.
 pub const SPAWN_CALLS_BEYOND: usize = 4;
 
 struct ServeLoop<T, S> {
@@ -366,6 +371,7 @@ impl<T: Transport, S: Service> ServeLoop<T, S> {
         mut stop: oneshot::Receiver<()>,
     ) -> ShutdownReport {
         let mut running = RunningCalls::new();
+        let mut spare = SpareBox::new();
         let spawn_beyond = match self.spawn_calls {
             Some(true) => 0,
             Some(false) => usize::MAX,
@@ -390,16 +396,28 @@ impl<T: Transport, S: Service> ServeLoop<T, S> {
                     match Pin::new(&mut requests).poll_next(cx) {
                         Poll::Ready(Some(delivery)) => {
                             let shared = self.shared.clone();
-                            running.push(if running.len() >= spawn_beyond {
-                                Either::Right(spawned(shared.run(delivery)))
-                            } else {
-                                // Boxed where it is made: the call's future is
-                                // large, and the set moves what it is given
-                                // several times on the way into its task;
-                                // moving a pointer instead saves more than the
-                                // allocation costs.
-                                Either::Left(Box::pin(shared.run(delivery)))
-                            });
+                            if running.len() >= spawn_beyond {
+                                running.push(Either::Right(spawned(shared.run(delivery))));
+                                continue;
+                            }
+                            // Boxed where it is made: the call's future is
+                            // large, and the set moves what it is given
+                            // several times on the way into its task;
+                            // moving a pointer instead saves more than the
+                            // allocation costs. Polled once here: a call
+                            // that finishes at once never enters the set,
+                            // and leaves its box to the next call.
+                            let mut call = spare.boxed(shared.run(delivery));
+                            if !running::poll_first(Pin::new(&mut call), cx) {
+                                running.push(Either::Left(call));
+                                continue;
+                            }
+                            spare.keep(call);
+                            finished += 1;
+                            if finished == COMPLETIONS_PER_WAKE {
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
                         }
                         Poll::Ready(None) => return Poll::Ready(Stopped::StreamEnded),
                         Poll::Pending => break,
@@ -557,15 +575,7 @@ impl<S: Service> CallShared<S> {
                 && redeliverable
                 && let Some(response) = &response
             {
-                self.replay.insert(
-                    request.header(),
-                    Answer {
-                        status: response.status.clone(),
-                        body: response.body.clone(),
-                        settlement,
-                        failed_sends: 0,
-                    },
-                );
+                self.replay.insert(request.header(), response, settlement);
             }
             // At-least-once: the reply is out before the ack, so a crash in
             // between redelivers rather than loses. (After an ack before the
@@ -621,7 +631,10 @@ impl<S: Service> CallShared<S> {
         if remaining == Some(Duration::ZERO) {
             return Outcome::Expired;
         }
-        if let Some(answer) = self.replay.get(header) {
+        // A first delivery cannot have been answered before: no look-up.
+        if request.delivery_ref().may_be_redelivered()
+            && let Some(answer) = self.replay.get(header)
+        {
             return Outcome::Replayed(answer);
         }
         let method = self.service.descriptor().method(&header.method);

@@ -286,6 +286,8 @@ pub struct Delivery {
     handle: Option<Box<dyn DeliveryHandle>>,
     /// Tracked by the fabric and not settled yet.
     unsettled: bool,
+    /// The fabric may have handed out this message, or a copy of it, before.
+    maybe_redelivered: bool,
 }
 
 impl Delivery {
@@ -295,6 +297,7 @@ impl Delivery {
             envelope,
             handle: Some(handle),
             unsettled: true,
+            maybe_redelivered: true,
         }
     }
 
@@ -305,6 +308,7 @@ impl Delivery {
             envelope,
             handle: Some(handle),
             unsettled: false,
+            maybe_redelivered: true,
         }
     }
 
@@ -315,7 +319,30 @@ impl Delivery {
             envelope,
             handle: None,
             unsettled: false,
+            maybe_redelivered: true,
         }
+    }
+
+    /// Marks the delivery as the first the fabric makes of its message: it
+    /// has handed out neither this message nor a copy of it before (not
+    /// requeued, not redelivered after a lost connection, not duplicated).
+    /// The server then does not look the request up in its replay cache,
+    /// where it cannot be; it still keeps the answer, for a redelivery that
+    /// may come later. Only a fabric that knows this for certain marks its
+    /// deliveries (the memory transport does); unmarked, a delivery counts
+    /// as possibly redelivered.
+    pub fn first_delivery(mut self) -> Self {
+        self.maybe_redelivered = false;
+        self
+    }
+
+    /// Whether the fabric may have handed out this message, or a copy of
+    /// it, before: true unless the transport marked it with
+    /// [`first_delivery`](Self::first_delivery). A delivery put back
+    /// together with [`from_parts`](Self::from_parts) counts as possibly
+    /// redelivered.
+    pub fn may_be_redelivered(&self) -> bool {
+        self.maybe_redelivered
     }
 
     /// The request.
@@ -380,6 +407,7 @@ impl Delivery {
             envelope,
             unsettled: unsettled && handle.is_some(),
             handle,
+            maybe_redelivered: true,
         }
     }
 
@@ -403,6 +431,7 @@ impl fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("envelope", &self.envelope)
             .field("tracked", &self.is_tracked())
+            .field("maybe_redelivered", &self.maybe_redelivered)
             .finish()
     }
 }

@@ -125,6 +125,12 @@
 //!
 //! [`MemTransport::unacked`] counts deliveries handed out and not settled.
 //!
+//! A message handed out for the first time is marked so
+//! ([`Delivery::first_delivery`](rpc_core::Delivery::first_delivery)), and
+//! the server skips its replay-cache look-up; one that came back to its
+//! queue (requeued, abandoned, settled while disconnected) or passed
+//! through a message fault (which may have copied it) is not.
+//!
 //! # Fault injection
 //!
 //! [`MemTransport::faults`] returns a [`Faults`] handle for the broker. Faults

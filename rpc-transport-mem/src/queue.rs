@@ -31,12 +31,22 @@ pub(crate) struct ServiceQueue {
 
 #[derive(Debug, Default)]
 struct QueueState {
-    ready: VecDeque<Envelope>,
+    ready: VecDeque<Queued>,
     /// Consumers that found the queue empty, longest-waiting first.
     waiting: VecDeque<(u64, Waker)>,
     consumers: usize,
     next_consumer: u64,
     dead_letters: Vec<Envelope>,
+}
+
+/// A message in the queue.
+#[derive(Debug)]
+struct Queued {
+    envelope: Envelope,
+    /// Handed out before, or one of several copies (a fault's duplicate, a
+    /// message delayed or held by a fault): the server must look for an
+    /// answer it already sent.
+    maybe_redelivered: bool,
 }
 
 /// What a consumer's poll found.
@@ -45,8 +55,9 @@ struct QueueState {
     reason = "a message is the usual answer, moved once; boxing it would allocate per call"
 )]
 pub(crate) enum Take {
-    /// The next message, now this consumer's.
-    Message(Envelope),
+    /// The next message, now this consumer's, and whether it may have been
+    /// handed out before (see [`Queued`]).
+    Message(Envelope, bool),
     /// Nothing yet; the consumer's waker is registered.
     Wait,
     /// The broker was closed.
@@ -80,14 +91,16 @@ impl ServiceQueue {
 
     /// Queues a new message, failing fast when nobody consumes the queue.
     pub(crate) fn publish(&self, envelope: Envelope) -> Result<(), TransportError> {
-        self.push(envelope, End::Back, true)
+        self.push(envelope, End::Back, true, false)
             .map_err(|()| self.no_route())
     }
 
     /// Queues a message that was already accepted (delayed by a fault):
-    /// the queue holds it even if its consumers left meanwhile.
+    /// the queue holds it even if its consumers left meanwhile. Such a
+    /// message may be one of several copies, so it counts as possibly
+    /// redelivered.
     pub(crate) fn enqueue(&self, envelope: Envelope) {
-        let _always_accepted = self.push(envelope, End::Back, false);
+        let _always_accepted = self.push(envelope, End::Back, false, true);
     }
 
     /// The error a send to this queue gets when it has no consumer.
@@ -135,7 +148,10 @@ impl ServiceQueue {
         }
         let position = state.waiting.iter().position(|(waiter, _)| *waiter == id);
         match state.ready.pop_front() {
-            Some(envelope) => {
+            Some(Queued {
+                envelope,
+                maybe_redelivered,
+            }) => {
                 // Polled for another reason while still registered: a later
                 // push must not spend its wakeup on a consumer that may no
                 // longer be waiting.
@@ -143,7 +159,7 @@ impl ServiceQueue {
                     state.waiting.remove(position);
                 }
                 self.unacked.fetch_add(1, Ordering::Relaxed);
-                Take::Message(envelope)
+                Take::Message(envelope, maybe_redelivered)
             }
             None => {
                 match position {
@@ -192,7 +208,7 @@ impl ServiceQueue {
 
     /// Puts a message back at the head of the queue.
     pub(crate) fn requeue(&self, envelope: Envelope) {
-        let _always_accepted = self.push(envelope, End::Front, false);
+        let _always_accepted = self.push(envelope, End::Front, false, true);
     }
 
     /// Wakes every waiting consumer (the broker is closing).
@@ -223,15 +239,25 @@ impl ServiceQueue {
         std::mem::take(&mut self.lock().dead_letters)
     }
 
-    fn push(&self, envelope: Envelope, end: End, need_consumer: bool) -> Result<(), ()> {
+    fn push(
+        &self,
+        envelope: Envelope,
+        end: End,
+        need_consumer: bool,
+        maybe_redelivered: bool,
+    ) -> Result<(), ()> {
+        let queued = Queued {
+            envelope,
+            maybe_redelivered,
+        };
         let wake = {
             let mut state = self.lock();
             if need_consumer && state.consumers == 0 {
                 return Err(());
             }
             match end {
-                End::Back => state.ready.push_back(envelope),
-                End::Front => state.ready.push_front(envelope),
+                End::Back => state.ready.push_back(queued),
+                End::Front => state.ready.push_front(queued),
             }
             state.waiting.pop_front()
         };
@@ -289,7 +315,7 @@ mod tests {
 
     fn taken(take: Take) -> Option<u64> {
         match take {
-            Take::Message(envelope) => Some(envelope.header.correlation_id),
+            Take::Message(envelope, _) => Some(envelope.header.correlation_id),
             Take::Wait | Take::Closed => None,
         }
     }
@@ -379,20 +405,19 @@ mod tests {
             q.publish(message(id)).unwrap();
         }
         let first = match q.take_or_wait(a, &w) {
-            Take::Message(envelope) => envelope,
+            Take::Message(envelope, false) => envelope,
             _ => panic!("a message is ready"),
         };
         assert_eq!(q.unacked(), 1);
         q.settle(&first, Settlement::Requeue).unwrap();
         assert_eq!((q.unacked(), q.depth()), (0, 3));
-        assert_eq!(
-            taken(q.take_or_wait(a, &w)),
-            Some(1),
-            "requeued at the front"
+        assert!(
+            matches!(q.take_or_wait(a, &w), Take::Message(envelope, true) if envelope.header.correlation_id == 1),
+            "requeued at the front, marked as handed out before"
         );
 
         let second = match q.take_or_wait(a, &w) {
-            Take::Message(envelope) => envelope,
+            Take::Message(envelope, false) => envelope,
             _ => panic!("a message is ready"),
         };
         q.settle(&second, Settlement::DeadLetter).unwrap();
@@ -408,7 +433,7 @@ mod tests {
         let a = q.add_consumer();
         q.publish(message(1)).unwrap();
         let w: Waker = Arc::new(CountingWaker::default()).into();
-        let Take::Message(envelope) = q.take_or_wait(a, &w) else {
+        let Take::Message(envelope, _) = q.take_or_wait(a, &w) else {
             panic!("a message is ready")
         };
         connection.set(Link::Down);

@@ -54,9 +54,12 @@ impl Stream for MemRequests {
             Link::Closed => return Poll::Ready(None),
         }
         match this.queue.take_or_wait(this.consumer, waker) {
-            Take::Message(envelope) => {
-                Poll::Ready(Some(settle::tracked(&this.broker, &this.queue, envelope)))
-            }
+            Take::Message(envelope, maybe_redelivered) => Poll::Ready(Some(settle::tracked(
+                &this.broker,
+                &this.queue,
+                envelope,
+                maybe_redelivered,
+            ))),
             Take::Wait => Poll::Pending,
             Take::Closed => Poll::Ready(None),
         }

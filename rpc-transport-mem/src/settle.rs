@@ -23,17 +23,25 @@ pub(crate) struct MemDelivery {
     queue: Arc<ServiceQueue>,
 }
 
-/// A delivery of `envelope` from `queue`, tracked until settled.
+/// A delivery of `envelope` from `queue`, tracked until settled; marked as
+/// the message's first unless it `maybe_redelivered` (requeued, or a copy
+/// made by a fault), so the server looks for an answer only where one can be.
 pub(crate) fn tracked(
     broker: &Arc<Broker>,
     queue: &Arc<ServiceQueue>,
     envelope: Envelope,
+    maybe_redelivered: bool,
 ) -> Delivery {
     let handle = MemDelivery {
         broker: broker.clone(),
         queue: queue.clone(),
     };
-    Delivery::new(envelope, Box::new(handle))
+    let delivery = Delivery::new(envelope, Box::new(handle));
+    if maybe_redelivered {
+        delivery
+    } else {
+        delivery.first_delivery()
+    }
 }
 
 impl DeliveryHandle for MemDelivery {
