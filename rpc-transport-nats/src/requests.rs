@@ -13,7 +13,9 @@ use futures_util::StreamExt;
 use rpc_core::transport::{
     Delivery, DeliveryHandle, SendFuture, ServiceSpec, SettleFuture, Settled, Settlement,
 };
-use rpc_core::{ContentType, Envelope, ErrorKind, Header, Kind, Name, Status, TransportError};
+use rpc_core::{
+    ContentType, Envelope, ErrorKind, Header, Kind, KnownNames, Name, Status, TransportError,
+};
 use tokio::sync::mpsc;
 
 use crate::config::Mode;
@@ -29,6 +31,9 @@ pub struct NatsRequests {
     shared: Arc<Shared>,
     spec: ServiceSpec,
     source: Source,
+    /// The method names requests have spelled, so that each costs no
+    /// allocation after its first request (core mode).
+    methods: KnownNames,
 }
 
 enum Source {
@@ -65,6 +70,7 @@ impl NatsRequests {
             shared,
             spec,
             source,
+            methods: KnownNames::new(),
         })
     }
 
@@ -91,7 +97,8 @@ impl Stream for NatsRequests {
             Source::Core(subscriber) => loop {
                 match subscriber.poll_next_unpin(cx) {
                     Poll::Ready(Some(message)) => {
-                        if let Some(delivery) = accept(&this.shared, &this.spec, message) {
+                        let accepted = accept(&this.shared, &this.spec, &mut this.methods, message);
+                        if let Some(delivery) = accepted {
                             return Poll::Ready(Some(delivery));
                         }
                     }
@@ -108,7 +115,12 @@ impl Stream for NatsRequests {
 /// Turns a core NATS message into a delivery; one that cannot be read is
 /// refused (answered with a decode error when it has a reply subject) and
 /// counted, and the stream moves on.
-fn accept(shared: &Arc<Shared>, spec: &ServiceSpec, message: Message) -> Option<Delivery> {
+fn accept(
+    shared: &Arc<Shared>,
+    spec: &ServiceSpec,
+    methods: &mut KnownNames,
+    message: Message,
+) -> Option<Delivery> {
     let Message {
         subject,
         reply,
@@ -119,12 +131,13 @@ fn accept(shared: &Arc<Shared>, spec: &ServiceSpec, message: Message) -> Option<
     let arrival = Arrival::Requests {
         service: &spec.name,
     };
-    match headers::decode(
+    match headers::decode_with(
         &subject,
         reply.as_deref(),
         headers.as_ref(),
         Vec::from(payload),
         arrival,
+        methods,
     ) {
         Ok(envelope) => {
             // The message's own reply subject when the envelope answers

@@ -276,8 +276,7 @@ impl Transport for NatsTransport {
         inbox: &NatsInbox,
         envelope: Envelope,
     ) -> Result<(), TransportError> {
-        let header = &envelope.header;
-        let reply = inbox.reply_subject(header.correlation_id, header.content_type);
+        let reply = inbox.reply_subject(&envelope.header);
         self.shared().send_call(Some(reply), envelope).await
     }
 
@@ -407,8 +406,8 @@ impl Shared {
         envelope: Envelope,
     ) -> Result<(Subject, Option<HeaderMap>, Bytes), TransportError> {
         let Envelope { header, body } = envelope;
-        let headers =
-            headers::encode_call(&header, CallReply::Subject(reply)).map_err(encode_error)?;
+        // The reply subject was made from this header (`send_request`).
+        let headers = headers::encode_call(&header, CallReply::Own(reply)).map_err(encode_error)?;
         Ok((self.method_subject(&header), headers, Bytes::from(body)))
     }
 
