@@ -29,7 +29,9 @@ pub const CORRELATION_HEADER: &str = "x-rpc-correlation-id";
 /// Header of the envelope kind (`request`, `reply`, `oneway`, `cancel`).
 /// Written only when the kind is not the one the message's arrival implies.
 pub const KIND_HEADER: &str = "x-rpc-kind";
-/// Header of the absolute deadline, unix milliseconds (decimal text).
+/// Header of the absolute deadline, unix milliseconds (decimal text): read
+/// from any caller, written on oneway calls and cancels (a request states
+/// its deadline in its reply subject).
 pub const DEADLINE_HEADER: &str = "x-rpc-deadline-ms";
 /// Header of a failed reply's error kind (`remote`, `decode`, ...); absent on success.
 pub const STATUS_HEADER: &str = "x-rpc-status";
@@ -250,15 +252,19 @@ pub fn reply_tokens(reply_subject: &str) -> Result<ReplyTokens, HeadersError> {
     }
     if let Some(before) = rest {
         let (_, token) = split_last(before);
-        if let Some(digits) = token.strip_prefix(DEADLINE_TOKEN_PREFIX)
-            && !digits.is_empty()
-            && digits.bytes().all(|b| b.is_ascii_digit())
-        {
-            tokens.deadline_ms =
-                Some(parse_decimal(digits).ok_or_else(|| HeadersError::Invalid {
-                    field: "reply subject",
-                    reason: format!("`{token}` is not a deadline in unix milliseconds"),
-                })?);
+        if let Some(digits) = token.strip_prefix(DEADLINE_TOKEN_PREFIX) {
+            match parse_decimal(digits) {
+                Some(deadline) => tokens.deadline_ms = Some(deadline),
+                // All digits, yet no u64: a deadline that cannot be read.
+                None if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                    return Err(HeadersError::Invalid {
+                        field: "reply subject",
+                        reason: format!("`{token}` is not a deadline in unix milliseconds"),
+                    });
+                }
+                // Not a deadline token: part of the inbox.
+                None => {}
+            }
         }
     }
     Ok(tokens)
@@ -284,13 +290,31 @@ fn split_last(subject: &str) -> (Option<&str>, &str) {
 /// The u64 whose decimal text `token` is; `None` for anything else (empty,
 /// a sign, a non-digit, an overflow).
 fn parse_decimal(token: &str) -> Option<u64> {
-    if token.is_empty() {
+    let bytes = token.as_bytes();
+    // Up to 19 digits cannot overflow: no checked arithmetic per digit.
+    let (fast, rest) = bytes.split_at(bytes.len().min(19));
+    if fast.is_empty() {
         return None;
     }
-    token.bytes().try_fold(0u64, |id, byte| {
-        let digit = byte.checked_sub(b'0').filter(|d| *d <= 9)?;
-        id.checked_mul(10)?.checked_add(u64::from(digit))
-    })
+    let mut n = 0u64;
+    for &byte in fast {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(digit);
+    }
+    match rest {
+        [] => Some(n),
+        [byte] => {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            n.checked_mul(10)?.checked_add(u64::from(digit))
+        }
+        _ => None,
+    }
 }
 
 /// The number of decimal digits of `n`.
@@ -439,22 +463,41 @@ fn decimal(n: u64) -> HeaderValue {
 }
 
 /// Appends `n` in decimal to `text` (what `n.to_string()` writes, without
-/// its `Display` call and its own string).
+/// its `Display` call and its own string), two digits a step: correlation
+/// ids are 20-digit numbers (rpc-core starts them at a random point).
 pub(crate) fn push_decimal(text: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[start] = b'0' + n as u8;
     }
     // ASCII digits: always UTF-8 (one `push_str`; a `push` per digit
     // costs an encoding and a capacity check each).
     text.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
+
+/// `00` to `99`, two bytes each.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
 
 /// A header value from text that must not hold a line break.
 fn value(field: &'static str, text: &str) -> Result<HeaderValue, HeadersError> {

@@ -120,7 +120,10 @@ fn read(message: Message) -> Option<Envelope> {
         &subject,
         None,
         headers.as_ref(),
-        Vec::from(payload),
+        // A copy of the payload alone: `Vec::from` would take over the whole
+        // read buffer it is a slice of when it holds the last reference,
+        // which async-nats then allocates again (and large) for the next read.
+        payload.to_vec(),
         Arrival::Inbox,
     ) {
         Ok(envelope) => Some(envelope),

@@ -3,8 +3,8 @@
 //! durable mode what the JetStream puller (`durable.rs`) hands over.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use async_nats::{Message, Subject, Subscriber};
@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use crate::config::Mode;
 use crate::durable;
 use crate::headers::{self, Arrival, HeadersError};
-use crate::transport::Shared;
+use crate::transport::{Shared, lock};
 
 /// Requests for one service, as [`Transport::serve`](rpc_core::Transport::serve)
 /// hands them out. Dropping it unsubscribes (core mode; requests it had
@@ -135,7 +135,10 @@ fn accept(
         &subject,
         reply.as_deref(),
         headers.as_ref(),
-        Vec::from(payload),
+        // A copy of the payload alone: `Vec::from` would take over the whole
+        // read buffer it is a slice of when it holds the last reference,
+        // which async-nats then allocates again (and large) for the next read.
+        payload.to_vec(),
         arrival,
         methods,
     ) {
@@ -151,7 +154,7 @@ fn accept(
                 envelope,
                 Box::new(CoreDelivery {
                     shared: shared.clone(),
-                    reply,
+                    reply: Mutex::new(reply),
                 }),
             ))
         }
@@ -198,13 +201,21 @@ pub(crate) fn error_reply(correlation_id: u64, kind: ErrorKind, message: String)
 /// Answers a core delivery on its reply subject; there is nothing to settle.
 struct CoreDelivery {
     shared: Arc<Shared>,
-    /// The request's reply subject (its envelope's `reply_to`).
-    reply: Option<Subject>,
+    /// The request's reply subject (its envelope's `reply_to`), taken by
+    /// the first reply: a clone would make async-nats' subject shared, an
+    /// allocation per request.
+    reply: Mutex<Option<Subject>>,
 }
 
 impl DeliveryHandle for CoreDelivery {
-    fn reply(&self, _: &Envelope, reply: Envelope) -> SendFuture {
-        let Some(to) = self.reply.clone() else {
+    fn reply(&self, request: &Envelope, reply: Envelope) -> SendFuture {
+        let taken = lock(&self.reply).take();
+        // A second reply (none of the runtime's) goes where the first went.
+        let to = taken.or_else(|| {
+            let to = request.header.reply_to.as_ref()?;
+            Some(Subject::from(to.as_str()))
+        });
+        let Some(to) = to else {
             return Box::pin(Settled);
         };
         Box::pin(self.shared.publish_reply(to, reply))

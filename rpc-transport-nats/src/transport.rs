@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_nats::{Client, ConnectOptions, Event, HeaderMap, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use rpc_core::transport::{ReplySink, ServiceSpec, Transport};
 use rpc_core::{Envelope, TransportError};
 use tokio::sync::watch;
@@ -271,13 +272,30 @@ impl Transport for NatsTransport {
         inbox::open(self.shared().clone(), sink).await
     }
 
-    async fn send_request(
+    fn send_request(
         &self,
         inbox: &NatsInbox,
         envelope: Envelope,
-    ) -> Result<(), TransportError> {
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        let shared = self.shared();
         let reply = inbox.reply_subject(&envelope.header);
-        self.shared().send_call(Some(reply), envelope).await
+        // The common case, a core request on a live connection, is made
+        // here, before the future: what the future holds across its one
+        // wait is the publish alone (the client runtime moves every call's
+        // future several times, so its size is paid per call).
+        if shared.config.mode == Mode::Core && *shared.events.state.borrow() == State::Up {
+            let made = shared.core_request(&reply, envelope);
+            Either::Left(async move {
+                let (subject, headers, payload) = made?;
+                shared
+                    .publish_request(subject, reply, headers, payload)
+                    .await
+            })
+        } else {
+            Either::Right(Box::pin(async move {
+                shared.send_call(Some(reply), envelope).await
+            }))
+        }
     }
 
     async fn send_oneway(&self, envelope: Envelope) -> Result<(), TransportError> {
@@ -382,21 +400,23 @@ impl Shared {
                 // (the client runtime moves every call's future several
                 // times, so its size is paid per call).
                 let (subject, headers, payload) = self.core_request(&reply, envelope)?;
-                let client = &self.client;
-                let sent = match headers {
-                    Some(map) => {
-                        client
-                            .publish_with_reply_and_headers(subject, reply, map, payload)
-                            .await
-                    }
-                    None => client.publish_with_reply(subject, reply, payload).await,
-                };
-                sent.map_err(|e| publish_error(e, &self.client))
+                self.publish_request(subject, reply, headers, payload).await
             }
             // Boxed, for the same reason: their futures are larger.
             (Mode::Core, None) => Box::pin(self.send_oneway_core(envelope)).await,
             (Mode::Durable, reply) => Box::pin(self.send_durable(reply, envelope)).await,
         }
+    }
+
+    /// Publishes a core request made by [`core_request`](Self::core_request).
+    async fn publish_request(
+        &self,
+        subject: Subject,
+        reply: Subject,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+    ) -> Result<(), TransportError> {
+        publish(&self.client, subject, Some(reply), headers, payload).await
     }
 
     /// A core request's subject, headers and payload.
@@ -484,15 +504,32 @@ impl Shared {
         let headers = headers::encode_reply(&header, &to).map_err(encode_error);
         let payload = Bytes::from(body);
         let shared = self.clone();
-        async move {
-            let client = &shared.client;
-            let sent = match headers? {
-                Some(map) => client.publish_with_headers(to, map, payload).await,
-                None => client.publish(to, payload).await,
-            };
-            sent.map_err(|e| publish_error(e, client))
-        }
+        async move { publish(&shared.client, to, None, headers?, payload).await }
     }
+}
+
+/// Publishes one message, its subjects handed over as they are: async-nats'
+/// `publish*` methods take subjects as `ToSubject`, which copies even a
+/// `Subject` (an allocation per subject, each way of every call), while
+/// `publish_message` takes the message whole.
+async fn publish(
+    client: &Client,
+    subject: Subject,
+    reply: Option<Subject>,
+    headers: Option<HeaderMap>,
+    payload: Bytes,
+) -> Result<(), TransportError> {
+    use async_nats::client::traits::Publisher;
+    let message = async_nats::message::OutboundMessage {
+        subject,
+        reply,
+        payload,
+        headers,
+    };
+    client
+        .publish_message(message)
+        .await
+        .map_err(|e| publish_error(e, client))
 }
 
 fn encode_error(error: headers::HeadersError) -> TransportError {
