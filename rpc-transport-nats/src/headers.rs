@@ -910,6 +910,9 @@ mod tests {
             assert!(result.is_err(), "{what}: {result:?}");
         }
         assert!(decode("_INBOX.x.y", None, None, Vec::new(), Arrival::Inbox).is_err());
+        // A reply subject's deadline token that is digits but no u64.
+        let overflow = "_INBOX.x.d99999999999999999999999.json.1";
+        assert!(decode("calc.add", Some(overflow), None, Vec::new(), at).is_err());
     }
 
     #[test]
