@@ -1,16 +1,20 @@
 //! The envelope <-> NATS message mapping (docs/wire.md is its prose twin).
 //!
 //! The subject names the service and the method (`<prefix><service>.<method>`),
-//! the reply subject is the caller's inbox with the correlation id as its
-//! last token (`<inbox>.<id>`), a few header fields carry the rest, and the
-//! body is the codec payload alone: a plain NATS client (`nats req calc.add
-//! '{"a":2,"b":3}'`, nats-py) calls a JSON service with no headers at all.
+//! the reply subject is the caller's inbox followed by what the call says
+//! about itself (its deadline, its `traceparent`, its codec) and its
+//! correlation id as the last token ([`reply_subject`]), header fields
+//! carry only what is left (an error, metadata, what a foreign caller
+//! sends), and the body is the codec payload alone: a plain NATS client
+//! (`nats req calc.add '{"a":2,"b":3}'`, nats-py) calls a JSON service with
+//! no headers at all, and a call of this library is a plain `PUB` too.
 //! Decoding never trusts the wire: every failure is a [`HeadersError`],
 //! never a panic.
 
 use std::sync::Arc;
 
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
+use rpc_core::KnownNames;
 use rpc_core::limits::{self, MetadataError};
 use rpc_core::trace::{TRACEPARENT, TraceContext};
 use rpc_core::{Address, ContentType, Envelope, ErrorKind, Header, Kind, Metadata, Name, Status};
@@ -25,7 +29,9 @@ pub const CORRELATION_HEADER: &str = "x-rpc-correlation-id";
 /// Header of the envelope kind (`request`, `reply`, `oneway`, `cancel`).
 /// Written only when the kind is not the one the message's arrival implies.
 pub const KIND_HEADER: &str = "x-rpc-kind";
-/// Header of the absolute deadline, unix milliseconds (decimal text).
+/// Header of the absolute deadline, unix milliseconds (decimal text): read
+/// from any caller, written on oneway calls and cancels (a request states
+/// its deadline in its reply subject).
 pub const DEADLINE_HEADER: &str = "x-rpc-deadline-ms";
 /// Header of a failed reply's error kind (`remote`, `decode`, ...); absent on success.
 pub const STATUS_HEADER: &str = "x-rpc-status";
@@ -37,11 +43,21 @@ pub const REPLY_TO_HEADER: &str = "x-rpc-reply-to";
 /// Header of the body's codec (a MIME type). Absent means JSON, so that
 /// header-less foreign clients are understood.
 pub const CONTENT_TYPE_HEADER: &str = "Content-Type";
-/// The reply-subject tokens that name a reply's codec: a call in one of
-/// these codecs asks for its reply at `<inbox>.<token>.<correlation id>`,
-/// so that the reply need not say its codec; a reply subject without one
-/// asks for JSON (`<inbox>.<correlation id>`, as any foreign inbox).
-pub const REPLY_CODEC_TOKENS: [(ContentType, &str); 1] = [(ContentType::Bincode, "bincode")];
+/// The reply-subject tokens that name a call's codec: a call asks for its
+/// reply at `<inbox>[.d<deadline>][.<traceparent>].<token>.<correlation id>`
+/// ([`reply_subject`]), so that neither the request nor its reply need say
+/// their codec; a reply subject without one asks for JSON
+/// (`<inbox>.<correlation id>`, as any foreign inbox).
+pub const REPLY_CODEC_TOKENS: [(ContentType, &str); 2] = [
+    (ContentType::Bincode, "bincode"),
+    (ContentType::Json, "json"),
+];
+/// The length of a `traceparent` as [`TraceContext::traceparent`] writes
+/// it (version `00`): `00-<32 hex>-<16 hex>-<2 hex>`.
+const TRACEPARENT_LEN: usize = 55;
+/// What starts the reply-subject token of a call's deadline: `d` and the
+/// absolute deadline in decimal unix milliseconds (`d1764150005000`).
+pub const DEADLINE_TOKEN_PREFIX: &str = "d";
 
 /// Header names starting with this are ours; metadata may not use it
 /// (rpc-core's [`Metadata::RESERVED_PREFIX`]).
@@ -120,23 +136,204 @@ pub enum Arrival<'a> {
 pub enum CallReply<'a> {
     /// Nowhere: a oneway call or a cancel.
     None,
-    /// The message's NATS reply subject (core mode).
+    /// The message's NATS reply subject (core mode): what its tokens state
+    /// ([`reply_tokens`]) no header repeats.
     Subject(&'a str),
+    /// As [`Subject`](Self::Subject), for a subject [`reply_subject`] made
+    /// from this very header: known to state the codec, the deadline and
+    /// the trace, so it is not read again.
+    Own(&'a str),
     /// A reply subject carried in [`REPLY_TO_HEADER`] (durable mode, where
-    /// the NATS reply subject of a JetStream publish is the stream's ack).
+    /// the NATS reply subject of a JetStream publish is the stream's ack);
+    /// what its tokens state no other header repeats.
     Header(&'a str),
 }
 
+/// What a reply subject states beyond the inbox it names, read from its
+/// end by [`reply_tokens`]: `<inbox>[.d<deadline>][.<traceparent>].<codec>.<id>`.
+/// A field is `None` where the subject does not state it; a foreign
+/// caller's inbox states nothing (or, if its last token happens to be
+/// digits, a correlation id that pairs nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyTokens {
+    /// The last token, when it is the decimal text of a u64.
+    pub correlation_id: Option<u64>,
+    /// The token before the id, when it names a codec ([`REPLY_CODEC_TOKENS`]).
+    pub codec: Option<ContentType>,
+    /// A `d<unix ms>` token before the trace or the codec (read only after
+    /// a codec token).
+    pub deadline_ms: Option<u64>,
+    /// A `traceparent` token, exactly as [`TraceContext::traceparent`]
+    /// writes it, before the codec (read only after a codec token).
+    pub trace: Option<TraceContext>,
+}
+
+impl ReplyTokens {
+    /// The tokens a reply subject made by [`reply_subject`] from `header`
+    /// states.
+    fn of_own(header: &Header) -> Self {
+        ReplyTokens {
+            correlation_id: Some(header.correlation_id),
+            codec: Some(header.content_type),
+            deadline_ms: (header.deadline_ms != 0).then_some(header.deadline_ms),
+            trace: header.trace,
+        }
+    }
+}
+
+/// The reply subject of a call whose header is `header`, at `inbox`:
+/// `<inbox>[.d<deadline>][.<traceparent>].<codec>.<correlation id>`, the
+/// deadline when the call has one, the trace when it has one. The
+/// correlation id is last, so that NATS' "no responders" status (which
+/// carries none of a request's headers) still names its call; the codec
+/// comes right before it, where every reader looks for it. Made in one
+/// allocation of its exact length, which a `Subject` takes over as it is.
+pub fn reply_subject(inbox: &str, header: &Header) -> String {
+    let codec = reply_codec_token(header.content_type);
+    let deadline = header.deadline_ms;
+    let length = inbox.len()
+        + if deadline == 0 {
+            0
+        } else {
+            1 + DEADLINE_TOKEN_PREFIX.len() + decimal_len(deadline)
+        }
+        + header.trace.map_or(0, |_| 1 + TRACEPARENT_LEN)
+        + codec.map_or(0, |t| 1 + t.len())
+        + 1
+        + decimal_len(header.correlation_id);
+    let mut subject = String::with_capacity(length);
+    subject.push_str(inbox);
+    if deadline != 0 {
+        subject.push('.');
+        subject.push_str(DEADLINE_TOKEN_PREFIX);
+        push_decimal(&mut subject, deadline);
+    }
+    if let Some(trace) = &header.trace {
+        subject.push('.');
+        subject.push_str(trace.traceparent().as_str());
+    }
+    if let Some(codec) = codec {
+        subject.push('.');
+        subject.push_str(codec);
+    }
+    subject.push('.');
+    push_decimal(&mut subject, header.correlation_id);
+    subject
+}
+
+/// Reads what `reply_subject` states ([`ReplyTokens`]), from its end: the
+/// correlation id, then a codec token, and only after a codec token a
+/// `traceparent` and a `d<deadline>` token, each where
+/// [`reply_subject`] writes it. A token that is not one of these ends the
+/// reading (it is part of the inbox), except a deadline token whose digits
+/// overflow, which is an error.
+pub fn reply_tokens(reply_subject: &str) -> Result<ReplyTokens, HeadersError> {
+    let mut tokens = ReplyTokens::default();
+    let (rest, last) = split_last(reply_subject);
+    tokens.correlation_id = parse_decimal(last);
+    let (Some(_), Some(rest)) = (tokens.correlation_id, rest) else {
+        return Ok(tokens);
+    };
+    let (mut rest, token) = split_last(rest);
+    tokens.codec = codec_of_token(token);
+    if tokens.codec.is_none() {
+        return Ok(tokens);
+    }
+    // The trace token has a fixed length: no search for its dot.
+    if let Some(before) = rest
+        && let Some(dot) = before.len().checked_sub(TRACEPARENT_LEN + 1)
+        && before.as_bytes()[dot] == b'.'
+        && let Some(trace) = before
+            .get(dot + 1..)
+            .and_then(|token| TraceContext::from_wire_entry(TRACEPARENT, token))
+    {
+        tokens.trace = Some(trace);
+        rest = before.get(..dot);
+    }
+    if let Some(before) = rest {
+        let (_, token) = split_last(before);
+        if let Some(digits) = token.strip_prefix(DEADLINE_TOKEN_PREFIX) {
+            match parse_decimal(digits) {
+                Some(deadline) => tokens.deadline_ms = Some(deadline),
+                // All digits, yet no u64: a deadline that cannot be read.
+                None if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                    return Err(HeadersError::Invalid {
+                        field: "reply subject",
+                        reason: format!("`{token}` is not a deadline in unix milliseconds"),
+                    });
+                }
+                // Not a deadline token: part of the inbox.
+                None => {}
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+/// The codec a reply-subject token names, if it names one.
+fn codec_of_token(token: &str) -> Option<ContentType> {
+    REPLY_CODEC_TOKENS
+        .iter()
+        .find(|(_, name)| *name == token)
+        .map(|(codec, _)| *codec)
+}
+
+/// A subject split at its last dot: what comes before (`None` without a
+/// dot) and its last token.
+fn split_last(subject: &str) -> (Option<&str>, &str) {
+    match subject.as_bytes().iter().rposition(|&b| b == b'.') {
+        Some(dot) => (Some(&subject[..dot]), &subject[dot + 1..]),
+        None => (None, subject),
+    }
+}
+
+/// The u64 whose decimal text `token` is; `None` for anything else (empty,
+/// a sign, a non-digit, an overflow).
+fn parse_decimal(token: &str) -> Option<u64> {
+    let bytes = token.as_bytes();
+    // Up to 19 digits cannot overflow: no checked arithmetic per digit.
+    let (fast, rest) = bytes.split_at(bytes.len().min(19));
+    if fast.is_empty() {
+        return None;
+    }
+    let mut n = 0u64;
+    for &byte in fast {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(digit);
+    }
+    match rest {
+        [] => Some(n),
+        [byte] => {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            n.checked_mul(10)?.checked_add(u64::from(digit))
+        }
+        _ => None,
+    }
+}
+
+/// The number of decimal digits of `n`.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
 /// The header map of a call (request, oneway or cancel). `None` when
-/// nothing needs saying (a call without deadline nor metadata in the codec
-/// its reply subject names): NATS then sends a plain message, cheaper to
-/// write and parse.
+/// nothing needs saying (a request whose reply subject states its codec,
+/// deadline and trace, without metadata): NATS then sends a plain message,
+/// cheaper to write and parse.
 pub fn encode_call(
     header: &Header,
     reply: CallReply<'_>,
 ) -> Result<Option<HeaderMap>, HeadersError> {
     let mut map = HeaderMap::new();
-    let has_reply = header.reply_to.is_some();
+    // A reply subject says "request" (the client runtime leaves the
+    // envelope's `reply_to` to the transport).
+    let has_reply = header.reply_to.is_some() || !matches!(reply, CallReply::None);
     let implied = match header.kind {
         Kind::Request => has_reply,
         Kind::Oneway => !has_reply,
@@ -145,26 +342,29 @@ pub fn encode_call(
     if !implied {
         map.insert(KIND_NAME, header.kind.as_str());
     }
-    if header.deadline_ms != 0 {
-        map.insert(DEADLINE_NAME, decimal(header.deadline_ms));
-    }
     if header.kind == Kind::Cancel {
         map.insert(CORRELATION_NAME, decimal(header.correlation_id));
     }
-    let reply_subject = match reply {
-        CallReply::None => None,
-        CallReply::Subject(subject) => Some(subject),
+    // What the reply subject states, no header repeats.
+    let stated = match reply {
+        CallReply::None => ReplyTokens::default(),
+        CallReply::Own(_) => ReplyTokens::of_own(header),
+        CallReply::Subject(subject) => reply_tokens(subject)?,
         CallReply::Header(subject) => {
             map.insert(REPLY_TO_NAME, value(REPLY_TO_HEADER, subject)?);
-            Some(subject)
+            reply_tokens(subject)?
         }
     };
+    if header.deadline_ms != 0 && stated.deadline_ms != Some(header.deadline_ms) {
+        map.insert(DEADLINE_NAME, decimal(header.deadline_ms));
+    }
     // The codec the reply subject names is the call's own: the caller
     // reads its reply in the codec it calls in.
-    if header.content_type != reply_subject.map_or(ContentType::Json, reply_codec) {
+    if header.content_type != stated.codec.unwrap_or(ContentType::Json) {
         map.insert(CONTENT_TYPE_NAME, header.content_type.mime());
     }
-    encode_metadata(header, &mut map)?;
+    let trace_stated = header.trace.is_some() && stated.trace == header.trace;
+    encode_metadata(header, trace_stated, &mut map)?;
     Ok((!map.is_empty()).then_some(map))
 }
 
@@ -184,7 +384,7 @@ pub fn encode_reply(
     if header.content_type != reply_codec(reply_subject) {
         map.insert(CONTENT_TYPE_NAME, header.content_type.mime());
     }
-    encode_metadata(header, &mut map)?;
+    encode_metadata(header, false, &mut map)?;
     Ok((!map.is_empty()).then_some(map))
 }
 
@@ -216,9 +416,21 @@ pub fn reply_codec(reply_subject: &str) -> ContentType {
     ContentType::Json
 }
 
-fn encode_metadata(header: &Header, map: &mut HeaderMap) -> Result<(), HeadersError> {
+/// Writes the metadata, and the trace as its `traceparent` entry unless
+/// `trace_stated` (the reply subject carries it).
+fn encode_metadata(
+    header: &Header,
+    trace_stated: bool,
+    map: &mut HeaderMap,
+) -> Result<(), HeadersError> {
     limits::check_metadata_count(header.wire_metadata_len())?;
+    if header.metadata.is_empty() && (trace_stated || header.trace.is_none()) {
+        return Ok(());
+    }
     header.try_for_each_wire_entry(|key, val| {
+        if trace_stated && key == TRACEPARENT {
+            return Ok(());
+        }
         limits::check_metadata_entry(key, val)?;
         let name = match key {
             TRACEPARENT => TRACEPARENT_NAME,
@@ -251,22 +463,41 @@ fn decimal(n: u64) -> HeaderValue {
 }
 
 /// Appends `n` in decimal to `text` (what `n.to_string()` writes, without
-/// its `Display` call and its own string).
+/// its `Display` call and its own string), two digits a step: correlation
+/// ids are 20-digit numbers (rpc-core starts them at a random point).
 pub(crate) fn push_decimal(text: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[start] = b'0' + n as u8;
     }
     // ASCII digits: always UTF-8 (one `push_str`; a `push` per digit
     // costs an encoding and a capacity check each).
     text.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
+
+/// `00` to `99`, two bytes each.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
 
 /// A header value from text that must not hold a line break.
 fn value(field: &'static str, text: &str) -> Result<HeaderValue, HeadersError> {
@@ -290,14 +521,7 @@ pub fn one_line(message: &str) -> String {
 /// when that token is not the decimal text of a u64 (a foreign caller's
 /// inbox).
 pub fn correlation_id(reply_subject: &str) -> Option<u64> {
-    let token = last_token(reply_subject);
-    if token.is_empty() {
-        return None;
-    }
-    token.bytes().try_fold(0u64, |id, byte| {
-        let digit = byte.checked_sub(b'0').filter(|d| *d <= 9)?;
-        id.checked_mul(10)?.checked_add(u64::from(digit))
-    })
+    parse_decimal(last_token(reply_subject))
 }
 
 /// A subject's last token (all of it when it has one token), found from
@@ -397,6 +621,27 @@ pub fn decode(
     body: Vec<u8>,
     arrival: Arrival<'_>,
 ) -> Result<Envelope, HeadersError> {
+    decode_with(
+        subject,
+        reply,
+        headers,
+        body,
+        arrival,
+        &mut KnownNames::new(),
+    )
+}
+
+/// [`decode`], with the method names a request subject spells taken from
+/// (and added to) `methods`: a server's few methods then cost no
+/// allocation per request.
+pub fn decode_with(
+    subject: &str,
+    reply: Option<&str>,
+    headers: Option<&HeaderMap>,
+    body: Vec<u8>,
+    arrival: Arrival<'_>,
+    methods: &mut KnownNames,
+) -> Result<Envelope, HeadersError> {
     let fields = Fields::read(headers)?;
     if let Some(version) = fields.version
         && version.parse::<u8>().ok() != Some(rpc_core::envelope::PROTOCOL_VERSION)
@@ -416,6 +661,16 @@ pub fn decode(
             Arrival::Requests { .. } => Kind::Oneway,
         },
     };
+    // What the reply subject states: a request's codec, deadline and
+    // trace, a reply's codec and correlation id.
+    let tokens = match arrival {
+        Arrival::Requests { .. } => reply.map(reply_tokens).transpose()?.unwrap_or_default(),
+        Arrival::Inbox => ReplyTokens {
+            correlation_id: correlation_id(subject),
+            codec: Some(reply_codec(subject)),
+            ..ReplyTokens::default()
+        },
+    };
     let (service, method, correlation_id) = match arrival {
         Arrival::Requests { service } => {
             let method = Some(last_token(subject))
@@ -428,14 +683,22 @@ pub fn decode(
                     field: CORRELATION_HEADER,
                     reason: format!("`{text}` is not a correlation id"),
                 })?,
-                None => reply.and_then(correlation_id).unwrap_or(0),
+                None => tokens.correlation_id.unwrap_or(0),
             };
-            (service.clone(), Name::from(Arc::<str>::from(method)), id)
+            let method = match methods.get(method.as_bytes()) {
+                Some(known) => known.clone(),
+                None => {
+                    let name = Name::from(Arc::<str>::from(method));
+                    methods.insert(name.clone());
+                    name
+                }
+            };
+            (service.clone(), method, id)
         }
         Arrival::Inbox => (
             Name::from_static(""),
             Name::from_static(""),
-            correlation_id(subject).ok_or_else(|| HeadersError::Invalid {
+            tokens.correlation_id.ok_or_else(|| HeadersError::Invalid {
                 field: "subject",
                 reason: "the last token is not a correlation id".into(),
             })?,
@@ -448,17 +711,15 @@ pub fn decode(
     };
     let content_type = match fields.content_type {
         // A reply, or a request, in the codec the reply subject names need
-        // not say it.
-        None => match (arrival, reply) {
-            (Arrival::Inbox, _) => reply_codec(subject),
-            (Arrival::Requests { .. }, Some(reply)) => reply_codec(reply),
-            (Arrival::Requests { .. }, None) => ContentType::Json,
-        },
+        // not say it; no codec named means JSON.
+        None => tokens.codec.unwrap_or(ContentType::Json),
         Some(mime) => ContentType::from_mime(mime)
             .ok_or_else(|| HeadersError::UnsupportedContentType(mime.to_owned()))?,
     };
+    // A header says it first (a foreign or older caller); else the reply
+    // subject.
     let deadline_ms = match fields.deadline {
-        None => 0,
+        None => tokens.deadline_ms.unwrap_or(0),
         Some(text) => text.parse().map_err(|_| HeadersError::Invalid {
             field: DEADLINE_HEADER,
             reason: format!("`{text}` is not unix milliseconds"),
@@ -474,6 +735,13 @@ pub fn decode(
             message: fields.error.map(one_line).unwrap_or_default(),
         },
     };
+    // A `traceparent` header, in any form, is the caller's word over the
+    // reply subject's.
+    let trace = match fields.trace {
+        Some(trace) => Some(trace),
+        None if fields.metadata.get(TRACEPARENT).is_none() => tokens.trace,
+        None => None,
+    };
     Ok(Envelope {
         header: Header {
             kind,
@@ -485,7 +753,7 @@ pub fn decode(
             sent_at_ms: 0,
             content_type,
             status,
-            trace: fields.trace,
+            trace,
             metadata: fields.metadata,
         },
         body,
@@ -642,6 +910,9 @@ mod tests {
             assert!(result.is_err(), "{what}: {result:?}");
         }
         assert!(decode("_INBOX.x.y", None, None, Vec::new(), Arrival::Inbox).is_err());
+        // A reply subject's deadline token that is digits but no u64.
+        let overflow = "_INBOX.x.d99999999999999999999999.json.1";
+        assert!(decode("calc.add", Some(overflow), None, Vec::new(), at).is_err());
     }
 
     #[test]
@@ -693,6 +964,156 @@ mod tests {
             map.get(CONTENT_TYPE_HEADER).map(HeaderValue::as_str),
             Some("application/json")
         );
+    }
+
+    #[test]
+    fn a_call_of_ours_states_everything_in_its_reply_subject() {
+        let mut header = request();
+        header.metadata = Metadata::default();
+        let subject = reply_subject("_INBOX.abc", &header);
+        let trace = header.trace.unwrap();
+        assert_eq!(
+            subject,
+            format!(
+                "_INBOX.abc.d1900000000000.{}.bincode.42",
+                trace.traceparent().as_str()
+            )
+        );
+        assert_eq!(subject.capacity(), subject.len(), "one exact allocation");
+        // No headers at all, whether the encoder trusts the subject or reads it.
+        assert!(
+            encode_call(&header, CallReply::Own(&subject))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            encode_call(&header, CallReply::Subject(&subject))
+                .unwrap()
+                .is_none()
+        );
+        let service = Name::from_static("calc");
+        let back = decode(
+            "calc.add",
+            Some(&subject),
+            None,
+            b"x".to_vec(),
+            Arrival::Requests { service: &service },
+        )
+        .unwrap();
+        header.reply_to = Some(Address::new(Arc::<str>::from(subject.as_str())));
+        assert_eq!(back.header, header);
+        // Its reply finds its call and codec from the same subject.
+        let reply = decode(&subject, None, None, Vec::new(), Arrival::Inbox).unwrap();
+        assert_eq!(reply.header.correlation_id, 42);
+        assert_eq!(reply.header.content_type, ContentType::Bincode);
+        // Metadata still travels as headers, the trace does not.
+        header.metadata.insert("tenant", "acme");
+        let map = encode_call(&header, CallReply::Own(&subject))
+            .unwrap()
+            .unwrap();
+        assert_eq!(map.get("tenant").map(HeaderValue::as_str), Some("acme"));
+        assert!(map.get(TRACEPARENT).is_none() && map.get(DEADLINE_HEADER).is_none());
+    }
+
+    #[test]
+    fn a_json_call_without_deadline_nor_trace_names_only_its_codec() {
+        let mut header = Header::request("calc".into(), "add".into(), ContentType::Json);
+        header.correlation_id = 7;
+        assert_eq!(reply_subject("_INBOX.x", &header), "_INBOX.x.json.7");
+        assert!(
+            encode_call(&header, CallReply::Own("_INBOX.x.json.7"))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn reply_tokens_are_read_from_the_end_and_only_after_a_codec() {
+        let trace = TraceContext::new_root();
+        let tp = trace.traceparent();
+        let tp = tp.as_str();
+        let full = reply_tokens(&format!("_INBOX.a.d17.{tp}.json.3")).unwrap();
+        assert_eq!(
+            full,
+            ReplyTokens {
+                correlation_id: Some(3),
+                codec: Some(ContentType::Json),
+                deadline_ms: Some(17),
+                trace: Some(trace),
+            }
+        );
+        // Each of deadline and trace is optional.
+        let no_trace = reply_tokens("_INBOX.a.d17.bincode.3").unwrap();
+        assert_eq!(no_trace.deadline_ms, Some(17));
+        assert_eq!(no_trace.trace, None);
+        let no_deadline = reply_tokens(&format!("_INBOX.a.{tp}.bincode.3")).unwrap();
+        assert_eq!(no_deadline.trace, Some(trace));
+        assert_eq!(no_deadline.deadline_ms, None);
+        // The layout of earlier releases: codec and id only.
+        let old = reply_tokens("_INBOX.dXyZ.bincode.3").unwrap();
+        assert_eq!(
+            (old.codec, old.deadline_ms),
+            (Some(ContentType::Bincode), None)
+        );
+        // Without a codec token nothing before the id is ours: a foreign inbox.
+        let foreign = reply_tokens(&format!("_INBOX.d17.{tp}.3")).unwrap();
+        assert_eq!(
+            foreign,
+            ReplyTokens {
+                correlation_id: Some(3),
+                ..ReplyTokens::default()
+            }
+        );
+        assert_eq!(
+            reply_tokens("_INBOX.Kx3uP0q.Zt8").unwrap(),
+            ReplyTokens::default()
+        );
+        // A deadline token that overflows is refused, not ignored.
+        assert!(matches!(
+            reply_tokens("_INBOX.a.d99999999999999999999999.json.3"),
+            Err(HeadersError::Invalid { .. })
+        ));
+        // Not UTF-8-boundary safe input never panics.
+        let odd = format!("é{}.json.1", "é".repeat(28));
+        assert!(reply_tokens(&odd).is_ok());
+    }
+
+    #[test]
+    fn a_header_carrying_caller_is_understood_and_its_headers_win() {
+        // What earlier releases sent: deadline and traceparent as headers,
+        // the codec in the reply subject.
+        let trace = TraceContext::new_root();
+        let mut map = HeaderMap::new();
+        map.insert(DEADLINE_HEADER, "1900000000000");
+        map.insert(TRACEPARENT, trace.traceparent().as_str());
+        let service = Name::from_static("calc");
+        let at = Arrival::Requests { service: &service };
+        let reply = "_INBOX.abc.bincode.42";
+        let env = decode("calc.add", Some(reply), Some(&map), Vec::new(), at).unwrap();
+        assert_eq!(env.header.deadline_ms, 1_900_000_000_000);
+        assert_eq!(env.header.trace, Some(trace));
+        assert_eq!(env.header.content_type, ContentType::Bincode);
+        assert_eq!(env.header.correlation_id, 42);
+        // Both a header and the subject: the header counts.
+        let other = TraceContext::new_root();
+        let subject = format!("_INBOX.abc.d5.{}.bincode.42", other.traceparent().as_str());
+        let env = decode("calc.add", Some(&subject), Some(&map), Vec::new(), at).unwrap();
+        assert_eq!(env.header.deadline_ms, 1_900_000_000_000);
+        assert_eq!(env.header.trace, Some(trace));
+    }
+
+    #[test]
+    fn method_names_are_reused_from_known_names() {
+        let service = Name::from_static("calc");
+        let at = Arrival::Requests { service: &service };
+        let mut methods = KnownNames::new();
+        let first =
+            decode_with("calc.add", Some("r.1"), None, Vec::new(), at, &mut methods).unwrap();
+        assert_eq!(methods.len(), 1);
+        let second =
+            decode_with("calc.add", Some("r.2"), None, Vec::new(), at, &mut methods).unwrap();
+        assert_eq!(first.header.method, second.header.method);
+        assert_eq!(methods.len(), 1);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reply inboxes: one wildcard subscription `<inbox>.>` per client, where
 //! the last token of each reply's subject is the call's correlation id and
-//! a token before it, for a call not in JSON, the codec its reply comes in
-//! (`headers::REPLY_CODEC_TOKENS`).
+//! the token before it the codec its reply comes in
+//! (`headers::reply_subject`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,40 +12,26 @@ use rpc_core::transport::ReplySink;
 use rpc_core::{ContentType, Envelope, ErrorKind, Header, Kind, Name, Status, TransportError};
 use tokio::task::JoinHandle;
 
-use crate::headers::{self, Arrival, push_decimal, reply_codec_token};
+use crate::headers::{self, Arrival};
 use crate::transport::{Shared, lock};
 
 /// Keeps an inbox open; dropping it unsubscribes.
 pub struct NatsInbox {
     shared: Arc<Shared>,
     id: u64,
-    /// `_INBOX.<unique>`; replies come to `<subject>.<correlation id>`, or
-    /// `<subject>.<codec token>.<correlation id>`.
+    /// `_INBOX.<unique>`; replies come to
+    /// `<subject>[.d<deadline>][.<traceparent>].<codec>.<correlation id>`.
     subject: String,
     malformed: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
 impl NatsInbox {
-    /// The reply subject of the call with `correlation_id` in `content_type`,
-    /// made in one allocation of its exact length, which the subject takes
-    /// over as it is (`Bytes` from a vector with spare capacity allocates
-    /// again).
-    pub(crate) fn reply_subject(&self, correlation_id: u64, content_type: ContentType) -> Subject {
-        let token = reply_codec_token(content_type);
-        let digits = correlation_id
-            .checked_ilog10()
-            .map_or(1, |log| log as usize + 1);
-        let length = self.subject.len() + token.map_or(0, |t| t.len() + 1) + 1 + digits;
-        let mut subject = String::with_capacity(length);
-        subject.push_str(&self.subject);
-        if let Some(token) = token {
-            subject.push('.');
-            subject.push_str(token);
-        }
-        subject.push('.');
-        push_decimal(&mut subject, correlation_id);
-        Subject::from(subject)
+    /// The reply subject of the call whose header is `header`
+    /// ([`headers::reply_subject`]): it states the call's codec, deadline
+    /// and trace, and ends with its correlation id.
+    pub(crate) fn reply_subject(&self, header: &Header) -> Subject {
+        Subject::from(headers::reply_subject(&self.subject, header))
     }
 
     /// Replies dropped because their headers or subject could not be read.
@@ -134,7 +120,10 @@ fn read(message: Message) -> Option<Envelope> {
         &subject,
         None,
         headers.as_ref(),
-        Vec::from(payload),
+        // A copy of the payload alone: `Vec::from` would take over the whole
+        // read buffer it is a slice of when it holds the last reference,
+        // which async-nats then allocates again (and large) for the next read.
+        payload.to_vec(),
         Arrival::Inbox,
     ) {
         Ok(envelope) => Some(envelope),

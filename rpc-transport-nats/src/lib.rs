@@ -27,15 +27,17 @@
 //!   per method (rather than per service with the method in a header) is
 //!   what lets a plain NATS client call a method by name:
 //!   `nats req calc.add '{"a":2,"b":3}'`.
-//! - Replies go to the caller's inbox, `_INBOX.<unique>.<correlation id>`:
-//!   one wildcard subscription per client, and the correlation id is the
-//!   subject's last token, so even NATS' own "no responders" status (which
-//!   carries none of our headers) finds its call. A call in a codec other
-//!   than JSON names it in a token before the id
-//!   (`_INBOX.<unique>.bincode.<correlation id>`), so that its reply need
-//!   not carry a `Content-Type` header.
-//! - The envelope's other fields are NATS headers ([`headers`], and
-//!   `docs/wire.md`); the body is the codec payload alone.
+//! - Replies go to the caller's inbox,
+//!   `_INBOX.<unique>[.d<deadline>][.<traceparent>].<codec>.<correlation id>`
+//!   ([`headers::reply_subject`]): one wildcard subscription per client, and
+//!   the correlation id is the subject's last token, so even NATS' own "no
+//!   responders" status (which carries none of our headers) finds its call.
+//!   The tokens before it state what the call says about itself: its codec
+//!   (so neither request nor reply needs a `Content-Type`), its deadline and
+//!   its trace, so that a request needs no header at all (a plain `PUB`,
+//!   which async-nats writes and reads far more cheaply than one with headers).
+//! - The envelope's other fields (an error, metadata) are NATS headers
+//!   ([`headers`], and `docs/wire.md`); the body is the codec payload alone.
 //!
 //! # Modes and guarantees
 //!

@@ -3,8 +3,8 @@
 //! durable mode what the JetStream puller (`durable.rs`) hands over.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use async_nats::{Message, Subject, Subscriber};
@@ -13,13 +13,15 @@ use futures_util::StreamExt;
 use rpc_core::transport::{
     Delivery, DeliveryHandle, SendFuture, ServiceSpec, SettleFuture, Settled, Settlement,
 };
-use rpc_core::{ContentType, Envelope, ErrorKind, Header, Kind, Name, Status, TransportError};
+use rpc_core::{
+    ContentType, Envelope, ErrorKind, Header, Kind, KnownNames, Name, Status, TransportError,
+};
 use tokio::sync::mpsc;
 
 use crate::config::Mode;
 use crate::durable;
 use crate::headers::{self, Arrival, HeadersError};
-use crate::transport::Shared;
+use crate::transport::{Shared, lock};
 
 /// Requests for one service, as [`Transport::serve`](rpc_core::Transport::serve)
 /// hands them out. Dropping it unsubscribes (core mode; requests it had
@@ -29,6 +31,9 @@ pub struct NatsRequests {
     shared: Arc<Shared>,
     spec: ServiceSpec,
     source: Source,
+    /// The method names requests have spelled, so that each costs no
+    /// allocation after its first request (core mode).
+    methods: KnownNames,
 }
 
 enum Source {
@@ -65,6 +70,7 @@ impl NatsRequests {
             shared,
             spec,
             source,
+            methods: KnownNames::new(),
         })
     }
 
@@ -91,7 +97,8 @@ impl Stream for NatsRequests {
             Source::Core(subscriber) => loop {
                 match subscriber.poll_next_unpin(cx) {
                     Poll::Ready(Some(message)) => {
-                        if let Some(delivery) = accept(&this.shared, &this.spec, message) {
+                        let accepted = accept(&this.shared, &this.spec, &mut this.methods, message);
+                        if let Some(delivery) = accepted {
                             return Poll::Ready(Some(delivery));
                         }
                     }
@@ -108,7 +115,12 @@ impl Stream for NatsRequests {
 /// Turns a core NATS message into a delivery; one that cannot be read is
 /// refused (answered with a decode error when it has a reply subject) and
 /// counted, and the stream moves on.
-fn accept(shared: &Arc<Shared>, spec: &ServiceSpec, message: Message) -> Option<Delivery> {
+fn accept(
+    shared: &Arc<Shared>,
+    spec: &ServiceSpec,
+    methods: &mut KnownNames,
+    message: Message,
+) -> Option<Delivery> {
     let Message {
         subject,
         reply,
@@ -119,12 +131,16 @@ fn accept(shared: &Arc<Shared>, spec: &ServiceSpec, message: Message) -> Option<
     let arrival = Arrival::Requests {
         service: &spec.name,
     };
-    match headers::decode(
+    match headers::decode_with(
         &subject,
         reply.as_deref(),
         headers.as_ref(),
-        Vec::from(payload),
+        // A copy of the payload alone: `Vec::from` would take over the whole
+        // read buffer it is a slice of when it holds the last reference,
+        // which async-nats then allocates again (and large) for the next read.
+        payload.to_vec(),
         arrival,
+        methods,
     ) {
         Ok(envelope) => {
             // The message's own reply subject when the envelope answers
@@ -138,7 +154,7 @@ fn accept(shared: &Arc<Shared>, spec: &ServiceSpec, message: Message) -> Option<
                 envelope,
                 Box::new(CoreDelivery {
                     shared: shared.clone(),
-                    reply,
+                    reply: Mutex::new(reply),
                 }),
             ))
         }
@@ -185,13 +201,21 @@ pub(crate) fn error_reply(correlation_id: u64, kind: ErrorKind, message: String)
 /// Answers a core delivery on its reply subject; there is nothing to settle.
 struct CoreDelivery {
     shared: Arc<Shared>,
-    /// The request's reply subject (its envelope's `reply_to`).
-    reply: Option<Subject>,
+    /// The request's reply subject (its envelope's `reply_to`), taken by
+    /// the first reply: a clone would make async-nats' subject shared, an
+    /// allocation per request.
+    reply: Mutex<Option<Subject>>,
 }
 
 impl DeliveryHandle for CoreDelivery {
-    fn reply(&self, _: &Envelope, reply: Envelope) -> SendFuture {
-        let Some(to) = self.reply.clone() else {
+    fn reply(&self, request: &Envelope, reply: Envelope) -> SendFuture {
+        let taken = lock(&self.reply).take();
+        // A second reply (none of the runtime's) goes where the first went.
+        let to = taken.or_else(|| {
+            let to = request.header.reply_to.as_ref()?;
+            Some(Subject::from(to.as_str()))
+        });
+        let Some(to) = to else {
             return Box::pin(Settled);
         };
         Box::pin(self.shared.publish_reply(to, reply))

@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::message::OutboundMessage;
 use async_nats::{Client, ConnectOptions, Event, HeaderMap, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use rpc_core::transport::{ReplySink, ServiceSpec, Transport};
-use rpc_core::{Envelope, TransportError};
+use rpc_core::{Envelope, Name, TransportError};
 use tokio::sync::watch;
 
 use crate::config::{Auth, Config, Mode, NatsTransportBuilder};
@@ -86,6 +88,9 @@ impl Events {
     }
 }
 
+/// The most method subjects a transport keeps (see `Shared::method_subject`).
+const MAX_METHOD_SUBJECTS: usize = 64;
+
 /// The state behind every clone and every task of one transport.
 pub(crate) struct Shared {
     pub(crate) config: Config,
@@ -98,6 +103,9 @@ pub(crate) struct Shared {
     pub(crate) refused: AtomicU64,
     /// Durable requests moved to the dead-letter stream.
     pub(crate) dead_lettered: AtomicU64,
+    /// The subjects of the methods called, with their service and method
+    /// (see `method_subject`).
+    method_subjects: Mutex<Vec<(Name, Name, Subject)>>,
     /// Core mode's oneway inbox, opened by the first oneway call.
     oneway: tokio::sync::OnceCell<crate::oneway::OnewayInbox>,
     next_id: AtomicU64,
@@ -145,6 +153,7 @@ impl NatsTransport {
             streams: Mutex::default(),
             refused: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            method_subjects: Mutex::default(),
             oneway: tokio::sync::OnceCell::new(),
             next_id: AtomicU64::new(1),
         });
@@ -271,14 +280,27 @@ impl Transport for NatsTransport {
         inbox::open(self.shared().clone(), sink).await
     }
 
-    async fn send_request(
+    fn send_request(
         &self,
         inbox: &NatsInbox,
         envelope: Envelope,
-    ) -> Result<(), TransportError> {
-        let header = &envelope.header;
-        let reply = inbox.reply_subject(header.correlation_id, header.content_type);
-        self.shared().send_call(Some(reply), envelope).await
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        let shared = self.shared();
+        let reply = inbox.reply_subject(&envelope.header);
+        // The common case, a core request on a live connection, is made
+        // here, before the future: what the future holds across its one
+        // wait is the publish alone (the client runtime moves every call's
+        // future several times, so its size is paid per call).
+        if shared.config.mode == Mode::Core && *shared.events.state.borrow() == State::Up {
+            match shared.core_request(reply, envelope) {
+                Ok(message) => Either::Left(publish(&shared.client, message)),
+                Err(error) => Either::Right(Either::Left(std::future::ready(Err(error)))),
+            }
+        } else {
+            Either::Right(Either::Right(Box::pin(async move {
+                shared.send_call(Some(reply), envelope).await
+            })))
+        }
     }
 
     async fn send_oneway(&self, envelope: Envelope) -> Result<(), TransportError> {
@@ -382,17 +404,7 @@ impl Shared {
                 // the future holds across its one wait is the publish alone
                 // (the client runtime moves every call's future several
                 // times, so its size is paid per call).
-                let (subject, headers, payload) = self.core_request(&reply, envelope)?;
-                let client = &self.client;
-                let sent = match headers {
-                    Some(map) => {
-                        client
-                            .publish_with_reply_and_headers(subject, reply, map, payload)
-                            .await
-                    }
-                    None => client.publish_with_reply(subject, reply, payload).await,
-                };
-                sent.map_err(|e| publish_error(e, &self.client))
+                publish(&self.client, self.core_request(reply, envelope)?).await
             }
             // Boxed, for the same reason: their futures are larger.
             (Mode::Core, None) => Box::pin(self.send_oneway_core(envelope)).await,
@@ -400,22 +412,44 @@ impl Shared {
         }
     }
 
-    /// A core request's subject, headers and payload.
+    /// A core request, as the message async-nats publishes.
     fn core_request(
         &self,
-        reply: &Subject,
+        reply: Subject,
         envelope: Envelope,
-    ) -> Result<(Subject, Option<HeaderMap>, Bytes), TransportError> {
+    ) -> Result<OutboundMessage, TransportError> {
         let Envelope { header, body } = envelope;
+        // The reply subject was made from this header (`send_request`).
         let headers =
-            headers::encode_call(&header, CallReply::Subject(reply)).map_err(encode_error)?;
-        Ok((self.method_subject(&header), headers, Bytes::from(body)))
+            headers::encode_call(&header, CallReply::Own(&reply)).map_err(encode_error)?;
+        Ok(OutboundMessage {
+            subject: self.method_subject(&header),
+            reply: Some(reply),
+            payload: Bytes::from(body),
+            headers,
+        })
     }
 
-    /// The subject of the method `header` names, as a `Subject` made from
-    /// our own string (async-nats copies a `String`).
+    /// The subject of the method `header` names. The subjects of the
+    /// methods called so far are kept: a clone shares one buffer, where
+    /// making the subject again costs an allocation per call.
     fn method_subject(&self, header: &rpc_core::Header) -> Subject {
-        Subject::from(self.config.method_subject(&header.service, &header.method))
+        let (service, method) = (&header.service, &header.method);
+        {
+            let known = lock(&self.method_subjects);
+            let found = known.iter().find(|(s, m, _)| s == service && m == method);
+            if let Some((_, _, subject)) = found {
+                return subject.clone();
+            }
+        }
+        let subject = Subject::from(self.config.method_subject(service, method));
+        let mut known = lock(&self.method_subjects);
+        // Bounded: a client that calls ever new names (made at run time)
+        // makes their subjects call by call past this.
+        if known.len() < MAX_METHOD_SUBJECTS {
+            known.push((service.clone(), method.clone(), subject.clone()));
+        }
+        subject
     }
 
     /// A durable call: published to the service's stream, its reply subject
@@ -482,18 +516,31 @@ impl Shared {
         envelope: Envelope,
     ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static {
         let Envelope { header, body } = envelope;
-        let headers = headers::encode_reply(&header, &to).map_err(encode_error);
-        let payload = Bytes::from(body);
+        let message = headers::encode_reply(&header, &to)
+            .map_err(encode_error)
+            .map(|headers| OutboundMessage {
+                subject: to,
+                reply: None,
+                payload: Bytes::from(body),
+                headers,
+            });
         let shared = self.clone();
-        async move {
-            let client = &shared.client;
-            let sent = match headers? {
-                Some(map) => client.publish_with_headers(to, map, payload).await,
-                None => client.publish(to, payload).await,
-            };
-            sent.map_err(|e| publish_error(e, client))
-        }
+        async move { publish(&shared.client, message?).await }
     }
+}
+
+/// Publishes one message, its subjects handed over as they are: async-nats'
+/// `publish*` methods take subjects as `ToSubject`, which copies even a
+/// `Subject` (an allocation per subject, each way of every call), while
+/// `publish_message` takes the message whole. Its future is made here, so
+/// the message moves into it once.
+fn publish(
+    client: &Client,
+    message: OutboundMessage,
+) -> impl Future<Output = Result<(), TransportError>> + Send + '_ {
+    use async_nats::client::traits::Publisher;
+    let sending = client.publish_message(message);
+    async move { sending.await.map_err(|e| publish_error(e, client)) }
 }
 
 fn encode_error(error: headers::HeadersError) -> TransportError {

@@ -11,7 +11,7 @@ use rpc_tests::conformance::serve_calc;
 use rpc_tests::services::CalcClient;
 use rpc_transport_nats::Mode;
 use rpc_transport_nats::async_nats::HeaderMap;
-use rpc_transport_nats::headers::{ERROR_HEADER, STATUS_HEADER};
+use rpc_transport_nats::headers::{ERROR_HEADER, STATUS_HEADER, reply_tokens};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_request_calls_a_json_service() {
@@ -68,6 +68,16 @@ async fn a_plain_subscriber_serves_a_json_client() {
         // A server in any language: read JSON, answer JSON on the reply
         // subject, no headers.
         let request = requests.next().await.unwrap();
+        // Our call is a plain message: what it says about itself (codec,
+        // deadline, trace, id) is in its reply subject.
+        assert!(request.headers.is_none(), "{:?}", request.headers);
+        let reply = request.reply.as_deref().unwrap();
+        let stated = reply_tokens(reply).unwrap();
+        assert_eq!(stated.codec, Some(ContentType::Json));
+        assert!(
+            stated.deadline_ms.is_some() && stated.trace.is_some(),
+            "{reply}"
+        );
         let body: serde_json::Value = serde_json::from_slice(&request.payload).unwrap();
         let sum = body["a"].as_i64().unwrap() + body["b"].as_i64().unwrap();
         replier

@@ -10,26 +10,24 @@
 //! connection, as two processes would. The payload is 16 raw bytes in, 8
 //! out: no envelope, no codec.
 //!
-//! In its plain form the loop sends no headers. With [`Headers::Ours`] it
-//! carries what our transport's messages carry (docs/wire.md): a request
-//! states its deadline and a `traceparent`, which the server reads, and
-//! names its codec (bincode) in its reply subject, which the server
-//! checks; a reply carries no headers. Headers are what a NATS message
-//! costs most beyond its payload (async-nats parses each into a map of
-//! owned names and values), so this form is the like-for-like baseline and
-//! the plain one the floor.
+//! In its plain form the loop's reply subjects are `<inbox>.<id>`. With
+//! [`Headers::Ours`] it carries what our transport's messages carry
+//! (docs/wire.md): a request states its deadline, a `traceparent` and its
+//! codec (bincode) as tokens of its reply subject, which the server reads
+//! and checks; neither a request nor a reply carries headers. So this form
+//! is the like-for-like baseline and the plain one the floor.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::{Client, HeaderMap, StatusCode};
+use async_nats::{Client, StatusCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use rpc_core::ContentType;
-use rpc_core::trace::{TRACEPARENT, TraceContext};
-use rpc_transport_nats::headers::{DEADLINE_HEADER, reply_codec, reply_codec_token};
+use rpc_core::trace::TraceContext;
+use rpc_core::{ContentType, Header, Name};
+use rpc_transport_nats::headers::{ReplyTokens, reply_subject, reply_tokens};
 
 use super::Running;
 use super::waiters::Waiters;
@@ -41,8 +39,8 @@ use crate::load::Caller;
 pub(crate) enum Headers {
     /// None: payload only.
     None,
-    /// The fields our transport sends (deadline and `traceparent` on a
-    /// request, the codec in its reply subject; nothing on a reply).
+    /// The fields our transport sends: deadline, `traceparent` and codec
+    /// in a request's reply subject; nothing on a reply.
     Ours,
 }
 
@@ -66,20 +64,16 @@ impl Caller for NatsRawCaller {
         let mut payload = [0u8; 16];
         payload[..8].copy_from_slice(&a.to_le_bytes());
         payload[8..].copy_from_slice(&b.to_le_bytes());
-        let (subject, reply) = (self.subject.to_string(), format!("{}.{id}", self.inbox));
-        let payload = Bytes::copy_from_slice(&payload);
-        let sent = match self.headers {
-            Headers::None => {
-                self.client
-                    .publish_with_reply(subject, reply, payload)
-                    .await
-            }
-            Headers::Ours => {
-                self.client
-                    .publish_with_reply_and_headers(subject, reply, request_headers(id), payload)
-                    .await
-            }
+        let subject = self.subject.to_string();
+        let reply = match self.headers {
+            Headers::None => format!("{}.{id}", self.inbox),
+            Headers::Ours => request_reply_subject(&self.inbox, id),
         };
+        let payload = Bytes::copy_from_slice(&payload);
+        let sent = self
+            .client
+            .publish_with_reply(subject, reply, payload)
+            .await;
         if let Err(error) = sent {
             return Err(self.waiters.fail(Self::NAME, id, error));
         }
@@ -115,9 +109,7 @@ pub(crate) async fn start(
             ) else {
                 continue;
             };
-            if headers == Headers::Ours
-                && !request_readable(reply.as_str(), message.headers.as_ref())
-            {
+            if headers == Headers::Ours && !request_readable(reply.as_str()) {
                 continue;
             }
             let sum = u64::from_le_bytes(a.try_into().unwrap_or_default())
@@ -128,16 +120,11 @@ pub(crate) async fn start(
     });
 
     let client = async_nats::connect(url).await.map_err(|e| setup(&e))?;
-    let inbox = match headers {
-        Headers::None => client.new_inbox(),
-        // Replies come to `<inbox>.bincode.<id>`, as to ours.
-        Headers::Ours => {
-            let token = reply_codec_token(ContentType::Bincode).unwrap_or("bincode");
-            format!("{}.{token}", client.new_inbox())
-        }
-    };
+    // Replies come to `<inbox>.<id>`, or as to ours, to
+    // `<inbox>.d<deadline>.<traceparent>.bincode.<id>`.
+    let inbox = client.new_inbox();
     let mut replies = client
-        .subscribe(format!("{inbox}.*"))
+        .subscribe(format!("{inbox}.>"))
         .await
         .map_err(|e| setup(&e))?;
     let waiters: Arc<Waiters> = Arc::default();
@@ -176,34 +163,42 @@ pub(crate) async fn start(
     }))
 }
 
-/// A request's headers as ours sends them: an absolute deadline 30 s out
-/// and a `traceparent` of the call's own, formatted as cheaply as ours
-/// formats it (a `format!` of the hex fields costs more than the headers'
-/// map), so that the comparison measures what the headers cost.
-fn request_headers(id: u64) -> HeaderMap {
+/// A request's reply subject as ours makes it: an absolute deadline 30 s
+/// out, a `traceparent` of the call's own and the codec, before the id
+/// (made by our mapping's own function, so that the comparison measures
+/// what the fields cost, not how they are formatted).
+fn request_reply_subject(inbox: &str, id: u64) -> String {
     let deadline = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         + Duration::from_secs(30);
-    let trace = TraceContext {
+    let mut header = Header::request(
+        Name::from_static("nats-raw"),
+        Name::from_static("add"),
+        ContentType::Bincode,
+    );
+    header.correlation_id = id;
+    header.deadline_ms = deadline.as_millis() as u64;
+    header.trace = Some(TraceContext {
         trace_id: u128::from(id),
         span_id: id,
         sampled: true,
-    };
-    let mut map = HeaderMap::new();
-    map.insert(DEADLINE_HEADER, (deadline.as_millis() as u64).to_string());
-    map.insert(TRACEPARENT, trace.traceparent().as_str());
-    map
+    });
+    reply_subject(inbox, &header)
 }
 
 /// What a server that honours deadlines reads of a request: its deadline
-/// (a number) and its codec (ours, named by its reply subject).
-fn request_readable(reply: &str, headers: Option<&HeaderMap>) -> bool {
-    let Some(headers) = headers else { return false };
-    let deadline = headers
-        .get(DEADLINE_HEADER)
-        .map(|v| v.as_str().parse::<u64>());
-    matches!(deadline, Some(Ok(_))) && reply_codec(reply) == ContentType::Bincode
+/// and its codec (ours), from its reply subject.
+fn request_readable(reply: &str) -> bool {
+    matches!(
+        reply_tokens(reply),
+        Ok(ReplyTokens {
+            deadline_ms: Some(_),
+            codec: Some(ContentType::Bincode),
+            trace: Some(_),
+            ..
+        })
+    )
 }
 
 /// Whether a NATS server answers at `url` within `wait`.
