@@ -54,6 +54,7 @@ pub(crate) struct Config {
     pub(crate) mode: Mode,
     pub(crate) max_deliveries: u32,
     pub(crate) ack_wait: Duration,
+    pub(crate) trace_header: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -145,6 +146,7 @@ impl NatsTransportBuilder {
                 mode: Mode::Core,
                 max_deliveries: 5,
                 ack_wait: Duration::from_secs(30),
+                trace_header: false,
             },
         }
     }
@@ -256,6 +258,16 @@ impl NatsTransportBuilder {
     /// then spent there.
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.config.ack_wait = wait;
+        self
+    }
+
+    /// Also writes each call's `traceparent` as a NATS header (default off:
+    /// a request's reply subject carries it, and a message without headers
+    /// is the cheaper one for both ends). Turn it on when servers in other
+    /// languages read the W3C header, as OpenTelemetry's instrumentation
+    /// does; our servers read either.
+    pub fn trace_header(mut self, on: bool) -> Self {
+        self.config.trace_header = on;
         self
     }
 

@@ -412,6 +412,23 @@ impl Shared {
         }
     }
 
+    /// `map` with the call's `traceparent` as a header too, when the builder
+    /// asked for it (`trace_header`) and the reply subject alone states it.
+    fn with_trace_header(
+        &self,
+        header: &rpc_core::Header,
+        map: Option<HeaderMap>,
+    ) -> Option<HeaderMap> {
+        let Some(trace) = header.trace.filter(|_| self.config.trace_header) else {
+            return map;
+        };
+        let mut map = map.unwrap_or_default();
+        if map.get(rpc_core::trace::TRACEPARENT).is_none() {
+            map.insert(rpc_core::trace::TRACEPARENT, trace.traceparent().as_str());
+        }
+        Some(map)
+    }
+
     /// A core request, as the message async-nats publishes.
     fn core_request(
         &self,
@@ -422,6 +439,7 @@ impl Shared {
         // The reply subject was made from this header (`send_request`).
         let headers =
             headers::encode_call(&header, CallReply::Own(&reply)).map_err(encode_error)?;
+        let headers = self.with_trace_header(&header, headers);
         Ok(OutboundMessage {
             subject: self.method_subject(&header),
             reply: Some(reply),
@@ -461,8 +479,9 @@ impl Shared {
     ) -> Result<(), TransportError> {
         let Envelope { header, body } = envelope;
         let reply = reply.as_deref().map_or(CallReply::None, CallReply::Header);
-        let map = headers::encode_call(&header, reply)
-            .map_err(encode_error)?
+        let map = headers::encode_call(&header, reply).map_err(encode_error)?;
+        let map = self
+            .with_trace_header(&header, map)
             .unwrap_or_else(HeaderMap::new);
         let subject = self.method_subject(&header);
         crate::durable::publish(self, subject, map, Bytes::from(body), &header.service).await

@@ -104,3 +104,38 @@ async fn a_plain_subscriber_serves_a_json_client() {
     transport.close().await;
     plain.close().await;
 }
+
+/// With `trace_header(true)` a call also carries the W3C `traceparent`
+/// header, for servers whose tracing reads it; the value is the one its
+/// reply subject states. The default client above sends no header at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_header_option_writes_traceparent() {
+    let Some(builder) = nats_builder("interop_trace_header", Mode::Core).await else {
+        return;
+    };
+    let plain = builder.clone().connect().await.unwrap();
+    let subject = plain.method_subject("conformance.calc", "add");
+    let mut requests = plain.client().subscribe(subject).await.unwrap();
+    plain.client().flush().await.unwrap();
+    let replier = plain.client().clone();
+    let serving = tokio::spawn(async move {
+        let request = requests.next().await.unwrap();
+        let reply = request.reply.clone().unwrap();
+        let stated = reply_tokens(&reply).unwrap().trace.expect("a trace token");
+        let headers = request.headers.expect("the traceparent header");
+        assert_eq!(
+            headers.get("traceparent").map(|v| v.as_str().to_owned()),
+            Some(stated.traceparent().as_str().to_owned())
+        );
+        replier.publish(reply, "5".into()).await.unwrap();
+    });
+    let transport = builder.trace_header(true).connect().await.unwrap();
+    let calc = CalcClient::from_client(
+        Client::new(transport.clone()).with_content_type(ContentType::Json),
+    )
+    .with_timeout(Duration::from_secs(5));
+    assert_eq!(calc.add(2, 3).await.unwrap(), 5);
+    serving.await.unwrap();
+    transport.close().await;
+    plain.close().await;
+}
