@@ -480,9 +480,7 @@ impl Shared {
         let Envelope { header, body } = envelope;
         let reply = reply.as_deref().map_or(CallReply::None, CallReply::Header);
         let map = headers::encode_call(&header, reply).map_err(encode_error)?;
-        let map = self
-            .with_trace_header(&header, map)
-            .unwrap_or_else(HeaderMap::new);
+        let map = self.with_trace_header(&header, map).unwrap_or_default();
         let subject = self.method_subject(&header);
         crate::durable::publish(self, subject, map, Bytes::from(body), &header.service).await
     }
