@@ -17,7 +17,7 @@ usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp|nats|kafk
   --json FILE    write every figure (each run, medians, ratios) as JSON
   --svg FILE     draw calls/s by calls in flight and latency percentiles as SVG
   --only GROUP   mem: in-process systems only; amqp: RabbitMQ systems only;
-                 nats: NATS systems only
+                 nats: NATS systems only; kafka: Kafka systems only
   --runs N       interleaved runs per configuration (default 5; quick: 1)
   --secs S       measured seconds per configuration and run (default 2; quick: 0.15)
   --system NAME  run only this system (repeatable; for profiling): mpsc,
@@ -31,8 +31,8 @@ usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp|nats|kafk
   --no-memory    skip the resident-memory check
   --no-subscriber  leave tracing without a subscriber (its `log` fallback then
                  runs on every span enter, exit and record, in every system)
-  --calls N      no table: one in-process, NATS or reply-queue AMQP system
-                 (ours-mem unless --system names another: lapin-queue,
+  --calls N      no table: one in-process, NATS, Kafka or reply-queue AMQP
+                 system (ours-mem unless --system names another: lapin-queue,
                  lapin-queue-confirms, ours-amqp, ours-amqp-no-confirms for
                  AMQP), 1,000 warm-up calls then exactly N
                  calls (at the first --in-flight level, default 1; on --flavor,
