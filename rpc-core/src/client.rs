@@ -351,6 +351,10 @@ impl<T: Transport> Client<T> {
             // dropped at the end of this statement): matched in place,
             // `first` and the envelope it may hold would stay alive, and
             // take room in every call's future, across the awaits below.
+            #[expect(
+                clippy::blocks_in_conditions,
+                reason = "the braces move `first`, which is the point"
+            )]
             let early = match { first } {
                 Ok(Ok(())) => None,
                 // Not answered: the outer error, so the call's entry goes.
