@@ -347,12 +347,23 @@ impl<T: Transport> Client<T> {
                 Ok(Err(error)) => Err(error),
                 Err(_) => Err(RpcError::Closed),
             };
-            Ok(match first {
-                Ok(Ok(())) => decode((&mut reply).await),
+            // Taken apart by value (`{ first }` moves it into a temporary
+            // dropped at the end of this statement): matched in place,
+            // `first` and the envelope it may hold would stay alive, and
+            // take room in every call's future, across the awaits below.
+            #[expect(
+                clippy::blocks_in_conditions,
+                reason = "the braces move `first`, which is the point"
+            )]
+            let early = match { first } {
+                Ok(Ok(())) => None,
                 // Not answered: the outer error, so the call's entry goes.
                 Ok(Err(send_failed)) => return Err(RpcError::from(send_failed)),
-                Err(received @ Ok(Ok(_))) => {
-                    let answered = decode(received);
+                Err(received) => Some((matches!(received, Ok(Ok(_))), decode(received))),
+            };
+            Ok(match early {
+                None => decode((&mut reply).await),
+                Some((true, answered)) => {
                     // Answered before the transport reported the send done
                     // (a broker's confirm can trail the reply). The send is
                     // finished all the same, within the deadline: lapin
@@ -364,7 +375,7 @@ impl<T: Transport> Client<T> {
                 }
                 // The deadline or a lost connection: the send is abandoned,
                 // as dropping a call abandons it.
-                Err(received) => decode(received),
+                Some((false, answered)) => answered,
             })
         };
         Ok(Started {
