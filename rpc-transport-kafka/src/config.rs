@@ -90,6 +90,16 @@ impl Config {
     pub(crate) fn producer(&self) -> ClientConfig {
         let mut c = self.base();
         c.set("linger.ms", "0")
+            // At most 5 produce requests wait for the broker on a connection
+            // (Kafka's own clients' default; librdkafka's is a million).
+            // With no linger, a request goes out for whatever few records
+            // have queued; unbounded, they pile up at a broker that answers
+            // a connection's requests one by one (tansu: 70 waiting, 6
+            // records each, 24 ms round trips at 256 calls in flight).
+            // Bounded, records queue in librdkafka while requests are out
+            // and leave in batches: 2.2x the calls/s of the unbounded
+            // setting at 256 in flight on tansu, the same at 1 and 16.
+            .set("max.in.flight.requests.per.connection", "5")
             .set("acks", "all")
             .set("enable.idempotence", "false")
             .set("compression.type", "none")
@@ -98,6 +108,10 @@ impl Config {
                 "message.timeout.ms",
                 self.send_timeout.as_millis().max(1).to_string(),
             );
+        // User settings win over ours.
+        for (key, value) in &self.extra {
+            c.set(key, value);
+        }
         c
     }
 
@@ -259,5 +273,38 @@ impl KafkaTransportBuilder {
     /// connect timeout, then returns the transport.
     pub async fn connect(self) -> Result<KafkaTransport, TransportError> {
         KafkaTransport::start(self.config).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_settings_win_over_the_transports_own() {
+        let ours = KafkaTransportBuilder::new("127.0.0.1:9092").config;
+        assert_eq!(ours.producer().get("acks"), Some("all"));
+        assert_eq!(
+            ours.producer().get("max.in.flight.requests.per.connection"),
+            Some("5")
+        );
+        assert_eq!(ours.consumer("g").get("fetch.wait.max.ms"), Some("5"));
+
+        let users = KafkaTransportBuilder::new("127.0.0.1:9092")
+            .set("acks", "1")
+            .set("max.in.flight.requests.per.connection", "1")
+            .set("fetch.wait.max.ms", "50")
+            .config;
+        let producer = users.producer();
+        assert_eq!(producer.get("acks"), Some("1"));
+        assert_eq!(
+            producer.get("max.in.flight.requests.per.connection"),
+            Some("1")
+        );
+        assert_eq!(users.consumer("g").get("fetch.wait.max.ms"), Some("50"));
+        assert_eq!(
+            users.request_consumer("g").get("fetch.wait.max.ms"),
+            Some("50")
+        );
     }
 }

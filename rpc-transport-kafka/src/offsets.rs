@@ -20,6 +20,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rpc_core::TransportError;
 use tokio::sync::watch;
@@ -248,25 +249,14 @@ impl Offsets {
     /// revoked and when the consumer closes (`Config::request_consumer`):
     /// one commit request per interval, not one per request.
     fn store(&self, partition: i32, position: i64) -> Result<(), TransportError> {
-        let Some(consumer) = lock(&self.consumer).clone() else {
-            tracing::debug!(
-                partition,
-                position,
-                "not stored: the consumer has left its group"
-            );
-            return Err(TransportError::ConnectionLost);
-        };
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(&self.topic, partition, Offset::Offset(position))
-            .map_err(|e| TransportError::protocol("store an offset", e))?;
-        consumer.store_offsets(&list).map_err(|e| {
+        self.with_position(partition, position, "store an offset", |consumer, list| {
             // A partition revoked meanwhile refuses the store; its records
             // come back to whoever owns it now.
-            tracing::debug!(%e, partition, position, "offset not stored");
-            TransportError::protocol("store an offset", e)
+            consumer.store_offsets(list)
         })
     }
 
+    /// Commits `position` of `partition` now, in `mode`.
     fn commit(
         &self,
         partition: i32,
@@ -274,22 +264,38 @@ impl Offsets {
         mode: CommitMode,
     ) -> Result<(), TransportError> {
         tracing::trace!(topic = %self.topic, partition, position, "commit");
+        self.with_position(partition, position, "commit an offset", |consumer, list| {
+            // After a rebalance or a lost broker the commit is refused; the
+            // records come back to whoever owns the partition now.
+            consumer.commit(list, mode)
+        })
+    }
+
+    /// Hands `position` of `partition`, as a one-partition list, to `apply`
+    /// with the group's consumer: `ConnectionLost` when the consumer has
+    /// left its group, a protocol error (`action`) when librdkafka refuses.
+    fn with_position(
+        &self,
+        partition: i32,
+        position: i64,
+        action: &'static str,
+        apply: impl FnOnce(&StreamConsumer<Context>, &TopicPartitionList) -> KafkaResult<()>,
+    ) -> Result<(), TransportError> {
         let Some(consumer) = lock(&self.consumer).clone() else {
             tracing::debug!(
                 partition,
                 position,
-                "not committed: the consumer has left its group"
+                action,
+                "the consumer has left its group"
             );
             return Err(TransportError::ConnectionLost);
         };
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&self.topic, partition, Offset::Offset(position))
-            .map_err(|e| TransportError::protocol("commit an offset", e))?;
-        consumer.commit(&list, mode).map_err(|e| {
-            // After a rebalance or a lost broker the commit is refused; the
-            // records come back to whoever owns the partition now.
-            tracing::debug!(%e, partition, position, "commit refused");
-            TransportError::protocol("commit an offset", e)
+            .map_err(|e| TransportError::protocol(action, e))?;
+        apply(&consumer, &list).map_err(|e| {
+            tracing::debug!(%e, partition, position, action, "refused");
+            TransportError::protocol(action, e)
         })
     }
 }

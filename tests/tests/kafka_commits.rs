@@ -10,9 +10,10 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rpc_tests::conformance::serve_calc;
+use rpc_tests::conformance::{CalcFixture, serve_calc};
 use rpc_tests::kafka::{kafka_bootstrap, kafka_builder};
 use rpc_tests::services::CalcClient;
+use rpc_transport_kafka::KafkaTransport;
 
 const SERVICE: &str = "conformance.calc";
 const PARTITIONS: i32 = 4;
@@ -61,68 +62,81 @@ async fn committed_reaches(topic: &str, want: i64, limit: Duration) -> i64 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answered_requests_are_committed_within_the_interval() {
-    let Some(builder) = kafka_builder("kafka-commits-interval").await else {
-        return;
-    };
-    let builder = builder
+/// A server and a client on transports of their own, `CALLS` calls of
+/// `add(n, b)` answered, nothing closed yet.
+struct Answered {
+    server_transport: KafkaTransport,
+    client_transport: KafkaTransport,
+    /// The request topic, which is also the group's name.
+    topic: String,
+    calc: CalcFixture,
+}
+
+/// Serves the calculator on `test`'s topics with `commit_interval`, and
+/// answers `CALLS` calls; `None` (a printed skip) when no broker answers.
+async fn answer_calls(test: &str, commit_interval: Duration, b: i64) -> Option<Answered> {
+    let builder = kafka_builder(test)
+        .await?
         .partitions(PARTITIONS as u16)
-        .commit_interval(Duration::from_millis(50));
+        .commit_interval(commit_interval);
     let server_transport = builder.clone().connect().await.expect("connect");
     let client_transport = builder.connect().await.expect("connect");
     let topic = server_transport.request_topic(SERVICE);
     let calc = serve_calc(server_transport.clone(), 1, 8).await;
     let client = CalcClient::new(client_transport.clone()).with_timeout(Duration::from_secs(10));
     for n in 0..CALLS {
-        assert_eq!(client.add(n, 1).await.unwrap(), n + 1);
+        assert_eq!(client.add(n, b).await.unwrap(), n + b);
     }
+    Some(Answered {
+        server_transport,
+        client_transport,
+        topic,
+        calc,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_requests_are_committed_within_the_interval() {
+    let Some(run) = answer_calls("kafka-commits-interval", Duration::from_millis(50), 1).await
+    else {
+        return;
+    };
     // Every request answered, the server still running: only the interval
     // can have committed them.
-    let total = committed_reaches(&topic, CALLS, Duration::from_secs(10)).await;
-    assert_eq!(total, CALLS, "committed positions over {topic}");
+    let total = committed_reaches(&run.topic, CALLS, Duration::from_secs(10)).await;
+    assert_eq!(total, CALLS, "committed positions over {}", run.topic);
 
-    calc.server.shutdown().await;
-    client_transport.close().await;
-    server_transport.close().await;
-    let _ = client_transport.cleanup().await;
-    let _ = server_transport.cleanup().await;
+    run.calc.server.shutdown().await;
+    run.client_transport.close().await;
+    run.server_transport.close().await;
+    let _ = run.client_transport.cleanup().await;
+    let _ = run.server_transport.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closing_server_commits_what_it_answered() {
-    let Some(builder) = kafka_builder("kafka-commits-close").await else {
+    // An interval that never comes within the test: only the close commits.
+    let Some(run) = answer_calls("kafka-commits-close", Duration::from_secs(3600), 2).await else {
         return;
     };
-    // An interval that never comes within the test: only the close commits.
-    let builder = builder
-        .partitions(PARTITIONS as u16)
-        .commit_interval(Duration::from_secs(3600));
-    let server_transport = builder.clone().connect().await.expect("connect");
-    let client_transport = builder.connect().await.expect("connect");
-    let topic = server_transport.request_topic(SERVICE);
-    let calc = serve_calc(server_transport.clone(), 1, 8).await;
-    let client = CalcClient::new(client_transport.clone()).with_timeout(Duration::from_secs(10));
-    for n in 0..CALLS {
-        assert_eq!(client.add(n, 2).await.unwrap(), n + 2);
-    }
     // The control: answered, not committed yet (the first interval is an
     // hour away).
     assert_eq!(
-        committed_total(topic.clone()).await,
+        committed_total(run.topic.clone()).await,
         0,
         "committed before the close"
     );
 
-    calc.server.shutdown().await;
-    server_transport.close().await;
-    let total = committed_reaches(&topic, CALLS, Duration::from_secs(10)).await;
+    run.calc.server.shutdown().await;
+    run.server_transport.close().await;
+    let total = committed_reaches(&run.topic, CALLS, Duration::from_secs(10)).await;
     assert_eq!(
         total, CALLS,
-        "committed positions over {topic} after the close"
+        "committed positions over {} after the close",
+        run.topic
     );
 
-    client_transport.close().await;
-    let _ = client_transport.cleanup().await;
-    let _ = server_transport.cleanup().await;
+    run.client_transport.close().await;
+    let _ = run.client_transport.cleanup().await;
+    let _ = run.server_transport.cleanup().await;
 }

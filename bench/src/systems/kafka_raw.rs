@@ -9,7 +9,8 @@
 //! with `assign`; each request goes to the next partition in turn, its
 //! produce acknowledgement awaited; the correlation id travels as a record
 //! header. The payload is 16 raw bytes in, 8 out: no envelope, no codec.
-//! Same librdkafka settings as the transport: no linger, acks=all, fetch
+//! Same librdkafka settings as the transport: no linger, at most 5 produce
+//! requests awaiting the broker per connection, acks=all, fetch
 //! wait 5 ms, no auto-created topics, stored offsets auto-committed every
 //! 100 ms.
 //!
@@ -117,6 +118,7 @@ pub(crate) fn base(bootstrap: &str) -> ClientConfig {
 fn producer(bootstrap: &str) -> Result<FutureProducer, BenchError> {
     let mut c = base(bootstrap);
     c.set("linger.ms", "0")
+        .set("max.in.flight.requests.per.connection", "5")
         .set("acks", "all")
         .set("enable.idempotence", "false")
         .set("compression.type", "none")
