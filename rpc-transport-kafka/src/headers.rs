@@ -68,12 +68,19 @@ pub enum Source<'a> {
 /// clients parse costs: ten of them per request halved what tansu carried
 /// at 256 calls in flight.
 pub fn encode(header: &Header) -> OwnedHeaders {
-    let mut out = OwnedHeaders::new_with_capacity(5 + header.wire_metadata_len());
+    // `insert` takes the list by value: it is moved out of the slot and
+    // back, never replaced by a new (allocated) one in between.
+    let mut slot = Some(OwnedHeaders::new_with_capacity(
+        5 + header.wire_metadata_len(),
+    ));
     let mut put = |key: &str, value: &str| {
-        out = std::mem::take(&mut out).insert(KafkaHeader {
-            key,
-            value: Some(value.as_bytes()),
+        let out = slot.take().map(|out| {
+            out.insert(KafkaHeader {
+                key,
+                value: Some(value.as_bytes()),
+            })
         });
+        slot = out;
     };
     let kind_implied = match header.kind {
         Kind::Request => header.reply_to.is_some(),
@@ -113,7 +120,7 @@ pub fn encode(header: &Header) -> OwnedHeaders {
         Ok::<(), std::convert::Infallible>(())
     });
     written.unwrap_or_else(|never| match never {});
-    out
+    slot.unwrap_or_default()
 }
 
 /// The envelope header carried by a record's headers, read from `source`.
