@@ -98,8 +98,8 @@ impl Config {
             // At most 5 produce requests wait for the broker on a connection
             // (Kafka's own clients' default; librdkafka's is a million).
             // With no linger, a request goes out for whatever few records
-            // have queued; unbounded, they pile up at a broker that answers
-            // a connection's requests one by one (tansu: 70 waiting, 6
+            // have queued; unbounded, they pile up at a broker that handles
+            // a connection's requests one by one, as Kafka brokers do (tansu: 70 waiting, 6
             // records each, 24 ms round trips at 256 calls in flight).
             // Bounded, records queue in librdkafka while requests are out
             // and leave in batches: 2.2x the calls/s of the unbounded
