@@ -75,10 +75,11 @@
 //!   with `NoRoute` in about a millisecond. Without confirms there is no such
 //!   signal and the call ends by its deadline.
 //! - **A call waits for its reply, not its confirm**: the reply proves the
-//!   broker took the request. The confirm is heard off the call path and
-//!   ends the call only if it says otherwise: a return is `NoRoute`, a nack
-//!   a transport error, a connection lost first `ConnectionLost`; after the
-//!   reply it changes nothing. Oneway calls wait for theirs.
+//!   broker took the request. lapin's write of the request and the confirm
+//!   are heard off the call path and end the call only if they say
+//!   otherwise: a return is `NoRoute`, a nack or a refused write a
+//!   transport error, a connection lost first `ConnectionLost`; after the
+//!   reply they change nothing. Oneway calls wait for theirs.
 //! - **Foreign clients**: any correlation id (up to 255 bytes) comes back
 //!   verbatim; error replies to JSON calls carry a JSON body; a reply that
 //!   cannot be read fails its call at once with a decode error; a queue

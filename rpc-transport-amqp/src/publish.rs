@@ -2,6 +2,7 @@
 //! the broker's word on it.
 
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
@@ -13,7 +14,7 @@ use crate::error::{nacked, protocol};
 use crate::properties;
 use crate::returns::fail_returned_call;
 use crate::session::Session;
-use crate::shared::{DIRECT_REPLY_TO, InboxEntry, Shared, Unconfirmed, short};
+use crate::shared::{DIRECT_REPLY_TO, InboxEntry, Publishing, Shared, Unconfirmed, short};
 
 impl Shared {
     /// Publishes a request (replies go to `inbox`) or, without an inbox, a
@@ -57,7 +58,6 @@ impl Shared {
         if config.persistent {
             props = props.with_delivery_mode(2);
         }
-        let channel = direct_channel.as_deref().unwrap_or(&session.publisher);
         let to = header.service.as_str();
         // Calls must reach a queue: `mandatory`, so a service without one
         // comes back as `NoRoute`. Broadcasts need not reach anyone.
@@ -69,44 +69,69 @@ impl Shared {
                 true,
             ),
         };
-        let confirm = publish(
-            &session,
-            channel,
-            exchange,
-            routing_key,
-            mandatory,
-            &body,
-            props,
-        )
-        .await?;
-        match inbox {
-            // A request: its reply proves the broker took it, so the call
-            // goes on to wait for that and the confirm task fails it if the
-            // confirm says otherwise (confirms.rs).
-            Some(entry) if mandatory && config.confirms => {
+        let Some(entry) = inbox.filter(|_| mandatory) else {
+            // A oneway call or a broadcast: no reply will prove anything,
+            // so the call waits for the broker's word.
+            let channel = direct_channel.as_deref().unwrap_or(&session.publisher);
+            let confirm = publish(
+                &session,
+                channel,
+                exchange,
+                routing_key,
+                mandatory,
+                &body,
+                props,
+            )
+            .await?;
+            return self.settle(&session, confirm.await, to);
+        };
+        // A request: its reply proves the broker took it, so the call waits
+        // for that alone. lapin queues the frames on the first poll; the
+        // write and the confirm are the confirm task's to await, and it
+        // fails the call if either says otherwise (confirms.rs). Polled with
+        // a waker that does nothing: the confirm task registers its own, so
+        // lapin's I/O thread never wakes the calling task for this publish.
+        let exchange = short(exchange)?;
+        let on = session.clone();
+        let mut publishing: Publishing = Box::pin(async move {
+            let channel = direct_channel.as_deref().unwrap_or(&on.publisher);
+            let options = BasicPublishOptions {
+                mandatory,
+                immediate: false,
+            };
+            channel
+                .basic_publish(exchange, routing_key, options, &body, props)
+                .await?
+                .await
+        });
+        let mut queued = Context::from_waker(Waker::noop());
+        match publishing.as_mut().poll(&mut queued) {
+            // Refused before it left (a closed channel), or written and
+            // settled already.
+            Poll::Ready(outcome) => self.settle(&session, outcome, to),
+            Poll::Pending => {
                 self.track(Unconfirmed {
-                    confirm,
+                    publishing,
                     inbox: entry.clone(),
                     correlation: header.correlation_id,
                     session,
                 });
                 Ok(())
             }
-            _ => self.settle(&session, confirm, to).await,
         }
     }
 
-    /// Waits for the broker's word on a message published to `to` (with
-    /// confirms; without, it is there at once). A returned request that
-    /// lapin hands with this message's confirm (one `multiple` ack settles
-    /// both) fails its own call, not this message.
-    async fn settle(
+    /// The broker's word on a message published to `to` (with confirms;
+    /// without, it is there once written). A returned request that lapin
+    /// hands with this message's confirm (one `multiple` ack settles both)
+    /// fails its own call, not this message.
+    fn settle(
         &self,
         session: &Session,
-        confirm: PublisherConfirm,
+        outcome: lapin::Result<Confirmation>,
         to: &str,
     ) -> Result<(), TransportError> {
-        match confirm.await {
+        match outcome {
             Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => Ok(()),
             Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => {
                 if fail_returned_call(self, &returned, None) {
@@ -118,7 +143,7 @@ impl Shared {
                 }
             }
             Ok(Confirmation::Nack(None)) => Err(nacked()),
-            Err(e) => Err(lost_or(session, "publish confirm", e)),
+            Err(e) => Err(lost_or(session, "publish", e)),
         }
     }
 }
