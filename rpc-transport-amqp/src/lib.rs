@@ -116,6 +116,7 @@
 //!          requests.rs (request streams, settlement) --> topology.rs (what a service declares)
 //!          publish.rs (calls and replies out)      backoff.rs (the one retry loop)
 //!          confirms.rs (requests' confirms, heard off the call path)
+//!          settlements.rs (requests settled behind their replies' writes)
 //!             |
 //! bottom   shared.rs (state every clone and task shares: connection state,
 //!                     inboxes, declared queues; small helpers)
@@ -157,6 +158,7 @@ mod confirms;
 mod inbox;
 mod publish;
 mod requests;
+mod settlements;
 mod supervisor;
 mod topology;
 // Top: the public face.

@@ -14,7 +14,7 @@ use crate::error::{nacked, protocol};
 use crate::properties;
 use crate::returns::fail_returned_call;
 use crate::session::Session;
-use crate::shared::{DIRECT_REPLY_TO, InboxEntry, Publishing, Shared, Unconfirmed, short};
+use crate::shared::{DIRECT_REPLY_TO, InboxEntry, Publishing, Shared, Unconfirmed, Written, short};
 
 impl Shared {
     /// Publishes a request (replies go to `inbox`) or, without an inbox, a
@@ -148,27 +148,27 @@ impl Shared {
     }
 }
 
-/// Publishes a reply to the reply queue `to` (or a direct reply-to name)
+/// Queues a reply to the reply queue `to` (or a direct reply-to name)
 /// through the default exchange, under `correlation`, the request's
 /// AMQP correlation id as it arrived (echoed verbatim, whatever text a
 /// foreign client chose), on `channel`: the channel the request was
 /// delivered on, which is not in confirm mode. Not `mandatory`: replies
 /// to a client that is gone are simply dropped by the broker.
 ///
-/// Resolves once lapin has written the reply. The request's ack, queued
-/// after that on the same channel, reaches the broker after the reply,
-/// and the broker handles a channel's methods in order: the reply is
-/// routed before the request is acked, so no confirm is awaited
-/// (docs/reliability.md, "Replies and their acks"). A channel that is
-/// gone fails at once: its unacked requests go back to the queue, and
-/// the server's cache answers them again.
-pub(crate) async fn publish_reply(
+/// Returns once lapin has queued the reply's frames, with lapin's write
+/// of it still to come: the request's settlement waits for that write
+/// (settlements.rs), so the broker, which handles a channel's methods in
+/// order, routes the reply before it takes the ack, and no confirm is
+/// awaited (docs/reliability.md, "Replies and their acks"). A channel
+/// that is gone fails at once: its unacked requests go back to the queue,
+/// and the server's cache answers them again.
+pub(crate) fn queue_reply(
     session: &Session,
-    channel: &lapin::Channel,
+    channel: &Arc<lapin::Channel>,
     to: &Address,
     correlation: Option<ShortString>,
     envelope: Envelope,
-) -> Result<(), TransportError> {
+) -> Result<Option<Written>, TransportError> {
     let Envelope { header, mut body } = envelope;
     let mut props: BasicProperties = properties::encode(&header, None)
         .map_err(|e| TransportError::protocol("map envelope to AMQP properties", e))?;
@@ -182,21 +182,33 @@ pub(crate) async fn publish_reply(
         body = json_error_body(*kind, message);
     }
     check_reply_size(body.len())?;
-    let written = publish(
-        session,
-        channel,
-        "",
-        short(to.as_str())?,
-        false,
-        &body,
-        props,
-    )
-    .await?;
-    // Not in confirm mode: resolves at once, and must be awaited rather
-    // than dropped (see `publish`).
-    match written.await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(lost_or(session, "publish reply", e)),
+    let routing_key = short(to.as_str())?;
+    let channel = channel.clone();
+    let mut written: Written = Box::pin(async move {
+        channel
+            .basic_publish(
+                ShortString::from(""),
+                routing_key,
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await?
+            // Not in confirm mode: ready at once, and awaited rather than
+            // dropped (see `publish`).
+            .await
+            .map(drop)
+    });
+    // lapin queues the frames on the first poll. A waker that does
+    // nothing: the settler registers its own, so lapin's I/O thread never
+    // wakes the serving task for this write.
+    match written
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(Ok(())) => Ok(None),
+        Poll::Ready(Err(e)) => Err(lost_or(session, "publish reply", e)),
+        Poll::Pending => Ok(Some(written)),
     }
 }
 

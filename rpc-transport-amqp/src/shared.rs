@@ -49,6 +49,10 @@ pub(crate) struct Shared {
 /// write without confirm mode). Boxed, so the confirm task can own it.
 pub(crate) type Publishing = Pin<Box<dyn Future<Output = lapin::Result<Confirmation>> + Send>>;
 
+/// A reply from the moment lapin has queued its frames: lapin's write of
+/// it (settlements.rs).
+pub(crate) type Written = Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>>;
+
 /// A request whose frames are queued and whose call does not wait for them
 /// to be written or confirmed: what the confirm task needs to fail the call
 /// if the write or the confirm says the request did not get through.
