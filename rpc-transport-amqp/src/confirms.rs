@@ -1,23 +1,26 @@
 //! The broker's word on requests, heard off the call path.
 //!
-//! A request's reply proves the broker took the request, so a call does not
-//! wait for its confirm: [`publish_to`](Shared::publish_to) hands it here and
-//! the call goes on to wait for its reply. Only a confirm that says
-//! something else fails the call, through its inbox and with the error the
-//! awaited confirm would have given: a return (`NoRoute`), a nack, a lost
-//! connection (`ConnectionLost`). A call that has its reply already is done;
-//! what its confirm says later finds no call to fail.
+//! A request's reply proves the broker took the request, so a call waits
+//! neither for lapin to write its request nor for the broker's confirm:
+//! [`publish_to`](Shared::publish_to) has lapin queue the frames and hands
+//! the rest of the publish here, and the call goes on to wait for its
+//! reply. The calling task is woken once, by its reply. Only a write or a
+//! confirm that says something else fails the call, through its inbox and
+//! with the error the awaited publish would have given: a return
+//! (`NoRoute`), a nack, a lost connection (`ConnectionLost`), a refused
+//! write. A call that has its reply already is done; what its confirm says
+//! later finds no call to fail.
 //!
-//! One task per transport awaits the confirms in the order they were
-//! published: the broker confirms a channel's messages in that order, often
-//! many with one `multiple` ack, so the task wakes once per batch and finds
-//! the confirms behind the first already settled. (Confirms of different
-//! channels, direct reply-to's, may wait behind each other: by a round
-//! trip to the broker at most, or until a lost connection fails them all.)
+//! One task per transport awaits the publishes in the order they were
+//! queued: lapin writes a channel's messages in that order and the broker
+//! confirms them in that order, often many with one `multiple` ack, so the
+//! task wakes once per batch and finds the publishes behind the first
+//! already settled. (Publishes on different channels, direct reply-to's,
+//! may wait behind each other: by a round trip to the broker at most, or
+//! until a lost connection fails them all.)
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -29,8 +32,8 @@ use crate::error::{nacked, protocol};
 use crate::returns::fail_returned_call;
 use crate::shared::{Shared, Unconfirmed};
 
-/// Awaits the confirms of requests as [`Shared::track`] hands them over,
-/// until the transport closes.
+/// Awaits the writes and confirms of requests as [`Shared::track`] hands
+/// them over, until the transport closes.
 pub(crate) async fn run(shared: Arc<Shared>, mut handed: mpsc::UnboundedReceiver<Unconfirmed>) {
     let mut waiting = VecDeque::new();
     let closed = shared.closed();
@@ -42,9 +45,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut handed: mpsc::UnboundedReceiver
         }
         loop {
             // Only an empty queue waits for what is handed over: behind a
-            // confirm still to come, a new one can wait for it too (the
-            // broker confirms in publish order), so handing one over wakes
-            // this task only when it has nothing else to wait for.
+            // publish still to be written or confirmed, a new one can wait
+            // for it too (lapin writes and the broker confirms in publish
+            // order), so handing one over wakes this task only when it has
+            // nothing else to wait for.
             if waiting.is_empty() {
                 match handed.poll_recv(cx) {
                     Poll::Ready(Some(unconfirmed)) => waiting.push_back(unconfirmed),
@@ -64,11 +68,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut handed: mpsc::UnboundedReceiver
     .await;
 }
 
-/// Settles the confirms at the front of `waiting` that the broker has given,
-/// leaving the first one still awaited registered with `cx`.
+/// Settles the publishes at the front of `waiting` that are written and
+/// confirmed, leaving the first one still awaited registered with `cx`.
 fn settle_ready(shared: &Shared, waiting: &mut VecDeque<Unconfirmed>, cx: &mut Context<'_>) {
     while let Some(front) = waiting.front_mut() {
-        let Poll::Ready(outcome) = Pin::new(&mut front.confirm).poll(cx) else {
+        let Poll::Ready(outcome) = front.publishing.as_mut().poll(cx) else {
             return;
         };
         if let Some(settled) = waiting.pop_front() {
@@ -77,8 +81,8 @@ fn settle_ready(shared: &Shared, waiting: &mut VecDeque<Unconfirmed>, cx: &mut C
     }
 }
 
-/// Fails `unconfirmed`'s call if its confirm says the request did not get
-/// through. A return names its own call (lapin hands it with whichever
+/// Fails `unconfirmed`'s call if its write or confirm says the request did
+/// not get through. A return names its own call (lapin hands it with whichever
 /// confirm of its batch comes first, not necessarily its own).
 fn settle(shared: &Shared, unconfirmed: &Unconfirmed, outcome: lapin::Result<Confirmation>) {
     let sink = &unconfirmed.inbox.sink;
@@ -99,7 +103,7 @@ fn settle(shared: &Shared, unconfirmed: &Unconfirmed, outcome: lapin::Result<Con
             let session = &unconfirmed.session;
             session.check();
             if session.connection.status().connected() {
-                let error = protocol("publish confirm", error);
+                let error = protocol("publish", error);
                 sink.fail(unconfirmed.correlation, RpcError::from(error));
             } else {
                 // Also failed by the supervisor if the call was in flight

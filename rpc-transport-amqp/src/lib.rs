@@ -75,10 +75,11 @@
 //!   with `NoRoute` in about a millisecond. Without confirms there is no such
 //!   signal and the call ends by its deadline.
 //! - **A call waits for its reply, not its confirm**: the reply proves the
-//!   broker took the request. The confirm is heard off the call path and
-//!   ends the call only if it says otherwise: a return is `NoRoute`, a nack
-//!   a transport error, a connection lost first `ConnectionLost`; after the
-//!   reply it changes nothing. Oneway calls wait for theirs.
+//!   broker took the request. lapin's write of the request and the confirm
+//!   are heard off the call path and end the call only if they say
+//!   otherwise: a return is `NoRoute`, a nack or a refused write a
+//!   transport error, a connection lost first `ConnectionLost`; after the
+//!   reply they change nothing. Oneway calls wait for theirs.
 //! - **Foreign clients**: any correlation id (up to 255 bytes) comes back
 //!   verbatim; error replies to JSON calls carry a JSON body; a reply that
 //!   cannot be read fails its call at once with a decode error; a queue
@@ -115,6 +116,7 @@
 //!          requests.rs (request streams, settlement) --> topology.rs (what a service declares)
 //!          publish.rs (calls and replies out)      backoff.rs (the one retry loop)
 //!          confirms.rs (requests' confirms, heard off the call path)
+//!          settlements.rs (requests settled behind their replies' writes)
 //!             |
 //! bottom   shared.rs (state every clone and task shares: connection state,
 //!                     inboxes, declared queues; small helpers)
@@ -156,6 +158,7 @@ mod confirms;
 mod inbox;
 mod publish;
 mod requests;
+mod settlements;
 mod supervisor;
 mod topology;
 // Top: the public face.

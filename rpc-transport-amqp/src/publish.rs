@@ -2,6 +2,7 @@
 //! the broker's word on it.
 
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
@@ -13,7 +14,7 @@ use crate::error::{nacked, protocol};
 use crate::properties;
 use crate::returns::fail_returned_call;
 use crate::session::Session;
-use crate::shared::{DIRECT_REPLY_TO, InboxEntry, Shared, Unconfirmed, short};
+use crate::shared::{DIRECT_REPLY_TO, InboxEntry, Publishing, Shared, Unconfirmed, Written, short};
 
 impl Shared {
     /// Publishes a request (replies go to `inbox`) or, without an inbox, a
@@ -57,7 +58,6 @@ impl Shared {
         if config.persistent {
             props = props.with_delivery_mode(2);
         }
-        let channel = direct_channel.as_deref().unwrap_or(&session.publisher);
         let to = header.service.as_str();
         // Calls must reach a queue: `mandatory`, so a service without one
         // comes back as `NoRoute`. Broadcasts need not reach anyone.
@@ -69,44 +69,69 @@ impl Shared {
                 true,
             ),
         };
-        let confirm = publish(
-            &session,
-            channel,
-            exchange,
-            routing_key,
-            mandatory,
-            &body,
-            props,
-        )
-        .await?;
-        match inbox {
-            // A request: its reply proves the broker took it, so the call
-            // goes on to wait for that and the confirm task fails it if the
-            // confirm says otherwise (confirms.rs).
-            Some(entry) if mandatory && config.confirms => {
+        let Some(entry) = inbox.filter(|_| mandatory) else {
+            // A oneway call or a broadcast: no reply will prove anything,
+            // so the call waits for the broker's word.
+            let channel = direct_channel.as_deref().unwrap_or(&session.publisher);
+            let confirm = publish(
+                &session,
+                channel,
+                exchange,
+                routing_key,
+                mandatory,
+                &body,
+                props,
+            )
+            .await?;
+            return self.settle(&session, confirm.await, to);
+        };
+        // A request: its reply proves the broker took it, so the call waits
+        // for that alone. lapin queues the frames on the first poll; the
+        // write and the confirm are the confirm task's to await, and it
+        // fails the call if either says otherwise (confirms.rs). Polled with
+        // a waker that does nothing: the confirm task registers its own, so
+        // lapin's I/O thread never wakes the calling task for this publish.
+        let exchange = short(exchange)?;
+        let on = session.clone();
+        let mut publishing: Publishing = Box::pin(async move {
+            let channel = direct_channel.as_deref().unwrap_or(&on.publisher);
+            let options = BasicPublishOptions {
+                mandatory,
+                immediate: false,
+            };
+            channel
+                .basic_publish(exchange, routing_key, options, &body, props)
+                .await?
+                .await
+        });
+        let mut queued = Context::from_waker(Waker::noop());
+        match publishing.as_mut().poll(&mut queued) {
+            // Refused before it left (a closed channel), or written and
+            // settled already.
+            Poll::Ready(outcome) => self.settle(&session, outcome, to),
+            Poll::Pending => {
                 self.track(Unconfirmed {
-                    confirm,
+                    publishing,
                     inbox: entry.clone(),
                     correlation: header.correlation_id,
                     session,
                 });
                 Ok(())
             }
-            _ => self.settle(&session, confirm, to).await,
         }
     }
 
-    /// Waits for the broker's word on a message published to `to` (with
-    /// confirms; without, it is there at once). A returned request that
-    /// lapin hands with this message's confirm (one `multiple` ack settles
-    /// both) fails its own call, not this message.
-    async fn settle(
+    /// The broker's word on a message published to `to` (with confirms;
+    /// without, it is there once written). A returned request that lapin
+    /// hands with this message's confirm (one `multiple` ack settles both)
+    /// fails its own call, not this message.
+    fn settle(
         &self,
         session: &Session,
-        confirm: PublisherConfirm,
+        outcome: lapin::Result<Confirmation>,
         to: &str,
     ) -> Result<(), TransportError> {
-        match confirm.await {
+        match outcome {
             Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => Ok(()),
             Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => {
                 if fail_returned_call(self, &returned, None) {
@@ -118,32 +143,32 @@ impl Shared {
                 }
             }
             Ok(Confirmation::Nack(None)) => Err(nacked()),
-            Err(e) => Err(lost_or(session, "publish confirm", e)),
+            Err(e) => Err(lost_or(session, "publish", e)),
         }
     }
 }
 
-/// Publishes a reply to the reply queue `to` (or a direct reply-to name)
+/// Queues a reply to the reply queue `to` (or a direct reply-to name)
 /// through the default exchange, under `correlation`, the request's
 /// AMQP correlation id as it arrived (echoed verbatim, whatever text a
 /// foreign client chose), on `channel`: the channel the request was
 /// delivered on, which is not in confirm mode. Not `mandatory`: replies
 /// to a client that is gone are simply dropped by the broker.
 ///
-/// Resolves once lapin has written the reply. The request's ack, queued
-/// after that on the same channel, reaches the broker after the reply,
-/// and the broker handles a channel's methods in order: the reply is
-/// routed before the request is acked, so no confirm is awaited
-/// (docs/reliability.md, "Replies and their acks"). A channel that is
-/// gone fails at once: its unacked requests go back to the queue, and
-/// the server's cache answers them again.
-pub(crate) async fn publish_reply(
+/// Returns once lapin has queued the reply's frames, with lapin's write
+/// of it still to come: the request's settlement waits for that write
+/// (settlements.rs), so the broker, which handles a channel's methods in
+/// order, routes the reply before it takes the ack, and no confirm is
+/// awaited (docs/reliability.md, "Replies and their acks"). A channel
+/// that is gone fails at once: its unacked requests go back to the queue,
+/// and the server's cache answers them again.
+pub(crate) fn queue_reply(
     session: &Session,
-    channel: &lapin::Channel,
+    channel: &Arc<lapin::Channel>,
     to: &Address,
     correlation: Option<ShortString>,
     envelope: Envelope,
-) -> Result<(), TransportError> {
+) -> Result<Option<Written>, TransportError> {
     let Envelope { header, mut body } = envelope;
     let mut props: BasicProperties = properties::encode(&header, None)
         .map_err(|e| TransportError::protocol("map envelope to AMQP properties", e))?;
@@ -157,21 +182,33 @@ pub(crate) async fn publish_reply(
         body = json_error_body(*kind, message);
     }
     check_reply_size(body.len())?;
-    let written = publish(
-        session,
-        channel,
-        "",
-        short(to.as_str())?,
-        false,
-        &body,
-        props,
-    )
-    .await?;
-    // Not in confirm mode: resolves at once, and must be awaited rather
-    // than dropped (see `publish`).
-    match written.await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(lost_or(session, "publish reply", e)),
+    let routing_key = short(to.as_str())?;
+    let channel = channel.clone();
+    let mut written: Written = Box::pin(async move {
+        channel
+            .basic_publish(
+                ShortString::from(""),
+                routing_key,
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await?
+            // Not in confirm mode: ready at once, and awaited rather than
+            // dropped (see `publish`).
+            .await
+            .map(drop)
+    });
+    // lapin queues the frames on the first poll. A waker that does
+    // nothing: the settler registers its own, so lapin's I/O thread never
+    // wakes the serving task for this write.
+    match written
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(Ok(())) => Ok(None),
+        Poll::Ready(Err(e)) => Err(lost_or(session, "publish reply", e)),
+        Poll::Pending => Ok(Some(written)),
     }
 }
 

@@ -25,8 +25,9 @@ use crate::backoff;
 use crate::config::QueueKind;
 use crate::error::protocol;
 use crate::properties::{self, Arrival, PropertiesError, long};
-use crate::publish::{json_error_body, publish_reply};
+use crate::publish::{json_error_body, queue_reply};
 use crate::session::{Session, Subscription};
+use crate::settlements::{Settle, Settler};
 use crate::shared::{Shared, short};
 use crate::topology;
 
@@ -44,7 +45,8 @@ pub struct AmqpRequests {
 }
 
 enum State {
-    Consuming(Subscription),
+    /// Consuming, with the settler of the subscription's channel.
+    Consuming(Subscription, Settler),
     Resubscribing(Pin<Box<dyn Future<Output = Result<Subscription, TransportError>> + Send>>),
     Done,
 }
@@ -58,10 +60,14 @@ impl AmqpRequests {
         let session = shared.session().await?;
         let subscription = subscribe(&shared, &spec, session, broadcast).await?;
         let slots = AckedRunning::new(&shared, &spec);
+        let settler = Settler::start(
+            subscription.channel.clone(),
+            subscription.session.unsettled.clone(),
+        );
         Ok(AmqpRequests {
             shared,
             spec,
-            state: State::Consuming(subscription),
+            state: State::Consuming(subscription, settler),
             broadcast,
             slots,
         })
@@ -88,31 +94,37 @@ impl Stream for AmqpRequests {
         let this = self.get_mut();
         loop {
             match &mut this.state {
-                State::Consuming(subscription) => match subscription.consumer.poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok(delivery))) => {
-                        if let Some(delivery) =
-                            accept(&this.spec, &this.slots, subscription, delivery)
-                        {
-                            return Poll::Ready(Some(delivery));
+                State::Consuming(subscription, settler) => {
+                    match subscription.consumer.poll_next_unpin(cx) {
+                        Poll::Ready(Some(Ok(delivery))) => {
+                            if let Some(delivery) =
+                                accept(&this.spec, &this.slots, subscription, settler, delivery)
+                            {
+                                return Poll::Ready(Some(delivery));
+                            }
                         }
+                        Poll::Ready(Some(Err(error))) => {
+                            tracing::debug!(%error, service = %this.spec.name, "request consumer failed");
+                            subscription.session.check();
+                            this.state = this.resubscribe();
+                        }
+                        Poll::Ready(None) => {
+                            // Cancelled by the broker (queue deleted) or by a
+                            // connection loss: take it up again either way.
+                            subscription.session.check();
+                            this.state = this.resubscribe();
+                        }
+                        Poll::Pending => return Poll::Pending,
                     }
-                    Poll::Ready(Some(Err(error))) => {
-                        tracing::debug!(%error, service = %this.spec.name, "request consumer failed");
-                        subscription.session.check();
-                        this.state = this.resubscribe();
-                    }
-                    Poll::Ready(None) => {
-                        // Cancelled by the broker (queue deleted) or by a
-                        // connection loss: take it up again either way.
-                        subscription.session.check();
-                        this.state = this.resubscribe();
-                    }
-                    Poll::Pending => return Poll::Pending,
-                },
+                }
                 State::Resubscribing(future) => match future.as_mut().poll(cx) {
                     Poll::Ready(Ok(subscription)) => {
                         this.slots = AckedRunning::new(&this.shared, &this.spec);
-                        this.state = State::Consuming(subscription);
+                        let settler = Settler::start(
+                            subscription.channel.clone(),
+                            subscription.session.unsettled.clone(),
+                        );
+                        this.state = State::Consuming(subscription, settler);
                     }
                     Poll::Ready(Err(_closed)) => this.state = State::Done,
                     Poll::Pending => return Poll::Pending,
@@ -138,7 +150,7 @@ impl AmqpRequests {
 
 impl Drop for AmqpRequests {
     fn drop(&mut self) {
-        let State::Consuming(subscription) = &mut self.state else {
+        let State::Consuming(subscription, _) = &mut self.state else {
             return;
         };
         // Hand back what lapin buffered but we never yielded, now rather
@@ -172,6 +184,7 @@ fn accept(
     spec: &ServiceSpec,
     slots: &Arc<AckedRunning>,
     subscription: &Subscription,
+    settler: &Settler,
     delivery: lapin::message::Delivery,
 ) -> Option<Delivery> {
     let lapin::message::Delivery {
@@ -193,6 +206,7 @@ fn accept(
                 correlation: properties.correlation_id().clone(),
                 slots: slots.clone(),
                 acked_early: AtomicBool::new(false),
+                settler: settler.clone(),
             }),
         )),
         Err(error) => {
@@ -317,7 +331,8 @@ async fn resubscribe(
 /// both on the channel it arrived on (straight on the channel, not through
 /// lapin's `Acker`, which takes a detour through lapin's internal task):
 /// the broker handles a channel's methods in order, so it has the reply
-/// before the ack that follows it.
+/// before the ack that follows it. The settlement is queued once the reply
+/// is written, by the channel's settler (settlements.rs).
 struct AmqpDelivery {
     /// The session the delivery came on: whether it is still connected
     /// tells a lost connection from a refused publish.
@@ -329,6 +344,8 @@ struct AmqpDelivery {
     slots: Arc<AckedRunning>,
     /// Acked before its run (at-most-once): holds one of `slots` until dropped.
     acked_early: AtomicBool,
+    /// Queues the reply's settlement once the reply is written.
+    settler: Settler,
 }
 
 impl Drop for AmqpDelivery {
@@ -412,20 +429,34 @@ impl DeliveryHandle for AmqpDelivery {
     fn reply(&self, request: &Envelope, reply: Envelope) -> SendFuture {
         // A request without `reply_to` (a oneway call, or a foreign client
         // that wants no answer) gets none.
-        let Some(to) = request.header.reply_to.clone() else {
+        let Some(to) = &request.header.reply_to else {
             return Box::pin(Settled);
         };
-        let (session, channel) = (self.session.clone(), self.channel.clone());
-        let correlation = self.correlation.clone();
-        Box::pin(async move { publish_reply(&session, &channel, &to, correlation, reply).await })
+        // Queued now, its write handed to the settler: the call does not
+        // wait for lapin to write it.
+        match queue_reply(
+            &self.session,
+            &self.channel,
+            to,
+            self.correlation.clone(),
+            reply,
+        ) {
+            Ok(Some(written)) => {
+                self.settler.reply_queued(written);
+                Box::pin(Settled)
+            }
+            Ok(None) => Box::pin(Settled),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
     }
 
     fn settle(&self, settlement: Settlement, _: &Envelope) -> SettleFuture {
         let (channel, delivery_tag) = (&self.channel, self.delivery_tag);
-        let result = match settlement {
+        let settle = match settlement {
             // Before an at-most-once run: the ack must have left the
             // process, or a crash during the run would bring the request
-            // back to run again.
+            // back to run again. Nothing of this request's is queued
+            // before it, so it need not wait for the settler.
             Settlement::AckBeforeRun => {
                 let channel = channel.clone();
                 let slots = self.slots.clone();
@@ -441,42 +472,21 @@ impl DeliveryHandle for AmqpDelivery {
                         .map_err(|e| protocol("settle delivery", e))
                 });
             }
-            Settlement::Ack => queue(channel.basic_ack(delivery_tag, BasicAckOptions::default())),
-            Settlement::DeadLetter => {
-                queue(channel.basic_reject(delivery_tag, BasicRejectOptions { requeue: false }))
-            }
+            Settlement::Ack => Settle::Ack,
+            Settlement::DeadLetter => Settle::DeadLetter,
             // Requeue, and anything newer we do not know: give it back.
-            _ => {
-                let options = BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                };
-                queue(channel.basic_nack(delivery_tag, options))
-            }
+            _ => Settle::Requeue,
         };
-        Box::pin(std::future::ready(
-            result.map_err(|e| protocol("settle delivery", e)),
-        ))
+        // Queued behind the reply's write, without waiting for it
+        // (settlements.rs). A channel already closed is reported: its
+        // requests go back to the queue with it.
+        if channel.status().connected() && self.settler.settle(delivery_tag, settle) {
+            Box::pin(Settled)
+        } else {
+            Box::pin(std::future::ready(Err(TransportError::protocol(
+                "settle delivery",
+                std::io::Error::other("the request's channel is closed"),
+            ))))
+        }
     }
-}
-
-/// Queues a settlement frame on its channel without waiting for lapin to
-/// write it.
-///
-/// Awaiting the write cost a wake-up of the serving task per request, on
-/// the path every call takes. The order is kept: lapin writes its frames in
-/// the order they were queued, so the settlement leaves before anything
-/// queued after it (the channel or connection close included), and the
-/// broker answers none of them anyway. A channel already closed fails at
-/// once, on the first poll, and is reported. What is given up is the
-/// certainty that the frame reached the socket when the future resolves: a
-/// process that dies in the moment between queueing and lapin's write
-/// leaves the delivery unsettled, so the broker redelivers it, which
-/// at-least-once allows. The ack before an at-most-once run
-/// ([`Settlement::AckBeforeRun`]) is awaited instead: there a redelivery
-/// would be a second run.
-fn queue(settle: impl Future<Output = lapin::Result<()>>) -> lapin::Result<()> {
-    // lapin queues the frame on the first poll; what is left is a promise
-    // of the write, which may be dropped.
-    std::pin::pin!(settle).now_or_never().unwrap_or(Ok(()))
 }

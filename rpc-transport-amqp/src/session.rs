@@ -4,8 +4,9 @@
 //! the supervisor builds a new one (lapin's own auto-recovery stays off, so
 //! that we decide when calls in flight are failed and what is re-declared).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lapin::options::{BasicCancelOptions, ConfirmSelectOptions};
 use lapin::tcp::OwnedTLSConfig;
@@ -37,6 +38,9 @@ pub(crate) struct Session {
     /// The consumers of this connection's live [`Subscription`]s,
     /// cancelled before it closes (see [`close`](Self::close)).
     consumers: Mutex<Vec<(Channel, ShortString)>>,
+    /// Replies and settlements this connection's settlers have still to
+    /// send (settlements.rs), waited for before it closes.
+    pub(crate) unsettled: Arc<Unsettled>,
     lost: AtomicBool,
     lost_signal: Notify,
 }
@@ -140,6 +144,7 @@ impl Session {
             publisher,
             user,
             consumers: Mutex::new(Vec::new()),
+            unsettled: Arc::default(),
             lost: AtomicBool::new(false),
             lost_signal: Notify::new(),
         })
@@ -157,6 +162,13 @@ impl Session {
     /// nothing to drop and nothing being read. Best effort and bounded by
     /// the caller's timeout: a dead connection answers no cancel, and has
     /// no deliveries in flight either.
+    ///
+    /// Then, with no more requests coming, it waits (for a bounded time)
+    /// until the settlers have sent the replies and settlements of the
+    /// calls that ended: a server's graceful shutdown ends once its calls
+    /// have handed them over, and lapin writes the connection's close ahead
+    /// of publishes still queued, so closing at once could leave the last
+    /// requests answered but unacked, to run again elsewhere.
     pub(crate) async fn close(&self, code: u16, text: &str) {
         let consumers = std::mem::take(&mut *lock(&self.consumers));
         for (channel, tag) in &consumers {
@@ -165,6 +177,9 @@ impl Session {
                     .basic_cancel(tag.clone(), BasicCancelOptions::default())
                     .await;
             }
+        }
+        if self.connection.status().connected() {
+            let _ = tokio::time::timeout(SETTLE_ON_CLOSE, self.unsettled.none()).await;
         }
         let _ = self.connection.close(code, text.into()).await;
     }
@@ -210,6 +225,46 @@ impl Session {
         loop {
             let notified = self.lost_signal.notified();
             if self.lost.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// How long a closing session waits for its settlers: lapin writes what
+/// is queued within microseconds on a live connection, and a dead one
+/// fails it at once, so this is a bound, not a wait.
+const SETTLE_ON_CLOSE: Duration = Duration::from_secs(1);
+
+/// Steps handed to a session's settlers and not yet done: a count, and a
+/// signal when it drops to zero.
+#[derive(Default)]
+pub(crate) struct Unsettled {
+    steps: AtomicUsize,
+    none_left: Notify,
+}
+
+impl Unsettled {
+    /// One more step handed over.
+    pub(crate) fn add(&self) {
+        self.steps.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One step done (sent, or dropped after a failed write).
+    pub(crate) fn done(&self) {
+        if self.steps.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.none_left.notify_waiters();
+        }
+    }
+
+    /// Resolves once no step is left.
+    pub(crate) async fn none(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.steps.load(Ordering::Acquire) == 0 {
                 return;
             }
             notified.await;

@@ -4,12 +4,14 @@
 //! but options, errors and sessions.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::types::ShortString;
-use lapin::{Channel, PublisherConfirm};
+use lapin::{Channel, Confirmation};
 use rpc_core::TransportError;
 use rpc_core::transport::ReplySink;
 use rpc_core::transport::support::{Connection, ConnectionState, Liveness, instance_id};
@@ -37,15 +39,25 @@ pub(crate) struct Shared {
     /// Unique per transport instance: names its reply queues.
     pub(crate) instance: String,
     pub(crate) next_id: AtomicU64,
-    /// Requests whose confirms the confirm task awaits (`confirms.rs`).
+    /// Requests whose writes and confirms the confirm task awaits
+    /// (`confirms.rs`).
     unconfirmed: mpsc::UnboundedSender<Unconfirmed>,
 }
 
-/// A request published in confirm mode whose call does not wait for the
-/// confirm: what the confirm task needs to fail the call if the confirm
-/// says the request did not get through.
+/// A request's publish from the moment lapin has queued its frames: lapin's
+/// write of it, then the broker's confirm (`NotRequested` at once after the
+/// write without confirm mode). Boxed, so the confirm task can own it.
+pub(crate) type Publishing = Pin<Box<dyn Future<Output = lapin::Result<Confirmation>> + Send>>;
+
+/// A reply from the moment lapin has queued its frames: lapin's write of
+/// it (settlements.rs).
+pub(crate) type Written = Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>>;
+
+/// A request whose frames are queued and whose call does not wait for them
+/// to be written or confirmed: what the confirm task needs to fail the call
+/// if the write or the confirm says the request did not get through.
 pub(crate) struct Unconfirmed {
-    pub(crate) confirm: PublisherConfirm,
+    pub(crate) publishing: Publishing,
     /// The inbox the call waits at.
     pub(crate) inbox: Arc<InboxEntry>,
     /// The call's correlation id.
@@ -87,9 +99,9 @@ impl Shared {
         (shared, handed)
     }
 
-    /// Hands a request's confirm to the confirm task. Once the task has
-    /// ended (the transport closed) the confirm is dropped: its call has
-    /// failed with `Closed`.
+    /// Hands a request's publish to the confirm task. Once the task has
+    /// ended (the transport closed) it is dropped: its call has failed
+    /// with `Closed`.
     pub(crate) fn track(&self, unconfirmed: Unconfirmed) {
         let _ = self.unconfirmed.send(unconfirmed);
     }
