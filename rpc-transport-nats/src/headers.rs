@@ -188,6 +188,8 @@ impl ReplyTokens {
 /// carries none of a request's headers) still names its call; the codec
 /// comes right before it, where every reader looks for it. Made in one
 /// allocation of its exact length, which a `Subject` takes over as it is.
+/// Written as bytes and checked as UTF-8 once, at the end: a check per
+/// token costs more than one over the whole subject.
 pub fn reply_subject(inbox: &str, header: &Header) -> String {
     let codec = reply_codec_token(header.content_type);
     let deadline = header.deadline_ms;
@@ -201,24 +203,25 @@ pub fn reply_subject(inbox: &str, header: &Header) -> String {
         + codec.map_or(0, |t| 1 + t.len())
         + 1
         + decimal_len(header.correlation_id);
-    let mut subject = String::with_capacity(length);
-    subject.push_str(inbox);
+    let mut subject = Vec::with_capacity(length);
+    subject.extend_from_slice(inbox.as_bytes());
     if deadline != 0 {
-        subject.push('.');
-        subject.push_str(DEADLINE_TOKEN_PREFIX);
+        subject.push(b'.');
+        subject.extend_from_slice(DEADLINE_TOKEN_PREFIX.as_bytes());
         push_decimal(&mut subject, deadline);
     }
     if let Some(trace) = &header.trace {
-        subject.push('.');
-        subject.push_str(trace.traceparent().as_str());
+        subject.push(b'.');
+        subject.extend_from_slice(trace.traceparent().as_str().as_bytes());
     }
     if let Some(codec) = codec {
-        subject.push('.');
-        subject.push_str(codec);
+        subject.push(b'.');
+        subject.extend_from_slice(codec.as_bytes());
     }
-    subject.push('.');
+    subject.push(b'.');
     push_decimal(&mut subject, header.correlation_id);
-    subject
+    // Text and ASCII digits only: never an error.
+    String::from_utf8(subject).unwrap_or_default()
 }
 
 /// Reads what `reply_subject` states ([`ReplyTokens`]), from its end: the
@@ -330,6 +333,15 @@ pub fn encode_call(
     header: &Header,
     reply: CallReply<'_>,
 ) -> Result<Option<HeaderMap>, HeadersError> {
+    // A request whose reply subject was made from its header states its
+    // kind, codec, deadline and trace there: without metadata, nothing is
+    // left for a header, and no map is made.
+    if matches!(reply, CallReply::Own(_))
+        && header.kind == Kind::Request
+        && header.metadata.is_empty()
+    {
+        return Ok(None);
+    }
     let mut map = HeaderMap::new();
     // A reply subject says "request" (the client runtime leaves the
     // envelope's `reply_to` to the transport).
@@ -376,6 +388,13 @@ pub fn encode_reply(
     header: &Header,
     reply_subject: &str,
 ) -> Result<Option<HeaderMap>, HeadersError> {
+    // The common reply says nothing a header would carry: no map made.
+    if matches!(header.status, Status::Ok)
+        && header.wire_metadata_len() == 0
+        && header.content_type == reply_codec(reply_subject)
+    {
+        return Ok(None);
+    }
     let mut map = HeaderMap::new();
     if let Status::Error { kind, message } = &header.status {
         map.insert(STATUS_NAME, kind.as_str());
@@ -457,15 +476,18 @@ const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
 
 /// `n` in decimal as a header value, without the formatting machinery.
 fn decimal(n: u64) -> HeaderValue {
-    let mut text = String::with_capacity(20);
+    let mut text = Vec::with_capacity(20);
     push_decimal(&mut text, n);
-    HeaderValue::from(text)
+    // ASCII digits only: never an error.
+    HeaderValue::from(String::from_utf8(text).unwrap_or_default())
 }
 
-/// Appends `n` in decimal to `text` (what `n.to_string()` writes, without
-/// its `Display` call and its own string), two digits a step: correlation
-/// ids are 20-digit numbers (rpc-core starts them at a random point).
-pub(crate) fn push_decimal(text: &mut String, mut n: u64) {
+/// Appends the ASCII digits of `n` in decimal to `text` (what
+/// `n.to_string()` writes, without its `Display` call and its own string),
+/// two digits a step: correlation ids are 20-digit numbers (rpc-core starts
+/// them at a random point). Bytes, not a `String`: the caller checks its
+/// whole text as UTF-8 once.
+pub(crate) fn push_decimal(text: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     while n >= 100 {
@@ -482,9 +504,7 @@ pub(crate) fn push_decimal(text: &mut String, mut n: u64) {
         start -= 1;
         digits[start] = b'0' + n as u8;
     }
-    // ASCII digits: always UTF-8 (one `push_str`; a `push` per digit
-    // costs an encoding and a capacity check each).
-    text.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+    text.extend_from_slice(&digits[start..]);
 }
 
 /// `00` to `99`, two bytes each.
@@ -642,6 +662,11 @@ pub fn decode_with(
     arrival: Arrival<'_>,
     methods: &mut KnownNames,
 ) -> Result<Envelope, HeadersError> {
+    if headers.is_none()
+        && let Arrival::Inbox = arrival
+    {
+        return plain_reply(subject, body);
+    }
     let fields = Fields::read(headers)?;
     if let Some(version) = fields.version
         && version.parse::<u8>().ok() != Some(rpc_core::envelope::PROTOCOL_VERSION)
@@ -758,6 +783,21 @@ pub fn decode_with(
         },
         body,
     })
+}
+
+/// A reply without headers (an ok reply in its call's codec, the common
+/// one), read as [`decode_with`] reads it with none of the header work:
+/// the subject alone states its correlation id and codec.
+fn plain_reply(subject: &str, body: Vec<u8>) -> Result<Envelope, HeadersError> {
+    let correlation_id = correlation_id(subject).ok_or_else(|| HeadersError::Invalid {
+        field: "subject",
+        reason: "the last token is not a correlation id".into(),
+    })?;
+    let none = Name::from_static("");
+    let mut header = Header::request(none.clone(), none, reply_codec(subject));
+    header.kind = Kind::Reply;
+    header.correlation_id = correlation_id;
+    Ok(Envelope { header, body })
 }
 
 #[cfg(test)]
@@ -1117,11 +1157,27 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_without_headers_reads_as_one_with_an_empty_map() {
+        let empty = HeaderMap::new();
+        for subject in [
+            "_INBOX.a.d1900000000000.bincode.17",
+            "_INBOX.a.17",
+            "_INBOX.a.json.18446744073709551615",
+            "_INBOX.a.bincode.x",
+            "17",
+        ] {
+            let plain = decode(subject, None, None, b"x".to_vec(), Arrival::Inbox);
+            let mapped = decode(subject, None, Some(&empty), b"x".to_vec(), Arrival::Inbox);
+            assert_eq!(plain, mapped, "{subject}");
+        }
+    }
+
+    #[test]
     fn decimals_are_written_as_to_string_writes_them() {
         for n in [0, 7, 10, 42, 1_000_000, u64::MAX] {
-            let mut text = String::from("x.");
+            let mut text = b"x.".to_vec();
             push_decimal(&mut text, n);
-            assert_eq!(text, format!("x.{n}"));
+            assert_eq!(String::from_utf8(text).unwrap(), format!("x.{n}"));
         }
     }
 

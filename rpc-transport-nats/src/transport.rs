@@ -289,11 +289,12 @@ impl Transport for NatsTransport {
         let reply = inbox.reply_subject(&envelope.header);
         // The common case, a core request on a live connection, is made
         // here, before the future: what the future holds across its one
-        // wait is the publish alone (the client runtime moves every call's
-        // future several times, so its size is paid per call).
+        // wait is the publish alone, boxed (async-nats' publish future is
+        // some 800 bytes, and the client runtime moves every call's future
+        // several times: moving a pointer saves more than the box costs).
         if shared.config.mode == Mode::Core && *shared.events.state.borrow() == State::Up {
             match shared.core_request(reply, envelope) {
-                Ok(message) => Either::Left(publish(&shared.client, message)),
+                Ok(message) => Either::Left(Box::pin(publish(&shared.client, message))),
                 Err(error) => Either::Right(Either::Left(std::future::ready(Err(error)))),
             }
         } else {
@@ -542,22 +543,31 @@ impl Shared {
                 headers,
             });
         let shared = self.clone();
-        async move { publish(&shared.client, message?).await }
+        // The message goes into async-nats' future before the one wait, so
+        // the block holds it once.
+        async move {
+            let message = message?;
+            publish(&shared.client, message).await
+        }
     }
 }
 
 /// Publishes one message, its subjects handed over as they are: async-nats'
 /// `publish*` methods take subjects as `ToSubject`, which copies even a
 /// `Subject` (an allocation per subject, each way of every call), while
-/// `publish_message` takes the message whole. Its future is made here, so
-/// the message moves into it once.
+/// `publish_message` takes the message whole. Its future is async-nats' own
+/// with the error mapped on the way out (no `async` block around it, which
+/// would hold that future twice: once as made, once as awaited, and a call
+/// future that holds it is moved several times per call).
 fn publish(
     client: &Client,
     message: OutboundMessage,
 ) -> impl Future<Output = Result<(), TransportError>> + Send + '_ {
     use async_nats::client::traits::Publisher;
-    let sending = client.publish_message(message);
-    async move { sending.await.map_err(|e| publish_error(e, client)) }
+    use futures_util::TryFutureExt;
+    client
+        .publish_message(message)
+        .map_err(|e| publish_error(e, client))
 }
 
 fn encode_error(error: headers::HeadersError) -> TransportError {
