@@ -23,20 +23,24 @@ pub(crate) struct MemDelivery {
     queue: Arc<ServiceQueue>,
 }
 
-/// A delivery of `envelope` from `queue`, tracked until settled; marked as
-/// the message's first unless it `maybe_redelivered` (requeued, or a copy
-/// made by a fault), so the server looks for an answer only where one can be.
+impl MemDelivery {
+    /// The handle every delivery of `queue` shares: it needs nothing of
+    /// one delivery but the envelope the delivery lends it.
+    pub(crate) fn of(broker: Arc<Broker>, queue: Arc<ServiceQueue>) -> Arc<Self> {
+        Arc::new(MemDelivery { broker, queue })
+    }
+}
+
+/// A delivery of `envelope` through `handle`, tracked until settled; marked
+/// as the message's first unless it `maybe_redelivered` (requeued, or a
+/// copy made by a fault), so the server looks for an answer only where one
+/// can be.
 pub(crate) fn tracked(
-    broker: &Arc<Broker>,
-    queue: &Arc<ServiceQueue>,
+    handle: &Arc<MemDelivery>,
     envelope: Envelope,
     maybe_redelivered: bool,
 ) -> Delivery {
-    let handle = MemDelivery {
-        broker: broker.clone(),
-        queue: queue.clone(),
-    };
-    let delivery = Delivery::new(envelope, Box::new(handle));
+    let delivery = Delivery::shared(envelope, handle.clone());
     if maybe_redelivered {
         delivery
     } else {
