@@ -55,11 +55,7 @@ impl Stream for MemRequests {
             Link::Closed => return Poll::Ready(None),
         }
         match this.queue.take_or_wait(this.consumer, waker) {
-            Take::Message(envelope, maybe_redelivered) => Poll::Ready(Some(settle::tracked(
-                &this.handle,
-                envelope,
-                maybe_redelivered,
-            ))),
+            Take::Message(queued) => Poll::Ready(Some(settle::tracked(&this.handle, queued))),
             Take::Wait => Poll::Pending,
             Take::Closed => Poll::Ready(None),
         }

@@ -10,7 +10,7 @@ use rpc_core::transport::{
 };
 
 use crate::broker::Broker;
-use crate::queue::ServiceQueue;
+use crate::queue::{Queued, ServiceQueue};
 
 /// Answers and settles one delivery of a [`ServiceQueue`].
 ///
@@ -31,17 +31,13 @@ impl MemDelivery {
     }
 }
 
-/// A delivery of `envelope` through `handle`, tracked until settled; marked
-/// as the message's first unless it `maybe_redelivered` (requeued, or a
-/// copy made by a fault), so the server looks for an answer only where one
-/// can be.
-pub(crate) fn tracked(
-    handle: &Arc<MemDelivery>,
-    envelope: Envelope,
-    maybe_redelivered: bool,
-) -> Delivery {
-    let delivery = Delivery::shared(envelope, handle.clone());
-    if maybe_redelivered {
+/// A delivery of `queued` through `handle`, tracked until settled; marked
+/// as the message's first unless it may have been handed out before
+/// (requeued, or a copy made by a fault), so the server looks for an
+/// answer only where one can be.
+pub(crate) fn tracked(handle: &Arc<MemDelivery>, queued: Queued) -> Delivery {
+    let delivery = Delivery::shared(queued.envelope, handle.clone());
+    if queued.maybe_redelivered {
         delivery
     } else {
         delivery.first_delivery()
