@@ -56,6 +56,11 @@ impl Broker {
     }
 
     /// Routes a request or oneway call to its service's queue.
+    ///
+    /// This and the other steps of a message's way through the broker are
+    /// `#[inline]`: each call boundary left between them moves the
+    /// envelope once more, and the way is short enough to inline whole.
+    #[inline]
     pub(crate) fn send_call(
         self: &Arc<Self>,
         mut envelope: Envelope,
@@ -78,6 +83,7 @@ impl Broker {
     }
 
     /// Routes a reply to the inbox at `to`.
+    #[inline]
     pub(crate) fn send_reply(
         self: &Arc<Self>,
         to: &Address,
@@ -117,6 +123,7 @@ impl Broker {
 
     /// Hands a reply to its inbox's sink, synchronously; counts replies to
     /// inboxes that are not (or no longer) open.
+    #[inline]
     pub(crate) fn deliver_reply(&self, to: &Address, envelope: Envelope) {
         // Clone the sink out of the lock: the sink runs caller code, which
         // must be free to open or close inboxes.

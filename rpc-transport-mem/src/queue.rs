@@ -91,6 +91,7 @@ impl ServiceQueue {
     }
 
     /// Queues a new message, failing fast when nobody consumes the queue.
+    #[inline]
     pub(crate) fn publish(&self, envelope: Envelope) -> Result<(), TransportError> {
         self.push(envelope, End::Back, true, false)
             .map_err(|()| self.no_route())
@@ -239,6 +240,7 @@ impl ServiceQueue {
         std::mem::take(&mut self.lock().dead_letters)
     }
 
+    #[inline]
     fn push(
         &self,
         envelope: Envelope,
