@@ -618,6 +618,11 @@ impl<S: Service> CallShared<S> {
     /// Decides `request`'s fate short of running its handler: an outcome
     /// reached without it, or how to run it. Synchronous, so none of it
     /// takes room in the call's future.
+    ///
+    /// Inlined, as are [`handler`](Self::handler) and `Outcome::of_run`:
+    /// left out of line, the handler's future and the reply's encoding are
+    /// built and copied across the calls (measured: about 200 instructions
+    /// per call more).
     #[inline(always)]
     fn admit(&self, request: &Request, now: Now) -> Admission {
         let header = request.header();
