@@ -11,8 +11,8 @@
 //! the table of running handlers; one that waits is armed then, once.
 
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -184,35 +184,84 @@ impl Drop for Armed<'_> {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The future [`interruptible`] returns: the handler's future, held
+    /// once and polled in place, and what stops it once it waits.
+    pub(crate) struct Interruptible<'a, F> {
+        // Before the handler: it disarms before the handler's future is
+        // dropped, as when the call is cut short.
+        armed: Option<Armed<'a>>,
+        #[pin]
+        handler: F,
+        deadline: Option<Instant>,
+        // `None`: the handler runs to completion, never cut short.
+        handlers: Option<&'a RunningHandlers>,
+        key: CallKey,
+    }
+}
+
 /// Runs `handler` until it finishes, its `deadline` passes, or a cancel for
 /// `key` reaches `handlers`; the handler's future is dropped in the last two
 /// cases, before this resolves.
 ///
 /// The deadline timer and the table entry are made only if the handler
-/// waits (see the module docs).
-pub(crate) async fn interruptible<F: Future>(
+/// waits (see the module docs). A future of its own rather than an `async
+/// fn`: an `async fn` keeps its argument and the pinned local it moves into
+/// side by side, twice the handler's size in every call's future.
+pub(crate) fn interruptible<F: Future>(
     handler: F,
     deadline: Option<Instant>,
     handlers: &RunningHandlers,
     key: CallKey,
-) -> Result<F::Output, Interrupted> {
-    let mut handler = pin!(handler);
-    let mut armed: Option<Armed<'_>> = None;
-    poll_fn(|cx| {
-        if let Some(armed) = &mut armed
+) -> Interruptible<'_, F> {
+    Interruptible {
+        armed: None,
+        handler,
+        deadline,
+        handlers: Some(handlers),
+        key,
+    }
+}
+
+/// Runs `handler` to its end, whatever its call's deadline or a cancel
+/// (methods marked `#[rpc(run_to_completion)]`): the same type as an
+/// [`interruptible`] handler, so a server's call future has one shape for
+/// both.
+pub(crate) fn to_completion<F: Future>(handler: F) -> Interruptible<'static, F> {
+    Interruptible {
+        armed: None,
+        handler,
+        deadline: None,
+        handlers: None,
+        // Never looked at: such a handler never arms.
+        key: CallKey {
+            correlation_id: 0,
+            deadline_ms: 0,
+        },
+    }
+}
+
+impl<F: Future> Future for Interruptible<'_, F> {
+    type Output = Result<F::Output, Interrupted>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(armed) = this.armed.as_mut()
             && let Poll::Ready(why) = armed.poll(cx)
         {
             return Poll::Ready(Err(why));
         }
-        if let Poll::Ready(output) = handler.as_mut().poll(cx) {
+        if let Poll::Ready(output) = this.handler.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        if armed.is_none() {
-            let now = armed.insert(Armed {
-                sleep: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
-                signal: handlers.arm(key),
+        if this.armed.is_none()
+            && let Some(handlers) = *this.handlers
+        {
+            let now = this.armed.insert(Armed {
+                sleep: (this.deadline).map(|at| Box::pin(tokio::time::sleep_until(at))),
+                signal: handlers.arm(*this.key),
                 handlers,
-                key,
+                key: *this.key,
             });
             // Registers the timer and the signal's waker, or finds the
             // deadline already passed or the call cancelled.
@@ -221,8 +270,7 @@ pub(crate) async fn interruptible<F: Future>(
             }
         }
         Poll::Pending
-    })
-    .await
+    }
 }
 
 #[cfg(test)]
@@ -286,6 +334,20 @@ mod tests {
         assert!(!handlers.cancel(key(2)), "another call");
         assert!(handlers.cancel(key(1)));
         assert_eq!(running.await.unwrap(), Err(Interrupted::Cancelled));
+        assert_eq!(handlers.armed(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_run_to_completion_is_neither_armed_nor_cut() {
+        let handlers = RunningHandlers::default();
+        let start = Instant::now();
+        let handler = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            5
+        };
+        assert!(!handlers.cancel(key(0)), "nothing to cancel");
+        assert_eq!(to_completion(handler).await, Ok(5));
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
         assert_eq!(handlers.armed(), 0);
     }
 

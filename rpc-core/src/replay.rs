@@ -14,7 +14,7 @@
 //! first; a reply larger than the byte bound is not kept.
 
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 
 use rustc_hash::FxHashMap;
@@ -36,24 +36,6 @@ pub const DEFAULT_REPLAY_BYTES: usize = 16 * 1024 * 1024;
 /// it (a send that fails hands the request back to the fabric, whose
 /// redelivery the cache answers without running).
 pub const MAX_FAILED_SENDS: u32 = 3;
-
-/// One call: where its reply goes and its correlation id.
-///
-/// Hashed on the correlation id only: client ids start at a random point
-/// (so they spread), and the address, which a peer chooses freely, is
-/// compared but never hashed. A peer choosing colliding ids can only slow
-/// lookups in a table this small.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct ReplayKey {
-    reply_to: Address,
-    correlation_id: u64,
-}
-
-impl Hash for ReplayKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.correlation_id.hash(state);
-    }
-}
 
 /// A kept reply body: small ones (most replies) inline, so keeping an
 /// answer allocates nothing for them.
@@ -87,11 +69,61 @@ pub(crate) struct ReplayCache {
     state: Mutex<State>,
 }
 
+/// The answers kept, by correlation id: the calls of one id, almost always
+/// one (client ids start at random points of the 64-bit space), each told
+/// apart by where its reply went.
+///
+/// Keyed on the correlation id only: the address, which a peer chooses
+/// freely, is compared but never hashed, and a peer choosing colliding ids
+/// can only lengthen the short list of one id, in a table this small.
 #[derive(Debug, Default)]
 struct State {
-    answers: FxHashMap<ReplayKey, Answer>,
-    order: VecDeque<ReplayKey>,
+    answers: FxHashMap<u64, SmallVec<[Kept; 1]>>,
+    /// Kept answers, oldest first, by correlation id and sequence number.
+    order: VecDeque<(u64, u64)>,
+    next_sequence: u64,
+    entries: usize,
     bytes: usize,
+}
+
+/// One kept answer.
+#[derive(Debug)]
+struct Kept {
+    reply_to: Address,
+    /// Where it stands in [`State::order`].
+    sequence: u64,
+    answer: Answer,
+}
+
+impl State {
+    fn find(&self, correlation_id: u64, reply_to: &Address) -> Option<&Kept> {
+        let kept = self.answers.get(&correlation_id)?;
+        kept.iter().find(|kept| kept.reply_to == *reply_to)
+    }
+
+    fn find_mut(&mut self, correlation_id: u64, reply_to: &Address) -> Option<&mut Kept> {
+        let kept = self.answers.get_mut(&correlation_id)?;
+        kept.iter_mut().find(|kept| kept.reply_to == *reply_to)
+    }
+
+    /// Forgets the oldest answer; `false` when none is kept.
+    fn evict_oldest(&mut self) -> bool {
+        let Some((correlation_id, sequence)) = self.order.pop_front() else {
+            return false;
+        };
+        if let Entry::Occupied(mut calls) = self.answers.entry(correlation_id) {
+            let kept = calls.get_mut();
+            if let Some(at) = kept.iter().position(|kept| kept.sequence == sequence) {
+                let evicted = kept.swap_remove(at);
+                self.entries -= 1;
+                self.bytes -= evicted.answer.body.len();
+            }
+            if kept.is_empty() {
+                calls.remove();
+            }
+        }
+        true
+    }
 }
 
 impl ReplayCache {
@@ -110,8 +142,10 @@ impl ReplayCache {
         if self.max_entries == 0 {
             return None;
         }
-        let key = key_of(header)?;
-        self.lock().answers.get(&key).cloned()
+        let reply_to = header.reply_to.as_ref()?;
+        let state = self.lock();
+        let kept = state.find(header.correlation_id, reply_to)?;
+        Some(kept.answer.clone())
     }
 
     /// Keeps a copy of `response`, the answer to the request `header`
@@ -120,7 +154,7 @@ impl ReplayCache {
         if self.max_entries == 0 || response.body.len() > self.max_bytes {
             return;
         }
-        let Some(key) = key_of(header) else {
+        let Some(reply_to) = &header.reply_to else {
             return;
         };
         let answer = Answer {
@@ -129,19 +163,27 @@ impl ReplayCache {
             settlement,
             failed_sends: 0,
         };
+        let correlation_id = header.correlation_id;
         let mut state = self.lock();
         state.bytes += answer.body.len();
-        if let Some(replaced) = state.answers.insert(key.clone(), answer) {
+        if let Some(kept) = state.find_mut(correlation_id, reply_to) {
+            // Kept again in place: its age is its first answer's.
+            let replaced = std::mem::replace(&mut kept.answer, answer);
             state.bytes -= replaced.body.len();
         } else {
-            state.order.push_back(key);
+            let sequence = state.next_sequence;
+            state.next_sequence += 1;
+            state.answers.entry(correlation_id).or_default().push(Kept {
+                reply_to: reply_to.clone(),
+                sequence,
+                answer,
+            });
+            state.order.push_back((correlation_id, sequence));
+            state.entries += 1;
         }
-        while state.answers.len() > self.max_entries || state.bytes > self.max_bytes {
-            let Some(oldest) = state.order.pop_front() else {
+        while state.entries > self.max_entries || state.bytes > self.max_bytes {
+            if !state.evict_oldest() {
                 break;
-            };
-            if let Some(evicted) = state.answers.remove(&oldest) {
-                state.bytes -= evicted.body.len();
             }
         }
     }
@@ -152,9 +194,9 @@ impl ReplayCache {
         if self.max_entries == 0 {
             return None;
         }
-        let key = key_of(header)?;
+        let reply_to = header.reply_to.as_ref()?;
         let mut state = self.lock();
-        let answer = state.answers.get_mut(&key)?;
+        let answer = &mut state.find_mut(header.correlation_id, reply_to)?.answer;
         answer.failed_sends += 1;
         Some(answer.failed_sends)
     }
@@ -164,13 +206,6 @@ impl ReplayCache {
         // count consistent before anything that could panic.
         lock_unpoisoned(&self.state)
     }
-}
-
-fn key_of(header: &Header) -> Option<ReplayKey> {
-    Some(ReplayKey {
-        reply_to: header.reply_to.clone()?,
-        correlation_id: header.correlation_id,
-    })
 }
 
 #[cfg(test)]
@@ -218,6 +253,23 @@ mod tests {
             "larger than the bound"
         );
         assert_eq!(cache.lock().bytes, 9);
+    }
+
+    #[test]
+    fn calls_of_one_id_from_two_inboxes_are_kept_and_evicted_apart() {
+        let cache = ReplayCache::new(2, 1024);
+        cache.insert(&request(1, "a"), &answer(b"a1"), Settlement::Ack);
+        cache.insert(&request(1, "b"), &answer(b"b1"), Settlement::Ack);
+        assert_eq!(cache.get(&request(1, "a")).unwrap().body.as_slice(), b"a1");
+        assert_eq!(cache.get(&request(1, "b")).unwrap().body.as_slice(), b"b1");
+        // Answered again: replaced in place, and still the oldest.
+        cache.insert(&request(1, "a"), &answer(b"a2"), Settlement::Ack);
+        assert_eq!(cache.get(&request(1, "a")).unwrap().body.as_slice(), b"a2");
+        cache.insert(&request(2, "a"), &answer(b"c"), Settlement::Ack);
+        assert!(cache.get(&request(1, "a")).is_none(), "the oldest went");
+        assert!(cache.get(&request(1, "b")).is_some());
+        assert!(cache.get(&request(2, "a")).is_some());
+        assert_eq!(cache.lock().bytes, 3);
     }
 
     #[test]

@@ -283,7 +283,7 @@ impl fmt::Debug for ReplySink {
 /// transport) copies it only to requeue or dead-letter it.
 pub struct Delivery {
     envelope: Envelope,
-    handle: Option<Box<dyn DeliveryHandle>>,
+    handle: Option<Handle>,
     /// Tracked by the fabric and not settled yet.
     unsettled: bool,
     /// The fabric may have handed out this message, or a copy of it, before.
@@ -295,7 +295,20 @@ impl Delivery {
     pub fn new(envelope: Envelope, handle: Box<dyn DeliveryHandle>) -> Self {
         Delivery {
             envelope,
-            handle: Some(handle),
+            handle: Some(Handle::Owned(handle)),
+            unsettled: true,
+            maybe_redelivered: true,
+        }
+    }
+
+    /// A delivery the fabric tracks, answered and settled through a handle
+    /// it shares with other deliveries: for a fabric whose handle needs
+    /// nothing of one delivery (the memory transport's is its queue), so
+    /// a delivery costs a reference count, not an allocation.
+    pub fn shared(envelope: Envelope, handle: Arc<dyn DeliveryHandle>) -> Self {
+        Delivery {
+            envelope,
+            handle: Some(Handle::Shared(handle)),
             unsettled: true,
             maybe_redelivered: true,
         }
@@ -306,7 +319,7 @@ impl Delivery {
     pub fn untracked(envelope: Envelope, handle: Box<dyn DeliveryHandle>) -> Self {
         Delivery {
             envelope,
-            handle: Some(handle),
+            handle: Some(Handle::Owned(handle)),
             unsettled: false,
             maybe_redelivered: true,
         }
@@ -360,7 +373,7 @@ impl Delivery {
     /// owns what it needs.
     pub fn reply(&self, reply: Envelope) -> SendFuture {
         match &self.handle {
-            Some(handle) => handle.reply(&self.envelope, reply),
+            Some(handle) => handle.get().reply(&self.envelope, reply),
             None => Box::pin(Settled),
         }
     }
@@ -376,7 +389,7 @@ impl Delivery {
     /// nothing.
     pub fn settle_keeping_envelope(&mut self, settlement: Settlement) -> SettleFuture {
         match (&self.handle, std::mem::take(&mut self.unsettled)) {
-            (Some(handle), true) => handle.settle(settlement, &self.envelope),
+            (Some(handle), true) => handle.get().settle(settlement, &self.envelope),
             _ => Box::pin(Settled),
         }
     }
@@ -394,7 +407,7 @@ impl Delivery {
     pub fn into_parts(mut self) -> (Envelope, Option<Box<dyn DeliveryHandle>>, bool) {
         let envelope = std::mem::replace(&mut self.envelope, Envelope::empty());
         let unsettled = std::mem::take(&mut self.unsettled);
-        (envelope, self.handle.take(), unsettled)
+        (envelope, self.handle.take().map(Handle::boxed), unsettled)
     }
 
     /// Puts a delivery back together from [`Delivery::into_parts`].
@@ -406,7 +419,7 @@ impl Delivery {
         Delivery {
             envelope,
             unsettled: unsettled && handle.is_some(),
-            handle,
+            handle: handle.map(Handle::Owned),
             maybe_redelivered: true,
         }
     }
@@ -415,8 +428,48 @@ impl Delivery {
         if std::mem::take(&mut self.unsettled)
             && let Some(handle) = &self.handle
         {
-            handle.abandon(&self.envelope);
+            handle.get().abandon(&self.envelope);
         }
+    }
+}
+
+/// A delivery's handle: its own, or one it shares with other deliveries.
+enum Handle {
+    Owned(Box<dyn DeliveryHandle>),
+    Shared(Arc<dyn DeliveryHandle>),
+}
+
+impl Handle {
+    fn get(&self) -> &dyn DeliveryHandle {
+        match self {
+            Handle::Owned(handle) => handle.as_ref(),
+            Handle::Shared(handle) => handle.as_ref(),
+        }
+    }
+
+    /// The handle as [`Delivery::into_parts`] hands it out.
+    fn boxed(self) -> Box<dyn DeliveryHandle> {
+        match self {
+            Handle::Owned(handle) => handle,
+            Handle::Shared(handle) => Box::new(SharedHandle(handle)),
+        }
+    }
+}
+
+/// A shared handle, boxed for [`Delivery::into_parts`].
+struct SharedHandle(Arc<dyn DeliveryHandle>);
+
+impl DeliveryHandle for SharedHandle {
+    fn reply(&self, request: &Envelope, reply: Envelope) -> SendFuture {
+        self.0.reply(request, reply)
+    }
+
+    fn settle(&self, settlement: Settlement, delivered: &Envelope) -> SettleFuture {
+        self.0.settle(settlement, delivered)
+    }
+
+    fn abandon(&self, delivered: &Envelope) {
+        self.0.abandon(delivered)
     }
 }
 
@@ -495,5 +548,67 @@ pub trait DeliveryHandle: Send + Sync + 'static {
     /// requeues `delivered` here.
     fn abandon(&self, delivered: &Envelope) {
         let _ = delivered;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::codec::ContentType;
+    use crate::envelope::Header;
+
+    /// A handle that notes what each delivery asked of it.
+    #[derive(Default)]
+    struct Recording(Mutex<Vec<(u64, &'static str)>>);
+
+    impl Recording {
+        fn note(&self, envelope: &Envelope, what: &'static str) {
+            let id = envelope.header.correlation_id;
+            self.0.lock().unwrap().push((id, what));
+        }
+    }
+
+    impl DeliveryHandle for Recording {
+        fn reply(&self, request: &Envelope, _reply: Envelope) -> SendFuture {
+            self.note(request, "reply");
+            Box::pin(Settled)
+        }
+
+        fn settle(&self, _settlement: Settlement, delivered: &Envelope) -> SettleFuture {
+            self.note(delivered, "settle");
+            Box::pin(Settled)
+        }
+
+        fn abandon(&self, delivered: &Envelope) {
+            self.note(delivered, "abandon");
+        }
+    }
+
+    fn envelope(id: u64) -> Envelope {
+        let mut header = Header::request("s".into(), "m".into(), ContentType::Json);
+        header.correlation_id = id;
+        Envelope {
+            header,
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn deliveries_sharing_a_handle_each_reach_it_with_their_own_envelope() {
+        let handle = Arc::new(Recording::default());
+        let first = Delivery::shared(envelope(1), handle.clone());
+        let second = Delivery::shared(envelope(2), handle.clone());
+        assert!(first.is_tracked() && first.may_be_redelivered());
+        drop(first.reply(envelope(1)));
+        drop(first.settle(Settlement::Ack));
+        // Taken apart and put back together, it still reaches the handle.
+        let (taken, boxed, unsettled) = second.into_parts();
+        drop(Delivery::from_parts(taken, boxed, unsettled));
+        assert_eq!(
+            *handle.0.lock().unwrap(),
+            [(1, "reply"), (1, "settle"), (2, "abandon")]
+        );
     }
 }

@@ -56,8 +56,16 @@ impl Broker {
     }
 
     /// Routes a request or oneway call to its service's queue.
-    pub(crate) fn send_call(self: &Arc<Self>, envelope: Envelope) -> Result<(), TransportError> {
-        let envelope = self.admit(envelope)?;
+    ///
+    /// This and the other steps of a message's way through the broker are
+    /// `#[inline]`: each call boundary left between them moves the
+    /// envelope once more, and the way is short enough to inline whole.
+    #[inline]
+    pub(crate) fn send_call(
+        self: &Arc<Self>,
+        mut envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        self.admit(&mut envelope)?;
         let to = &envelope.header.service;
         if self.faults.is_active() {
             if self.faults.hides_consumers_of(to) {
@@ -75,12 +83,13 @@ impl Broker {
     }
 
     /// Routes a reply to the inbox at `to`.
+    #[inline]
     pub(crate) fn send_reply(
         self: &Arc<Self>,
         to: &Address,
-        envelope: Envelope,
+        mut envelope: Envelope,
     ) -> Result<(), TransportError> {
-        let envelope = self.admit(envelope)?;
+        self.admit(&mut envelope)?;
         if self.faults.is_active() {
             let route = Route::Inbox(to.clone());
             self.faults.apply(self, Direction::Replies, route, envelope);
@@ -92,7 +101,8 @@ impl Broker {
 
     /// What every message passes on its way in: the connection, the size
     /// limit, and the frame encoding when the broker round-trips frames.
-    fn admit(&self, mut envelope: Envelope) -> Result<Envelope, TransportError> {
+    /// Checked in place: a message is moved as rarely as it can be.
+    fn admit(&self, envelope: &mut Envelope) -> Result<(), TransportError> {
         // Refused before anything left: the caller may retry safely.
         self.connection.check().map_err(|error| match error {
             TransportError::ConnectionLost => TransportError::NotSent,
@@ -106,13 +116,14 @@ impl Broker {
             });
         }
         if self.config.frame_round_trip {
-            envelope = self.round_trip.run(&envelope)?;
+            *envelope = self.round_trip.run(envelope)?;
         }
-        Ok(envelope)
+        Ok(())
     }
 
     /// Hands a reply to its inbox's sink, synchronously; counts replies to
     /// inboxes that are not (or no longer) open.
+    #[inline]
     pub(crate) fn deliver_reply(&self, to: &Address, envelope: Envelope) {
         // Clone the sink out of the lock: the sink runs caller code, which
         // must be free to open or close inboxes.

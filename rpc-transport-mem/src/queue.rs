@@ -41,12 +41,12 @@ struct QueueState {
 
 /// A message in the queue.
 #[derive(Debug)]
-struct Queued {
-    envelope: Envelope,
+pub(crate) struct Queued {
+    pub(crate) envelope: Envelope,
     /// Handed out before, or one of several copies (a fault's duplicate, a
     /// message delayed or held by a fault): the server must look for an
     /// answer it already sent.
-    maybe_redelivered: bool,
+    pub(crate) maybe_redelivered: bool,
 }
 
 /// What a consumer's poll found.
@@ -56,8 +56,9 @@ struct Queued {
 )]
 pub(crate) enum Take {
     /// The next message, now this consumer's, and whether it may have been
-    /// handed out before (see [`Queued`]).
-    Message(Envelope, bool),
+    /// handed out before. Handed out as it was queued: a message is moved
+    /// as rarely as it can be.
+    Message(Queued),
     /// Nothing yet; the consumer's waker is registered.
     Wait,
     /// The broker was closed.
@@ -90,6 +91,7 @@ impl ServiceQueue {
     }
 
     /// Queues a new message, failing fast when nobody consumes the queue.
+    #[inline]
     pub(crate) fn publish(&self, envelope: Envelope) -> Result<(), TransportError> {
         self.push(envelope, End::Back, true, false)
             .map_err(|()| self.no_route())
@@ -147,19 +149,18 @@ impl ServiceQueue {
             return Take::Closed;
         }
         let position = state.waiting.iter().position(|(waiter, _)| *waiter == id);
+        if !state.ready.is_empty() {
+            // Polled for another reason while still registered: a later
+            // push must not spend its wakeup on a consumer that may no
+            // longer be waiting.
+            if let Some(position) = position {
+                state.waiting.remove(position);
+            }
+        }
         match state.ready.pop_front() {
-            Some(Queued {
-                envelope,
-                maybe_redelivered,
-            }) => {
-                // Polled for another reason while still registered: a later
-                // push must not spend its wakeup on a consumer that may no
-                // longer be waiting.
-                if let Some(position) = position {
-                    state.waiting.remove(position);
-                }
+            Some(queued) => {
                 self.unacked.fetch_add(1, Ordering::Relaxed);
-                Take::Message(envelope, maybe_redelivered)
+                Take::Message(queued)
             }
             None => {
                 match position {
@@ -239,6 +240,7 @@ impl ServiceQueue {
         std::mem::take(&mut self.lock().dead_letters)
     }
 
+    #[inline]
     fn push(
         &self,
         envelope: Envelope,
@@ -246,18 +248,21 @@ impl ServiceQueue {
         need_consumer: bool,
         maybe_redelivered: bool,
     ) -> Result<(), ()> {
-        let queued = Queued {
-            envelope,
-            maybe_redelivered,
-        };
         let wake = {
             let mut state = self.lock();
             if need_consumer && state.consumers == 0 {
                 return Err(());
             }
+            // Made where it is pushed: a message is moved as rarely as it can be.
             match end {
-                End::Back => state.ready.push_back(queued),
-                End::Front => state.ready.push_front(queued),
+                End::Back => state.ready.push_back(Queued {
+                    envelope,
+                    maybe_redelivered,
+                }),
+                End::Front => state.ready.push_front(Queued {
+                    envelope,
+                    maybe_redelivered,
+                }),
             }
             state.waiting.pop_front()
         };
@@ -315,7 +320,7 @@ mod tests {
 
     fn taken(take: Take) -> Option<u64> {
         match take {
-            Take::Message(envelope, _) => Some(envelope.header.correlation_id),
+            Take::Message(queued) => Some(queued.envelope.header.correlation_id),
             Take::Wait | Take::Closed => None,
         }
     }
@@ -405,19 +410,25 @@ mod tests {
             q.publish(message(id)).unwrap();
         }
         let first = match q.take_or_wait(a, &w) {
-            Take::Message(envelope, false) => envelope,
+            Take::Message(Queued {
+                envelope,
+                maybe_redelivered: false,
+            }) => envelope,
             _ => panic!("a message is ready"),
         };
         assert_eq!(q.unacked(), 1);
         q.settle(&first, Settlement::Requeue).unwrap();
         assert_eq!((q.unacked(), q.depth()), (0, 3));
         assert!(
-            matches!(q.take_or_wait(a, &w), Take::Message(envelope, true) if envelope.header.correlation_id == 1),
+            matches!(q.take_or_wait(a, &w), Take::Message(Queued { envelope, maybe_redelivered: true }) if envelope.header.correlation_id == 1),
             "requeued at the front, marked as handed out before"
         );
 
         let second = match q.take_or_wait(a, &w) {
-            Take::Message(envelope, false) => envelope,
+            Take::Message(Queued {
+                envelope,
+                maybe_redelivered: false,
+            }) => envelope,
             _ => panic!("a message is ready"),
         };
         q.settle(&second, Settlement::DeadLetter).unwrap();
@@ -433,7 +444,7 @@ mod tests {
         let a = q.add_consumer();
         q.publish(message(1)).unwrap();
         let w: Waker = Arc::new(CountingWaker::default()).into();
-        let Take::Message(envelope, _) = q.take_or_wait(a, &w) else {
+        let Take::Message(Queued { envelope, .. }) = q.take_or_wait(a, &w) else {
             panic!("a message is ready")
         };
         connection.set(Link::Down);

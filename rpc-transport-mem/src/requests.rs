@@ -11,7 +11,7 @@ use rpc_core::transport::Delivery;
 use crate::broker::Broker;
 use crate::connection::Link;
 use crate::queue::{ServiceQueue, Take};
-use crate::settle;
+use crate::settle::{self, MemDelivery};
 
 /// Requests for one served service: one competing consumer of its queue.
 ///
@@ -21,8 +21,9 @@ use crate::settle;
 /// leaves unreceived requests queued for the service's other consumers;
 /// deliveries already handed out stay valid.
 pub struct MemRequests {
-    broker: Arc<Broker>,
     queue: Arc<ServiceQueue>,
+    /// Shared by every delivery this stream yields.
+    handle: Arc<MemDelivery>,
     consumer: u64,
 }
 
@@ -30,7 +31,7 @@ impl MemRequests {
     pub(crate) fn new(broker: Arc<Broker>, queue: Arc<ServiceQueue>) -> Self {
         let consumer = queue.add_consumer();
         MemRequests {
-            broker,
+            handle: MemDelivery::of(broker, queue.clone()),
             queue,
             consumer,
         }
@@ -54,12 +55,7 @@ impl Stream for MemRequests {
             Link::Closed => return Poll::Ready(None),
         }
         match this.queue.take_or_wait(this.consumer, waker) {
-            Take::Message(envelope, maybe_redelivered) => Poll::Ready(Some(settle::tracked(
-                &this.broker,
-                &this.queue,
-                envelope,
-                maybe_redelivered,
-            ))),
+            Take::Message(queued) => Poll::Ready(Some(settle::tracked(&this.handle, queued))),
             Take::Wait => Poll::Pending,
             Take::Closed => Poll::Ready(None),
         }

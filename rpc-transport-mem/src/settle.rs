@@ -10,7 +10,7 @@ use rpc_core::transport::{
 };
 
 use crate::broker::Broker;
-use crate::queue::ServiceQueue;
+use crate::queue::{Queued, ServiceQueue};
 
 /// Answers and settles one delivery of a [`ServiceQueue`].
 ///
@@ -23,21 +23,21 @@ pub(crate) struct MemDelivery {
     queue: Arc<ServiceQueue>,
 }
 
-/// A delivery of `envelope` from `queue`, tracked until settled; marked as
-/// the message's first unless it `maybe_redelivered` (requeued, or a copy
-/// made by a fault), so the server looks for an answer only where one can be.
-pub(crate) fn tracked(
-    broker: &Arc<Broker>,
-    queue: &Arc<ServiceQueue>,
-    envelope: Envelope,
-    maybe_redelivered: bool,
-) -> Delivery {
-    let handle = MemDelivery {
-        broker: broker.clone(),
-        queue: queue.clone(),
-    };
-    let delivery = Delivery::new(envelope, Box::new(handle));
-    if maybe_redelivered {
+impl MemDelivery {
+    /// The handle every delivery of `queue` shares: it needs nothing of
+    /// one delivery but the envelope the delivery lends it.
+    pub(crate) fn of(broker: Arc<Broker>, queue: Arc<ServiceQueue>) -> Arc<Self> {
+        Arc::new(MemDelivery { broker, queue })
+    }
+}
+
+/// A delivery of `queued` through `handle`, tracked until settled; marked
+/// as the message's first unless it may have been handed out before
+/// (requeued, or a copy made by a fault), so the server looks for an
+/// answer only where one can be.
+pub(crate) fn tracked(handle: &Arc<MemDelivery>, queued: Queued) -> Delivery {
+    let delivery = Delivery::shared(queued.envelope, handle.clone());
+    if queued.maybe_redelivered {
         delivery
     } else {
         delivery.first_delivery()
