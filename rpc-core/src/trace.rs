@@ -181,8 +181,9 @@ impl Traceparent {
         std::str::from_utf8(&self.0).expect("only hex digits and dashes")
     }
 
-    /// The value's bytes, with no UTF-8 check: what an encoder writes.
-    pub(crate) fn as_bytes(&self) -> &[u8; TRACEPARENT_LEN] {
+    /// The value's bytes (ASCII hex digits and dashes), with no UTF-8
+    /// check: what an encoder that writes bytes takes.
+    pub fn as_bytes(&self) -> &[u8; TRACEPARENT_LEN] {
         &self.0
     }
 }
@@ -369,6 +370,8 @@ mod tests {
         let child = root.child();
         assert_eq!(child.trace_id, root.trace_id);
         assert_ne!(child.span_id, root.span_id);
+        let traceparent = root.traceparent();
+        assert_eq!(traceparent.as_bytes(), traceparent.as_str().as_bytes());
     }
 
     #[test]

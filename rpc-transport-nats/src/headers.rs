@@ -212,7 +212,7 @@ pub fn reply_subject(inbox: &str, header: &Header) -> String {
     }
     if let Some(trace) = &header.trace {
         subject.push(b'.');
-        subject.extend_from_slice(trace.traceparent().as_str().as_bytes());
+        subject.extend_from_slice(trace.traceparent().as_bytes());
     }
     if let Some(codec) = codec {
         subject.push(b'.');
