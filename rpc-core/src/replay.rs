@@ -164,16 +164,20 @@ impl ReplayCache {
             failed_sends: 0,
         };
         let correlation_id = header.correlation_id;
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         state.bytes += answer.body.len();
-        if let Some(kept) = state.find_mut(correlation_id, reply_to) {
+        // One lookup finds the id's calls or makes room for them: a lookup
+        // to find and another to insert would hash the id twice per answer.
+        let calls = state.answers.entry(correlation_id).or_default();
+        if let Some(kept) = calls.iter_mut().find(|kept| kept.reply_to == *reply_to) {
             // Kept again in place: its age is its first answer's.
             let replaced = std::mem::replace(&mut kept.answer, answer);
             state.bytes -= replaced.body.len();
         } else {
             let sequence = state.next_sequence;
             state.next_sequence += 1;
-            state.answers.entry(correlation_id).or_default().push(Kept {
+            calls.push(Kept {
                 reply_to: reply_to.clone(),
                 sequence,
                 answer,
