@@ -4,6 +4,7 @@
 #[path = "amqp_support/mod.rs"]
 mod support;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rpc_core::{Client, RpcError, Server, ServerHandle};
@@ -12,23 +13,34 @@ use support::{AddArgs, Calc, Relay};
 
 /// Starts `n` slow calls, waits until the server runs all of them, runs
 /// `cut`, and checks each call ends with `ConnectionLost` within a second.
+///
+/// Each round's calls sleep for a length of their own, and only starts of
+/// that length count: the broker hands the unacked requests of an earlier
+/// round to the server again once it reconnects, and their starts must not
+/// pass for this round's (the cut would then come before this round's calls
+/// reach the server, and they would run on the new connection).
 async fn in_flight_calls_fail_fast_when(
     client: &Client<AmqpTransport>,
     started: &mut tokio::sync::mpsc::UnboundedReceiver<u64>,
     n: usize,
     cut: impl FnOnce(),
 ) {
+    static ROUND: AtomicU64 = AtomicU64::new(0);
+    let sleep_ms = 20_000 + ROUND.fetch_add(1, Ordering::Relaxed);
     let calls: Vec<_> = (0..n)
         .map(|_| {
             let client = client.clone();
             tokio::spawn(async move {
-                let result = client.call::<_, u64>("calc", "sleep_ms", &20_000u64).await;
+                let result = client.call::<_, u64>("calc", "sleep_ms", &sleep_ms).await;
                 (result, Instant::now())
             })
         })
         .collect();
-    for _ in 0..n {
-        started.recv().await.unwrap();
+    let mut running = 0;
+    while running < n {
+        if started.recv().await.unwrap() == sleep_ms {
+            running += 1;
+        }
     }
     cut();
     // Measured from when the cut is done: rabbitmqctl itself takes seconds.
