@@ -29,6 +29,7 @@ use rpc_core::RpcError;
 use tokio::sync::mpsc;
 
 use crate::error::{nacked, protocol};
+use crate::handoff::take_handed;
 use crate::returns::fail_returned_call;
 use crate::shared::{Shared, Unconfirmed};
 
@@ -44,20 +45,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut handed: mpsc::UnboundedReceiver
             return Poll::Ready(());
         }
         loop {
-            // Only an empty queue waits for what is handed over: behind a
-            // publish still to be written or confirmed, a new one can wait
-            // for it too (lapin writes and the broker confirms in publish
-            // order), so handing one over wakes this task only when it has
-            // nothing else to wait for.
-            if waiting.is_empty() {
-                match handed.poll_recv(cx) {
-                    Poll::Ready(Some(unconfirmed)) => waiting.push_back(unconfirmed),
-                    Poll::Ready(None) => return Poll::Ready(()),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-            while let Ok(unconfirmed) = handed.try_recv() {
-                waiting.push_back(unconfirmed);
+            match take_handed(&mut handed, &mut waiting, cx) {
+                Poll::Ready(true) => {}
+                Poll::Ready(false) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
             }
             settle_ready(&shared, &mut waiting, cx);
             if !waiting.is_empty() {

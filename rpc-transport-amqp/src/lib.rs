@@ -155,6 +155,7 @@ mod shared;
 // Middle: each imports only the bottom (and `backoff`).
 mod backoff;
 mod confirms;
+mod handoff;
 mod inbox;
 mod publish;
 mod requests;

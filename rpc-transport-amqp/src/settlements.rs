@@ -29,6 +29,7 @@ use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use tokio::sync::mpsc;
 
+use crate::handoff::take_handed;
 use crate::session::Unsettled;
 use crate::shared::Written;
 
@@ -128,18 +129,10 @@ async fn run(
     let mut broken = false;
     std::future::poll_fn(|cx| {
         loop {
-            // As the confirm task does (confirms.rs): only an empty queue
-            // waits for what is handed over; behind a write still to come,
-            // a new step waits for that write to wake this task.
-            if waiting.is_empty() {
-                match handed.poll_recv(cx) {
-                    Poll::Ready(Some(step)) => waiting.push_back(step),
-                    Poll::Ready(None) => return Poll::Ready(()),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-            while let Ok(step) = handed.try_recv() {
-                waiting.push_back(step);
+            match take_handed(&mut handed, &mut waiting, cx) {
+                Poll::Ready(true) => {}
+                Poll::Ready(false) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
             }
             while let Some(front) = waiting.front_mut() {
                 match front {
