@@ -74,8 +74,14 @@ fn settle_ready(shared: &Shared, waiting: &mut VecDeque<Unconfirmed>, cx: &mut C
 
 /// Fails `unconfirmed`'s call if its write or confirm says the request did
 /// not get through. A return names its own call (lapin hands it with whichever
-/// confirm of its batch comes first, not necessarily its own).
-fn settle(shared: &Shared, unconfirmed: &Unconfirmed, outcome: lapin::Result<Confirmation>) {
+/// confirm of its batch comes first, not necessarily its own). Also what
+/// [`publish_to`](Shared::publish_to) does with an outcome that was there on
+/// the publish's first poll.
+pub(crate) fn settle(
+    shared: &Shared,
+    unconfirmed: &Unconfirmed,
+    outcome: lapin::Result<Confirmation>,
+) {
     let sink = &unconfirmed.inbox.sink;
     match outcome {
         Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => {}

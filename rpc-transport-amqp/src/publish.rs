@@ -10,6 +10,7 @@ use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 use rpc_core::envelope::Status;
 use rpc_core::{Address, ContentType, Envelope, ErrorKind, TransportError};
 
+use crate::confirms;
 use crate::error::{nacked, protocol};
 use crate::properties;
 use crate::returns::fail_returned_call;
@@ -105,26 +106,29 @@ impl Shared {
                 .await
         });
         let mut queued = Context::from_waker(Waker::noop());
-        match publishing.as_mut().poll(&mut queued) {
+        let poll = publishing.as_mut().poll(&mut queued);
+        let unconfirmed = Unconfirmed {
+            publishing,
+            inbox: entry.clone(),
+            correlation: header.correlation_id,
+            session,
+        };
+        match poll {
             // Refused before it left (a closed channel), or written and
-            // settled already.
-            Poll::Ready(outcome) => self.settle(&session, outcome, to),
-            Poll::Pending => {
-                self.track(Unconfirmed {
-                    publishing,
-                    inbox: entry.clone(),
-                    correlation: header.correlation_id,
-                    session,
-                });
-                Ok(())
-            }
+            // confirmed already (the calling thread was descheduled while
+            // the broker answered): settled as the confirm task would, so a
+            // return reaches its call through its inbox whichever way the
+            // outcome came.
+            Poll::Ready(outcome) => confirms::settle(self, &unconfirmed, outcome),
+            Poll::Pending => self.track(unconfirmed),
         }
+        Ok(())
     }
 
-    /// The broker's word on a message published to `to` (with confirms;
-    /// without, it is there once written). A returned request that lapin
-    /// hands with this message's confirm (one `multiple` ack settles both)
-    /// fails its own call, not this message.
+    /// The broker's word on a oneway call or broadcast published to `to`
+    /// (with confirms; without, it is there once written). A returned
+    /// request that lapin hands with this message's confirm (one `multiple`
+    /// ack settles both) fails its own call, not this message.
     fn settle(
         &self,
         session: &Session,
