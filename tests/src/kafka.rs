@@ -23,8 +23,16 @@ pub fn kafka_bootstrap() -> String {
 /// skipping when [`broker_required`].
 pub async fn kafka_builder(test: &str) -> Option<KafkaTransportBuilder> {
     let bootstrap = kafka_bootstrap();
+    // Where a missing broker is a failure, the probe may wait as long as a
+    // loaded machine makes tansu take (many test binaries start clients on
+    // it at once); where it is a skip, a short wait keeps the skip quick.
+    let patience = if broker_required() {
+        Duration::from_secs(20)
+    } else {
+        Duration::from_secs(3)
+    };
     let probe = KafkaTransport::builder(bootstrap.clone())
-        .connect_timeout(Duration::from_secs(3))
+        .connect_timeout(patience)
         .connect()
         .await;
     match probe {
