@@ -35,8 +35,11 @@ impl MemDelivery {
 /// as the message's first unless it may have been handed out before
 /// (requeued, or a copy made by a fault), so the server looks for an
 /// answer only where one can be.
+///
+/// Every delivery can be settled for good: while the connection is up, an
+/// ack or a dead-letter is final, and only then does the queue promise it.
 pub(crate) fn tracked(handle: &Arc<MemDelivery>, queued: Queued) -> Delivery {
-    let delivery = Delivery::shared(queued.envelope, handle.clone());
+    let delivery = Delivery::shared(queued.envelope, handle.clone()).final_settlement();
     if queued.maybe_redelivered {
         delivery
     } else {
@@ -62,6 +65,16 @@ impl DeliveryHandle for MemDelivery {
             Ok(()) => Box::pin(Settled),
             Err(error) => Box::pin(future::ready(Err(error))),
         }
+    }
+
+    fn settle_for_good(
+        &self,
+        settlement: Settlement,
+        delivered: &Envelope,
+    ) -> Option<SettleFuture> {
+        self.queue
+            .settle_for_good(delivered, settlement)
+            .then(|| Box::pin(Settled) as SettleFuture)
     }
 
     fn abandon(&self, delivered: &Envelope) {
