@@ -76,6 +76,8 @@
 //! - `connection.rs`: the simulated connection state.
 //! - `wire.rs`: the optional round trip through `rpc_core::frame` encoding.
 //! - `directory.rs`: the broker's name-keyed maps, read without locking.
+//! - `last_inbox.rs`: the inbox a serve stream answered last, kept while
+//!   no inbox opens or closes.
 //!
 //! # Routing
 //!
@@ -193,6 +195,7 @@ mod connection;
 mod directory;
 mod faults;
 mod inbox;
+mod last_inbox;
 mod queue;
 mod requests;
 mod settle;

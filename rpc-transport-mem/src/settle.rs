@@ -10,6 +10,7 @@ use rpc_core::transport::{
 };
 
 use crate::broker::Broker;
+use crate::last_inbox::LastInbox;
 use crate::queue::{Queued, ServiceQueue};
 
 /// Answers and settles one delivery of a [`ServiceQueue`].
@@ -21,13 +22,19 @@ use crate::queue::{Queued, ServiceQueue};
 pub(crate) struct MemDelivery {
     broker: Arc<Broker>,
     queue: Arc<ServiceQueue>,
+    /// The inbox this stream's deliveries replied to last.
+    last_inbox: LastInbox,
 }
 
 impl MemDelivery {
     /// The handle every delivery of `queue` shares: it needs nothing of
     /// one delivery but the envelope the delivery lends it.
     pub(crate) fn of(broker: Arc<Broker>, queue: Arc<ServiceQueue>) -> Arc<Self> {
-        Arc::new(MemDelivery { broker, queue })
+        Arc::new(MemDelivery {
+            broker,
+            queue,
+            last_inbox: LastInbox::default(),
+        })
     }
 }
 
@@ -54,7 +61,10 @@ impl DeliveryHandle for MemDelivery {
         let Some(to) = &request.header.reply_to else {
             return Box::pin(Settled);
         };
-        match self.broker.send_reply(to, reply) {
+        match self
+            .broker
+            .send_reply_via(to, reply, Some(&self.last_inbox))
+        {
             Ok(()) => Box::pin(Settled),
             Err(error) => Box::pin(future::ready(Err(error))),
         }
