@@ -51,6 +51,24 @@ pub(crate) struct Answer {
     pub(crate) failed_sends: u32,
 }
 
+/// A copy of an answer, made before its reply is sent, for a cache that
+/// may keep it only once the reply is out
+/// ([`Delivery::final_settlement`](crate::transport::Delivery::final_settlement)).
+#[derive(Debug)]
+pub(crate) struct AnswerCopy {
+    status: Status,
+    body: KeptBody,
+}
+
+impl AnswerCopy {
+    fn of(response: &Response) -> Self {
+        AnswerCopy {
+            status: response.status.clone(),
+            body: KeptBody::from_slice(&response.body),
+        }
+    }
+}
+
 impl Answer {
     /// The response to send again.
     pub(crate) fn response(&self) -> Response {
@@ -154,12 +172,27 @@ impl ReplayCache {
         if self.max_entries == 0 || response.body.len() > self.max_bytes {
             return;
         }
+        self.insert_copy(header, AnswerCopy::of(response), settlement);
+    }
+
+    /// A copy of `response` to [`insert_copy`](Self::insert_copy) later;
+    /// `None` when this cache would not keep it.
+    pub(crate) fn copy(&self, response: &Response) -> Option<AnswerCopy> {
+        (self.max_entries != 0 && response.body.len() <= self.max_bytes)
+            .then(|| AnswerCopy::of(response))
+    }
+
+    /// [`insert`](Self::insert), of an answer copied before its reply was sent.
+    pub(crate) fn insert_copy(&self, header: &Header, copy: AnswerCopy, settlement: Settlement) {
+        if self.max_entries == 0 || copy.body.len() > self.max_bytes {
+            return;
+        }
         let Some(reply_to) = &header.reply_to else {
             return;
         };
         let answer = Answer {
-            status: response.status.clone(),
-            body: KeptBody::from_slice(&response.body),
+            status: copy.status,
+            body: copy.body,
             settlement,
             failed_sends: 0,
         };

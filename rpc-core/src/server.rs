@@ -34,7 +34,7 @@ use crate::running::{self, COMPLETIONS_PER_WAKE, RunningCalls, SpareBox};
 use crate::service::{Request, Response, Service};
 use crate::trace::{self, TraceContext};
 use crate::trace_otel;
-use crate::transport::{Delivery, RefusalCount, ServiceSpec, Settlement, Transport};
+use crate::transport::{Delivery, RefusalCount, ServiceSpec, SettleFuture, Settlement, Transport};
 
 /// The default number of requests a server runs at once.
 pub const DEFAULT_CONCURRENCY: usize = 256;
@@ -579,11 +579,20 @@ impl<S: Service> CallShared<S> {
             let end = clock::now();
             meter.finish(finished, settlement == Settlement::DeadLetter, end.instant);
             span.record("outcome", finished.as_str());
+            // The answer is kept for a redelivery before its reply goes out,
+            // unless the fabric's first delivery of the request can be
+            // settled for good: then only if the request can still come
+            // back (its reply failed, or the fabric would not promise).
+            let mut unkept = None;
             if ran
                 && redeliverable
                 && let Some(response) = &response
             {
-                self.replay.insert(request.header(), response, settlement);
+                if request.delivery_ref().answer_kept_only_if_needed() {
+                    unkept = self.replay.copy(response);
+                } else {
+                    self.replay.insert(request.header(), response, settlement);
+                }
             }
             // At-least-once: the reply is out before the ack, so a crash in
             // between redelivers rather than loses. (After an ack before the
@@ -594,7 +603,16 @@ impl<S: Service> CallShared<S> {
                 && settlement == Settlement::Ack
                 && request.delivery_ref().is_tracked()
             {
+                if let Some(kept) = unkept.take() {
+                    self.replay.insert_copy(request.header(), kept, settlement);
+                }
                 settlement = self.after_failed_send(request.header());
+            }
+            if let Some(kept) = unkept {
+                match request.delivery().settle_for_good(settlement) {
+                    Some(settling) => return report_settled(settling, settlement).await,
+                    None => self.replay.insert_copy(request.header(), kept, settlement),
+                }
             }
             settle(&mut request, settlement).await;
         }
@@ -836,11 +854,16 @@ fn reply(
 
 /// Settles `request`'s delivery; the returned future does not borrow it.
 fn settle(request: &mut Request, settlement: Settlement) -> impl Future<Output = ()> + use<> {
-    let settling = request.delivery().settle_keeping_envelope(settlement);
-    async move {
-        if let Err(error) = settling.await {
-            tracing::warn!(%error, ?settlement, "could not settle a delivery");
-        }
+    report_settled(
+        request.delivery().settle_keeping_envelope(settlement),
+        settlement,
+    )
+}
+
+/// Waits for a settlement and reports its failure.
+async fn report_settled(settling: SettleFuture, settlement: Settlement) {
+    if let Err(error) = settling.await {
+        tracing::warn!(%error, ?settlement, "could not settle a delivery");
     }
 }
 

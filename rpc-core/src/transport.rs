@@ -288,6 +288,8 @@ pub struct Delivery {
     unsettled: bool,
     /// The fabric may have handed out this message, or a copy of it, before.
     maybe_redelivered: bool,
+    /// The handle may settle it for good ([`DeliveryHandle::settle_for_good`]).
+    final_settlement: bool,
 }
 
 impl Delivery {
@@ -298,6 +300,7 @@ impl Delivery {
             handle: Some(Handle::Owned(handle)),
             unsettled: true,
             maybe_redelivered: true,
+            final_settlement: false,
         }
     }
 
@@ -311,6 +314,7 @@ impl Delivery {
             handle: Some(Handle::Shared(handle)),
             unsettled: true,
             maybe_redelivered: true,
+            final_settlement: false,
         }
     }
 
@@ -322,6 +326,7 @@ impl Delivery {
             handle: Some(Handle::Owned(handle)),
             unsettled: false,
             maybe_redelivered: true,
+            final_settlement: false,
         }
     }
 
@@ -333,6 +338,7 @@ impl Delivery {
             handle: None,
             unsettled: false,
             maybe_redelivered: true,
+            final_settlement: false,
         }
     }
 
@@ -341,12 +347,53 @@ impl Delivery {
     /// requeued, not redelivered after a lost connection, not duplicated).
     /// The server then does not look the request up in its replay cache,
     /// where it cannot be; it still keeps the answer, for a redelivery that
-    /// may come later. Only a fabric that knows this for certain marks its
+    /// may come later (unless the delivery can be settled for good:
+    /// [`final_settlement`](Self::final_settlement)). Only a fabric that knows this for certain marks its
     /// deliveries (the memory transport does); unmarked, a delivery counts
     /// as possibly redelivered.
     pub fn first_delivery(mut self) -> Self {
         self.maybe_redelivered = false;
         self
+    }
+
+    /// Marks a delivery whose handle implements
+    /// [`DeliveryHandle::settle_for_good`]: when the fabric can, at the
+    /// moment of settling, promise not to hand the message out again, it
+    /// settles it so. For a delivery that is also the
+    /// [`first_delivery`](Self::first_delivery) of its message, the server
+    /// then keeps no answer for a redelivery unless one can still come:
+    /// after its reply is out it tries to settle the delivery for good, and
+    /// keeps the answer (then settles as usual) only if the reply failed or
+    /// the fabric would not promise. Mark only a delivery the fabric hands
+    /// out again through its settlement alone (a requeue, a settlement that
+    /// fails, or the delivery dropped unsettled), never while its reply is
+    /// being sent. A delivery put back together with
+    /// [`from_parts`](Self::from_parts) is unmarked.
+    pub fn final_settlement(mut self) -> Self {
+        self.final_settlement = true;
+        self
+    }
+
+    /// Whether the server may skip keeping this delivery's answer: the
+    /// fabric's first delivery of the message, settled for good when it can
+    /// be ([`final_settlement`](Self::final_settlement)).
+    pub(crate) fn answer_kept_only_if_needed(&self) -> bool {
+        self.final_settlement && !self.maybe_redelivered && self.unsettled
+    }
+
+    /// Settles the delivery for good, if its fabric can promise now that it
+    /// will not hand the message out again: `None`, with nothing done, when
+    /// it cannot (or was not marked with
+    /// [`final_settlement`](Self::final_settlement)); settle it as usual
+    /// then.
+    pub(crate) fn settle_for_good(&mut self, settlement: Settlement) -> Option<SettleFuture> {
+        if !self.unsettled || !self.final_settlement {
+            return None;
+        }
+        let handle = self.handle.as_ref()?;
+        let settling = handle.get().settle_for_good(settlement, &self.envelope)?;
+        self.unsettled = false;
+        Some(settling)
     }
 
     /// Whether the fabric may have handed out this message, or a copy of
@@ -421,6 +468,7 @@ impl Delivery {
             unsettled: unsettled && handle.is_some(),
             handle: handle.map(Handle::Owned),
             maybe_redelivered: true,
+            final_settlement: false,
         }
     }
 
@@ -468,6 +516,14 @@ impl DeliveryHandle for SharedHandle {
         self.0.settle(settlement, delivered)
     }
 
+    fn settle_for_good(
+        &self,
+        settlement: Settlement,
+        delivered: &Envelope,
+    ) -> Option<SettleFuture> {
+        self.0.settle_for_good(settlement, delivered)
+    }
+
     fn abandon(&self, delivered: &Envelope) {
         self.0.abandon(delivered)
     }
@@ -485,6 +541,7 @@ impl fmt::Debug for Delivery {
             .field("envelope", &self.envelope)
             .field("tracked", &self.is_tracked())
             .field("maybe_redelivered", &self.maybe_redelivered)
+            .field("final_settlement", &self.final_settlement)
             .finish()
     }
 }
@@ -541,6 +598,23 @@ pub trait DeliveryHandle: Send + Sync + 'static {
 
     /// Settles the delivery whose envelope is `delivered`.
     fn settle(&self, settlement: Settlement, delivered: &Envelope) -> SettleFuture;
+
+    /// Settles the delivery whose envelope is `delivered` only if the
+    /// fabric can promise, as it settles, never to hand the message out
+    /// again (a memory broker whose connection is up acks for good; one
+    /// that is down would requeue). Returns `None`, having done nothing,
+    /// when it cannot; the default, for fabrics that never promise this.
+    /// Called only for deliveries marked with
+    /// [`Delivery::final_settlement`], in place of
+    /// [`settle`](DeliveryHandle::settle), with `Ack` or `DeadLetter`.
+    fn settle_for_good(
+        &self,
+        settlement: Settlement,
+        delivered: &Envelope,
+    ) -> Option<SettleFuture> {
+        let _ = (settlement, delivered);
+        None
+    }
 
     /// The delivery was dropped unsettled. The default does nothing, for
     /// fabrics that redeliver what a consumer never settled (AMQP, when the

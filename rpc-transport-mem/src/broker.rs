@@ -11,6 +11,7 @@ use rpc_core::{Address, Envelope, Name};
 use crate::connection::{Connection, Link};
 use crate::directory::Directory;
 use crate::faults::{Direction, FaultPlan, Route};
+use crate::last_inbox::LastInbox;
 use crate::queue::ServiceQueue;
 use crate::wire;
 
@@ -87,16 +88,42 @@ impl Broker {
     pub(crate) fn send_reply(
         self: &Arc<Self>,
         to: &Address,
+        envelope: Envelope,
+    ) -> Result<(), TransportError> {
+        self.send_reply_via(to, envelope, None)
+    }
+
+    /// [`send_reply`](Self::send_reply), finding the inbox through `last`
+    /// (a serve stream's last inbox) where given.
+    #[inline]
+    pub(crate) fn send_reply_via(
+        self: &Arc<Self>,
+        to: &Address,
         mut envelope: Envelope,
+        last: Option<&LastInbox>,
     ) -> Result<(), TransportError> {
         self.admit(&mut envelope)?;
         if self.faults.is_active() {
             let route = Route::Inbox(to.clone());
             self.faults.apply(self, Direction::Replies, route, envelope);
-        } else {
-            self.deliver_reply(to, envelope);
+            return Ok(());
+        }
+        let sink = match last {
+            Some(last) => last.sink(to, &self.inboxes),
+            None => self.inbox(to),
+        };
+        match sink {
+            Some(sink) => sink.deliver(envelope),
+            None => self.count_undeliverable(to, &envelope),
         }
         Ok(())
+    }
+
+    /// The sink of the open inbox at `to`, cloned out of the directory: the
+    /// sink runs caller code, which must be free to open or close inboxes.
+    #[inline]
+    fn inbox(&self, to: &Address) -> Option<ReplySink> {
+        self.inboxes.read().get(to.as_str()).cloned()
     }
 
     /// What every message passes on its way in: the connection, the size
@@ -125,10 +152,7 @@ impl Broker {
     /// inboxes that are not (or no longer) open.
     #[inline]
     pub(crate) fn deliver_reply(&self, to: &Address, envelope: Envelope) {
-        // Clone the sink out of the lock: the sink runs caller code, which
-        // must be free to open or close inboxes.
-        let sink = self.inboxes.read().get(to.as_str()).cloned();
-        match sink {
+        match self.inbox(to) {
             Some(sink) => sink.deliver(envelope),
             None => self.count_undeliverable(to, &envelope),
         }

@@ -9,6 +9,7 @@
 //! it, one writer at a time.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::{ArcSwap, Guard};
@@ -27,6 +28,9 @@ pub(crate) type Entries<V> = HashMap<Name, V, rustc_hash::FxBuildHasher>;
 #[derive(Debug)]
 pub(crate) struct Directory<V> {
     current: ArcSwap<Entries<V>>,
+    /// Counts the changes published: what was found in the map holds while
+    /// this has not moved (see `last_inbox.rs`).
+    generation: AtomicU64,
     /// Serializes writers (so none loses another's change), and lets a
     /// reader see a snapshot no writer is about to replace.
     writer: Mutex<()>,
@@ -36,6 +40,7 @@ impl<V: Clone> Directory<V> {
     pub(crate) fn new() -> Self {
         Directory {
             current: ArcSwap::from_pointee(Entries::default()),
+            generation: AtomicU64::new(0),
             writer: Mutex::new(()),
         }
     }
@@ -45,12 +50,23 @@ impl<V: Clone> Directory<V> {
         self.current.load()
     }
 
+    /// How many changes have been published. Read before a look-up, it
+    /// dates the look-up's result: while it reads the same, no change was
+    /// published since (one being published may be missed, as a
+    /// [`read`](Self::read) just before it would miss it).
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// Changes the map: `change` edits a copy, which then replaces it.
     pub(crate) fn update<R>(&self, change: impl FnOnce(&mut Entries<V>) -> R) -> R {
         let _writer = self.lock_writers();
         let mut entries = Entries::clone(&self.current.load());
         let result = change(&mut entries);
         self.current.store(Arc::new(entries));
+        // After the store: a reader that sees the new count sees the new map.
+        self.generation.fetch_add(1, Ordering::Release);
         result
     }
 

@@ -76,6 +76,8 @@
 //! - `connection.rs`: the simulated connection state.
 //! - `wire.rs`: the optional round trip through `rpc_core::frame` encoding.
 //! - `directory.rs`: the broker's name-keyed maps, read without locking.
+//! - `last_inbox.rs`: the inbox a serve stream answered last, kept while
+//!   no inbox opens or closes.
 //!
 //! # Routing
 //!
@@ -129,7 +131,13 @@
 //! ([`Delivery::first_delivery`](rpc_core::Delivery::first_delivery)), and
 //! the server skips its replay-cache look-up; one that came back to its
 //! queue (requeued, abandoned, settled while disconnected) or passed
-//! through a message fault (which may have copied it) is not.
+//! through a message fault (which may have copied it) is not. Every
+//! delivery can also be settled for good
+//! ([`Delivery::final_settlement`](rpc_core::Delivery::final_settlement)):
+//! an ack or a dead-letter while the connection is up is final, so the
+//! server keeps no answer for a first delivery whose reply went out and
+//! whose settlement was final (nothing can bring it back), and keeps it
+//! as before for any other.
 //!
 //! # Fault injection
 //!
@@ -187,6 +195,7 @@ mod connection;
 mod directory;
 mod faults;
 mod inbox;
+mod last_inbox;
 mod queue;
 mod requests;
 mod settle;

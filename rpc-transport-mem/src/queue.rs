@@ -207,6 +207,26 @@ impl ServiceQueue {
         }
     }
 
+    /// Settles a delivery of this queue with `settlement` only if that is
+    /// final: an ack or a dead-letter while the connection is up, which no
+    /// later event hands out again. Returns whether it settled; if not,
+    /// nothing changed (settle it with [`settle`](Self::settle)).
+    pub(crate) fn settle_for_good(&self, delivered: &Envelope, settlement: Settlement) -> bool {
+        // Read once, as `settle` reads it: a disconnect after this read
+        // comes after the settlement, as it would after an ack that got
+        // through.
+        if self.connection.link() != Link::Up {
+            return false;
+        }
+        match settlement {
+            Settlement::Ack | Settlement::AckBeforeRun => {}
+            Settlement::DeadLetter => self.lock().dead_letters.push(delivered.clone()),
+            _ => return false,
+        }
+        self.unacked.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
     /// Puts a message back at the head of the queue.
     pub(crate) fn requeue(&self, envelope: Envelope) {
         let _always_accepted = self.push(envelope, End::Front, false, true);
@@ -435,6 +455,40 @@ mod tests {
         assert_eq!(q.dead_letters().len(), 1);
         assert_eq!(q.take_dead_letters()[0].header.correlation_id, 2);
         assert!(q.dead_letters().is_empty());
+    }
+
+    #[test]
+    fn settling_for_good_only_acks_or_dead_letters_while_up() {
+        let connection = Arc::new(Connection::new());
+        let q = ServiceQueue::new(Name::from_static("svc"), connection.clone());
+        let a = q.add_consumer();
+        let w: Waker = Arc::new(CountingWaker::default()).into();
+        for id in 1..=3 {
+            q.publish(message(id)).unwrap();
+        }
+        let take = || match q.take_or_wait(a, &w) {
+            Take::Message(Queued { envelope, .. }) => envelope,
+            _ => panic!("a message is ready"),
+        };
+        let (first, second, third) = (take(), take(), take());
+        assert!(q.settle_for_good(&first, Settlement::Ack));
+        assert!(q.settle_for_good(&second, Settlement::DeadLetter));
+        assert_eq!((q.unacked(), q.dead_letters().len()), (1, 1));
+        assert!(
+            !q.settle_for_good(&third, Settlement::Requeue),
+            "a requeue hands the message out again"
+        );
+        connection.set(Link::Down);
+        assert!(
+            !q.settle_for_good(&third, Settlement::Ack),
+            "settling while down requeues"
+        );
+        assert_eq!((q.unacked(), q.depth()), (1, 0), "refused: nothing changed");
+        assert!(matches!(
+            q.settle(&third, Settlement::Ack),
+            Err(TransportError::ConnectionLost)
+        ));
+        assert_eq!((q.unacked(), q.depth()), (0, 1));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use rpc_core::transport::{
 };
 
 use crate::broker::Broker;
+use crate::last_inbox::LastInbox;
 use crate::queue::{Queued, ServiceQueue};
 
 /// Answers and settles one delivery of a [`ServiceQueue`].
@@ -21,13 +22,19 @@ use crate::queue::{Queued, ServiceQueue};
 pub(crate) struct MemDelivery {
     broker: Arc<Broker>,
     queue: Arc<ServiceQueue>,
+    /// The inbox this stream's deliveries replied to last.
+    last_inbox: LastInbox,
 }
 
 impl MemDelivery {
     /// The handle every delivery of `queue` shares: it needs nothing of
     /// one delivery but the envelope the delivery lends it.
     pub(crate) fn of(broker: Arc<Broker>, queue: Arc<ServiceQueue>) -> Arc<Self> {
-        Arc::new(MemDelivery { broker, queue })
+        Arc::new(MemDelivery {
+            broker,
+            queue,
+            last_inbox: LastInbox::default(),
+        })
     }
 }
 
@@ -35,8 +42,11 @@ impl MemDelivery {
 /// as the message's first unless it may have been handed out before
 /// (requeued, or a copy made by a fault), so the server looks for an
 /// answer only where one can be.
+///
+/// Every delivery can be settled for good: while the connection is up, an
+/// ack or a dead-letter is final, and only then does the queue promise it.
 pub(crate) fn tracked(handle: &Arc<MemDelivery>, queued: Queued) -> Delivery {
-    let delivery = Delivery::shared(queued.envelope, handle.clone());
+    let delivery = Delivery::shared(queued.envelope, handle.clone()).final_settlement();
     if queued.maybe_redelivered {
         delivery
     } else {
@@ -51,7 +61,10 @@ impl DeliveryHandle for MemDelivery {
         let Some(to) = &request.header.reply_to else {
             return Box::pin(Settled);
         };
-        match self.broker.send_reply(to, reply) {
+        match self
+            .broker
+            .send_reply_via(to, reply, Some(&self.last_inbox))
+        {
             Ok(()) => Box::pin(Settled),
             Err(error) => Box::pin(future::ready(Err(error))),
         }
@@ -62,6 +75,16 @@ impl DeliveryHandle for MemDelivery {
             Ok(()) => Box::pin(Settled),
             Err(error) => Box::pin(future::ready(Err(error))),
         }
+    }
+
+    fn settle_for_good(
+        &self,
+        settlement: Settlement,
+        delivered: &Envelope,
+    ) -> Option<SettleFuture> {
+        self.queue
+            .settle_for_good(delivered, settlement)
+            .then(|| Box::pin(Settled) as SettleFuture)
     }
 
     fn abandon(&self, delivered: &Envelope) {
