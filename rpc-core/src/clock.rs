@@ -56,7 +56,8 @@ thread_local! {
     static ANCHOR: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
 }
 
-/// Now, as unix milliseconds (rounded down), read as [`now`] reads it.
+/// Now, as unix milliseconds (rounded down), derived from the monotonic
+/// clock as the runtimes' own readings are (see the module's docs).
 pub fn now_ms() -> u64 {
     now().unix_ms
 }

@@ -1,4 +1,4 @@
-//! The metrics the runtimes record, through the [`metrics`](::metrics)
+//! The metrics the runtimes record, through the [`metrics`]
 //! facade: the application installs a recorder (a Prometheus exporter, say)
 //! and every client and server reports to it. Without one every handle is a
 //! no-op. The names, labels and units are listed in `docs/operations.md`.
