@@ -4,8 +4,6 @@
 #[path = "amqp_support/mod.rs"]
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rpc_core::{Client, ContentType, RpcError, Server};
@@ -103,58 +101,6 @@ async fn a_call_to_a_service_without_a_queue_fails_fast_with_no_route() {
         .unwrap_err();
     assert!(matches!(err, RpcError::NoRoute { .. }), "{err:?}");
     transport.cleanup().await.unwrap();
-}
-
-/// `NoRoute` however the broker's word on a request comes: through the
-/// confirm task, or already there on the publish's first poll, which
-/// happens when the calling thread loses its core between handing lapin
-/// the frames and looking for the confirm. Threads that keep both cores
-/// busy make that frequent; in both reply modes every call must end
-/// `NoRoute`, none by its deadline. (In direct reply-to mode a return found
-/// on the first poll once reached no inbox, and its call waited for its
-/// deadline.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_route_holds_when_the_confirm_is_there_on_the_first_poll() {
-    let Some(builder) = support::builder("busyreturn").await else {
-        return;
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let spinners: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::hint::spin_loop();
-                }
-            })
-        })
-        .collect();
-    for mode in [ReplyMode::DirectReplyTo, ReplyMode::ExclusiveQueue] {
-        let transport = builder.clone().reply_mode(mode).connect().await.unwrap();
-        let client = Client::new(transport.clone()).with_timeout(Duration::from_secs(20));
-        let calls: Vec<_> = (0..8)
-            .map(|_| {
-                let client = client.clone();
-                tokio::spawn(async move {
-                    for _ in 0..80 {
-                        let err = client
-                            .call::<_, i64>("nobody", "add", &AddArgs { a: 1, b: 1 })
-                            .await
-                            .unwrap_err();
-                        assert!(matches!(err, RpcError::NoRoute { .. }), "{mode:?}: {err:?}");
-                    }
-                })
-            })
-            .collect();
-        for call in calls {
-            call.await.unwrap();
-        }
-        transport.cleanup().await.unwrap();
-    }
-    stop.store(true, Ordering::Relaxed);
-    for spinner in spinners {
-        spinner.join().unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
