@@ -185,22 +185,24 @@ impl ServiceQueue {
         delivered: &Envelope,
         settlement: Settlement,
     ) -> Result<(), TransportError> {
-        self.unacked.fetch_sub(1, Ordering::Relaxed);
         match self.connection.link() {
             // Like a channel closing under an AMQP consumer: what was not
             // acked before the connection dropped is redelivered.
             Link::Down => {
+                self.unacked.fetch_sub(1, Ordering::Relaxed);
                 self.requeue(delivered.clone());
                 Err(TransportError::ConnectionLost)
             }
-            Link::Closed => Err(TransportError::Closed),
+            Link::Closed => {
+                self.unacked.fetch_sub(1, Ordering::Relaxed);
+                Err(TransportError::Closed)
+            }
             Link::Up => {
-                match settlement {
-                    Settlement::Ack | Settlement::AckBeforeRun => {}
-                    Settlement::DeadLetter => self.lock().dead_letters.push(delivered.clone()),
-                    // Requeue, and any settlement added later: giving the
-                    // message back never loses it.
-                    _ => self.requeue(delivered.clone()),
+                // Requeue, and any settlement added later: giving the
+                // message back never loses it.
+                if !self.settle_final(delivered, settlement) {
+                    self.unacked.fetch_sub(1, Ordering::Relaxed);
+                    self.requeue(delivered.clone());
                 }
                 Ok(())
             }
@@ -215,9 +217,12 @@ impl ServiceQueue {
         // Read once, as `settle` reads it: a disconnect after this read
         // comes after the settlement, as it would after an ack that got
         // through.
-        if self.connection.link() != Link::Up {
-            return false;
-        }
+        self.connection.link() == Link::Up && self.settle_final(delivered, settlement)
+    }
+
+    /// With the connection up: an ack or a dead-letter settles the delivery
+    /// for good (true); anything else is left to the caller (false).
+    fn settle_final(&self, delivered: &Envelope, settlement: Settlement) -> bool {
         match settlement {
             Settlement::Ack | Settlement::AckBeforeRun => {}
             Settlement::DeadLetter => self.lock().dead_letters.push(delivered.clone()),
