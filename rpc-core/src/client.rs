@@ -24,6 +24,7 @@ use crate::limits::Limits;
 use crate::metrics::{ClientMeters, Outcome};
 use crate::name::Name;
 use crate::pending::{PendingGuard, PendingTable};
+use crate::spans;
 use crate::trace::{self, TraceContext};
 use crate::transport::{ReplySink, Transport};
 
@@ -219,14 +220,16 @@ impl<T: Transport> Client<T> {
         A: Serialize,
         R: DeserializeOwned,
     {
-        let span = tracing::debug_span!(
-            "rpc.call",
-            service = %service,
-            method = %method,
-            correlation_id = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
+        let span = spans::debug_span(|| {
+            tracing::debug_span!(
+                "rpc.call",
+                service = %service,
+                method = %method,
+                correlation_id = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            )
+        });
         let record = span.clone();
         // One `async` block for the whole call, not an `async fn` calling
         // another: every layer of future is copied whole when it is first

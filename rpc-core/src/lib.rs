@@ -110,6 +110,7 @@ mod replay;
 mod running;
 mod server;
 mod service;
+mod spans;
 pub mod trace;
 mod trace_otel;
 pub mod transport;

@@ -32,6 +32,7 @@ use crate::replay::{
 };
 use crate::running::{self, COMPLETIONS_PER_WAKE, RunningCalls, SpareBox};
 use crate::service::{Request, Response, Service};
+use crate::spans;
 use crate::trace::{self, TraceContext};
 use crate::trace_otel;
 use crate::transport::{Delivery, RefusalCount, ServiceSpec, SettleFuture, Settlement, Transport};
@@ -514,15 +515,17 @@ impl<S: Service> CallShared<S> {
         }
         let caller = trace::caller(header);
         let trace = trace::serving(caller);
-        let span = tracing::debug_span!(
-            "rpc.serve",
-            service = %header.service,
-            method = %header.method,
-            correlation_id = header.correlation_id,
-            trace_id = %trace.trace_id_hex(),
-            span_id = %trace.span_id_hex(),
-            outcome = tracing::field::Empty,
-        );
+        let span = spans::debug_span(|| {
+            tracing::debug_span!(
+                "rpc.serve",
+                service = %header.service,
+                method = %header.method,
+                correlation_id = header.correlation_id,
+                trace_id = %trace.trace_id_hex(),
+                span_id = %trace.span_id_hex(),
+                outcome = tracing::field::Empty,
+            )
+        });
         trace_otel::set_parent(&span, caller);
         // Outcomes are recorded on this handle rather than through
         // `Span::current()`, which looks the span up again on each call.
