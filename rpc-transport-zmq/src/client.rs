@@ -431,7 +431,7 @@ impl ClientSide {
                 message = receive.recv() => match message {
                     Ok(message) => {
                         last_seen = Instant::now();
-                        self.on_message(index, message.into_vec(), &mut names).await;
+                        self.on_message(index, message.into_vec(), &mut names);
                     }
                     Err(_) => return,
                 },
@@ -460,7 +460,9 @@ impl ClientSide {
         }
     }
 
-    async fn on_message(&self, index: usize, frames: Vec<Bytes>, names: &mut KnownNames) {
+    /// Handles one message. Not `async`: nothing here waits, and a future
+    /// would be made and moved about for every reply.
+    fn on_message(&self, index: usize, frames: Vec<Bytes>, names: &mut KnownNames) {
         let message = match wire::parse_from_server_with(&frames, &self.config.limits, names) {
             Ok(message) => message,
             Err(error) => {

@@ -65,6 +65,7 @@
 //! - [`ZmqRequests`] (`requests.rs`), [`ZmqInbox`] (`inbox.rs`).
 //! - `ids.rs`: the client's maps keyed by ids it made, and their hasher.
 //! - `services.rs`: finding a service in the few one peer serves.
+//! - `tags.rs`: the server's copies of request inbox tags.
 //! - [`wire`]: the messages and their parsing.
 //! - [`ZmqStats`] (`stats.rs`): counters.
 
@@ -77,6 +78,7 @@ mod requests;
 mod server;
 mod services;
 mod stats;
+mod tags;
 mod transport;
 pub mod wire;
 

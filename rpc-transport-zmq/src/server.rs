@@ -24,6 +24,7 @@ use crate::delivery::ZmqDelivery;
 use crate::requests::ZmqRequests;
 use crate::services;
 use crate::stats::Counters;
+use crate::tags::TagArena;
 use crate::wire::{self, FromClient};
 use rpc_core::transport::support::lock_unpoisoned;
 
@@ -171,6 +172,14 @@ struct Router {
     server: Arc<ServerSide>,
     /// Peers that said `HELLO`, and when each was last heard.
     peers: HashMap<Bytes, Instant>,
+    /// A peer in `peers` heard since the last heartbeat tick, whose next
+    /// messages need not touch `peers`: looking a peer up hashes its
+    /// identity, a sizeable share of what reading a small call cost. The
+    /// tick marks it seen then, which can keep a dead peer one interval
+    /// longer, never drops a live one sooner.
+    fresh: Option<Bytes>,
+    /// Where the inbox tags of requests are copied to.
+    tags: TagArena,
     /// What every peer has been told each service grants.
     advertised: HashMap<Name, u32>,
     /// The names requests carry, so that decoding them allocates none: the
@@ -183,6 +192,8 @@ impl Router {
         Router {
             server,
             peers: HashMap::new(),
+            fresh: None,
+            tags: TagArena::default(),
             advertised: HashMap::new(),
             names: KnownNames::new(),
         }
@@ -203,7 +214,11 @@ impl Router {
         loop {
             tokio::select! {
                 message = receiver.recv() => match message {
-                    Ok(message) => self.on_message(message.into_vecdeque()).await,
+                    Ok(message) => {
+                        if let Some((peer, answer)) = self.on_message(message.into_vecdeque()) {
+                            server.send_to(peer, answer).await;
+                        }
+                    }
                     Err(_) => return,
                 },
                 () = &mut changed => {
@@ -221,32 +236,39 @@ impl Router {
         }
     }
 
-    async fn on_message(&mut self, mut frames: VecDeque<Bytes>) {
-        let Some(peer) = frames.pop_front() else {
-            return;
-        };
+    /// Handles one message; returns the answer to send its peer, if any.
+    /// Not `async`: a request (the usual message) is handed on without
+    /// waiting, and a future holding it would be moved about, envelope and
+    /// all, on every message.
+    fn on_message(&mut self, mut frames: VecDeque<Bytes>) -> Option<(Bytes, Vec<Bytes>)> {
+        let peer = frames.pop_front()?;
         // zeromq put the peer in front of the frames as received, so without
         // it they are usually in one piece again and this moves nothing (a
         // `Vec` would have shifted every frame, or rotated the deque, per
         // message).
         let frames = &*frames.make_contiguous();
-        if let Some(seen) = self.peers.get_mut(&peer) {
+        if self.fresh.as_ref() != Some(&peer)
+            && let Some(seen) = self.peers.get_mut(&peer)
+        {
             *seen = Instant::now();
+            self.fresh = Some(peer.clone());
         }
-        let server = self.server.clone();
-        match wire::parse_from_client_with(frames, &server.config.limits, &mut self.names) {
+        let parsed =
+            wire::parse_from_client_with(frames, &self.server.config.limits, &mut self.names);
+        match parsed {
             Ok(FromClient::Request { tag, envelope }) => {
-                self.dispatch(peer, Some(tag), envelope).await
+                let tag = self.tags.copy(&tag);
+                self.dispatch(peer, Some(tag), envelope)
             }
-            Ok(FromClient::Oneway(envelope)) => self.dispatch(peer, None, envelope).await,
-            Ok(FromClient::Heartbeat) => {}
+            Ok(FromClient::Oneway(envelope)) => self.dispatch(peer, None, envelope),
+            Ok(FromClient::Heartbeat) => None,
             Ok(FromClient::Hello) => {
                 self.peers.insert(peer.clone(), Instant::now());
                 let ready = wire::ready(self.advertised.iter().map(|(n, c)| (n.as_str(), *c)));
-                server.send_to(peer, ready).await;
+                Some((peer, ready))
             }
             Err(error) => {
-                Counters::bump(&server.counters.refused_messages);
+                Counters::bump(&self.server.counters.refused_messages);
                 tracing::debug!(%error, "refused a message");
                 // The tag, when a request got that far, lets the client say which call.
                 let tag = match frames.first().map(|f| f.as_ref()) {
@@ -254,41 +276,40 @@ impl Router {
                     _ => Bytes::new(),
                 };
                 let reason = Bytes::from(error.to_string());
-                server
-                    .send_to(peer, vec![Bytes::from_static(wire::ERROR), tag, reason])
-                    .await;
+                Some((peer, vec![Bytes::from_static(wire::ERROR), tag, reason]))
             }
         }
     }
 
-    /// Hands a call to the least busy stream of its service, or answers
-    /// that nobody here serves it.
-    async fn dispatch(&mut self, peer: Bytes, tag: Option<Bytes>, mut envelope: Envelope) {
+    /// Hands a call to the least busy stream of its service, or returns
+    /// the answer that nobody here serves it.
+    fn dispatch(
+        &mut self,
+        peer: Bytes,
+        tag: Option<Bytes>,
+        mut envelope: Envelope,
+    ) -> Option<(Bytes, Vec<Bytes>)> {
         // Nobody is authenticated here, so no caller sets the reserved keys.
         envelope.header.metadata.remove_reserved();
         let server = &self.server;
         let Some(slot) = server.pick(&envelope.header.service) else {
-            if let Some(tag) = tag {
-                let reply = Envelope {
-                    header: envelope.header.reply(Status::Error {
-                        kind: ErrorKind::NoSuchService,
-                        message: format!("no `{}` here", envelope.header.service),
-                    }),
-                    body: Vec::new(),
-                };
-                if let Ok(bytes) = wire::encode_envelope(&reply, &server.config.limits) {
-                    server
-                        .send_to(peer, vec![Bytes::from_static(wire::REP), tag, bytes])
-                        .await;
-                }
-            }
-            return;
+            let tag = tag?;
+            let reply = Envelope {
+                header: envelope.header.reply(Status::Error {
+                    kind: ErrorKind::NoSuchService,
+                    message: format!("no `{}` here", envelope.header.service),
+                }),
+                body: Vec::new(),
+            };
+            let bytes = wire::encode_envelope(&reply, &server.config.limits).ok()?;
+            return Some((peer, vec![Bytes::from_static(wire::REP), tag, bytes]));
         };
         slot.load.fetch_add(1, Ordering::Relaxed);
         let handle = ZmqDelivery::new(server.clone(), slot.clone(), peer, tag, &envelope);
         // A stream that has just ended drops the delivery, which tells the
         // client the call ended without a reply.
         slot.send(Delivery::untracked(envelope, Box::new(handle)));
+        None
     }
 
     /// Tells every peer how each service's credit changed.
@@ -324,6 +345,11 @@ impl Router {
     /// Forgets peers silent too long; sends a heartbeat to the others.
     async fn heartbeat(&mut self) {
         let dead_after = self.server.config.dead_after();
+        if let Some(peer) = self.fresh.take()
+            && let Some(seen) = self.peers.get_mut(&peer)
+        {
+            *seen = Instant::now();
+        }
         self.peers.retain(|_, seen| seen.elapsed() <= dead_after);
         for peer in self.peers.keys() {
             self.server
