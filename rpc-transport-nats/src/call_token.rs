@@ -37,7 +37,9 @@ const BASE_WIDTH: usize = 2 + ID_WIDTH;
 /// The largest deadline the token states.
 const MAX_DEADLINE_MS: u64 = (1 << 48) - 1;
 /// 48 bits set.
-const MASK_48: u128 = (1 << 48) - 1;
+const MASK_48: u64 = (1 << 48) - 1;
+/// The longest token.
+const MAX_LEN: usize = BASE_WIDTH + DEADLINE_WIDTH + TRACE_WIDTH;
 
 /// The base64url alphabet, by value.
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -87,7 +89,8 @@ pub fn len(header: &Header) -> usize {
         + header.trace.map_or(0, |_| TRACE_WIDTH)
 }
 
-/// Appends the call token of `header` to `out`.
+/// Appends the call token of `header` to `out`, written in a buffer of
+/// its own and copied once.
 pub fn push(out: &mut Vec<u8>, header: &Header) {
     let sampled = header.trace.is_some_and(|trace| trace.sampled);
     let codec = match (stated_codec(header.content_type), sampled) {
@@ -96,36 +99,47 @@ pub fn push(out: &mut Vec<u8>, header: &Header) {
         (_, false) => b'j',
         (_, true) => b'J',
     };
-    out.extend_from_slice(&[MARK, codec]);
-    push_bits(out, u128::from(header.correlation_id), ID_WIDTH);
+    let mut token = [0u8; MAX_LEN];
+    token[0] = MARK;
+    token[1] = codec;
+    write_bits(&mut token[2..BASE_WIDTH], header.correlation_id);
+    let mut end = BASE_WIDTH;
     if header.deadline_ms != 0 {
-        push_bits(
-            out,
-            u128::from(header.deadline_ms.min(MAX_DEADLINE_MS)),
-            DEADLINE_WIDTH,
-        );
+        let deadline = header.deadline_ms.min(MAX_DEADLINE_MS);
+        write_bits(&mut token[end..end + DEADLINE_WIDTH], deadline);
+        end += DEADLINE_WIDTH;
     }
     if let Some(trace) = &header.trace {
-        let span = u128::from(trace.span_id);
-        push_bits(out, trace.trace_id >> 80, PART_WIDTH);
-        push_bits(out, (trace.trace_id >> 32) & MASK_48, PART_WIDTH);
-        push_bits(
-            out,
-            ((trace.trace_id & 0xffff_ffff) << 16) | (span >> 48),
-            PART_WIDTH,
-        );
-        push_bits(out, span & MASK_48, PART_WIDTH);
+        for part in trace_parts(trace) {
+            write_bits(&mut token[end..end + PART_WIDTH], part);
+            end += PART_WIDTH;
+        }
     }
+    out.extend_from_slice(&token[..end]);
 }
 
-/// Appends the low `width * 6` bits of `n`, most significant first.
-fn push_bits(out: &mut Vec<u8>, n: u128, width: usize) {
-    let mut chars = [0u8; ID_WIDTH];
-    for (i, char) in chars[..width].iter_mut().enumerate() {
+/// The trace id and span id (192 bits) as four 48-bit parts, most
+/// significant first.
+fn trace_parts(trace: &TraceContext) -> [u64; 4] {
+    let high = (trace.trace_id >> 64) as u64;
+    let low = trace.trace_id as u64;
+    let span = trace.span_id;
+    [
+        high >> 16,
+        ((high & 0xffff) << 32) | (low >> 32),
+        ((low & 0xffff_ffff) << 16) | (span >> 48),
+        span & MASK_48,
+    ]
+}
+
+/// Writes the low `chars.len() * 6` bits of `n` into `chars`, most
+/// significant first.
+fn write_bits(chars: &mut [u8], n: u64) {
+    let width = chars.len();
+    for (i, char) in chars.iter_mut().enumerate() {
         let shift = 6 * (width - 1 - i);
         *char = ALPHABET[((n >> shift) & 0x3f) as usize];
     }
-    out.extend_from_slice(&chars[..width]);
 }
 
 /// What `token` states when it is a call token; `None` for any other
@@ -141,20 +155,23 @@ pub fn read(token: &str) -> Option<CallToken> {
     };
     let (deadline_ms, rest) = if has_deadline {
         let (deadline, rest) = rest.split_at(DEADLINE_WIDTH);
-        (Some(read_bits(deadline, 48)? as u64), rest)
+        (Some(read_bits(deadline, 48)?), rest)
     } else {
         (None, rest)
     };
     let trace = if has_trace {
-        let mut parts = [0u128; 4];
+        let mut parts = [0u64; 4];
         for (part, chars) in parts.iter_mut().zip(rest.chunks_exact(PART_WIDTH)) {
             *part = read_bits(chars, 48)?;
         }
-        let [high, middle, mixed, span_low] = parts;
-        // The third part holds the trace id's low 32 bits and the span
-        // id's high 16.
-        let trace_id = (high << 80) | (middle << 32) | (mixed >> 16);
-        let span_id = (((mixed & 0xffff) << 48) | span_low) as u64;
+        let [p0, p1, p2, p3] = parts;
+        // The second part holds the trace id's high half's low 16 bits and
+        // its low half's high 32; the third its low half's low 32 bits and
+        // the span id's high 16.
+        let high = (p0 << 16) | (p1 >> 32);
+        let low = ((p1 & 0xffff_ffff) << 32) | (p2 >> 16);
+        let trace_id = (u128::from(high) << 64) | u128::from(low);
+        let span_id = ((p2 & 0xffff) << 48) | p3;
         if trace_id == 0 || span_id == 0 {
             return None;
         }
@@ -208,7 +225,7 @@ impl Head {
         {
             return None;
         }
-        let correlation_id = read_bits(&fields[..ID_WIDTH], 64)? as u64;
+        let correlation_id = read_bits(&fields[..ID_WIDTH], 64)?;
         Some(Head {
             codec,
             correlation_id,
@@ -218,18 +235,24 @@ impl Head {
 }
 
 /// The number whose `chars.len() * 6` bits `chars` spell, when it fits in
-/// `bits`; `None` for a character not in the alphabet or a number wider
-/// than `bits` (each number has exactly one spelling).
-fn read_bits(chars: &[u8], bits: u32) -> Option<u128> {
-    let mut n = 0u128;
-    for &char in chars {
-        let value = VALUES[usize::from(char)];
-        if value == INVALID {
-            return None;
-        }
-        n = (n << 6) | u128::from(value);
+/// `bits` (at most 64); `None` for a character not in the alphabet or a
+/// number wider than `bits` (each number has exactly one spelling).
+fn read_bits(chars: &[u8], bits: usize) -> Option<u64> {
+    let (&first, rest) = chars.split_first()?;
+    // The bits of the first character beyond `bits` must be zero.
+    let spare = chars.len() * 6 - bits;
+    let mut seen = VALUES[usize::from(first)];
+    if seen != INVALID && seen >> (6 - spare) != 0 {
+        return None;
     }
-    (n >> bits == 0).then_some(n)
+    let mut n = u64::from(seen);
+    for &char in rest {
+        let value = VALUES[usize::from(char)];
+        seen |= value;
+        n = (n << 6) | u64::from(value & 0x3f);
+    }
+    // `INVALID` has bits no value has: one test for every character.
+    (seen & !0x3f == 0).then_some(n)
 }
 
 #[cfg(test)]

@@ -277,8 +277,9 @@ fn codec_of_token(token: &str) -> Option<ContentType> {
 /// A subject split at its last dot: what comes before (`None` without a
 /// dot) and its last token.
 fn split_last(subject: &str) -> (Option<&str>, &str) {
-    match subject.as_bytes().iter().rposition(|&b| b == b'.') {
-        Some(dot) => (Some(&subject[..dot]), &subject[dot + 1..]),
+    // `rsplit_once` searches with `memrchr`, a word at a time.
+    match subject.rsplit_once('.') {
+        Some((before, last)) => (Some(before), last),
         None => (None, subject),
     }
 }
@@ -553,12 +554,9 @@ fn reply_head(subject: &str) -> (Option<u64>, ContentType) {
 }
 
 /// A subject's last token (all of it when it has one token), found from
-/// the end in one byte search.
+/// the end in one search (`memrchr`, a word at a time).
 fn last_token(subject: &str) -> &str {
-    match subject.as_bytes().iter().rposition(|&b| b == b'.') {
-        Some(dot) => &subject[dot + 1..],
-        None => subject,
-    }
+    split_last(subject).1
 }
 
 /// The header fields an envelope is read from, found in one pass over a
