@@ -142,10 +142,36 @@ fn write_bits(chars: &mut [u8], n: u64) {
     }
 }
 
+/// The last token of `subject` when it may be a call token: one of the
+/// four lengths, starting with the mark, after a dot (or the whole
+/// subject). Found at those four places, with no search for the last dot;
+/// [`read`] and [`Head::read`] then check every character, so a candidate
+/// holding a dot is none.
+pub fn at_end(subject: &str) -> Option<&str> {
+    let bytes = subject.as_bytes();
+    // Shortest first: a dot one place before a shorter token's start would
+    // lie inside a longer one.
+    for length in [
+        BASE_WIDTH,
+        BASE_WIDTH + DEADLINE_WIDTH,
+        BASE_WIDTH + TRACE_WIDTH,
+        MAX_LEN,
+    ] {
+        let Some(start) = bytes.len().checked_sub(length) else {
+            break;
+        };
+        if bytes[start] == MARK && (start == 0 || bytes[start - 1] == b'.') {
+            return subject.get(start..);
+        }
+    }
+    None
+}
+
 /// What `token` states when it is a call token; `None` for any other
 /// token (an older reply subject's, a foreign inbox's).
 pub fn read(token: &str) -> Option<CallToken> {
-    let head = Head::read(token)?;
+    // Every field after the head is read below, each character checked.
+    let head = Head::read_head(token)?;
     let rest = &token.as_bytes()[BASE_WIDTH..];
     let (has_deadline, has_trace) = match rest.len() {
         0 => (false, false),
@@ -208,6 +234,18 @@ impl Head {
     /// lengths, with its mark, codec and id; the fields after the id are
     /// not read); `None` for any other token.
     pub fn read(token: &str) -> Option<Head> {
+        let head = Self::read_head(token)?;
+        // The fields after the id are not read, but checked: a token of
+        // the alphabet holds no dot.
+        let rest = &token.as_bytes()[BASE_WIDTH..];
+        let seen = rest
+            .iter()
+            .fold(0, |seen, &char| seen | VALUES[usize::from(char)]);
+        (seen & !0x3f == 0).then_some(head)
+    }
+
+    /// [`read`](Self::read) without the check of the fields after the id.
+    fn read_head(token: &str) -> Option<Head> {
         let bytes = token.as_bytes();
         let (&[MARK, codec], fields) = bytes.split_first_chunk::<2>()? else {
             return None;
@@ -328,6 +366,25 @@ mod tests {
 
     fn read_token(header: &Header) -> CallToken {
         read(&token(header)).unwrap()
+    }
+
+    #[test]
+    fn the_token_is_found_at_the_end_of_a_subject_and_only_there() {
+        for (deadline, trace) in [(0, None), (5, None), (0, Some(TRACE)), (5, Some(TRACE))] {
+            let token = token(&header(deadline, trace));
+            let subject = format!("_INBOX.abc.{token}");
+            assert_eq!(at_end(&subject), Some(token.as_str()));
+            assert_eq!(at_end(&token), Some(token.as_str()));
+            // A dot inside makes the candidate no token.
+            let mut dotted = format!("_INBOX.{token}");
+            let near_end = dotted.len() - 2;
+            dotted.replace_range(near_end..=near_end, ".");
+            assert!(at_end(&dotted).and_then(Head::read).is_none(), "{dotted}");
+            assert!(at_end(&dotted).and_then(read).is_none(), "{dotted}");
+        }
+        for subject in ["", "_INBOX.abc.json.42", "_INBOX.abc.~b", "~"] {
+            assert_eq!(at_end(subject).and_then(read), None, "{subject}");
+        }
     }
 
     #[test]

@@ -214,8 +214,7 @@ pub fn reply_subject(inbox: &str, header: &Header) -> String {
 /// reading (it is part of the inbox), except a deadline token whose digits
 /// overflow, which is an error.
 pub fn reply_tokens(reply_subject: &str) -> Result<ReplyTokens, HeadersError> {
-    let (rest, last) = split_last(reply_subject);
-    if let Some(token) = call_token::read(last) {
+    if let Some(token) = call_token::at_end(reply_subject).and_then(call_token::read) {
         return Ok(ReplyTokens {
             correlation_id: Some(token.correlation_id),
             codec: Some(token.codec),
@@ -223,6 +222,7 @@ pub fn reply_tokens(reply_subject: &str) -> Result<ReplyTokens, HeadersError> {
             trace: token.trace,
         });
     }
+    let (rest, last) = split_last(reply_subject);
     let mut tokens = ReplyTokens {
         correlation_id: parse_decimal(last),
         ..ReplyTokens::default()
@@ -410,10 +410,10 @@ pub fn reply_codec_token(content_type: ContentType) -> Option<&'static str> {
 /// ([`call_token`]), or in the older form its next-to-last token
 /// ([`REPLY_CODEC_TOKENS`]); JSON when neither names one.
 pub fn reply_codec(reply_subject: &str) -> ContentType {
-    let last = last_token(reply_subject);
-    if let Some(head) = call_token::Head::read(last) {
+    if let Some(head) = call_token::at_end(reply_subject).and_then(call_token::Head::read) {
         return head.codec;
     }
+    let last = last_token(reply_subject);
     // Compared from the end, where the id is a few bytes long: no search
     // through the inbox's own tokens.
     let before_id = reply_subject.len() - last.len();
@@ -537,17 +537,16 @@ pub fn one_line(message: &str) -> String {
 /// and a oneway call's own inbox); `None` for anything else (a foreign
 /// caller's inbox).
 pub fn correlation_id(reply_subject: &str) -> Option<u64> {
-    let last = last_token(reply_subject);
-    match call_token::Head::read(last) {
+    match call_token::at_end(reply_subject).and_then(call_token::Head::read) {
         Some(head) => Some(head.correlation_id),
-        None => parse_decimal(last),
+        None => parse_decimal(last_token(reply_subject)),
     }
 }
 
 /// The correlation id and codec a reply's subject states
 /// ([`correlation_id`], [`reply_codec`]), its last token read once.
 fn reply_head(subject: &str) -> (Option<u64>, ContentType) {
-    match call_token::Head::read(last_token(subject)) {
+    match call_token::at_end(subject).and_then(call_token::Head::read) {
         Some(head) => (Some(head.correlation_id), head.codec),
         None => (correlation_id(subject), reply_codec(subject)),
     }
