@@ -1,9 +1,9 @@
 //! The envelope <-> NATS message mapping (docs/wire.md is its prose twin).
 //!
 //! The subject names the service and the method (`<prefix><service>.<method>`),
-//! the reply subject is the caller's inbox followed by what the call says
-//! about itself (its deadline, its `traceparent`, its codec) and its
-//! correlation id as the last token ([`reply_subject`]), header fields
+//! the reply subject is the caller's inbox followed by a call token that
+//! states what the call says about itself (its codec, correlation id,
+//! deadline and trace: [`reply_subject`], [`call_token`]), header fields
 //! carry only what is left (an error, metadata, what a foreign caller
 //! sends), and the body is the codec payload alone: a plain NATS client
 //! (`nats req calc.add '{"a":2,"b":3}'`, nats-py) calls a JSON service with
@@ -18,6 +18,8 @@ use rpc_core::KnownNames;
 use rpc_core::limits::{self, MetadataError};
 use rpc_core::trace::{TRACEPARENT, TraceContext};
 use rpc_core::{Address, ContentType, Envelope, ErrorKind, Header, Kind, Metadata, Name, Status};
+
+use crate::call_token;
 
 /// Header of the protocol version (absent means 1). Not written while the
 /// version is 1; checked when a sender writes it.
@@ -43,11 +45,10 @@ pub const REPLY_TO_HEADER: &str = "x-rpc-reply-to";
 /// Header of the body's codec (a MIME type). Absent means JSON, so that
 /// header-less foreign clients are understood.
 pub const CONTENT_TYPE_HEADER: &str = "Content-Type";
-/// The reply-subject tokens that name a call's codec: a call asks for its
-/// reply at `<inbox>[.d<deadline>][.<traceparent>].<token>.<correlation id>`
-/// ([`reply_subject`]), so that neither the request nor its reply need say
-/// their codec; a reply subject without one asks for JSON
-/// (`<inbox>.<correlation id>`, as any foreign inbox).
+/// The reply-subject tokens that named a call's codec in the form earlier
+/// releases wrote, `<inbox>[.d<deadline>][.<traceparent>].<token>.<correlation id>`,
+/// which [`reply_tokens`] still reads; a reply subject without one (nor a
+/// call token) asks for JSON, as any foreign inbox.
 pub const REPLY_CODEC_TOKENS: [(ContentType, &str); 2] = [
     (ContentType::Bincode, "bincode"),
     (ContentType::Json, "json"),
@@ -55,8 +56,9 @@ pub const REPLY_CODEC_TOKENS: [(ContentType, &str); 2] = [
 /// The length of a `traceparent` as [`TraceContext::traceparent`] writes
 /// it (version `00`): `00-<32 hex>-<16 hex>-<2 hex>`.
 const TRACEPARENT_LEN: usize = 55;
-/// What starts the reply-subject token of a call's deadline: `d` and the
-/// absolute deadline in decimal unix milliseconds (`d1764150005000`).
+/// What starts the reply-subject token of a call's deadline in the form
+/// earlier releases wrote: `d` and the absolute deadline in decimal unix
+/// milliseconds (`d1764150005000`).
 pub const DEADLINE_TOKEN_PREFIX: &str = "d";
 
 /// Header names starting with this are ours; metadata may not use it
@@ -149,22 +151,27 @@ pub enum CallReply<'a> {
     Header(&'a str),
 }
 
-/// What a reply subject states beyond the inbox it names, read from its
-/// end by [`reply_tokens`]: `<inbox>[.d<deadline>][.<traceparent>].<codec>.<id>`.
-/// A field is `None` where the subject does not state it; a foreign
-/// caller's inbox states nothing (or, if its last token happens to be
-/// digits, a correlation id that pairs nothing).
+/// What a reply subject states beyond the inbox it names, read by
+/// [`reply_tokens`] from its call token (`<inbox>.<call token>`), or from
+/// the form earlier releases wrote
+/// (`<inbox>[.d<deadline>][.<traceparent>].<codec>.<id>`). A field is
+/// `None` where the subject does not state it; a foreign caller's inbox
+/// states nothing (or, if its last token happens to be digits, a
+/// correlation id that pairs nothing).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplyTokens {
-    /// The last token, when it is the decimal text of a u64.
+    /// The call token's id, or the last token when it is the decimal text
+    /// of a u64.
     pub correlation_id: Option<u64>,
-    /// The token before the id, when it names a codec ([`REPLY_CODEC_TOKENS`]).
+    /// The call token's codec, or the token before the id when it names
+    /// one ([`REPLY_CODEC_TOKENS`]).
     pub codec: Option<ContentType>,
-    /// A `d<unix ms>` token before the trace or the codec (read only after
-    /// a codec token).
+    /// The call token's deadline, or a `d<unix ms>` token before the trace
+    /// or the codec (read only after a codec token).
     pub deadline_ms: Option<u64>,
-    /// A `traceparent` token, exactly as [`TraceContext::traceparent`]
-    /// writes it, before the codec (read only after a codec token).
+    /// The call token's trace, or a `traceparent` token, exactly as
+    /// [`TraceContext::traceparent`] writes it, before the codec (read only
+    /// after a codec token).
     pub trace: Option<TraceContext>,
 }
 
@@ -174,7 +181,7 @@ impl ReplyTokens {
     fn of_own(header: &Header) -> Self {
         ReplyTokens {
             correlation_id: Some(header.correlation_id),
-            codec: Some(header.content_type),
+            codec: Some(call_token::stated_codec(header.content_type)),
             deadline_ms: (header.deadline_ms != 0).then_some(header.deadline_ms),
             trace: header.trace,
         }
@@ -182,58 +189,44 @@ impl ReplyTokens {
 }
 
 /// The reply subject of a call whose header is `header`, at `inbox`:
-/// `<inbox>[.d<deadline>][.<traceparent>].<codec>.<correlation id>`, the
-/// deadline when the call has one, the trace when it has one. The
-/// correlation id is last, so that NATS' "no responders" status (which
-/// carries none of a request's headers) still names its call; the codec
-/// comes right before it, where every reader looks for it. Made in one
-/// allocation of its exact length, which a `Subject` takes over as it is.
-/// Written as bytes and checked as UTF-8 once, at the end: a check per
-/// token costs more than one over the whole subject.
+/// `<inbox>.<call token>`, the token stating the call's codec, correlation
+/// id, deadline (when it has one) and trace (when it has one) in a few
+/// dozen characters ([`call_token`]). The call token is last, so that
+/// NATS' "no responders" status (which carries none of a request's
+/// headers) still names its call. Made in one allocation of its exact
+/// length, which a `Subject` takes over as it is.
 pub fn reply_subject(inbox: &str, header: &Header) -> String {
-    let codec = reply_codec_token(header.content_type);
-    let deadline = header.deadline_ms;
-    let length = inbox.len()
-        + if deadline == 0 {
-            0
-        } else {
-            1 + DEADLINE_TOKEN_PREFIX.len() + decimal_len(deadline)
-        }
-        + header.trace.map_or(0, |_| 1 + TRACEPARENT_LEN)
-        + codec.map_or(0, |t| 1 + t.len())
-        + 1
-        + decimal_len(header.correlation_id);
-    let mut subject = Vec::with_capacity(length);
+    let mut subject = Vec::with_capacity(inbox.len() + 1 + call_token::len(header));
     subject.extend_from_slice(inbox.as_bytes());
-    if deadline != 0 {
-        subject.push(b'.');
-        subject.extend_from_slice(DEADLINE_TOKEN_PREFIX.as_bytes());
-        push_decimal(&mut subject, deadline);
-    }
-    if let Some(trace) = &header.trace {
-        subject.push(b'.');
-        subject.extend_from_slice(trace.traceparent().as_bytes());
-    }
-    if let Some(codec) = codec {
-        subject.push(b'.');
-        subject.extend_from_slice(codec.as_bytes());
-    }
     subject.push(b'.');
-    push_decimal(&mut subject, header.correlation_id);
-    // Text and ASCII digits only: never an error.
+    call_token::push(&mut subject, header);
+    // Text and base64url only: never an error.
     String::from_utf8(subject).unwrap_or_default()
 }
 
-/// Reads what `reply_subject` states ([`ReplyTokens`]), from its end: the
-/// correlation id, then a codec token, and only after a codec token a
-/// `traceparent` and a `d<deadline>` token, each where
-/// [`reply_subject`] writes it. A token that is not one of these ends the
+/// Reads what `reply_subject` states ([`ReplyTokens`]): a call token
+/// ([`call_token`]) as its last token, as [`reply_subject`] writes it; else
+/// the longer form earlier releases wrote,
+/// `<inbox>[.d<deadline>][.<traceparent>].<codec>.<correlation id>`, read
+/// from the end: the decimal correlation id, then a codec token
+/// ([`REPLY_CODEC_TOKENS`]), and only after a codec token a `traceparent`
+/// and a `d<deadline>` token. A token that is not one of these ends the
 /// reading (it is part of the inbox), except a deadline token whose digits
 /// overflow, which is an error.
 pub fn reply_tokens(reply_subject: &str) -> Result<ReplyTokens, HeadersError> {
-    let mut tokens = ReplyTokens::default();
+    if let Some(token) = call_token::at_end(reply_subject).and_then(call_token::read) {
+        return Ok(ReplyTokens {
+            correlation_id: Some(token.correlation_id),
+            codec: Some(token.codec),
+            deadline_ms: token.deadline_ms,
+            trace: token.trace,
+        });
+    }
     let (rest, last) = split_last(reply_subject);
-    tokens.correlation_id = parse_decimal(last);
+    let mut tokens = ReplyTokens {
+        correlation_id: parse_decimal(last),
+        ..ReplyTokens::default()
+    };
     let (Some(_), Some(rest)) = (tokens.correlation_id, rest) else {
         return Ok(tokens);
     };
@@ -284,8 +277,9 @@ fn codec_of_token(token: &str) -> Option<ContentType> {
 /// A subject split at its last dot: what comes before (`None` without a
 /// dot) and its last token.
 fn split_last(subject: &str) -> (Option<&str>, &str) {
-    match subject.as_bytes().iter().rposition(|&b| b == b'.') {
-        Some(dot) => (Some(&subject[..dot]), &subject[dot + 1..]),
+    // `rsplit_once` searches with `memrchr`, a word at a time.
+    match subject.rsplit_once('.') {
+        Some((before, last)) => (Some(before), last),
         None => (None, subject),
     }
 }
@@ -320,11 +314,6 @@ fn parse_decimal(token: &str) -> Option<u64> {
     }
 }
 
-/// The number of decimal digits of `n`.
-fn decimal_len(n: u64) -> usize {
-    n.checked_ilog10().map_or(1, |log| log as usize + 1)
-}
-
 /// The header map of a call (request, oneway or cancel). `None` when
 /// nothing needs saying (a request whose reply subject states its codec,
 /// deadline and trace, without metadata): NATS then sends a plain message,
@@ -339,6 +328,7 @@ pub fn encode_call(
     if matches!(reply, CallReply::Own(_))
         && header.kind == Kind::Request
         && header.metadata.is_empty()
+        && header.content_type == call_token::stated_codec(header.content_type)
     {
         return Ok(None);
     }
@@ -416,12 +406,17 @@ pub fn reply_codec_token(content_type: ContentType) -> Option<&'static str> {
         .map(|(_, token)| *token)
 }
 
-/// The codec a reply subject asks for: the one its next-to-last token names
-/// ([`REPLY_CODEC_TOKENS`]), JSON when that token names none.
+/// The codec a reply subject asks for: the one its call token names
+/// ([`call_token`]), or in the older form its next-to-last token
+/// ([`REPLY_CODEC_TOKENS`]); JSON when neither names one.
 pub fn reply_codec(reply_subject: &str) -> ContentType {
+    if let Some(head) = call_token::at_end(reply_subject).and_then(call_token::Head::read) {
+        return head.codec;
+    }
+    let last = last_token(reply_subject);
     // Compared from the end, where the id is a few bytes long: no search
     // through the inbox's own tokens.
-    let before_id = reply_subject.len() - last_token(reply_subject).len();
+    let before_id = reply_subject.len() - last.len();
     let Some(rest) = reply_subject[..before_id].strip_suffix('.') else {
         return ContentType::Json;
     };
@@ -537,20 +532,30 @@ pub fn one_line(message: &str) -> String {
     message[..end].replace(['\r', '\n'], " ")
 }
 
-/// The correlation id a reply subject carries as its last token; `None`
-/// when that token is not the decimal text of a u64 (a foreign caller's
-/// inbox).
+/// The correlation id a reply subject carries in its last token: a call
+/// token's ([`call_token`]), or the decimal text of a u64 (the older form,
+/// and a oneway call's own inbox); `None` for anything else (a foreign
+/// caller's inbox).
 pub fn correlation_id(reply_subject: &str) -> Option<u64> {
-    parse_decimal(last_token(reply_subject))
+    match call_token::at_end(reply_subject).and_then(call_token::Head::read) {
+        Some(head) => Some(head.correlation_id),
+        None => parse_decimal(last_token(reply_subject)),
+    }
+}
+
+/// The correlation id and codec a reply's subject states
+/// ([`correlation_id`], [`reply_codec`]), its last token read once.
+fn reply_head(subject: &str) -> (Option<u64>, ContentType) {
+    match call_token::at_end(subject).and_then(call_token::Head::read) {
+        Some(head) => (Some(head.correlation_id), head.codec),
+        None => (correlation_id(subject), reply_codec(subject)),
+    }
 }
 
 /// A subject's last token (all of it when it has one token), found from
-/// the end in one byte search.
+/// the end in one search (`memrchr`, a word at a time).
 fn last_token(subject: &str) -> &str {
-    match subject.as_bytes().iter().rposition(|&b| b == b'.') {
-        Some(dot) => &subject[dot + 1..],
-        None => subject,
-    }
+    split_last(subject).1
 }
 
 /// The header fields an envelope is read from, found in one pass over a
@@ -690,11 +695,14 @@ pub fn decode_with(
     // trace, a reply's codec and correlation id.
     let tokens = match arrival {
         Arrival::Requests { .. } => reply.map(reply_tokens).transpose()?.unwrap_or_default(),
-        Arrival::Inbox => ReplyTokens {
-            correlation_id: correlation_id(subject),
-            codec: Some(reply_codec(subject)),
-            ..ReplyTokens::default()
-        },
+        Arrival::Inbox => {
+            let (correlation_id, codec) = reply_head(subject);
+            ReplyTokens {
+                correlation_id,
+                codec: Some(codec),
+                ..ReplyTokens::default()
+            }
+        }
     };
     let (service, method, correlation_id) = match arrival {
         Arrival::Requests { service } => {
@@ -789,12 +797,13 @@ pub fn decode_with(
 /// one), read as [`decode_with`] reads it with none of the header work:
 /// the subject alone states its correlation id and codec.
 fn plain_reply(subject: &str, body: Vec<u8>) -> Result<Envelope, HeadersError> {
-    let correlation_id = correlation_id(subject).ok_or_else(|| HeadersError::Invalid {
+    let (correlation_id, codec) = reply_head(subject);
+    let correlation_id = correlation_id.ok_or_else(|| HeadersError::Invalid {
         field: "subject",
         reason: "the last token is not a correlation id".into(),
     })?;
     let none = Name::from_static("");
-    let mut header = Header::request(none.clone(), none, reply_codec(subject));
+    let mut header = Header::request(none.clone(), none, codec);
     header.kind = Kind::Reply;
     header.correlation_id = correlation_id;
     Ok(Envelope { header, body })
@@ -1011,14 +1020,9 @@ mod tests {
         let mut header = request();
         header.metadata = Metadata::default();
         let subject = reply_subject("_INBOX.abc", &header);
-        let trace = header.trace.unwrap();
-        assert_eq!(
-            subject,
-            format!(
-                "_INBOX.abc.d1900000000000.{}.bincode.42",
-                trace.traceparent().as_str()
-            )
-        );
+        // A sampled bincode call with deadline and trace: `~B` and 51 more.
+        assert!(subject.starts_with("_INBOX.abc.~B"), "{subject}");
+        assert_eq!(subject.len(), "_INBOX.abc.".len() + 53, "{subject}");
         assert_eq!(subject.capacity(), subject.len(), "one exact allocation");
         // No headers at all, whether the encoder trusts the subject or reads it.
         assert!(
@@ -1056,14 +1060,52 @@ mod tests {
     }
 
     #[test]
+    fn the_reply_subject_of_earlier_releases_reads_as_the_call_token() {
+        let mut header = request();
+        header.metadata = Metadata::default();
+        let trace = header.trace.unwrap();
+        let service = Name::from_static("calc");
+        let at = Arrival::Requests { service: &service };
+        let new = reply_subject("_INBOX.abc", &header);
+        let old = format!(
+            "_INBOX.abc.d1900000000000.{}.bincode.42",
+            trace.traceparent().as_str()
+        );
+        let read = |subject: &str| {
+            let mut header = decode("calc.add", Some(subject), None, Vec::new(), at)
+                .unwrap()
+                .header;
+            header.reply_to = None;
+            header
+        };
+        assert_eq!(read(&new), read(&old));
+        assert_eq!(reply_tokens(&new).unwrap(), reply_tokens(&old).unwrap());
+        for subject in [&new, &old] {
+            assert_eq!(correlation_id(subject), Some(42));
+            assert_eq!(reply_codec(subject), ContentType::Bincode);
+        }
+    }
+
+    #[test]
     fn a_json_call_without_deadline_nor_trace_names_only_its_codec() {
         let mut header = Header::request("calc".into(), "add".into(), ContentType::Json);
         header.correlation_id = 7;
-        assert_eq!(reply_subject("_INBOX.x", &header), "_INBOX.x.json.7");
+        let subject = reply_subject("_INBOX.x", &header);
+        assert_eq!(subject, "_INBOX.x.~jAAAAAAAAAAH");
         assert!(
-            encode_call(&header, CallReply::Own("_INBOX.x.json.7"))
+            encode_call(&header, CallReply::Own(&subject))
                 .unwrap()
                 .is_none()
+        );
+        let stated = reply_tokens(&subject).unwrap();
+        assert_eq!(
+            stated,
+            ReplyTokens {
+                correlation_id: Some(7),
+                codec: Some(ContentType::Json),
+                deadline_ms: None,
+                trace: None,
+            }
         );
     }
 

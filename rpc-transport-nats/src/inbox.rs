@@ -1,7 +1,7 @@
 //! Reply inboxes: one wildcard subscription `<inbox>.>` per client, where
-//! the last token of each reply's subject is the call's correlation id and
-//! the token before it the codec its reply comes in
-//! (`headers::reply_subject`).
+//! the last token of each reply's subject is the call's call token, which
+//! states its correlation id and the codec its reply comes in
+//! (`headers::reply_subject`, `call_token`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +19,8 @@ use crate::transport::{Shared, lock};
 pub struct NatsInbox {
     shared: Arc<Shared>,
     id: u64,
-    /// `_INBOX.<unique>`; replies come to
-    /// `<subject>[.d<deadline>][.<traceparent>].<codec>.<correlation id>`.
+    /// `_INBOX.<unique>`; replies come to `<subject>.<call token>`
+    /// ([`call_token`](crate::call_token)).
     subject: String,
     malformed: Arc<AtomicU64>,
     task: JoinHandle<()>,
@@ -28,8 +28,8 @@ pub struct NatsInbox {
 
 impl NatsInbox {
     /// The reply subject of the call whose header is `header`
-    /// ([`headers::reply_subject`]): it states the call's codec, deadline
-    /// and trace, and ends with its correlation id.
+    /// ([`headers::reply_subject`]): its last token states the call's
+    /// codec, correlation id, deadline and trace.
     pub(crate) fn reply_subject(&self, header: &Header) -> Subject {
         Subject::from(headers::reply_subject(&self.subject, header))
     }

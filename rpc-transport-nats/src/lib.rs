@@ -27,15 +27,16 @@
 //!   per method (rather than per service with the method in a header) is
 //!   what lets a plain NATS client call a method by name:
 //!   `nats req calc.add '{"a":2,"b":3}'`.
-//! - Replies go to the caller's inbox,
-//!   `_INBOX.<unique>[.d<deadline>][.<traceparent>].<codec>.<correlation id>`
-//!   ([`headers::reply_subject`]): one wildcard subscription per client, and
-//!   the correlation id is the subject's last token, so even NATS' own "no
-//!   responders" status (which carries none of our headers) finds its call.
-//!   The tokens before it state what the call says about itself: its codec
-//!   (so neither request nor reply needs a `Content-Type`), its deadline and
-//!   its trace, so that a request needs no header at all (a plain `PUB`,
-//!   which async-nats writes and reads far more cheaply than one with headers).
+//! - Replies go to the caller's inbox, `_INBOX.<unique>.<call token>`
+//!   ([`headers::reply_subject`], [`call_token`]): one wildcard subscription
+//!   per client, and the correlation id is in the subject's last token, so
+//!   even NATS' own "no responders" status (which carries none of our
+//!   headers) finds its call. The call token also states what the call says
+//!   about itself: its codec (so neither request nor reply needs a
+//!   `Content-Type`), its deadline and its trace, so that a request needs no
+//!   header at all (a plain `PUB`, which async-nats writes and reads far
+//!   more cheaply than one with headers), in a few dozen characters (the
+//!   server's cost per call grows with the reply subject's length).
 //! - The envelope's other fields (an error, metadata) are NATS headers
 //!   ([`headers`], and `docs/wire.md`); the body is the codec payload alone.
 //!
@@ -80,6 +81,7 @@
 //! - `inbox.rs`: reply inboxes; `requests.rs`: serve streams (core);
 //!   `durable.rs`: JetStream streams, pulling and settlement.
 
+pub mod call_token;
 mod config;
 mod durable;
 mod error;

@@ -139,3 +139,61 @@ async fn the_trace_header_option_writes_traceparent() {
     transport.close().await;
     plain.close().await;
 }
+
+/// A caller of an earlier release wrote its call's deadline, trace and
+/// codec as readable tokens (`<inbox>.d<ms>.<traceparent>.<codec>.<id>`)
+/// where this one writes a call token: the server still reads that form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_subject_of_an_earlier_release_is_understood() {
+    let Some(builder) = nats_builder("interop_older_caller", Mode::Core).await else {
+        return;
+    };
+    let server = builder.clone().connect().await.unwrap();
+    let _calc = serve_calc(server.clone(), 1, 4).await;
+    let plain = builder.connect().await.unwrap();
+    let client = plain.client();
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(format!("{inbox}.>")).await.unwrap();
+    client.flush().await.unwrap();
+    let subject = plain.method_subject("conformance.calc", "add");
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let far = u64::MAX / 2;
+    // A live call, and one whose deadline (1 ms after 1970) has passed.
+    for (deadline, id) in [(far, 41), (1, 42)] {
+        let reply = format!("{inbox}.d{deadline}.{trace}.json.{id}");
+        client
+            .publish_with_reply(subject.clone(), reply, r#"{"a":2,"b":3}"#.into())
+            .await
+            .unwrap();
+    }
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let reply = tokio::time::timeout(Duration::from_secs(5), replies.next())
+            .await
+            .expect("a reply")
+            .unwrap();
+        let status = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(STATUS_HEADER))
+            .map(|v| v.as_str().to_owned());
+        answers.push((reply.subject.to_string(), status, reply.payload.to_vec()));
+    }
+    let mut expected = vec![
+        (
+            format!("{inbox}.d{far}.{trace}.json.41"),
+            None,
+            b"5".to_vec(),
+        ),
+        (
+            format!("{inbox}.d1.{trace}.json.42"),
+            Some("timeout".to_owned()),
+            Vec::new(),
+        ),
+    ];
+    answers.sort();
+    expected.sort();
+    assert_eq!(answers, expected);
+    server.close().await;
+    plain.close().await;
+}
