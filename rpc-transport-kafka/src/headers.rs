@@ -4,6 +4,8 @@
 //! writes them with its Kafka library alone; the body is the record value.
 //! Caller metadata travels as `rpc-meta-<key>` headers.
 
+use std::sync::Arc;
+
 use rdkafka::message::{Header as KafkaHeader, Headers, OwnedHeaders};
 use rpc_core::trace::{TRACEPARENT, TraceContext};
 use rpc_core::{Address, ContentType, ErrorKind, Header, Kind, Metadata, Name, Status};
@@ -92,7 +94,7 @@ pub fn encode(header: &Header) -> OwnedHeaders {
         put(KIND, header.kind.as_str());
     }
     if header.kind != Kind::Oneway || header.correlation_id != 0 {
-        put(CORRELATION_ID, &header.correlation_id.to_string());
+        put(CORRELATION_ID, Decimal::new(header.correlation_id).as_str());
     }
     if header.kind != Kind::Reply {
         if !header.method.is_empty() {
@@ -102,7 +104,7 @@ pub fn encode(header: &Header) -> OwnedHeaders {
             put(REPLY_TO, reply_to.as_str());
         }
         if header.deadline_ms != 0 {
-            put(DEADLINE_MS, &header.deadline_ms.to_string());
+            put(DEADLINE_MS, Decimal::new(header.deadline_ms).as_str());
         }
     }
     if header.content_type != ContentType::default() {
@@ -170,13 +172,13 @@ pub fn decode<H: Headers>(headers: Option<&H>, source: Source<'_>) -> Result<Hea
         (None, Source::Replies) => Kind::Reply,
     };
     let service = match (fields.service, source) {
-        (Some(service), _) => Name::from(service.to_owned()),
+        (Some(service), _) => Name::from(Arc::<str>::from(service)),
         (None, Source::Requests { service }) => service.clone(),
         (None, Source::Replies) => Name::from_static(""),
     };
     let calls = matches!(kind, Kind::Request | Kind::Oneway);
     let method = match fields.method {
-        Some(method) => Name::from(method.to_owned()),
+        Some(method) => Name::from(Arc::<str>::from(method)),
         None if calls => return Err(HeadersError::Missing(METHOD)),
         None => Name::from_static(""),
     };
@@ -197,7 +199,7 @@ pub fn decode<H: Headers>(headers: Option<&H>, source: Source<'_>) -> Result<Hea
         correlation_id,
         service,
         method,
-        reply_to: fields.reply_to.map(|t| Address::new(t.to_owned())),
+        reply_to: fields.reply_to.map(|t| Address::new(Arc::<str>::from(t))),
         deadline_ms: number(fields.deadline_ms, DEADLINE_MS)?.unwrap_or(0),
         sent_at_ms: number(fields.sent_at_ms, SENT_AT_MS)?.unwrap_or(0),
         content_type: match fields.content_type {
@@ -224,6 +226,33 @@ pub fn reply_address<H: Headers>(headers: Option<&H>) -> Option<(String, u64)> {
     let topic = text(REPLY_TO)?.to_owned();
     let id = text(CORRELATION_ID)?.parse().ok()?;
     Some((topic, id))
+}
+
+/// A u64 in decimal, formatted on the stack: headers and record keys are
+/// written on every call, and `to_string` allocates.
+pub(crate) struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    pub(crate) fn new(mut value: u64) -> Self {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        Decimal { digits, start }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.digits[self.start..]).expect("ASCII digits")
+    }
 }
 
 #[derive(Default)]
@@ -355,6 +384,13 @@ mod tests {
         assert_eq!(read.kind, Kind::Request);
         assert_eq!(read.sent_at_ms, 1_700_000_000_000);
         assert_eq!(read.correlation_id, 7);
+    }
+
+    #[test]
+    fn decimals_are_written_like_to_string() {
+        for value in [0, 7, 10, 42, 1_700_000_000_123, u64::MAX] {
+            assert_eq!(Decimal::new(value).as_str(), value.to_string());
+        }
     }
 
     #[test]
