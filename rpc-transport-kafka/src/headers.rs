@@ -4,6 +4,8 @@
 //! writes them with its Kafka library alone; the body is the record value.
 //! Caller metadata travels as `rpc-meta-<key>` headers.
 
+use std::sync::Arc;
+
 use rdkafka::message::{Header as KafkaHeader, Headers, OwnedHeaders};
 use rpc_core::trace::{TRACEPARENT, TraceContext};
 use rpc_core::{Address, ContentType, ErrorKind, Header, Kind, Metadata, Name, Status};
@@ -30,6 +32,11 @@ pub const CONTENT_TYPE: &str = "rpc-content-type";
 pub const STATUS: &str = "rpc-status";
 /// On error replies: the message.
 pub const ERROR: &str = "rpc-error";
+/// A call's fields in one header, as this crate writes every request and
+/// oneway call: `<correlation-id>;<reply-to>;<deadline-ms>;<traceparent>;<method>`,
+/// an absent field left empty, the method last (it may hold `;`). The
+/// fields' own headers are read too (see docs/wire.md).
+pub const CALL: &str = "rpc-call";
 /// Prefix of one caller metadata entry.
 pub const META_PREFIX: &str = "rpc-meta-";
 /// The trace context's header: the `traceparent` metadata entry's.
@@ -67,6 +74,10 @@ pub enum Source<'a> {
 /// sent (the record's own timestamp). Every header a broker stores and two
 /// clients parse costs: ten of them per request halved what tansu carried
 /// at 256 calls in flight.
+///
+/// A request or oneway call carries its correlation id, reply topic,
+/// deadline, trace context and method in one [`CALL`] header: librdkafka
+/// allocates and copies each header on both sides, and parses them all.
 pub fn encode(header: &Header) -> OwnedHeaders {
     // `insert` takes the list by value: it is moved out of the slot and
     // back, never replaced by a new (allocated) one in between.
@@ -91,8 +102,12 @@ pub fn encode(header: &Header) -> OwnedHeaders {
     if !kind_implied {
         put(KIND, header.kind.as_str());
     }
+    if kind_implied && header.kind != Kind::Reply {
+        encode_call(header, &mut put);
+        return slot.unwrap_or_default();
+    }
     if header.kind != Kind::Oneway || header.correlation_id != 0 {
-        put(CORRELATION_ID, &header.correlation_id.to_string());
+        put(CORRELATION_ID, Decimal::new(header.correlation_id).as_str());
     }
     if header.kind != Kind::Reply {
         if !header.method.is_empty() {
@@ -102,7 +117,7 @@ pub fn encode(header: &Header) -> OwnedHeaders {
             put(REPLY_TO, reply_to.as_str());
         }
         if header.deadline_ms != 0 {
-            put(DEADLINE_MS, &header.deadline_ms.to_string());
+            put(DEADLINE_MS, Decimal::new(header.deadline_ms).as_str());
         }
     }
     if header.content_type != ContentType::default() {
@@ -123,14 +138,67 @@ pub fn encode(header: &Header) -> OwnedHeaders {
     slot.unwrap_or_default()
 }
 
+/// The headers of a request or oneway call: [`CALL`], then the content
+/// type, an error status and the metadata but the trace context.
+fn encode_call(header: &Header, put: &mut impl FnMut(&str, &str)) {
+    let reply_to = header.reply_to.as_ref().map_or("", |t| t.as_str());
+    let mut call = String::with_capacity(100 + reply_to.len() + header.method.as_str().len());
+    if header.kind != Kind::Oneway || header.correlation_id != 0 {
+        call.push_str(Decimal::new(header.correlation_id).as_str());
+    }
+    call.push(';');
+    call.push_str(reply_to);
+    call.push(';');
+    if header.deadline_ms != 0 {
+        call.push_str(Decimal::new(header.deadline_ms).as_str());
+    }
+    call.push(';');
+    // At most one `traceparent` entry: the trace context's, else the
+    // metadata's own (`try_for_each_wire_entry`).
+    let written = header.try_for_each_wire_entry(|key, value| {
+        match key {
+            TRACEPARENT => call.push_str(value),
+            key => put(&format!("{META_PREFIX}{key}"), value),
+        }
+        Ok::<(), std::convert::Infallible>(())
+    });
+    written.unwrap_or_else(|never| match never {});
+    call.push(';');
+    call.push_str(header.method.as_str());
+    put(CALL, &call);
+    if header.content_type != ContentType::default() {
+        put(CONTENT_TYPE, header.content_type.mime());
+    }
+    if let Status::Error { kind, message } = &header.status {
+        put(STATUS, kind.as_str());
+        put(ERROR, message);
+    }
+}
+
+/// The fields of a [`CALL`] value; `None` when it has fewer than five.
+fn split_call(value: &str) -> Option<[&str; 5]> {
+    let mut parts = value.splitn(5, ';');
+    Some([
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    ])
+}
+
 /// The envelope header carried by a record's headers, read from `source`.
 /// A header left out means what [`encode`] leaves it out for; one given
 /// anyway (a foreign client's `rpc-version: 1`, `rpc-kind: request`) is
 /// read and checked.
-pub fn decode<H: Headers>(headers: Option<&H>, source: Source<'_>) -> Result<Header, HeadersError> {
+pub fn decode<'a, H: Headers>(
+    headers: Option<&'a H>,
+    source: Source<'_>,
+) -> Result<Header, HeadersError> {
     let mut fields = Fields::default();
     let mut metadata = Metadata::default();
     let mut trace = None;
+    let mut call = None;
     if let Some(headers) = headers {
         for h in headers.iter() {
             let value = match h.value {
@@ -149,6 +217,7 @@ pub fn decode<H: Headers>(headers: Option<&H>, source: Source<'_>) -> Result<Hea
                 CONTENT_TYPE => fields.content_type = Some(value),
                 STATUS => fields.status = Some(value),
                 ERROR => fields.error = Some(value),
+                CALL => call = Some(split_call(value).ok_or(HeadersError::Bad(CALL))?),
                 key => {
                     if let Some(name) = key.strip_prefix(META_PREFIX) {
                         match TraceContext::from_wire_entry(name, value) {
@@ -157,6 +226,20 @@ pub fn decode<H: Headers>(headers: Option<&H>, source: Source<'_>) -> Result<Hea
                         }
                     }
                 }
+            }
+        }
+    }
+    // The `rpc-call` fields win over their own headers, in any order.
+    if let Some([id, reply_to, deadline, traceparent, method]) = call {
+        let given = |field: &'a str| (!field.is_empty()).then_some(field);
+        fields.correlation_id = given(id).or(fields.correlation_id);
+        fields.reply_to = given(reply_to).or(fields.reply_to);
+        fields.deadline_ms = given(deadline).or(fields.deadline_ms);
+        fields.method = Some(method);
+        if !traceparent.is_empty() {
+            match TraceContext::from_wire_entry(TRACEPARENT, traceparent) {
+                Some(sent) => trace = Some(sent),
+                None => metadata.insert(TRACEPARENT, traceparent),
             }
         }
     }
@@ -170,13 +253,13 @@ pub fn decode<H: Headers>(headers: Option<&H>, source: Source<'_>) -> Result<Hea
         (None, Source::Replies) => Kind::Reply,
     };
     let service = match (fields.service, source) {
-        (Some(service), _) => Name::from(service.to_owned()),
+        (Some(service), _) => Name::from(Arc::<str>::from(service)),
         (None, Source::Requests { service }) => service.clone(),
         (None, Source::Replies) => Name::from_static(""),
     };
     let calls = matches!(kind, Kind::Request | Kind::Oneway);
     let method = match fields.method {
-        Some(method) => Name::from(method.to_owned()),
+        Some(method) => Name::from(Arc::<str>::from(method)),
         None if calls => return Err(HeadersError::Missing(METHOD)),
         None => Name::from_static(""),
     };
@@ -197,7 +280,7 @@ pub fn decode<H: Headers>(headers: Option<&H>, source: Source<'_>) -> Result<Hea
         correlation_id,
         service,
         method,
-        reply_to: fields.reply_to.map(|t| Address::new(t.to_owned())),
+        reply_to: fields.reply_to.map(|t| Address::new(Arc::<str>::from(t))),
         deadline_ms: number(fields.deadline_ms, DEADLINE_MS)?.unwrap_or(0),
         sent_at_ms: number(fields.sent_at_ms, SENT_AT_MS)?.unwrap_or(0),
         content_type: match fields.content_type {
@@ -221,9 +304,46 @@ pub fn reply_address<H: Headers>(headers: Option<&H>) -> Option<(String, u64)> {
             .and_then(|h| h.value)
             .and_then(|v| std::str::from_utf8(v).ok())
     };
-    let topic = text(REPLY_TO)?.to_owned();
-    let id = text(CORRELATION_ID)?.parse().ok()?;
+    let call = text(CALL).and_then(split_call);
+    let topic = call
+        .map(|[_, reply_to, ..]| reply_to)
+        .filter(|t| !t.is_empty())
+        .or_else(|| text(REPLY_TO))?
+        .to_owned();
+    let id = call
+        .map(|[id, ..]| id)
+        .filter(|id| !id.is_empty())
+        .or_else(|| text(CORRELATION_ID))?
+        .parse()
+        .ok()?;
     Some((topic, id))
+}
+
+/// A u64 in decimal, formatted on the stack: headers and record keys are
+/// written on every call, and `to_string` allocates.
+pub(crate) struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    pub(crate) fn new(mut value: u64) -> Self {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        Decimal { digits, start }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.digits[self.start..]).expect("ASCII digits")
+    }
 }
 
 #[derive(Default)]
@@ -271,21 +391,20 @@ mod tests {
         headers.iter().map(|h| h.key).collect()
     }
 
+    fn text<'a>(headers: &'a OwnedHeaders, key: &str) -> &'a str {
+        let value = headers.iter().find(|h| h.key == key).unwrap().value;
+        std::str::from_utf8(value.unwrap()).unwrap()
+    }
+
     #[test]
     fn requests_round_trip_with_what_the_topic_implies() {
         let header = request();
         let encoded = encode(&header);
+        assert_eq!(keys(&encoded), ["rpc-meta-tenant", CALL, CONTENT_TYPE]);
+        let traceparent = header.trace.as_ref().unwrap().traceparent();
         assert_eq!(
-            keys(&encoded),
-            [
-                CORRELATION_ID,
-                METHOD,
-                REPLY_TO,
-                DEADLINE_MS,
-                CONTENT_TYPE,
-                META_TRACEPARENT,
-                "rpc-meta-tenant"
-            ]
+            text(&encoded, CALL),
+            format!("42;rpc.reply.x;1700000000123;{};add", traceparent.as_str())
         );
         assert_eq!(decode(Some(&encoded), requests()).unwrap(), header);
         assert_eq!(
@@ -296,8 +415,72 @@ mod tests {
         let mut oneway = Header::request(CALC, Name::from_static("log"), ContentType::Bincode);
         oneway.kind = Kind::Oneway;
         let encoded = encode(&oneway);
-        assert_eq!(keys(&encoded), [METHOD]);
+        assert_eq!(keys(&encoded), [CALL]);
+        assert_eq!(text(&encoded, CALL), ";;;;log");
         assert_eq!(decode(Some(&encoded), requests()).unwrap(), oneway);
+    }
+
+    #[test]
+    fn the_method_is_the_rest_of_the_call_header() {
+        let mut header = request();
+        header.method = Name::from_static("odd;name");
+        header.trace = None;
+        header.metadata = Metadata::default();
+        let encoded = encode(&header);
+        assert_eq!(
+            text(&encoded, CALL),
+            "42;rpc.reply.x;1700000000123;;odd;name"
+        );
+        assert_eq!(decode(Some(&encoded), requests()).unwrap(), header);
+    }
+
+    #[test]
+    fn the_call_header_wins_over_the_fields_own_headers() {
+        let both = OwnedHeaders::new()
+            .insert(KafkaHeader {
+                key: CALL,
+                value: Some("7;py.replies;;;add"),
+            })
+            .insert(KafkaHeader {
+                key: CORRELATION_ID,
+                value: Some("8"),
+            })
+            .insert(KafkaHeader {
+                key: DEADLINE_MS,
+                value: Some("1700000000000"),
+            });
+        let read = decode(Some(&both), requests()).unwrap();
+        assert_eq!(read.correlation_id, 7);
+        assert_eq!(read.deadline_ms, 1_700_000_000_000);
+        assert_eq!(read.kind, Kind::Request);
+    }
+
+    #[test]
+    fn requests_with_a_header_per_field_are_read() {
+        let header = request();
+        let traceparent = header.trace.as_ref().unwrap().traceparent();
+        let fields = [
+            (CORRELATION_ID, "42"),
+            (METHOD, "add"),
+            (REPLY_TO, "rpc.reply.x"),
+            (DEADLINE_MS, "1700000000123"),
+            (CONTENT_TYPE, "application/json"),
+            (META_TRACEPARENT, traceparent.as_str()),
+            ("rpc-meta-tenant", "acme"),
+        ];
+        let separate = fields
+            .iter()
+            .fold(OwnedHeaders::new(), |out, (key, value)| {
+                out.insert(KafkaHeader {
+                    key,
+                    value: Some(*value),
+                })
+            });
+        assert_eq!(decode(Some(&separate), requests()).unwrap(), header);
+        assert_eq!(
+            reply_address(Some(&separate)),
+            Some(("rpc.reply.x".to_owned(), 42))
+        );
     }
 
     #[test]
@@ -358,6 +541,13 @@ mod tests {
     }
 
     #[test]
+    fn decimals_are_written_like_to_string() {
+        for value in [0, 7, 10, 42, 1_700_000_000_123, u64::MAX] {
+            assert_eq!(Decimal::new(value).as_str(), value.to_string());
+        }
+    }
+
+    #[test]
     fn records_that_are_no_call_are_refused() {
         assert!(matches!(
             decode::<OwnedHeaders>(None, requests()),
@@ -387,6 +577,14 @@ mod tests {
         assert!(matches!(
             decode::<OwnedHeaders>(None, Source::Replies),
             Err(HeadersError::Missing(CORRELATION_ID))
+        ));
+        let short = OwnedHeaders::new().insert(KafkaHeader {
+            key: CALL,
+            value: Some("1;py.replies;;add"),
+        });
+        assert!(matches!(
+            decode(Some(&short), requests()),
+            Err(HeadersError::Bad(CALL))
         ));
     }
 }

@@ -110,11 +110,20 @@ async fn pump(
     // The offset the fetch should hand out next: where it was assigned (a
     // topic just made starts at 0).
     let mut expected = shared.reply_next_offset.load(Ordering::Acquire).max(0);
+    // Made once, not per reply: each of these registers a waiter when
+    // first polled.
+    let stop = async {
+        tokio::select! {
+            () = session.health.lost() => {}
+            () = shared.connection.closed() => {}
+        }
+    };
+    tokio::pin!(stop);
     loop {
         let received = tokio::select! {
+            biased;
+            () = &mut stop => break,
             received = consumer.recv() => received,
-            () = session.health.lost() => break,
-            () = shared.connection.closed() => break,
         };
         match received {
             Ok(message) => {

@@ -52,6 +52,13 @@ struct Partition {
     /// The position last stored (committed within a commit interval),
     /// watched by at-most-once settlements, which commit it at once.
     committed: watch::Sender<i64>,
+    /// The one-partition list positions are stored with, made at the first
+    /// store and updated in place after: building a list per store (two
+    /// allocations, a copy of the topic name, and their frees) cost twice
+    /// the store itself. librdkafka keeps a reference to its partition
+    /// object in it, so it must go before the consumer
+    /// ([`Offsets::release_lists`]).
+    stored: Option<TopicPartitionList>,
 }
 
 impl Partition {
@@ -62,6 +69,7 @@ impl Partition {
             next: start,
             assignment: 0,
             committed: watch::Sender::new(start),
+            stored: None,
         }
     }
 
@@ -126,6 +134,13 @@ impl Partition {
     }
 }
 
+impl Drop for Offsets {
+    fn drop(&mut self) {
+        // Before the consumer field goes (see `Partition::stored`).
+        self.release_lists();
+    }
+}
+
 impl Offsets {
     pub(crate) fn new(consumer: RequestConsumer, topic: Arc<str>) -> Self {
         Offsets {
@@ -143,8 +158,17 @@ impl Offsets {
     /// committed: a member that has left cannot commit, and its records go
     /// to the group's next member (at-least-once).
     pub(crate) fn detach(&self) {
+        self.release_lists();
         let consumer = lock(&self.consumer).take();
         drop(consumer);
+    }
+
+    /// Drops the lists positions were stored with: each holds a reference
+    /// to a partition object of the consumer, which must not outlive it.
+    fn release_lists(&self) {
+        for entry in lock(&self.partitions).values_mut() {
+            entry.stored = None;
+        }
     }
 
     /// Whether the fetch position of `partition` is unknown in assignment
@@ -198,7 +222,7 @@ impl Offsets {
             entry.skipped.remove(offset);
         }
         if let Some(position) = entry.advance() {
-            let _ = self.store(partition, position);
+            let _ = self.store(entry, partition, position);
         }
     }
 
@@ -239,8 +263,9 @@ impl Offsets {
     /// in the order they were reached: a store never moves one back.
     fn settle(&self, partition: i32, offset: i64) -> Option<i64> {
         let mut partitions = lock(&self.partitions);
-        let position = partitions.get_mut(&partition)?.settle(offset)?;
-        let _ = self.store(partition, position);
+        let entry = partitions.get_mut(&partition)?;
+        let position = entry.settle(offset)?;
+        let _ = self.store(entry, partition, position);
         Some(position)
     }
 
@@ -248,11 +273,36 @@ impl Offsets {
     /// commits what is stored every commit interval, when the partition is
     /// revoked and when the consumer closes (`Config::request_consumer`):
     /// one commit request per interval, not one per request.
-    fn store(&self, partition: i32, position: i64) -> Result<(), TransportError> {
-        self.with_position(partition, position, "store an offset", |consumer, list| {
-            // A partition revoked meanwhile refuses the store; its records
-            // come back to whoever owns it now.
-            consumer.store_offsets(list)
+    fn store(
+        &self,
+        entry: &mut Partition,
+        partition: i32,
+        position: i64,
+    ) -> Result<(), TransportError> {
+        const ACTION: &str = "store an offset";
+        let Some(consumer) = lock(&self.consumer).clone() else {
+            tracing::debug!(partition, position, "the consumer has left its group");
+            return Err(TransportError::ConnectionLost);
+        };
+        let offset = Offset::Offset(position);
+        let list = match &mut entry.stored {
+            Some(list) => {
+                list.set_partition_offset(&self.topic, partition, offset)
+                    .map_err(|e| TransportError::protocol(ACTION, e))?;
+                list
+            }
+            None => {
+                let mut list = TopicPartitionList::new();
+                list.add_partition_offset(&self.topic, partition, offset)
+                    .map_err(|e| TransportError::protocol(ACTION, e))?;
+                entry.stored.insert(list)
+            }
+        };
+        // A partition revoked meanwhile refuses the store; its records
+        // come back to whoever owns it now.
+        consumer.store_offsets(list).map_err(|e| {
+            tracing::debug!(%e, partition, position, "store refused");
+            TransportError::protocol(ACTION, e)
         })
     }
 

@@ -185,7 +185,7 @@ pub(crate) async fn start(
 /// What one record became, taken out of the message before any await (a
 /// borrowed message is not `Send`).
 enum Received {
-    Request(Envelope, Option<Vec<u8>>, i32, i64),
+    Request(Envelope, Option<Arc<[u8]>>, i32, i64),
     Refused(RawRecord, headers::HeadersError, Option<(String, u64)>),
 }
 
@@ -211,7 +211,7 @@ struct RawRecord {
 /// Reads one record: from the consumer, or read again after the fetch
 /// skipped it (`offsets/gaps.rs`).
 fn take<M: Message>(message: &M, service: &Name) -> Received {
-    let key = message.key().map(<[u8]>::to_vec);
+    let key = message.key();
     let value = message.payload().unwrap_or_default().to_vec();
     match headers::decode(message.headers(), headers::Source::Requests { service }) {
         Ok(mut header) => {
@@ -228,7 +228,7 @@ fn take<M: Message>(message: &M, service: &Name) -> Received {
                     header,
                     body: value,
                 },
-                key,
+                key.map(Arc::from),
                 message.partition(),
                 message.offset(),
             )
@@ -237,7 +237,7 @@ fn take<M: Message>(message: &M, service: &Name) -> Received {
             RawRecord {
                 partition: message.partition(),
                 offset: message.offset(),
-                key,
+                key: key.map(<[u8]>::to_vec),
                 value,
                 headers: message.headers().map(|headers| {
                     headers.iter().fold(
@@ -281,13 +281,24 @@ async fn pump(
     // Gaps are read by tasks of their own, which hand their records back
     // here, so that every request leaves through one place.
     let (filled_sender, mut filled) = mpsc::unbounded_channel();
+    // Made once, not per record: each of these registers a waiter when
+    // first polled, which cost more than the rest of a record's hand-out.
+    let stop = async {
+        tokio::select! {
+            () = pump.entry.sender.closed() => {}
+            () = pump.session.health.lost() => {}
+            () = pump.shared.connection.closed() => {}
+        }
+    };
+    tokio::pin!(stop);
     loop {
         let next = tokio::select! {
+            // Stopping wins over a record ready at once (a lost generation
+            // stops fetching at once).
+            biased;
+            () = &mut stop => Next::Stop,
             received = pump.consumer_next(&consumer) => received,
             Some((partition, found)) = filled.recv() => Next::Filled(partition, found),
-            () = pump.entry.sender.closed() => Next::Stop,
-            () = pump.session.health.lost() => Next::Stop,
-            () = pump.shared.connection.closed() => Next::Stop,
         };
         let handed_out = match next {
             Next::Record(received) => {
@@ -503,7 +514,9 @@ struct KafkaDelivery {
     offsets: Arc<Offsets>,
     topic: Arc<str>,
     dead_letters: Arc<str>,
-    key: Option<Vec<u8>>,
+    /// The request's record key, which its reply carries too (shared, not
+    /// copied, with the reply).
+    key: Option<Arc<[u8]>>,
     partition: i32,
     offset: i64,
 }

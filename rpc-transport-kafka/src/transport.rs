@@ -328,12 +328,12 @@ impl Shared {
         let partition =
             (self.next_partition.fetch_add(1, Ordering::Relaxed) % partitions.max(1) as u32) as i32;
         header.reply_to = inbox.map(|_| self.reply_to.clone());
-        let key = inbox.map(|id| id.to_string());
+        let key = inbox.map(headers::Decimal::new);
         produce(
             &session,
             &topic,
             Some(partition),
-            key.as_deref().map(str::as_bytes),
+            key.as_ref().map(|key| key.as_str().as_bytes()),
             headers::encode(&header),
             &body,
         )
