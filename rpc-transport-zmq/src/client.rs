@@ -13,7 +13,6 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use rpc_core::envelope::now_ms;
@@ -409,8 +408,13 @@ impl ClientSide {
         broken: &Notify,
         mut receive: DealerRecvHalf,
     ) {
-        let dead_after = self.config.dead_after();
-        let mut last_seen = Instant::now();
+        let liveness = self.config.liveness;
+        // Heartbeat ticks since the server was last heard. Ticks, not time:
+        // a tick comes only when this task runs, so a runtime stalled for a
+        // while (a handler computing on its thread, a machine too busy to
+        // run it) counts as one tick, and the server is not taken for dead
+        // because this side could not listen.
+        let mut silent_ticks = 0u32;
         let mut tick = tokio::time::interval(self.config.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.shutdown.notified();
@@ -430,13 +434,14 @@ impl ClientSide {
                 biased;
                 message = receive.recv() => match message {
                     Ok(message) => {
-                        last_seen = Instant::now();
+                        silent_ticks = 0;
                         self.on_message(index, message.into_vec(), &mut names);
                     }
                     Err(_) => return,
                 },
                 _ = tick.tick() => {
-                    if last_seen.elapsed() > dead_after {
+                    silent_ticks += 1;
+                    if silent_ticks > liveness {
                         tracing::debug!(index, "server silent past its liveness: dead or hung");
                         return;
                     }

@@ -20,13 +20,6 @@ pub(crate) struct Config {
     pub(crate) max_waiting: usize,
 }
 
-impl Config {
-    /// Silence longer than this means the peer is dead or hung.
-    pub(crate) fn dead_after(&self) -> Duration {
-        self.heartbeat * self.liveness
-    }
-}
-
 /// Options for a [`ZmqTransport`]: `ZmqTransport::builder()...build().await`.
 ///
 /// A transport that [`bind`](Self::bind)s serves; one that
@@ -77,7 +70,10 @@ impl ZmqTransportBuilder {
     /// Heartbeat intervals of silence after which a peer is dead (default 3,
     /// as in the guide's Paranoid Pirate). A peer sends nothing while it
     /// reads or decodes one message, so the period must cover the largest
-    /// message's transfer.
+    /// message's transfer. Intervals are counted as this side's heartbeat
+    /// ticks: a runtime that could not run for a while (a handler computing
+    /// on its thread, an overloaded machine) counts that stall as one
+    /// interval, not as the peer's silence.
     pub fn liveness(mut self, intervals: u32) -> Self {
         self.config.liveness = intervals.max(1);
         self

@@ -19,7 +19,8 @@
 //!   every [`heartbeat_interval`](ZmqTransportBuilder::heartbeat_interval);
 //!   any message counts as a sign of life. A server silent for
 //!   [`liveness`](ZmqTransportBuilder::liveness) intervals (dead, hung, or
-//!   its network gone) is dropped: the calls it held fail at once with
+//!   its network gone; counted in this side's heartbeat ticks, so a stall
+//!   of this side's own runtime is not the server's silence) is dropped: the calls it held fail at once with
 //!   `ConnectionLost`, new calls go to the others, and a new socket tries
 //!   to reconnect every
 //!   [`reconnect_interval`](ZmqTransportBuilder::reconnect_interval) (so a

@@ -9,7 +9,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -170,8 +169,12 @@ impl ServerSide {
 /// The router task's own state.
 struct Router {
     server: Arc<ServerSide>,
-    /// Peers that said `HELLO`, and when each was last heard.
-    peers: HashMap<Bytes, Instant>,
+    /// Peers that said `HELLO`, and how many heartbeat ticks each has been
+    /// silent for. Ticks, not time: a tick comes only when this task runs,
+    /// so a runtime stalled for a while (a handler computing on its thread,
+    /// a machine too busy to run it) counts as one tick, and no peer is
+    /// taken for dead because this side could not listen.
+    peers: HashMap<Bytes, u32>,
     /// A peer in `peers` heard since the last heartbeat tick, whose next
     /// messages need not touch `peers`: looking a peer up hashes its
     /// identity, a sizeable share of what reading a small call cost. The
@@ -248,9 +251,9 @@ impl Router {
         // message).
         let frames = &*frames.make_contiguous();
         if self.fresh.as_ref() != Some(&peer)
-            && let Some(seen) = self.peers.get_mut(&peer)
+            && let Some(silent) = self.peers.get_mut(&peer)
         {
-            *seen = Instant::now();
+            *silent = 0;
             self.fresh = Some(peer.clone());
         }
         let parsed =
@@ -263,7 +266,7 @@ impl Router {
             Ok(FromClient::Oneway(envelope)) => self.dispatch(peer, None, envelope),
             Ok(FromClient::Heartbeat) => None,
             Ok(FromClient::Hello) => {
-                self.peers.insert(peer.clone(), Instant::now());
+                self.peers.insert(peer.clone(), 0);
                 let ready = wire::ready(self.advertised.iter().map(|(n, c)| (n.as_str(), *c)));
                 Some((peer, ready))
             }
@@ -344,13 +347,16 @@ impl Router {
 
     /// Forgets peers silent too long; sends a heartbeat to the others.
     async fn heartbeat(&mut self) {
-        let dead_after = self.server.config.dead_after();
+        let liveness = self.server.config.liveness;
         if let Some(peer) = self.fresh.take()
-            && let Some(seen) = self.peers.get_mut(&peer)
+            && let Some(silent) = self.peers.get_mut(&peer)
         {
-            *seen = Instant::now();
+            *silent = 0;
         }
-        self.peers.retain(|_, seen| seen.elapsed() <= dead_after);
+        self.peers.retain(|_, silent| {
+            *silent += 1;
+            *silent <= liveness
+        });
         for peer in self.peers.keys() {
             self.server
                 .send_to(peer.clone(), vec![Bytes::from_static(wire::HB)])
