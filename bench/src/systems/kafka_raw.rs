@@ -15,8 +15,9 @@
 //! 100 ms.
 //!
 //! With [`Headers::Ours`] each record instead carries the envelope header
-//! as our transport writes it (`rpc_transport_kafka::headers`: ten headers
-//! on a request, six on a reply, with a `traceparent`), and the server
+//! as our transport writes it (`rpc_transport_kafka::headers`: the call's
+//! fields in one `rpc-call` header on a request, the correlation id on an
+//! ok reply; docs/wire.md), and the server
 //! reads it back: the like-for-like loop, which tells what the headers cost
 //! the broker and the clients apart from the rest of ours.
 

@@ -121,7 +121,8 @@ pub(crate) async fn start(
 
     let client = async_nats::connect(url).await.map_err(|e| setup(&e))?;
     // Replies come to `<inbox>.<id>`, or as to ours, to
-    // `<inbox>.d<deadline>.<traceparent>.bincode.<id>`.
+    // `<inbox>.<call token>` (the id, codec, deadline and trace in one
+    // token; docs/wire.md).
     let inbox = client.new_inbox();
     let mut replies = client
         .subscribe(format!("{inbox}.>"))
@@ -131,11 +132,16 @@ pub(crate) async fn start(
     let table = waiters.clone();
     let reading = tokio::spawn(async move {
         while let Some(message) = replies.next().await {
-            let id = message
-                .subject
-                .rsplit('.')
-                .next()
-                .and_then(|t| t.parse::<u64>().ok());
+            let id = match headers {
+                Headers::None => message
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|t| t.parse::<u64>().ok()),
+                Headers::Ours => reply_tokens(message.subject.as_str())
+                    .ok()
+                    .and_then(|tokens| tokens.correlation_id),
+            };
             let Some(waiter) = id.and_then(|id| table.take(id)) else {
                 continue;
             };
