@@ -8,6 +8,13 @@
 //! reading of both, taken together) and reads the wall clock again once its
 //! anchor is a second old, so a step of the wall clock shows within a second.
 //!
+//! The anchor is kept as the millisecond the wall clock reads and the
+//! monotonic instant that millisecond began. A reading inside that
+//! millisecond needs two comparisons, no subtraction (a subtraction of
+//! instants costs as much as the reading); one past it moves the anchor on
+//! by whole milliseconds. Either way the result is the same, to the
+//! nanosecond, as adding the anchor's age to its wall-clock time.
+//!
 //! This is the crate's one clock: the wire's wall-clock milliseconds
 //! ([`now_ms`], re-exported as `envelope::now_ms`), the client's and the
 //! server's timers, and a handler's [`Context`](crate::Context) all read it.
@@ -21,8 +28,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-/// How long a thread derives the wall clock from one anchor.
+/// How long a thread derives the wall clock from one reading of it.
 const ANCHOR_LIFETIME: Duration = Duration::from_secs(1);
+
+const MILLISECOND: Duration = Duration::from_millis(1);
 
 /// The time now, on both clocks.
 #[derive(Clone, Copy, Debug)]
@@ -31,17 +40,19 @@ pub(crate) struct Now {
     pub(crate) instant: Instant,
     /// Milliseconds since the unix epoch (rounded down), for the wire.
     pub(crate) unix_ms: u64,
-    /// The exact wall-clock time, since the unix epoch.
-    since_epoch: Duration,
+    /// The instant at which the wall clock began to read `unix_ms`.
+    ms_began: Instant,
 }
 
 impl Now {
     /// The instant at which the wall clock reads `unix_ms` (rounded down):
     /// a timer set for it ends exactly when a peer reading the wall clock
-    /// sees that deadline pass.
+    /// sees that deadline pass. A time already passed gives `self.instant`.
     pub(crate) fn instant_at(&self, unix_ms: u64) -> Instant {
-        let at = Duration::from_millis(unix_ms);
-        self.instant + at.saturating_sub(self.since_epoch)
+        match unix_ms.checked_sub(self.unix_ms) {
+            Some(ahead @ 1..) => self.ms_began + Duration::from_millis(ahead),
+            _ => self.instant,
+        }
     }
 
     /// Time left before a wire deadline (`0` is none); a passed deadline
@@ -51,9 +62,53 @@ impl Now {
     }
 }
 
+/// A thread's anchor: the wall-clock millisecond `unix_ms` began at the
+/// monotonic instant `began`, and the wall clock is read again at `stale`.
+#[derive(Clone, Copy)]
+struct Anchor {
+    began: Instant,
+    /// `began` plus a millisecond: readings before it are in `unix_ms`.
+    ends: Instant,
+    unix_ms: u64,
+    stale: Instant,
+}
+
+impl Anchor {
+    /// The anchor of the monotonic instant `at`, at which the wall clock
+    /// read `wall` (since the epoch).
+    fn new(at: Instant, wall: Duration) -> Option<Self> {
+        let unix_ms = u64::try_from(wall.as_millis()).ok()?;
+        let into_ms = wall - Duration::from_millis(unix_ms);
+        let began = at.checked_sub(into_ms)?;
+        Some(Anchor {
+            began,
+            ends: began.checked_add(MILLISECOND)?,
+            unix_ms,
+            stale: at.checked_add(ANCHOR_LIFETIME)?,
+        })
+    }
+
+    /// This anchor moved on to the millisecond `instant` is in, if it is
+    /// not stale by then (nor `instant` before it: a thread may go from one
+    /// runtime's paused clock to another's).
+    fn moved_to(self, instant: Instant) -> Option<Self> {
+        if instant >= self.stale {
+            return None;
+        }
+        let ms = instant.checked_duration_since(self.began)?.as_millis();
+        let ms = u64::try_from(ms).ok()?;
+        let began = self.began.checked_add(Duration::from_millis(ms))?;
+        Some(Anchor {
+            began,
+            ends: began.checked_add(MILLISECOND)?,
+            unix_ms: self.unix_ms.checked_add(ms)?,
+            stale: self.stale,
+        })
+    }
+}
+
 thread_local! {
-    /// A monotonic reading and the wall-clock time (since the epoch) at it.
-    static ANCHOR: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
+    static ANCHOR: Cell<Option<Anchor>> = const { Cell::new(None) };
 }
 
 /// Now, as unix milliseconds (rounded down), derived from the monotonic
@@ -65,24 +120,40 @@ pub fn now_ms() -> u64 {
 /// Reads the clock once.
 pub(crate) fn now() -> Now {
     let instant = Instant::now();
-    // One subtraction gives both the anchor's age and the offset to add.
-    let fresh = |(at, wall): (Instant, Duration)| {
-        let age = instant.checked_duration_since(at)?;
-        (age < ANCHOR_LIFETIME).then(|| wall + age)
-    };
-    let since_epoch = ANCHOR.with(|anchor| match anchor.get().and_then(fresh) {
-        Some(since_epoch) => since_epoch,
-        None => {
-            let (at, wall) = read_both();
-            anchor.set(Some((at, wall)));
-            wall + instant.saturating_duration_since(at)
+    let anchor = ANCHOR.with(|cell| match cell.get() {
+        Some(anchor) if anchor.began <= instant && instant < anchor.ends => anchor,
+        kept => {
+            let anchor = kept
+                .and_then(|anchor| anchor.moved_to(instant))
+                .or_else(|| reanchor(instant));
+            cell.set(anchor);
+            // Only a clock at the very ends of its range has no anchor.
+            let mut anchor = anchor.unwrap_or(Anchor {
+                began: instant,
+                ends: instant,
+                unix_ms: 0,
+                stale: instant,
+            });
+            // A new anchor is read just after `instant`, and may begin a
+            // millisecond that began after it: read as that millisecond's
+            // start, as a reading at the anchor would be.
+            anchor.began = anchor.began.min(instant);
+            anchor
         }
     });
     Now {
         instant,
-        unix_ms: u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
-        since_epoch,
+        unix_ms: anchor.unix_ms,
+        ms_began: anchor.began,
     }
+}
+
+/// A fresh anchor for `instant`, from a new reading of both clocks.
+#[cold]
+fn reanchor(instant: Instant) -> Option<Anchor> {
+    let (at, wall) = read_both();
+    let anchor = Anchor::new(at, wall)?;
+    anchor.moved_to(instant).or(Some(anchor))
 }
 
 /// A monotonic and a wall-clock reading taken together. A thread
@@ -140,10 +211,11 @@ mod tests {
 
     #[test]
     fn time_left_before_a_deadline() {
+        let instant = Instant::now();
         let now = Now {
-            instant: Instant::now(),
+            instant,
             unix_ms: 10_000,
-            since_epoch: Duration::from_micros(10_000_400),
+            ms_began: instant - Duration::from_micros(400),
         };
         assert_eq!(now.until(0), None, "no deadline");
         assert_eq!(now.until(10_250), Some(Duration::from_millis(250)));
@@ -152,6 +224,43 @@ mod tests {
             now.instant_at(10_250) - now.instant,
             Duration::from_micros(249_600),
             "when the wall clock reads 10.250 s"
+        );
+        assert_eq!(now.instant_at(10_000), now.instant, "now");
+    }
+
+    #[test]
+    fn an_anchor_moves_on_by_whole_milliseconds() {
+        let at = Instant::now();
+        let anchor = Anchor::new(at, Duration::from_micros(10_000_400)).unwrap();
+        assert_eq!(anchor.unix_ms, 10_000);
+        assert_eq!(anchor.began, at - Duration::from_micros(400));
+        assert_eq!(anchor.ends, at + Duration::from_micros(600));
+
+        let later = anchor.moved_to(at + Duration::from_micros(2_700)).unwrap();
+        assert_eq!(later.unix_ms, 10_003, "10.0031 s");
+        assert_eq!(later.began, at + Duration::from_micros(2_600));
+        assert_eq!(later.ends, at + Duration::from_micros(3_600));
+
+        assert!(
+            anchor.moved_to(at + ANCHOR_LIFETIME).is_none(),
+            "stale: the wall clock is read again"
+        );
+        assert!(
+            anchor.moved_to(at - Duration::from_millis(1)).is_none(),
+            "an instant before the anchor's (another runtime's paused clock)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_time_moves_the_derived_wall_clock() {
+        let before = now();
+        tokio::time::advance(Duration::from_millis(250)).await;
+        let after = now();
+        assert_eq!(after.instant - before.instant, Duration::from_millis(250));
+        assert!(
+            (249..=251).contains(&(after.unix_ms - before.unix_ms)),
+            "{} ms",
+            after.unix_ms - before.unix_ms
         );
     }
 }
