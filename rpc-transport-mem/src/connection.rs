@@ -90,11 +90,21 @@ impl Connection {
 
     /// Returns the current state; when it is `Down`, `waker` is woken on
     /// the next transition.
+    ///
+    /// Inlined: every poll of a request stream asks, and the answer is
+    /// nearly always a single load; parking is out of line.
+    #[inline]
     pub(crate) fn park_unless_up(&self, waker: &Waker) -> Link {
         let link = self.link();
         if link != Link::Down {
             return link;
         }
+        self.park(waker)
+    }
+
+    /// Parks `waker` while the link is down; returns the link.
+    #[cold]
+    fn park(&self, waker: &Waker) -> Link {
         let mut parked = self.lock();
         // Re-read under the lock: a reconnect in between has already woken
         // everyone it is going to wake.
