@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
@@ -23,7 +23,7 @@ use crate::error::RpcError;
 use crate::limits::Limits;
 use crate::metrics::{ClientMeters, Outcome};
 use crate::name::Name;
-use crate::pending::{PendingGuard, PendingTable};
+use crate::pending::{self, PendingGuard, PendingTable};
 use crate::spans;
 use crate::trace::{self, TraceContext};
 use crate::transport::{ReplySink, Transport};
@@ -264,9 +264,9 @@ impl<T: Transport> Client<T> {
                 cancel.disarm();
                 match answer {
                     Ok(answered) => {
-                        // The waiter was sent to (a reply, the watchdog at
-                        // the deadline, a connection loss), which removed
-                        // the entry: nothing left for the guard to remove.
+                        // The reply future took the answer (a reply, the
+                        // watchdog at the deadline, a connection loss) and
+                        // the entry with it: nothing left for the guard.
                         guard.answered();
                         answered
                     }
@@ -315,18 +315,18 @@ impl<T: Transport> Client<T> {
             deadline,
         );
         let send = self.shared.transport.send_request(inbox, envelope);
-        // The reply is read where it comes out of its channel: only the
+        // The reply is read where it comes out of the table: only the
         // decoded value travels on, not the envelope, which every layer of
         // `Result` would otherwise copy again.
         let answer = async move {
-            // The send races the reply channel: the client's watchdog fails
+            // The send races the reply: the client's watchdog fails
             // a call whose deadline passes while it is still being sent, and
             // a reply may come before the transport reports the send done.
             let mut send = pin!(send);
             let first = future::poll_fn(|cx| {
                 match Pin::new(&mut reply).poll(cx) {
                     // An answer wins over anything the send reports.
-                    Poll::Ready(answered @ Ok(Ok(_))) => return Poll::Ready(Err(answered)),
+                    Poll::Ready(answered @ Ok(_)) => return Poll::Ready(Err(answered)),
                     // The deadline or a lost connection. A send that has
                     // failed by now says more: `NotSent` (it never left,
                     // so a retry is safe) must not turn into `Timeout` because
@@ -342,13 +342,12 @@ impl<T: Transport> Client<T> {
                 send.as_mut().poll(cx).map(Ok)
             })
             .await;
-            // The reply is decoded as soon as it is out of its channel, so
+            // The reply is decoded as soon as it is out of the table, so
             // no envelope is kept across an await (it would take room in
             // every call's future).
-            let decode = |received: Received| match received {
-                Ok(Ok(reply)) => read_reply(&reply, service, method),
-                Ok(Err(error)) => Err(error),
-                Err(_) => Err(RpcError::Closed),
+            let decode = |received: pending::Answer| match received {
+                Ok(reply) => read_reply(&reply, service, method),
+                Err(error) => Err(error),
             };
             // Taken apart by value (`{ first }` moves it into a temporary
             // dropped at the end of this statement): matched in place,
@@ -362,7 +361,7 @@ impl<T: Transport> Client<T> {
                 Ok(Ok(())) => None,
                 // Not answered: the outer error, so the call's entry goes.
                 Ok(Err(send_failed)) => return Err(RpcError::from(send_failed)),
-                Err(received) => Some((matches!(received, Ok(Ok(_))), decode(received))),
+                Err(received) => Some((received.is_ok(), decode(received))),
             };
             Ok(match early {
                 None => decode((&mut reply).await),
@@ -541,9 +540,6 @@ impl<T: Transport> fmt::Debug for Client<T> {
 /// What a sent call resolves to: the outer error is a failed send (the call
 /// is still registered), the inner result the call's answer.
 type Answer<R> = Result<Result<R, RpcError>, RpcError>;
-
-/// What a call's reply channel yields: the reply, or why none will come.
-type Received = Result<Result<Envelope, RpcError>, oneshot::error::RecvError>;
 
 /// A call sent and registered: what waits for its answer (the watchdog
 /// answers it at its deadline).

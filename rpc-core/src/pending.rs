@@ -1,11 +1,19 @@
 //! The pending-call table: correlation ids to the callers waiting on them.
+//!
+//! A call's answer is left in its entry and taken out by the caller, who
+//! polls the table under the lock it takes anyway: no channel per call, so
+//! no allocation, no reference count and no channel state to touch, and
+//! the answer is moved once into the table and once out of it.
 
+use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use rustc_hash::FxHashMap;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::envelope::Envelope;
@@ -13,24 +21,34 @@ use crate::error::RpcError;
 use crate::transport::ReplyHandler;
 use crate::transport::support::lock_unpoisoned;
 
-type Waiter = oneshot::Sender<Result<Envelope, RpcError>>;
+/// What a call is answered with: the reply, or why none will come.
+pub(crate) type Answer = Result<Envelope, RpcError>;
 
-/// A call waiting for its reply until its deadline.
+/// A call registered until its caller takes its answer or gives up.
 #[derive(Debug)]
 struct Entry {
-    waiter: Waiter,
     deadline: Instant,
+    state: State,
 }
 
-/// Where a registered call waits for its reply.
-pub(crate) type ReplyReceiver = oneshot::Receiver<Result<Envelope, RpcError>>;
+#[derive(Debug)]
+enum State {
+    /// No answer yet; the waker of the caller's last poll, if it polled.
+    Waiting(Option<Waker>),
+    /// Answered (a reply, the deadline, a lost connection); the caller has
+    /// not taken it yet.
+    Answered(Answer),
+}
 
 /// Calls in flight on one client inbox, and their deadlines.
 ///
-/// Every entry is removed exactly once: by its reply, by its deadline (the
-/// [watchdog](crate::watchdog)), by a connection loss, or by the caller's
-/// [`PendingGuard`] when the call future completes or is dropped. So the
-/// table is empty whenever no call is in flight.
+/// Every entry is answered at most once: by its reply, by its deadline (the
+/// [watchdog](crate::watchdog)), by a connection loss or the table closing;
+/// a second answer (a duplicate or late reply) is dropped and counted. An
+/// entry is removed exactly once: by its caller's [`Reply`] taking the
+/// answer, or by the caller's [`PendingGuard`] when the call future is
+/// dropped or fails to send. So the table is empty whenever no call is in
+/// flight.
 #[derive(Debug)]
 pub(crate) struct PendingTable {
     calls: Mutex<Calls>,
@@ -79,13 +97,45 @@ struct Calls {
     wake_at: Option<Instant>,
 }
 
+/// An answer for a call that is unknown (never registered, or gone: its
+/// caller took an answer or gave up) or answered already: it is dropped.
+struct Unanswerable;
+
+impl Calls {
+    /// Answers the call `id` unless it is answered already; returns the
+    /// waker to wake (outside the lock).
+    fn answer(&mut self, id: u64, answer: Answer) -> Result<Option<Waker>, Unanswerable> {
+        match self.entries.get_mut(&id) {
+            Some(entry) => entry.answer(answer),
+            None => Err(Unanswerable),
+        }
+    }
+}
+
+impl Entry {
+    fn answer(&mut self, answer: Answer) -> Result<Option<Waker>, Unanswerable> {
+        match &mut self.state {
+            State::Waiting(waker) => {
+                let waker = waker.take();
+                self.state = State::Answered(answer);
+                Ok(waker)
+            }
+            State::Answered(_) => Err(Unanswerable),
+        }
+    }
+
+    fn is_waiting(&self) -> bool {
+        matches!(self.state, State::Waiting(_))
+    }
+}
+
 impl PendingTable {
     /// Registers a new call that times out at `deadline`; the guard removes
     /// it again on drop. Starts the watchdog if none is running.
     pub(crate) fn register(
         self: &Arc<Self>,
         deadline: Instant,
-    ) -> Result<(PendingGuard<'_>, ReplyReceiver), RpcError> {
+    ) -> Result<(PendingGuard<'_>, Reply<'_>), RpcError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(RpcError::Closed);
         }
@@ -97,10 +147,13 @@ impl PendingTable {
             0 => self.next_id.fetch_add(1, Ordering::Relaxed),
             id => id,
         };
-        let (waiter, rx) = oneshot::channel();
         let earlier = {
             let mut calls = self.lock();
-            calls.entries.insert(id, Entry { waiter, deadline });
+            let entry = Entry {
+                deadline,
+                state: State::Waiting(None),
+            };
+            calls.entries.insert(id, entry);
             // With one timeout per client, deadlines only grow: the alarm
             // rings only for a call with a shorter timeout than the rest.
             let earlier = calls.wake_at.is_none_or(|at| deadline < at);
@@ -112,27 +165,34 @@ impl PendingTable {
         if earlier {
             self.alarm.notify_one();
         }
-        Ok((PendingGuard { table: self, id }, rx))
+        Ok((PendingGuard { table: self, id }, Reply { table: self, id }))
     }
 
     /// Fails every call whose deadline is not after `now` with
     /// [`RpcError::Timeout`]; returns the earliest deadline left, which the
     /// watchdog sleeps until.
     pub(crate) fn expire(&self, now: Instant) -> Option<Instant> {
-        let (expired, next) = {
+        let mut wake = Vec::new();
+        let next = {
             let mut calls = self.lock();
-            let expired: Vec<Waiter> = calls
-                .entries
-                .extract_if(|_, entry| entry.deadline <= now)
-                .map(|(_, entry)| entry.waiter)
-                .collect();
-            let next = calls.entries.values().map(|entry| entry.deadline).min();
+            let mut next: Option<Instant> = None;
+            for entry in calls.entries.values_mut() {
+                if !entry.is_waiting() {
+                    continue;
+                }
+                if entry.deadline <= now {
+                    if let Ok(Some(waker)) = entry.answer(Err(RpcError::Timeout)) {
+                        wake.push(waker);
+                    }
+                } else if next.is_none_or(|at| entry.deadline < at) {
+                    next = Some(entry.deadline);
+                }
+            }
             calls.wake_at = next;
-            (expired, next)
+            next
         };
-        for waiter in expired {
-            // The caller may have just given up; nothing to tell then.
-            let _ = waiter.send(Err(RpcError::Timeout));
+        for waker in wake {
+            waker.wake();
         }
         next
     }
@@ -142,9 +202,10 @@ impl PendingTable {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Calls currently waiting for a reply.
+    /// Calls currently waiting for an answer.
     pub(crate) fn len(&self) -> usize {
-        self.lock().entries.len()
+        let calls = self.lock();
+        calls.entries.values().filter(|e| e.is_waiting()).count()
     }
 
     /// Replies that matched no waiting call (duplicates, late or unknown).
@@ -153,38 +214,47 @@ impl PendingTable {
     }
 
     fn fail_all(&self, error: fn() -> RpcError) {
-        let waiters: Vec<Waiter> = self.lock().entries.drain().map(|(_, e)| e.waiter).collect();
-        for waiter in waiters {
-            let _ = waiter.send(Err(error()));
+        let wake: Vec<Waker> = {
+            let mut calls = self.lock();
+            (calls.entries.values_mut())
+                .filter_map(|entry| entry.answer(Err(error())).ok().flatten())
+                .collect()
+        };
+        for waker in wake {
+            waker.wake();
         }
+    }
+
+    /// Answers the call `id` unless it is unknown or answered already.
+    fn answer(&self, id: u64, answer: Answer) -> Result<(), Unanswerable> {
+        // Bound first: the guard must go before the wake below.
+        let answered = self.lock().answer(id, answer);
+        if let Some(waker) = answered? {
+            waker.wake();
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Calls> {
         // A panic while holding this lock cannot leave the map half-updated
-        // (every critical section is one map call), so poisoning is ignored.
+        // (every critical section is one map call or one pass over it), so
+        // poisoning is ignored.
         lock_unpoisoned(&self.calls)
     }
 }
 
 impl ReplyHandler for PendingTable {
     fn deliver(&self, envelope: Envelope) {
-        let entry = self.lock().entries.remove(&envelope.header.correlation_id);
-        match entry {
-            Some(Entry { waiter, .. }) => {
-                // The caller may have just given up; then the reply is dropped.
-                if waiter.send(Ok(envelope)).is_err() {
-                    self.dropped_replies.fetch_add(1, Ordering::Relaxed);
-                    crate::metrics::reply_dropped();
-                }
-            }
-            None => {
-                self.dropped_replies.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::reply_dropped();
-                tracing::debug!(
-                    correlation_id = envelope.header.correlation_id,
-                    "dropped a reply that no call is waiting for"
-                );
-            }
+        let id = envelope.header.correlation_id;
+        if self.answer(id, Ok(envelope)).is_err() {
+            // A duplicate, or the caller gave up (or was answered by its
+            // deadline) before the reply came: the reply is dropped.
+            self.dropped_replies.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::reply_dropped();
+            tracing::debug!(
+                correlation_id = id,
+                "dropped a reply that no call is waiting for"
+            );
         }
     }
 
@@ -193,23 +263,14 @@ impl ReplyHandler for PendingTable {
     }
 
     fn fail(&self, correlation_id: u64, error: RpcError) {
-        let entry = self.lock().entries.remove(&correlation_id);
-        match entry {
-            Some(Entry { waiter, .. }) => {
-                let _ = waiter.send(Err(error));
-            }
-            None => {
-                self.dropped_replies.fetch_add(1, Ordering::Relaxed);
-            }
+        if self.answer(correlation_id, Err(error)).is_err() {
+            self.dropped_replies.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn call_lost(&self, correlation_id: u64) {
-        let entry = self.lock().entries.remove(&correlation_id);
-        if let Some(Entry { waiter, .. }) = entry {
-            // The caller may have just given up; nothing to tell then.
-            let _ = waiter.send(Err(RpcError::ConnectionLost));
-        }
+        // The caller may have just given up; nothing to tell then.
+        let _ = self.answer(correlation_id, Err(RpcError::ConnectionLost));
     }
 
     fn closed(&self) {
@@ -217,6 +278,40 @@ impl ReplyHandler for PendingTable {
         self.fail_all(|| RpcError::Closed);
         // Lets the watchdog see the table closed and stop.
         self.alarm.notify_one();
+    }
+}
+
+/// Where a registered call waits for its answer: resolves once it is
+/// answered, and takes its entry out of the table.
+#[derive(Debug)]
+pub(crate) struct Reply<'a> {
+    table: &'a PendingTable,
+    id: u64,
+}
+
+impl Future for Reply<'_> {
+    type Output = Answer;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        use std::collections::hash_map::Entry as Slot;
+        let mut calls = self.table.lock();
+        let Slot::Occupied(mut slot) = calls.entries.entry(self.id) else {
+            // Taken already (polled after it resolved): no answer is coming.
+            return Poll::Ready(Err(RpcError::Closed));
+        };
+        match &mut slot.get_mut().state {
+            State::Waiting(Some(waker)) => waker.clone_from(cx.waker()),
+            State::Waiting(waker) => *waker = Some(cx.waker().clone()),
+            State::Answered(_) => {
+                let Entry { state, .. } = slot.remove();
+                drop(calls);
+                let State::Answered(answer) = state else {
+                    unreachable!("matched as answered above")
+                };
+                return Poll::Ready(answer);
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -233,10 +328,9 @@ impl PendingGuard<'_> {
         self.id
     }
 
-    /// The call's waiter has been sent to (a reply, a connection loss, the
-    /// table closing): whoever sent took the entry out, so there is nothing
-    /// left to remove, and skipping the second lookup saves a lock and a
-    /// hash per call.
+    /// The call's [`Reply`] has taken its answer, and its entry with it:
+    /// there is nothing left to remove, and skipping the second lookup
+    /// saves a lock and a hash per call.
     pub(crate) fn answered(self) {
         std::mem::forget(self);
     }
@@ -253,6 +347,15 @@ mod tests {
     use super::*;
     use crate::codec::ContentType;
     use crate::envelope::Header;
+
+    /// The answer, if the call has one, taken as a poll would take it.
+    fn try_take(reply: &mut Reply<'_>) -> Option<Answer> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(reply).poll(&mut cx) {
+            Poll::Ready(answer) => Some(answer),
+            Poll::Pending => None,
+        }
+    }
 
     fn table() -> Arc<PendingTable> {
         Arc::new(PendingTable::default())
@@ -278,7 +381,7 @@ mod tests {
         let (guard, mut rx) = table.register(later()).unwrap();
         table.deliver(reply(guard.id()));
         table.deliver(reply(guard.id()));
-        assert!(rx.try_recv().unwrap().is_ok());
+        assert!(try_take(&mut rx).unwrap().is_ok());
         assert_eq!(table.dropped_replies(), 1);
         assert_eq!(table.len(), 0);
         guard.answered();
@@ -334,7 +437,10 @@ mod tests {
         let table = table();
         let (_g, mut rx) = table.register(later()).unwrap();
         table.connection_lost();
-        assert!(matches!(rx.try_recv(), Ok(Err(RpcError::ConnectionLost))));
+        assert!(matches!(
+            try_take(&mut rx),
+            Some(Err(RpcError::ConnectionLost))
+        ));
         assert_eq!(table.len(), 0);
         table.closed();
         assert!(matches!(table.register(later()), Err(RpcError::Closed)));
@@ -347,10 +453,13 @@ mod tests {
         let (_kept, mut kept_rx) = table.register(later()).unwrap();
         table.call_lost(lost.id());
         assert!(matches!(
-            lost_rx.try_recv(),
-            Ok(Err(RpcError::ConnectionLost))
+            try_take(&mut lost_rx),
+            Some(Err(RpcError::ConnectionLost))
         ));
-        assert!(kept_rx.try_recv().is_err(), "the other call still waits");
+        assert!(
+            try_take(&mut kept_rx).is_none(),
+            "the other call still waits"
+        );
         lost.answered();
         assert_eq!(table.len(), 1);
     }
@@ -363,12 +472,18 @@ mod tests {
         let (due, mut due_rx) = table.register(now).unwrap();
         let (waiting, mut waiting_rx) = table.register(soon).unwrap();
         assert_eq!(table.expire(now), Some(soon));
-        assert!(matches!(due_rx.try_recv(), Ok(Err(RpcError::Timeout))));
-        assert!(waiting_rx.try_recv().is_err(), "not due yet");
+        assert!(matches!(
+            try_take(&mut due_rx),
+            Some(Err(RpcError::Timeout))
+        ));
+        assert!(try_take(&mut waiting_rx).is_none(), "not due yet");
         assert_eq!(table.len(), 1);
         due.answered();
         assert_eq!(table.expire(soon), None, "nothing left");
-        assert!(matches!(waiting_rx.try_recv(), Ok(Err(RpcError::Timeout))));
+        assert!(matches!(
+            try_take(&mut waiting_rx),
+            Some(Err(RpcError::Timeout))
+        ));
         waiting.answered();
     }
 
@@ -384,7 +499,7 @@ mod tests {
         let (early, early_rx) = table
             .register(start + std::time::Duration::from_millis(50))
             .unwrap();
-        assert!(matches!(early_rx.await, Ok(Err(RpcError::Timeout))));
+        assert!(matches!(early_rx.await, Err(RpcError::Timeout)));
         assert_eq!(start.elapsed(), std::time::Duration::from_millis(50));
         early.answered();
     }
@@ -414,7 +529,7 @@ mod tests {
         second.block_on(async {
             let soon = Instant::now() + std::time::Duration::from_millis(20);
             let (guard, rx) = table.register(soon).unwrap();
-            assert!(matches!(rx.await, Ok(Err(RpcError::Timeout))));
+            assert!(matches!(rx.await, Err(RpcError::Timeout)));
             guard.answered();
         });
     }

@@ -6,7 +6,7 @@
 //! another worker than the one it was armed on. Instead each client has
 //! one watchdog task: it sleeps until the earliest deadline in the pending
 //! table, fails the calls that are due with `RpcError::Timeout` through
-//! their reply channel, and sleeps again. Calls answered in time cost it
+//! their pending entries, and sleeps again. Calls answered in time cost it
 //! nothing: with one timeout per client, deadlines only grow, so it wakes
 //! about once per timeout, and a call with an earlier deadline than the one
 //! it sleeps towards rings its alarm.
