@@ -5,7 +5,7 @@ use std::future::{self, Future};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Poll;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
+use crate::TransportError;
 use crate::cancel::CancelOnDrop;
 use crate::clock::{self, Now};
 use crate::codec::ContentType;
@@ -23,7 +24,7 @@ use crate::error::RpcError;
 use crate::limits::Limits;
 use crate::metrics::{ClientMeters, Outcome};
 use crate::name::Name;
-use crate::pending::{self, PendingGuard, PendingTable};
+use crate::pending::{self, PendingGuard, PendingTable, Reply};
 use crate::spans;
 use crate::trace::{self, TraceContext};
 use crate::transport::{ReplySink, Transport};
@@ -248,31 +249,77 @@ impl<T: Transport> Client<T> {
                     Err(error) => break 'call Err(error),
                 };
                 // Taken apart in the `let`, so nothing of the temporary is
-                // kept across the await below.
+                // kept across the awaits below.
                 let Started {
                     _slot,
                     guard,
                     cancel,
-                    answer,
+                    mut reply,
+                    send,
+                    deadline,
                 } = match self.start(inbox, service, method, &args, &record, now) {
                     Ok(started) => started,
                     Err(error) => break 'call Err(error),
                 };
-                let answer = answer.await;
-                // Answered, timed out, or failed to send: nothing to cancel.
-                // Only a call future dropped before this point sends a cancel.
-                cancel.disarm();
-                match answer {
-                    Ok(answered) => {
-                        // The reply future took the answer (a reply, the
-                        // watchdog at the deadline, a connection loss) and
-                        // the entry with it: nothing left for the guard.
-                        guard.answered();
+                // The wait is written out here rather than in a future of
+                // its own: that future would be copied whole into this one
+                // when first awaited, on every call.
+                //
+                // The send races the reply: the client's watchdog fails a
+                // call whose deadline passes while it is still being sent,
+                // and a reply may come before the transport reports the
+                // send done.
+                let mut send = pin!(send);
+                let first = future::poll_fn(|cx| first_of(&mut reply, send.as_mut(), cx)).await;
+                // The reply is decoded as soon as it is out of the table, so
+                // no envelope is kept across an await (it would take room in
+                // every call's future).
+                let decode = |received: pending::Answer| match received {
+                    Ok(reply) => read_reply(&reply, service, method),
+                    Err(error) => Err(error),
+                };
+                // Taken apart by value (`{ first }` moves it into a temporary
+                // dropped at the end of this statement): matched in place,
+                // `first` and the envelope it may hold would stay alive, and
+                // take room in every call's future, across the awaits below.
+                #[expect(
+                    clippy::blocks_in_conditions,
+                    reason = "the braces move `first`, which is the point"
+                )]
+                let early = match { first } {
+                    Ok(Ok(())) => None,
+                    Ok(Err(send_failed)) => {
+                        // Not answered: nothing to cancel, and the guard
+                        // drops and removes the call's entry.
+                        cancel.disarm();
+                        break 'call Err(RpcError::from(send_failed));
+                    }
+                    Err(received) => Some((received.is_ok(), decode(received))),
+                };
+                let answered = match early {
+                    None => decode((&mut reply).await),
+                    Some((true, answered)) => {
+                        // Answered before the transport reported the send
+                        // done (a broker's confirm can trail the reply). The
+                        // send is finished all the same, within the
+                        // deadline: lapin keeps an unawaited confirm until
+                        // someone asks for it. Boxed: rare, and it would
+                        // otherwise take room in every call's future.
+                        let _ = Box::pin(tokio::time::timeout_at(deadline, send)).await;
                         answered
                     }
-                    // A failed send: the guard drops and removes the entry.
-                    Err(send_failed) => Err(send_failed),
-                }
+                    // The deadline or a lost connection: the send is
+                    // abandoned, as dropping a call abandons it.
+                    Some((false, answered)) => answered,
+                };
+                // Answered or timed out: nothing to cancel. Only a call
+                // future dropped before this point sends a cancel.
+                cancel.disarm();
+                // The reply future took the answer (a reply, the watchdog at
+                // the deadline, a connection loss) and the entry with it:
+                // nothing left for the guard.
+                guard.answered();
+                answered
             };
             let finished = Outcome::of_result(&result);
             if let Some(meter) = &meter {
@@ -287,7 +334,7 @@ impl<T: Transport> Client<T> {
     /// Everything a call does before it waits: takes an in-flight slot,
     /// builds the envelope, registers the call and hands the envelope to
     /// the transport.
-    fn start<'a, A, R>(
+    fn start<'a, A>(
         &'a self,
         inbox: &'a T::Inbox,
         service: &'static str,
@@ -295,16 +342,15 @@ impl<T: Transport> Client<T> {
         args: &A,
         span: &Span,
         now: Now,
-    ) -> Result<Started<'a, T, impl Future<Output = Answer<R>>>, RpcError>
+    ) -> Result<Started<'a, T, impl Future<Output = Result<(), TransportError>>>, RpcError>
     where
         A: Serialize,
-        R: DeserializeOwned,
     {
         let slot = InFlightSlot::take(&self.shared)?;
         let (deadline, mut envelope, trace) =
             self.envelope(Kind::Request, service, method, args, now)?;
         span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
-        let (guard, mut reply) = PendingTable::register(&self.shared.pending, deadline)?;
+        let (guard, reply) = PendingTable::register(&self.shared.pending, deadline)?;
         envelope.header.correlation_id = guard.id();
         span.record("correlation_id", guard.id());
         let cancel = CancelOnDrop::new(
@@ -315,76 +361,13 @@ impl<T: Transport> Client<T> {
             deadline,
         );
         let send = self.shared.transport.send_request(inbox, envelope);
-        // The reply is read where it comes out of the table: only the
-        // decoded value travels on, not the envelope, which every layer of
-        // `Result` would otherwise copy again.
-        let answer = async move {
-            // The send races the reply: the client's watchdog fails
-            // a call whose deadline passes while it is still being sent, and
-            // a reply may come before the transport reports the send done.
-            let mut send = pin!(send);
-            let first = future::poll_fn(|cx| {
-                match Pin::new(&mut reply).poll(cx) {
-                    // An answer wins over anything the send reports.
-                    Poll::Ready(answered @ Ok(_)) => return Poll::Ready(Err(answered)),
-                    // The deadline or a lost connection. A send that has
-                    // failed by now says more: `NotSent` (it never left,
-                    // so a retry is safe) must not turn into `Timeout` because
-                    // both timers fired before this task ran.
-                    Poll::Ready(ended) => {
-                        return Poll::Ready(match send.as_mut().poll(cx) {
-                            Poll::Ready(Err(send_failed)) => Ok(Err(send_failed)),
-                            _ => Err(ended),
-                        });
-                    }
-                    Poll::Pending => {}
-                }
-                send.as_mut().poll(cx).map(Ok)
-            })
-            .await;
-            // The reply is decoded as soon as it is out of the table, so
-            // no envelope is kept across an await (it would take room in
-            // every call's future).
-            let decode = |received: pending::Answer| match received {
-                Ok(reply) => read_reply(&reply, service, method),
-                Err(error) => Err(error),
-            };
-            // Taken apart by value (`{ first }` moves it into a temporary
-            // dropped at the end of this statement): matched in place,
-            // `first` and the envelope it may hold would stay alive, and
-            // take room in every call's future, across the awaits below.
-            #[expect(
-                clippy::blocks_in_conditions,
-                reason = "the braces move `first`, which is the point"
-            )]
-            let early = match { first } {
-                Ok(Ok(())) => None,
-                // Not answered: the outer error, so the call's entry goes.
-                Ok(Err(send_failed)) => return Err(RpcError::from(send_failed)),
-                Err(received) => Some((received.is_ok(), decode(received))),
-            };
-            Ok(match early {
-                None => decode((&mut reply).await),
-                Some((true, answered)) => {
-                    // Answered before the transport reported the send done
-                    // (a broker's confirm can trail the reply). The send is
-                    // finished all the same, within the deadline: lapin
-                    // keeps an unawaited confirm until someone asks for it.
-                    // Boxed: rare, and it would otherwise take room in
-                    // every call's future.
-                    let _ = Box::pin(tokio::time::timeout_at(deadline, send)).await;
-                    answered
-                }
-                // The deadline or a lost connection: the send is abandoned,
-                // as dropping a call abandons it.
-                Some((false, answered)) => answered,
-            })
-        };
         Ok(Started {
             _slot: slot,
             guard,
             cancel,
-            answer,
+            reply,
+            send,
+            deadline,
         })
     }
 
@@ -537,18 +520,41 @@ impl<T: Transport> fmt::Debug for Client<T> {
     }
 }
 
-/// What a sent call resolves to: the outer error is a failed send (the call
-/// is still registered), the inner result the call's answer.
-type Answer<R> = Result<Result<R, RpcError>, RpcError>;
+/// What the first wait of a call ends with: the send's outcome (`Ok`:
+/// unanswered yet), or the call's answer (`Err`), which came first.
+type First = Result<Result<(), TransportError>, pending::Answer>;
+
+/// Polls a call's reply, then its send: an answer wins over anything the
+/// send reports, and a send that has failed by the time the deadline or a
+/// lost connection answered the call says more than they do.
+fn first_of<S>(reply: &mut Reply<'_>, send: Pin<&mut S>, cx: &mut TaskContext<'_>) -> Poll<First>
+where
+    S: Future<Output = Result<(), TransportError>>,
+{
+    match Pin::new(reply).poll(cx) {
+        Poll::Ready(answered @ Ok(_)) => Poll::Ready(Err(answered)),
+        // The deadline or a lost connection. A send that has failed by now
+        // says more: `NotSent` (it never left, so a retry is safe) must not
+        // turn into `Timeout` because both timers fired before this task ran.
+        Poll::Ready(ended) => Poll::Ready(match send.poll(cx) {
+            Poll::Ready(Err(send_failed)) => Ok(Err(send_failed)),
+            _ => Err(ended),
+        }),
+        Poll::Pending => send.poll(cx).map(Ok),
+    }
+}
 
 /// A call sent and registered: what waits for its answer (the watchdog
 /// answers it at its deadline).
-struct Started<'a, T: Transport, F> {
+struct Started<'a, T: Transport, S> {
     _slot: InFlightSlot<'a>,
     guard: PendingGuard<'a>,
     /// Sends the call's cancel if the call future is dropped unanswered.
     cancel: CancelOnDrop<'a, T>,
-    answer: F,
+    reply: Reply<'a>,
+    /// The transport's send of the request.
+    send: S,
+    deadline: Instant,
 }
 
 /// One unit of the client's in-flight cap, given back on drop.
