@@ -287,14 +287,17 @@ impl<T: Transport> Client<T> {
                     reason = "the braces move `first`, which is the point"
                 )]
                 let early = match { first } {
-                    Ok(Ok(())) => None,
-                    Ok(Err(send_failed)) => {
+                    First::Sent => None,
+                    First::SendFailed(send_failed) => {
                         // Not answered: nothing to cancel, and the guard
                         // drops and removes the call's entry.
                         cancel.disarm();
                         break 'call Err(RpcError::from(send_failed));
                     }
-                    Err(received) => Some((received.is_ok(), decode(received))),
+                    First::Answered {
+                        answer,
+                        finish_send,
+                    } => Some((finish_send, decode(answer))),
                 };
                 let answered = match early {
                     None => decode((&mut reply).await),
@@ -520,27 +523,46 @@ impl<T: Transport> fmt::Debug for Client<T> {
     }
 }
 
-/// What the first wait of a call ends with: the send's outcome (`Ok`:
-/// unanswered yet), or the call's answer (`Err`), which came first.
-type First = Result<Result<(), TransportError>, pending::Answer>;
+/// What the first wait of a call ends with.
+enum First {
+    /// Sent; the answer is still to come.
+    Sent,
+    /// The send failed, and no reply answered the call.
+    SendFailed(TransportError),
+    /// Answered before the transport reported the send done: by a reply
+    /// (`finish_send`: the send is finished all the same), or by the
+    /// deadline or a lost connection (the send is abandoned).
+    Answered {
+        answer: pending::Answer,
+        finish_send: bool,
+    },
+}
 
-/// Polls a call's reply, then its send: an answer wins over anything the
-/// send reports, and a send that has failed by the time the deadline or a
-/// lost connection answered the call says more than they do.
+/// Polls a call's send, then, unless it is done and went well, its reply:
+/// a reply wins over anything the send reports, and a send that has failed
+/// says more than the deadline or a lost connection. A call sent well is
+/// not asked for its reply here: its caller's next step does that, and a
+/// poll of the pending table saved is a lock saved.
 fn first_of<S>(reply: &mut Reply<'_>, send: Pin<&mut S>, cx: &mut TaskContext<'_>) -> Poll<First>
 where
     S: Future<Output = Result<(), TransportError>>,
 {
-    match Pin::new(reply).poll(cx) {
-        Poll::Ready(answered @ Ok(_)) => Poll::Ready(Err(answered)),
-        // The deadline or a lost connection. A send that has failed by now
-        // says more: `NotSent` (it never left, so a retry is safe) must not
-        // turn into `Timeout` because both timers fired before this task ran.
-        Poll::Ready(ended) => Poll::Ready(match send.poll(cx) {
-            Poll::Ready(Err(send_failed)) => Ok(Err(send_failed)),
-            _ => Err(ended),
+    let sent = match send.poll(cx) {
+        Poll::Ready(Ok(())) => return Poll::Ready(First::Sent),
+        Poll::Ready(Err(send_failed)) => Some(send_failed),
+        Poll::Pending => None,
+    };
+    match (Pin::new(reply).poll(cx), sent) {
+        // `NotSent` (it never left, so a retry is safe) must not turn into
+        // `Timeout` because both timers fired before this task ran.
+        (Poll::Ready(Err(_)) | Poll::Pending, Some(send_failed)) => {
+            Poll::Ready(First::SendFailed(send_failed))
+        }
+        (Poll::Ready(answer), sent) => Poll::Ready(First::Answered {
+            finish_send: sent.is_none() && answer.is_ok(),
+            answer,
         }),
-        Poll::Pending => send.poll(cx).map(Ok),
+        (Poll::Pending, None) => Poll::Pending,
     }
 }
 
