@@ -104,6 +104,7 @@ struct Unanswerable;
 impl Calls {
     /// Answers the call `id` unless it is answered already; returns the
     /// waker to wake (outside the lock).
+    #[inline]
     fn answer(&mut self, id: u64, answer: Answer) -> Result<Option<Waker>, Unanswerable> {
         match self.entries.get_mut(&id) {
             Some(entry) => entry.answer(answer),
@@ -113,6 +114,7 @@ impl Calls {
 }
 
 impl Entry {
+    #[inline]
     fn answer(&mut self, answer: Answer) -> Result<Option<Waker>, Unanswerable> {
         match &mut self.state {
             State::Waiting(waker) => {
@@ -153,7 +155,10 @@ impl PendingTable {
                 deadline,
                 state: State::Waiting(None),
             };
-            calls.entries.insert(id, entry);
+            // Ids are never reused: there is no old value to hand back.
+            if let std::collections::hash_map::Entry::Vacant(vacant) = calls.entries.entry(id) {
+                vacant.insert(entry);
+            }
             // With one timeout per client, deadlines only grow: the alarm
             // rings only for a call with a shorter timeout than the rest.
             let earlier = calls.wake_at.is_none_or(|at| deadline < at);
@@ -226,6 +231,7 @@ impl PendingTable {
     }
 
     /// Answers the call `id` unless it is unknown or answered already.
+    #[inline]
     fn answer(&self, id: u64, answer: Answer) -> Result<(), Unanswerable> {
         // Bound first: the guard must go before the wake below.
         let answered = self.lock().answer(id, answer);
