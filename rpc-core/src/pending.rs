@@ -105,7 +105,11 @@ impl Calls {
     /// Answers the call `id` unless it is answered already; returns the
     /// waker to wake (outside the lock).
     #[inline]
-    fn answer(&mut self, id: u64, answer: Answer) -> Result<Option<Waker>, Unanswerable> {
+    fn answer(
+        &mut self,
+        id: u64,
+        answer: impl FnOnce() -> Answer,
+    ) -> Result<Option<Waker>, Unanswerable> {
         match self.entries.get_mut(&id) {
             Some(entry) => entry.answer(answer),
             None => Err(Unanswerable),
@@ -115,11 +119,13 @@ impl Calls {
 
 impl Entry {
     #[inline]
-    fn answer(&mut self, answer: Answer) -> Result<Option<Waker>, Unanswerable> {
+    fn answer(&mut self, answer: impl FnOnce() -> Answer) -> Result<Option<Waker>, Unanswerable> {
         match &mut self.state {
             State::Waiting(waker) => {
                 let waker = waker.take();
-                self.state = State::Answered(answer);
+                // Made where it is stored: an answer is large, and each
+                // move of it is a copy.
+                self.state = State::Answered(answer());
                 Ok(waker)
             }
             State::Answered(_) => Err(Unanswerable),
@@ -186,7 +192,7 @@ impl PendingTable {
                     continue;
                 }
                 if entry.deadline <= now {
-                    if let Ok(Some(waker)) = entry.answer(Err(RpcError::Timeout)) {
+                    if let Ok(Some(waker)) = entry.answer(|| Err(RpcError::Timeout)) {
                         wake.push(waker);
                     }
                 } else if next.is_none_or(|at| entry.deadline < at) {
@@ -222,7 +228,7 @@ impl PendingTable {
         let wake: Vec<Waker> = {
             let mut calls = self.lock();
             (calls.entries.values_mut())
-                .filter_map(|entry| entry.answer(Err(error())).ok().flatten())
+                .filter_map(|entry| entry.answer(|| Err(error())).ok().flatten())
                 .collect()
         };
         for waker in wake {
@@ -232,7 +238,7 @@ impl PendingTable {
 
     /// Answers the call `id` unless it is unknown or answered already.
     #[inline]
-    fn answer(&self, id: u64, answer: Answer) -> Result<(), Unanswerable> {
+    fn answer(&self, id: u64, answer: impl FnOnce() -> Answer) -> Result<(), Unanswerable> {
         // Bound first: the guard must go before the wake below.
         let answered = self.lock().answer(id, answer);
         if let Some(waker) = answered? {
@@ -252,7 +258,7 @@ impl PendingTable {
 impl ReplyHandler for PendingTable {
     fn deliver(&self, envelope: Envelope) {
         let id = envelope.header.correlation_id;
-        if self.answer(id, Ok(envelope)).is_err() {
+        if self.answer(id, || Ok(envelope)).is_err() {
             // A duplicate, or the caller gave up (or was answered by its
             // deadline) before the reply came: the reply is dropped.
             self.dropped_replies.fetch_add(1, Ordering::Relaxed);
@@ -269,14 +275,14 @@ impl ReplyHandler for PendingTable {
     }
 
     fn fail(&self, correlation_id: u64, error: RpcError) {
-        if self.answer(correlation_id, Err(error)).is_err() {
+        if self.answer(correlation_id, || Err(error)).is_err() {
             self.dropped_replies.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn call_lost(&self, correlation_id: u64) {
         // The caller may have just given up; nothing to tell then.
-        let _ = self.answer(correlation_id, Err(RpcError::ConnectionLost));
+        let _ = self.answer(correlation_id, || Err(RpcError::ConnectionLost));
     }
 
     fn closed(&self) {
