@@ -119,7 +119,7 @@ impl TraceContext {
 
     /// Writes the `traceparent` value (version `00`) into `out`: what a
     /// frame encoder calls to write it where it goes in the frame.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn write_traceparent(&self, out: &mut [u8; TRACEPARENT_LEN]) {
         // No formatting machinery, no per-character pushes: this runs on
         // every call.
