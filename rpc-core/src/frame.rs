@@ -847,6 +847,26 @@ mod tests {
     }
 
     #[test]
+    fn heads_on_and_off_the_stack_encode_alike() {
+        // Heads of either size around the stack buffer's, written into an
+        // empty vector and after bytes already there, decode and re-encode
+        // to the same bytes.
+        let (mut envelope, _) = sample();
+        let base = encoded(&envelope).len() - envelope.body.len();
+        for head in [STACK_HEAD - 1, STACK_HEAD, STACK_HEAD + 1] {
+            envelope.header.method = Name::from("m".repeat(3 + head - base));
+            let wire = encoded(&envelope);
+            assert_eq!(wire.len() - envelope.body.len(), head);
+            let (decoded, used) = decode_default(&wire).expect("decodes");
+            assert_eq!((&decoded, used), (&envelope, wire.len()));
+            assert_eq!(encoded(&decoded), wire);
+            let mut after = vec![7, 7];
+            encode(&envelope, &mut after, &FrameLimits::default()).expect("encodable");
+            assert_eq!((&after[..2], &after[2..]), (&[7, 7][..], &wire[..]));
+        }
+    }
+
+    #[test]
     fn decode_takes_one_frame_and_leaves_the_next() {
         let (first, mut wire) = sample();
         let mut second = first.clone();
