@@ -36,7 +36,10 @@
 //!   `Content-Type`), its deadline and its trace, so that a request needs no
 //!   header at all (a plain `PUB`, which async-nats writes and reads far
 //!   more cheaply than one with headers), in a few dozen characters (the
-//!   server's cost per call grows with the reply subject's length).
+//!   server's cost per call grows with the reply subject's length). A
+//!   reply goes to the reply subject cut after the call token's id
+//!   ([`call_token::reply_target`]): the deadline and the trace are the
+//!   request's alone, and the caller's wildcard subscription takes both.
 //! - The envelope's other fields (an error, metadata) are NATS headers
 //!   ([`headers`], and `docs/wire.md`); the body is the codec payload alone.
 //!
