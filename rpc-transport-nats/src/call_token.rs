@@ -123,6 +123,13 @@ pub fn push(out: &mut Vec<u8>, header: &Header) {
     out.extend_from_slice(&token[..end]);
 }
 
+/// Appends `n` as 11 base64url characters (the width of a call token's id).
+pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
+    let mut chars = [0u8; ID_WIDTH];
+    write_bits(&mut chars, n);
+    out.extend_from_slice(&chars);
+}
+
 /// The trace id and span id (192 bits) as four 48-bit parts, most
 /// significant first.
 fn trace_parts(trace: &TraceContext) -> [u64; 4] {

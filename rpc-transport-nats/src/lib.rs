@@ -27,7 +27,9 @@
 //!   per method (rather than per service with the method in a header) is
 //!   what lets a plain NATS client call a method by name:
 //!   `nats req calc.add '{"a":2,"b":3}'`.
-//! - Replies go to the caller's inbox, `_INBOX.<unique>.<call token>`
+//! - Replies go to the caller's inbox, `_INBOX.<unique>.<call token>` (the
+//!   unique part 11 characters, half of async-nats' own: every reply
+//!   subject holds it)
 //!   ([`headers::reply_subject`], [`call_token`]): one wildcard subscription
 //!   per client, and the correlation id is in the subject's last token, so
 //!   even NATS' own "no responders" status (which carries none of our
