@@ -529,7 +529,7 @@ impl<S: Service> CallShared<S> {
         trace_otel::set_parent(&span, caller);
         // Outcomes are recorded on this handle rather than through
         // `Span::current()`, which looks the span up again on each call.
-        let outcome = span.clone();
+        let outcome = spans::recorder(&span);
         Either::Left(
             self.answer(Request::received(delivery), outcome, trace)
                 .instrument(span),
@@ -549,7 +549,7 @@ impl<S: Service> CallShared<S> {
     fn answer(
         self: Arc<Self>,
         mut request: Request,
-        span: Span,
+        span: Option<Span>,
         trace: TraceContext,
     ) -> impl Future<Output = ()> {
         async move {
@@ -581,7 +581,9 @@ impl<S: Service> CallShared<S> {
             // One reading of the clock ends the meter and dates the reply.
             let end = clock::now();
             meter.finish(finished, settlement == Settlement::DeadLetter, end.instant);
-            span.record("outcome", finished.as_str());
+            if let Some(span) = &span {
+                span.record("outcome", finished.as_str());
+            }
             // The answer is kept for a redelivery before its reply goes out,
             // unless the fabric's first delivery of the request can be
             // settled for good: then only if the request can still come
