@@ -253,12 +253,16 @@ pub fn encode(
     limits: &FrameLimits,
 ) -> Result<(), FrameError> {
     let size = encoded_len(envelope, limits)?;
-    let header = &envelope.header;
-    let (status_code, message) = match &header.status {
+    let (status_code, message) = match &envelope.header.status {
         Status::Ok => (0, ""),
         Status::Error { kind, message } => (kind.code(), message.as_str()),
     };
 
+    // Everything but the body (the head) is written field by field with
+    // one bounds check each and no growth check, into a buffer of the
+    // stack when it fits there, and appended in one copy; the body is
+    // appended after it.
+    let head_len = size - envelope.body.len();
     if out.capacity() == 0 {
         // The usual case: a new vector, allocated once at its final size
         // (`reserve` would take the slower road of growing it).
@@ -267,6 +271,31 @@ pub fn encode(
         out.reserve(size);
     }
     let start = out.len();
+    if head_len <= STACK_HEAD {
+        let mut buffer = [0u8; STACK_HEAD];
+        let head = &mut buffer[..head_len];
+        write_head(envelope, status_code, message, size, head);
+        out.extend_from_slice(head);
+    } else {
+        out.resize(start + head_len, 0);
+        write_head(envelope, status_code, message, size, &mut out[start..]);
+    }
+    out.extend_from_slice(&envelope.body);
+    debug_assert_eq!(out.len() - start, size, "encoded_len disagrees with encode");
+    Ok(())
+}
+
+/// The largest head (a frame but its body) that `encode` writes on the
+/// stack: room for the usual names, trace context and a few metadata
+/// entries.
+const STACK_HEAD: usize = 256;
+
+/// Writes the head of `envelope`'s frame of `size` bytes into `head`, which
+/// is exactly as long as the head.
+#[inline(always)]
+fn write_head(envelope: &Envelope, status_code: u8, message: &str, size: usize, head: &mut [u8]) {
+    let header = &envelope.header;
+    let mut head = Writer { rest: head };
     // `encoded_len` checked that every length below fits its prefix width,
     // so the narrowing casts here cannot truncate.
     // The fixed fields in one copy: prefix, the four codes, the three `u64`s.
@@ -281,31 +310,81 @@ pub fn encode(
     fixed[8..16].copy_from_slice(&header.correlation_id.to_be_bytes());
     fixed[16..24].copy_from_slice(&header.deadline_ms.to_be_bytes());
     fixed[24..32].copy_from_slice(&header.sent_at_ms.to_be_bytes());
-    out.extend_from_slice(&fixed);
-    put_str16(out, &header.service);
-    put_str16(out, &header.method);
+    head.array(fixed);
+    head.str16(&header.service);
+    head.str16(&header.method);
     match &header.reply_to {
-        None => out.push(REPLY_TO_ABSENT),
+        None => head.array([REPLY_TO_ABSENT]),
         Some(address) => {
-            out.push(REPLY_TO_PRESENT);
-            put_str16(out, address.as_str());
+            head.array([REPLY_TO_PRESENT]);
+            head.str16(address.as_str());
         }
     }
-    put_bytes32(out, message.as_bytes());
-    put_u16(out, header.wire_metadata_len() as u16);
+    head.bytes32(message.as_bytes());
+    head.array((header.wire_metadata_len() as u16).to_be_bytes());
     // The entries `Header::try_for_each_wire_entry` gives, in its order,
-    // with the trace context's value written from its bytes as formatted.
+    // with the trace context's value written where it goes, not formatted
+    // elsewhere and copied.
     if let Some(trace) = &header.trace {
-        put_str16(out, TRACEPARENT);
-        put_bytes32(out, trace.traceparent().as_bytes());
+        head.array(TRACE_ENTRY_PREFIX);
+        if let Some(value) = head.chunk::<TRACEPARENT_LEN>() {
+            trace.write_traceparent(value);
+        }
     }
     for (key, value) in metadata_entries(header) {
-        put_str16(out, key);
-        put_bytes32(out, value.as_bytes());
+        head.str16(key);
+        head.bytes32(value.as_bytes());
     }
-    put_bytes32(out, &envelope.body);
-    debug_assert_eq!(out.len() - start, size, "encoded_len disagrees with encode");
-    Ok(())
+    head.array((envelope.body.len() as u32).to_be_bytes());
+    debug_assert!(head.rest.is_empty(), "encoded_len disagrees with encode");
+}
+
+/// The unwritten rest of a frame's bytes, sized by `encoded_len`: each
+/// write takes its bytes off the front. A write that does not fit (which
+/// `encoded_len` rules out) writes nothing, and leaves nothing to write to.
+struct Writer<'a> {
+    rest: &'a mut [u8],
+}
+
+impl Writer<'_> {
+    /// The next `N` bytes, to write into.
+    #[inline(always)]
+    fn chunk<const N: usize>(&mut self) -> Option<&mut [u8; N]> {
+        let (head, rest) = std::mem::take(&mut self.rest).split_first_chunk_mut::<N>()?;
+        self.rest = rest;
+        Some(head)
+    }
+
+    /// Fixed-width bytes: a store, with no call to `memcpy`.
+    #[inline(always)]
+    fn array<const N: usize>(&mut self, bytes: [u8; N]) {
+        if let Some(head) = self.chunk::<N>() {
+            *head = bytes;
+        }
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self, bytes: &[u8]) {
+        if let Some((head, rest)) = std::mem::take(&mut self.rest).split_at_mut_checked(bytes.len())
+        {
+            head.copy_from_slice(bytes);
+            self.rest = rest;
+        }
+    }
+
+    /// A string with a `u16` length prefix; the caller checked that it fits.
+    #[inline(always)]
+    fn str16(&mut self, text: &str) {
+        self.array((text.len() as u16).to_be_bytes());
+        self.bytes(text.as_bytes());
+    }
+
+    /// Bytes with a `u32` length prefix; the caller checked that they fit.
+    #[inline(always)]
+    fn bytes32(&mut self, bytes: &[u8]) {
+        self.array((bytes.len() as u32).to_be_bytes());
+        self.bytes(bytes);
+    }
 }
 
 /// The metadata entries the wire carries besides the trace context's:
@@ -320,7 +399,22 @@ fn metadata_entries(header: &Header) -> impl Iterator<Item = (&str, &str)> {
 }
 
 /// The bytes of the trace context's entry: key and value with their prefixes.
-const TRACE_ENTRY_LEN: usize = 2 + TRACEPARENT.len() + 4 + TRACEPARENT_LEN;
+const TRACE_ENTRY_LEN: usize = TRACE_ENTRY_PREFIX.len() + TRACEPARENT_LEN;
+
+/// The trace context's entry up to its value: the key with its `u16`
+/// length, then the value's `u32` length.
+const TRACE_ENTRY_PREFIX: [u8; 2 + TRACEPARENT.len() + 4] = {
+    let mut prefix = [0u8; 2 + TRACEPARENT.len() + 4];
+    let key = TRACEPARENT.as_bytes();
+    prefix[1] = key.len() as u8;
+    let mut i = 0;
+    while i < key.len() {
+        prefix[2 + i] = key[i];
+        i += 1;
+    }
+    prefix[2 + key.len() + 3] = TRACEPARENT_LEN as u8;
+    prefix
+};
 
 /// The size of `envelope`'s frame, prefix included, after checking every
 /// field against its length prefix and the frame against `limits`.
@@ -371,30 +465,6 @@ fn fit(field: &'static str, len: usize, max: usize) -> Result<u64, FrameError> {
         return Err(FrameError::FieldTooLong { field, len, max });
     }
     Ok(len as u64)
-}
-
-#[inline]
-fn put_u16(out: &mut Vec<u8>, value: u16) {
-    out.extend_from_slice(&value.to_be_bytes());
-}
-
-#[inline]
-fn put_u32(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&value.to_be_bytes());
-}
-
-/// A string with a `u16` length prefix; the caller checked that it fits.
-#[inline]
-fn put_str16(out: &mut Vec<u8>, text: &str) {
-    put_u16(out, text.len() as u16);
-    out.extend_from_slice(text.as_bytes());
-}
-
-/// Bytes with a `u32` length prefix; the caller checked that they fit.
-#[inline]
-fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
-    put_u32(out, bytes.len() as u32);
-    out.extend_from_slice(bytes);
 }
 
 /// Parses the bytes after the length prefix of one whole frame.
@@ -774,6 +844,26 @@ mod tests {
         let (decoded, _) = decode_default(&encoded(&both)).unwrap();
         assert_eq!(decoded.header.trace, Some(trace));
         assert_eq!(decoded.header.metadata.get(TRACEPARENT), None);
+    }
+
+    #[test]
+    fn heads_on_and_off_the_stack_encode_alike() {
+        // Heads of either size around the stack buffer's, written into an
+        // empty vector and after bytes already there, decode and re-encode
+        // to the same bytes.
+        let (mut envelope, _) = sample();
+        let base = encoded(&envelope).len() - envelope.body.len();
+        for head in [STACK_HEAD - 1, STACK_HEAD, STACK_HEAD + 1] {
+            envelope.header.method = Name::from("m".repeat(3 + head - base));
+            let wire = encoded(&envelope);
+            assert_eq!(wire.len() - envelope.body.len(), head);
+            let (decoded, used) = decode_default(&wire).expect("decodes");
+            assert_eq!((&decoded, used), (&envelope, wire.len()));
+            assert_eq!(encoded(&decoded), wire);
+            let mut after = vec![7, 7];
+            encode(&envelope, &mut after, &FrameLimits::default()).expect("encodable");
+            assert_eq!((&after[..2], &after[2..]), (&[7, 7][..], &wire[..]));
+        }
     }
 
     #[test]

@@ -244,6 +244,7 @@ pub(crate) fn to_completion<F: Future>(handler: F) -> Interruptible<'static, F> 
 impl<F: Future> Future for Interruptible<'_, F> {
     type Output = Result<F::Output, Interrupted>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Some(armed) = this.armed.as_mut()

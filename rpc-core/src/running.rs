@@ -137,6 +137,7 @@ impl<X> SpareBox<X> {
 
     /// Keeps the box of a finished call for the next one. The call's
     /// future is dropped now, as the set drops a call that finishes there.
+    #[inline]
     pub(crate) fn keep(&mut self, mut finished: CallBox<X>) {
         finished.0.set(None);
         self.spare = Some(finished);

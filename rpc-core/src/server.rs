@@ -20,7 +20,7 @@ use tracing::{Instrument, Span};
 
 use crate::clock::{self, Now};
 use crate::context::Context;
-use crate::descriptor::DeliveryMode;
+use crate::descriptor::{DeliveryMode, MethodDescriptor};
 use crate::envelope::{Envelope, ErrorKind, Header, Kind, Status};
 use crate::error::{RpcError, TransportError};
 use crate::interrupt::{self, CallKey, Interrupted, Interruptible, RunningHandlers, interruptible};
@@ -529,7 +529,7 @@ impl<S: Service> CallShared<S> {
         trace_otel::set_parent(&span, caller);
         // Outcomes are recorded on this handle rather than through
         // `Span::current()`, which looks the span up again on each call.
-        let outcome = span.clone();
+        let outcome = spans::recorder(&span);
         Either::Left(
             self.answer(Request::received(delivery), outcome, trace)
                 .instrument(span),
@@ -549,18 +549,21 @@ impl<S: Service> CallShared<S> {
     fn answer(
         self: Arc<Self>,
         mut request: Request,
-        span: Span,
+        span: Option<Span>,
         trace: TraceContext,
     ) -> impl Future<Output = ()> {
         async move {
             // One reading of the clock starts the meter, checks the
             // request's expiry and sets its handler's deadline.
             let now = clock::now();
-            let meter = self.meter.start(request.method(), now.instant);
+            // Looked up once, for the meter and for how to run the handler.
+            let methods = self.service.descriptor().methods;
+            let index = methods.iter().position(|m| m.name == request.method());
+            let meter = self.meter.start(index, now.instant);
             // Tracked when received: a fabric that tracks deliveries may
             // deliver this request again, and its answer is kept for that.
             let redeliverable = request.delivery_ref().is_tracked();
-            let outcome = match self.admit(&request, now) {
+            let outcome = match self.admit(&request, now, index.map(|i| &methods[i])) {
                 Admission::Decided(outcome) => outcome,
                 Admission::Run(run) => {
                     if run.ack_first {
@@ -581,7 +584,9 @@ impl<S: Service> CallShared<S> {
             // One reading of the clock ends the meter and dates the reply.
             let end = clock::now();
             meter.finish(finished, settlement == Settlement::DeadLetter, end.instant);
-            span.record("outcome", finished.as_str());
+            if let Some(span) = &span {
+                span.record("outcome", finished.as_str());
+            }
             // The answer is kept for a redelivery before its reply goes out,
             // unless the fabric's first delivery of the request can be
             // settled for good: then only if the request can still come
@@ -637,15 +642,21 @@ impl<S: Service> CallShared<S> {
     }
 
     /// Decides `request`'s fate short of running its handler: an outcome
-    /// reached without it, or how to run it. Synchronous, so none of it
-    /// takes room in the call's future.
+    /// reached without it, or how to run it (`method` is its method's
+    /// descriptor, `None` for a method the service does not have).
+    /// Synchronous, so none of it takes room in the call's future.
     ///
     /// Inlined, as are [`handler`](Self::handler) and `Outcome::of_run`:
     /// left out of line, the handler's future and the reply's encoding are
     /// built and copied across the calls (measured: about 200 instructions
     /// per call more).
     #[inline(always)]
-    fn admit(&self, request: &Request, now: Now) -> Admission {
+    fn admit(
+        &self,
+        request: &Request,
+        now: Now,
+        method: Option<&'static MethodDescriptor>,
+    ) -> Admission {
         let header = request.header();
         match header.kind {
             Kind::Request | Kind::Oneway => {}
@@ -674,7 +685,6 @@ impl<S: Service> CallShared<S> {
         {
             return Admission::Decided(Outcome::Replayed(answer));
         }
-        let method = self.service.descriptor().method(&header.method);
         Admission::Run(Run {
             deadline: remaining.map(|left| now.instant + left),
             // Methods marked `run_to_completion` are never cut short.

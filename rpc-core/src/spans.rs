@@ -31,3 +31,10 @@ pub(crate) fn debug_span(make: impl FnOnce() -> Span) -> Span {
         span
     }
 }
+
+/// A handle on `span` to record fields on, `None` for `Span::none()`, where
+/// there is nothing to record (and no handle to drop).
+#[inline]
+pub(crate) fn recorder(span: &Span) -> Option<Span> {
+    (!span.is_none()).then(|| span.clone())
+}

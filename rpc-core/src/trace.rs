@@ -112,14 +112,25 @@ impl TraceContext {
     /// The `traceparent` value (version `00`), written into a buffer of
     /// its own: what a transport puts on the wire costs no allocation.
     pub fn traceparent(&self) -> Traceparent {
+        let mut out = [0; TRACEPARENT_LEN];
+        self.write_traceparent(&mut out);
+        Traceparent(out)
+    }
+
+    /// Writes the `traceparent` value (version `00`) into `out`: what a
+    /// frame encoder calls to write it where it goes in the frame.
+    #[inline(always)]
+    pub(crate) fn write_traceparent(&self, out: &mut [u8; TRACEPARENT_LEN]) {
         // No formatting machinery, no per-character pushes: this runs on
         // every call.
-        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        out[3..19].copy_from_slice(&hex_digits((self.trace_id >> 64) as u64));
-        out[19..35].copy_from_slice(&hex_digits(self.trace_id as u64));
-        out[36..52].copy_from_slice(&hex_digits(self.span_id));
-        out[54] = if self.sampled { b'1' } else { b'0' };
-        Traceparent(out)
+        let (version, rest) = out.split_at_mut(3);
+        version.copy_from_slice(b"00-");
+        let (trace, rest) = rest.split_at_mut(32);
+        trace[..16].copy_from_slice(&hex_digits((self.trace_id >> 64) as u64));
+        trace[16..].copy_from_slice(&hex_digits(self.trace_id as u64));
+        rest[0] = b'-';
+        rest[1..17].copy_from_slice(&hex_digits(self.span_id));
+        rest[17..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
     }
 
     /// The `traceparent` value (version `00`) as a `String`.
@@ -223,6 +234,7 @@ const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = ONES * 0x80;
 
 /// The 16 hex digits of `value`, most significant first.
+#[inline(always)]
 fn hex_digits(value: u64) -> [u8; 16] {
     let mut out = [0; 16];
     out[..8].copy_from_slice(&hex8((value >> 32) as u32));
@@ -232,6 +244,7 @@ fn hex_digits(value: u64) -> [u8; 16] {
 
 /// The 8 hex digits of `value`, eight at a time: each nibble spread to a
 /// byte of its own, then turned into its digit.
+#[inline(always)]
 fn hex8(value: u32) -> [u8; 8] {
     let mut x = u64::from(value);
     x = (x | x << 16) & 0x0000_ffff_0000_ffff;

@@ -360,17 +360,32 @@ pub fn decode(
 
 /// The correlation id as our envelopes carry it: the decimal text of a u64.
 pub fn parse_correlation_id(text: &str) -> Result<u64, PropertiesError> {
-    // `u64::from_str` accepts a leading `+`; the wire form is digits only.
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(PropertiesError::Invalid {
-            field: "correlation_id",
-            reason: "must be the decimal text of an unsigned 64-bit integer".into(),
-        });
+    // One pass over the bytes, digits only: `u64::from_str` would accept a
+    // leading `+`, and checking the digits first, then parsing, reads every
+    // id twice (twice a call, on the request and on its reply).
+    let mut value = Some(0u64);
+    for byte in text.bytes() {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return Err(not_decimal());
+        }
+        value = value.and_then(|v| v.checked_mul(10)?.checked_add(u64::from(digit)));
     }
-    text.parse().map_err(|_| PropertiesError::Invalid {
+    match value {
+        _ if text.is_empty() => Err(not_decimal()),
+        Some(value) => Ok(value),
+        None => Err(PropertiesError::Invalid {
+            field: "correlation_id",
+            reason: "beyond the range of u64".into(),
+        }),
+    }
+}
+
+fn not_decimal() -> PropertiesError {
+    PropertiesError::Invalid {
         field: "correlation_id",
-        reason: "beyond the range of u64".into(),
-    })
+        reason: "must be the decimal text of an unsigned 64-bit integer".into(),
+    }
 }
 
 fn short(field: &'static str, text: &str) -> Result<ShortString, PropertiesError> {
@@ -458,6 +473,30 @@ mod tests {
         header.trace = Some(TraceContext::new_root());
         header.metadata.insert("tenant", "acme");
         header
+    }
+
+    #[test]
+    fn correlation_ids_are_decimal_u64_text_only() {
+        let max = u64::MAX.to_string();
+        for (text, id) in [("0", 0), ("42", 42), ("007", 7), (max.as_str(), u64::MAX)] {
+            assert_eq!(parse_correlation_id(text).unwrap(), id, "{text}");
+        }
+        let reason = |text| match parse_correlation_id(text) {
+            Err(PropertiesError::Invalid {
+                field: "correlation_id",
+                reason,
+            }) => reason,
+            other => panic!("{text:?} gave {other:?}"),
+        };
+        for text in ["", "+1", "-1", "1a", " 1", "1 ", "99999999999999999999x"] {
+            assert!(
+                reason(text).starts_with("must be the decimal text"),
+                "{text:?}"
+            );
+        }
+        for text in ["18446744073709551616", "99999999999999999999"] {
+            assert_eq!(reason(text), "beyond the range of u64", "{text:?}");
+        }
     }
 
     #[test]

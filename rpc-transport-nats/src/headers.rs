@@ -214,14 +214,29 @@ pub fn reply_subject(inbox: &str, header: &Header) -> String {
 /// reading (it is part of the inbox), except a deadline token whose digits
 /// overflow, which is an error.
 pub fn reply_tokens(reply_subject: &str) -> Result<ReplyTokens, HeadersError> {
-    if let Some(token) = call_token::at_end(reply_subject).and_then(call_token::read) {
-        return Ok(ReplyTokens {
+    read_reply_subject(reply_subject).map(|(tokens, _)| tokens)
+}
+
+/// [`reply_tokens`], and where the reply goes: the reply subject cut after
+/// its call token's id ([`call_token::cut_after_head`]), or all of it
+/// when its last token is no call token.
+fn read_reply_subject(reply_subject: &str) -> Result<(ReplyTokens, &str), HeadersError> {
+    if let Some(at_end) = call_token::at_end(reply_subject)
+        && let Some(token) = call_token::read(at_end)
+    {
+        let tokens = ReplyTokens {
             correlation_id: Some(token.correlation_id),
             codec: Some(token.codec),
             deadline_ms: token.deadline_ms,
             trace: token.trace,
-        });
+        };
+        return Ok((tokens, call_token::cut_after_head(reply_subject, at_end)));
     }
+    earlier_reply_tokens(reply_subject).map(|tokens| (tokens, reply_subject))
+}
+
+/// [`reply_tokens`] of the form earlier releases wrote.
+fn earlier_reply_tokens(reply_subject: &str) -> Result<ReplyTokens, HeadersError> {
     let (rest, last) = split_last(reply_subject);
     let mut tokens = ReplyTokens {
         correlation_id: parse_decimal(last),
@@ -693,15 +708,22 @@ pub fn decode_with(
     };
     // What the reply subject states: a request's codec, deadline and
     // trace, a reply's codec and correlation id.
-    let tokens = match arrival {
-        Arrival::Requests { .. } => reply.map(reply_tokens).transpose()?.unwrap_or_default(),
-        Arrival::Inbox => {
+    // A request's reply goes to its reply subject cut after the call
+    // token's id: that is its envelope's `reply_to`.
+    let (tokens, reply) = match (arrival, reply) {
+        (Arrival::Requests { .. }, Some(reply)) => {
+            let (tokens, target) = read_reply_subject(reply)?;
+            (tokens, Some(target))
+        }
+        (Arrival::Requests { .. }, None) => (ReplyTokens::default(), None),
+        (Arrival::Inbox, reply) => {
             let (correlation_id, codec) = reply_head(subject);
-            ReplyTokens {
+            let tokens = ReplyTokens {
                 correlation_id,
                 codec: Some(codec),
                 ..ReplyTokens::default()
-            }
+            };
+            (tokens, reply)
         }
     };
     let (service, method, correlation_id) = match arrival {
@@ -1044,12 +1066,17 @@ mod tests {
             Arrival::Requests { service: &service },
         )
         .unwrap();
-        header.reply_to = Some(Address::new(Arc::<str>::from(subject.as_str())));
+        // It answers to the reply subject cut after the call token's id.
+        let target = "_INBOX.abc.~BAAAAAAAAAAq";
+        header.reply_to = Some(Address::new(target));
         assert_eq!(back.header, header);
-        // Its reply finds its call and codec from the same subject.
-        let reply = decode(&subject, None, None, Vec::new(), Arrival::Inbox).unwrap();
-        assert_eq!(reply.header.correlation_id, 42);
-        assert_eq!(reply.header.content_type, ContentType::Bincode);
+        // Its reply finds its call and codec from either subject.
+        for to in [target, &subject] {
+            let reply = decode(to, None, None, Vec::new(), Arrival::Inbox).unwrap();
+            assert_eq!(reply.header.correlation_id, 42);
+            assert_eq!(reply.header.content_type, ContentType::Bincode);
+            assert!(encode_reply(&reply.header, to).unwrap().is_none());
+        }
         // Metadata still travels as headers, the trace does not.
         header.metadata.insert("tenant", "acme");
         let map = encode_call(&header, CallReply::Own(&subject))

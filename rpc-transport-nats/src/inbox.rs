@@ -62,7 +62,7 @@ pub(crate) async fn open(
     sink: ReplySink,
 ) -> Result<NatsInbox, TransportError> {
     shared.connected().await?;
-    let subject = shared.client.new_inbox();
+    let subject = short_inbox(&shared.client.new_inbox());
     let subscriber = shared
         .client
         .subscribe(format!("{subject}.>"))
@@ -79,6 +79,26 @@ pub(crate) async fn open(
         malformed,
         task,
     })
+}
+
+/// `inbox` (`<inbox prefix>.<NUID>`, async-nats' own) with its 22-character
+/// NUID made 11 characters: 64 bits of it hashed with this process' random
+/// SipHash key, in base64url. Every reply subject holds it, and nats-server's
+/// cost per call grows with the subject's length; 64 random bits keep
+/// inboxes apart (and two that met would still drop each other's replies,
+/// whose correlation ids pair no call of theirs).
+fn short_inbox(inbox: &str) -> String {
+    use std::hash::BuildHasher;
+    let Some((prefix, nuid)) = inbox.rsplit_once('.') else {
+        return inbox.to_owned();
+    };
+    let bits = std::collections::hash_map::RandomState::new().hash_one(nuid);
+    let mut subject = Vec::with_capacity(prefix.len() + 12);
+    subject.extend_from_slice(prefix.as_bytes());
+    subject.push(b'.');
+    crate::call_token::push_u64(&mut subject, bits);
+    // Text and base64url only: never an error.
+    String::from_utf8(subject).unwrap_or_else(|_| inbox.to_owned())
 }
 
 async fn run(mut subscriber: Subscriber, sink: ReplySink, malformed: Arc<AtomicU64>) {
@@ -148,5 +168,24 @@ fn no_route(correlation_id: u64) -> Envelope {
     Envelope {
         header,
         body: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_inbox_keeps_the_prefix_and_differs_per_nuid() {
+        let a = short_inbox("_INBOX.cgEtn4hF7qIq2s9rOgZKHT");
+        let b = short_inbox("_INBOX.cgEtn4hF7qIq2s9rOgZKLt");
+        for inbox in [&a, &b] {
+            let (prefix, unique) = inbox.rsplit_once('.').unwrap();
+            assert_eq!(prefix, "_INBOX");
+            assert_eq!(unique.len(), 11, "{inbox}");
+            assert!(!unique.starts_with('~'), "{inbox}");
+        }
+        assert_ne!(a, b);
+        assert_eq!(short_inbox("my.inboxes.x").split('.').count(), 3);
     }
 }

@@ -27,7 +27,9 @@
 //!   per method (rather than per service with the method in a header) is
 //!   what lets a plain NATS client call a method by name:
 //!   `nats req calc.add '{"a":2,"b":3}'`.
-//! - Replies go to the caller's inbox, `_INBOX.<unique>.<call token>`
+//! - Replies go to the caller's inbox, `_INBOX.<unique>.<call token>` (the
+//!   unique part 11 characters, half of async-nats' own: every reply
+//!   subject holds it)
 //!   ([`headers::reply_subject`], [`call_token`]): one wildcard subscription
 //!   per client, and the correlation id is in the subject's last token, so
 //!   even NATS' own "no responders" status (which carries none of our
@@ -36,7 +38,10 @@
 //!   `Content-Type`), its deadline and its trace, so that a request needs no
 //!   header at all (a plain `PUB`, which async-nats writes and reads far
 //!   more cheaply than one with headers), in a few dozen characters (the
-//!   server's cost per call grows with the reply subject's length).
+//!   server's cost per call grows with the reply subject's length). A
+//!   reply goes to the reply subject cut after the call token's id
+//!   ([`call_token::reply_target`]): the deadline and the trace are the
+//!   request's alone, and the caller's wildcard subscription takes both.
 //! - The envelope's other fields (an error, metadata) are NATS headers
 //!   ([`headers`], and `docs/wire.md`); the body is the codec payload alone.
 //!

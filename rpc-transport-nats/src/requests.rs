@@ -144,7 +144,8 @@ fn accept(
     ) {
         Ok(envelope) => {
             // The message's own reply subject when the envelope answers
-            // there (always, unless a header named another): no copy of it.
+            // there (a foreign inbox): no copy of it. A call token's reply
+            // goes to the subject cut after its id (`call_token::cut_after_head`).
             let reply = match (&envelope.header.reply_to, reply) {
                 (Some(to), Some(reply)) if to.as_str() == reply.as_str() => Some(reply),
                 (Some(to), _) => Some(Subject::from(to.as_str())),
@@ -171,6 +172,10 @@ pub(crate) fn refuse(shared: &Arc<Shared>, reply: Option<Subject>, error: &Heade
     shared.refused.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(%error, "refusing a request with unreadable headers");
     let Some(reply) = reply else { return };
+    let reply = match crate::call_token::reply_target(&reply) {
+        Some(target) => Subject::from(target),
+        None => reply,
+    };
     let answer = error_reply(
         headers::correlation_id(&reply).unwrap_or(0),
         ErrorKind::Decode,

@@ -165,12 +165,13 @@ impl ClientSide {
     }
 
     /// Sends a request from inbox `inbox` (whose tag frame is `tag`), or
-    /// holds it for credit.
+    /// holds it for credit. Takes the envelope by reference (its encoding
+    /// is what goes out), so that it is not moved from call to call.
     pub(crate) fn send_request(
         &self,
         inbox: u64,
         tag: Bytes,
-        mut envelope: Envelope,
+        envelope: &mut Envelope,
     ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static + use<> {
         // The inbox travels as the tag frame; nothing is read from these.
         envelope.header.reply_to = None;
@@ -185,7 +186,7 @@ impl ClientSide {
     /// Sends a oneway call, or holds it for credit.
     pub(crate) fn send_oneway(
         &self,
-        mut envelope: Envelope,
+        envelope: &mut Envelope,
     ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static + use<> {
         envelope.header.reply_to = None;
         envelope.header.metadata.remove_reserved();
@@ -198,7 +199,7 @@ impl ClientSide {
     /// `head` is the command frames before the envelope frame.
     fn send(
         &self,
-        envelope: Envelope,
+        envelope: &Envelope,
         key: Option<CallKey>,
         mut head: Vec<Bytes>,
     ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static + use<> {
@@ -230,14 +231,14 @@ impl ClientSide {
 
     fn route_envelope(
         &self,
-        envelope: Envelope,
+        envelope: &Envelope,
         key: Option<CallKey>,
         head: &mut Vec<Bytes>,
     ) -> Result<Route, TransportError> {
         if self.is_closed() {
             return Err(TransportError::Closed);
         }
-        let bytes = match wire::encode_envelope(&envelope, &self.config.limits) {
+        let bytes = match wire::encode_envelope(envelope, &self.config.limits) {
             Ok(bytes) => bytes,
             Err(rpc_core::FrameError::TooLarge { size, limit }) => {
                 return Err(TransportError::TooLarge { size, limit });
@@ -245,29 +246,27 @@ impl ClientSide {
             Err(error) => return Err(TransportError::protocol("encode request", error)),
         };
         head.push(bytes);
-        let Header {
-            service,
-            method,
-            deadline_ms,
-            content_type,
-            ..
-        } = envelope.header;
+        let header = &envelope.header;
         let call = Waiting {
             key,
-            method: method.clone(),
-            deadline_ms,
+            method: header.method.clone(),
+            deadline_ms: header.deadline_ms,
             frames: std::mem::take(head),
         };
-        match self.route(&service, call) {
+        match self.route(&header.service, call) {
             Route::Full => {
                 // Past the high-water mark: answered here, as a server at
                 // its capacity would answer.
                 if let Some((inbox, correlation_id)) = key
                     && let Some(sink) = self.sink(inbox)
                 {
-                    let header = Header::request(service, method, content_type);
+                    let request = Header::request(
+                        header.service.clone(),
+                        header.method.clone(),
+                        header.content_type,
+                    );
                     sink.deliver(error_reply(
-                        header,
+                        request,
                         correlation_id,
                         ErrorKind::Overloaded,
                         "every server of the service is at its credit and the client holds its most",
@@ -468,23 +467,22 @@ impl ClientSide {
     /// Handles one message. Not `async`: nothing here waits, and a future
     /// would be made and moved about for every reply.
     fn on_message(&self, index: usize, frames: Vec<Bytes>, names: &mut KnownNames) {
-        let message = match wire::parse_from_server_with(&frames, &self.config.limits, names) {
-            Ok(message) => message,
+        // Matched as parsed, not taken out of the result first: that would
+        // move the reply's envelope once more.
+        match wire::parse_from_server_with(&frames, &self.config.limits, names) {
             Err(error) => {
                 Counters::bump(&self.counters.refused_messages);
                 tracing::debug!(%error, "refused a message from a server");
                 return;
             }
-        };
-        match message {
-            FromServer::Heartbeat => return,
-            FromServer::Reply { tag, envelope } => self.on_reply(index, &tag, envelope),
-            FromServer::Done {
+            Ok(FromServer::Heartbeat) => return,
+            Ok(FromServer::Reply { tag, envelope }) => self.on_reply(index, &tag, envelope),
+            Ok(FromServer::Done {
                 tag,
                 service,
                 correlation_id,
-            } => self.on_done(index, &tag, &service, correlation_id),
-            FromServer::Ready(services) => {
+            }) => self.on_done(index, &tag, &service, correlation_id),
+            Ok(FromServer::Ready(services)) => {
                 let mut state = self.lock();
                 if let Some(up) = state.links[index].up.as_mut() {
                     up.ready = true;
@@ -496,7 +494,7 @@ impl ClientSide {
                 drop(state);
                 self.advertised.notify_waiters();
             }
-            FromServer::Credit(service, change) => {
+            Ok(FromServer::Credit(service, change)) => {
                 let lost = {
                     let mut state = self.lock();
                     if let Some(up) = state.links[index].up.as_mut() {
@@ -511,7 +509,7 @@ impl ClientSide {
                 self.advertised.notify_waiters();
                 self.fail_unroutable(lost);
             }
-            FromServer::Error { reason, .. } => {
+            Ok(FromServer::Error { reason, .. }) => {
                 Counters::bump(&self.counters.errors_received);
                 tracing::debug!(%reason, "a server refused a message");
                 return;

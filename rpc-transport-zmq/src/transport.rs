@@ -166,18 +166,18 @@ impl Transport for ZmqTransport {
     fn send_request(
         &self,
         inbox: &ZmqInbox,
-        envelope: Envelope,
+        mut envelope: Envelope,
     ) -> impl Future<Output = Result<(), TransportError>> + Send {
         self.inner
             .client
-            .send_request(inbox.id(), inbox.tag(), envelope)
+            .send_request(inbox.id(), inbox.tag(), &mut envelope)
     }
 
     fn send_oneway(
         &self,
-        envelope: Envelope,
+        mut envelope: Envelope,
     ) -> impl Future<Output = Result<(), TransportError>> + Send {
-        self.inner.client.send_oneway(envelope)
+        self.inner.client.send_oneway(&mut envelope)
     }
 
     async fn serve(&self, service: &ServiceSpec) -> Result<ZmqRequests, TransportError> {

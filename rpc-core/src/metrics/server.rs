@@ -67,13 +67,17 @@ impl ServerMeter {
         }
     }
 
-    /// Counts a request to `method`, taken at `started`, as started; the
-    /// returned meter counts it as finished.
-    pub(crate) fn start(&self, method: &str, started: tokio::time::Instant) -> CallMeter<'_> {
-        let meter = self
-            .methods
-            .iter()
-            .find(|m| m.method == method)
+    /// Counts a request to the method at `index` among the descriptor's
+    /// methods (`None`: a method the service does not have), taken at
+    /// `started`, as started; the returned meter counts it as finished.
+    /// By index: the server has looked the method up already.
+    pub(crate) fn start(
+        &self,
+        index: Option<usize>,
+        started: tokio::time::Instant,
+    ) -> CallMeter<'_> {
+        let meter = index
+            .and_then(|index| self.methods.get(index))
             .unwrap_or(&self.unknown);
         if let Some(facade) = &meter.facade {
             facade.started.increment(1);
