@@ -19,6 +19,7 @@ struct KafkaFixture {
 
 impl KafkaFixture {
     async fn new(test: &str) -> Option<Self> {
+        log_if_asked();
         Some(KafkaFixture {
             builder: kafka_builder(test).await?,
             opened: Opened::default(),
@@ -47,6 +48,18 @@ impl Fixture for KafkaFixture {
 }
 
 rpc_tests::conformance_suite!(KafkaFixture::new("conformance"));
+
+/// The transport's log on the test's output when `RUST_LOG` asks for it
+/// (`RUST_LOG=rpc_transport_kafka=trace` logs each record's offset): what
+/// a rare failure of a case is diagnosed from.
+fn log_if_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
 
 /// The connection-loss case, which the shared broker cannot give (it would
 /// take restarting it, and a restarted tansu has lost every topic): a
@@ -123,12 +136,7 @@ mod connection_loss {
     async fn connection_loss_fails_calls_then_recovers_through_a_relay() {
         // The transport's log, with its generations, when asked for: what
         // this case's failures were diagnosed from.
-        if std::env::var_os("RUST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_test_writer()
-                .try_init();
-        }
+        super::log_if_asked();
         let Some(broker) = OwnBroker::start_advertising(BROKER_PORT, Some(RELAY_PORT)) else {
             return;
         };
