@@ -616,18 +616,28 @@ pub async fn each_request_runs_once<F: Fixture>(f: &F) {
 
 /// Replies reach the inbox of the client that called, and no other.
 pub async fn replies_reach_their_own_client<F: Fixture>(f: &F) {
-    let _calc = serve_calc(f.transport().await, 1, 64).await;
+    let calc = serve_calc(f.transport().await, 1, 64).await;
     let first = CalcClient::new(f.transport().await);
     let second = CalcClient::new(f.transport().await);
     let calls = (0..100i64).map(|i| {
         let (first, second) = (first.clone(), second.clone());
-        async move {
-            let (a, b) = tokio::join!(first.add(i, 1), second.add(i, 1_000));
-            assert_eq!(a.unwrap(), i + 1);
-            assert_eq!(b.unwrap(), i + 1_000);
-        }
+        async move { tokio::join!(first.add(i, 1), second.add(i, 1_000)) }
     });
-    join_all(calls).await;
+    let results = join_all(calls).await;
+    // A call that failed says which side lost it: whether its handler ran
+    // (every request reached the server) or not.
+    let ran = calc.probe.calls.load(Ordering::SeqCst);
+    for (i, (a, b)) in (0..).zip(results) {
+        for (client, result, want) in [("first", a, i + 1), ("second", b, i + 1_000)] {
+            match result {
+                Ok(sum) => assert_eq!(sum, want, "the {client} client's call {i}"),
+                Err(error) => panic!(
+                    "the {client} client's call {i} failed: {error:?}; \
+                     the server ran {ran} of 200 requests"
+                ),
+            }
+        }
+    }
     assert_eq!(first.client().dropped_replies(), 0);
     assert_eq!(second.client().dropped_replies(), 0);
 }
