@@ -444,11 +444,21 @@ async fn fetch_start(consumer: &RequestConsumer, topic: &str, partition: i32) ->
     let lookup = tokio::task::spawn_blocking(move || {
         let mut list = TopicPartitionList::new();
         list.add_partition(&topic, partition);
-        let committed = consumer.committed_offsets(list, START_LOOKUP).ok()?;
+        // Not learnt, the fetch is taken to start at its first record, and
+        // a record skipped before it is not read again: say so in the log.
+        let committed = consumer
+            .committed_offsets(list, START_LOOKUP)
+            .inspect_err(|error| {
+                tracing::debug!(%error, %topic, partition, "could not learn the committed position");
+            })
+            .ok()?;
         match committed.find_partition(&topic, partition)?.offset() {
             Offset::Offset(offset) => Some(offset),
             _ => consumer
                 .fetch_watermarks(&topic, partition, START_LOOKUP)
+                .inspect_err(|error| {
+                    tracing::debug!(%error, %topic, partition, "could not learn the log's start");
+                })
                 .ok()
                 .map(|(low, _high)| low),
         }
