@@ -24,6 +24,7 @@ use zeromq::{DealerRecvHalf, DealerSendHalf, DealerSocket, SocketOptions, ZmqMes
 use crate::config::Config;
 use crate::ids::IdMap;
 use crate::services;
+use crate::signal::Signal;
 use crate::stats::Counters;
 use crate::wire::{self, FromServer};
 use rpc_core::transport::support::lock_unpoisoned;
@@ -50,7 +51,6 @@ pub(crate) struct ClientSide {
     pub(crate) counters: Arc<Counters>,
     state: Mutex<State>,
     closed: AtomicBool,
-    pub(crate) shutdown: Notify,
     /// Rung whenever a server's services or credit change.
     advertised: Notify,
 }
@@ -73,9 +73,10 @@ struct Link {
 /// A connected link.
 struct Up {
     sender: Sender,
-    /// Rung by a send that failed: the connection is gone, so the link
-    /// task drops it now rather than at the next missed heartbeat.
-    broken: Arc<Notify>,
+    /// Raised by a send that failed (the connection is gone, so the link
+    /// task drops it now rather than at the next missed heartbeat) and by
+    /// `close`.
+    stop: Arc<Signal>,
     ready: bool,
     services: HashMap<Name, Window>,
     in_flight: IdMap<CallKey, Name>,
@@ -98,7 +99,7 @@ struct Waiting {
 
 /// What routing decided for one call.
 enum Route {
-    Send(Sender, Arc<Notify>, ZmqMessage),
+    Send(Sender, Arc<Signal>, ZmqMessage),
     Held,
     Unserved(Name),
     Full,
@@ -111,7 +112,6 @@ impl ClientSide {
             counters,
             state: Mutex::new(State::default()),
             closed: AtomicBool::new(false),
-            shutdown: Notify::new(),
             advertised: Notify::new(),
         }
     }
@@ -152,12 +152,14 @@ impl ClientSide {
             let mut state = self.lock();
             state.waiting.clear();
             state.waiting_total = 0;
+            for up in state.links.iter().filter_map(|link| link.up.as_ref()) {
+                up.stop.raise();
+            }
             state.inboxes.drain().map(|(_, sink)| sink).collect()
         };
         for sink in sinks {
             sink.closed();
         }
-        self.shutdown.notify_waiters();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -204,7 +206,7 @@ impl ClientSide {
         mut head: Vec<Bytes>,
     ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static + use<> {
         let (now, later) = match self.route_envelope(envelope, key, &mut head) {
-            Ok(Route::Send(sender, broken, message)) => (None, Some((sender, broken, message))),
+            Ok(Route::Send(sender, stop, message)) => (None, Some((sender, stop, message))),
             Ok(Route::Held | Route::Full) => (Some(Ok(())), None),
             Ok(Route::Unserved(service)) => (
                 Some(Err(TransportError::NoRoute {
@@ -218,12 +220,12 @@ impl ClientSide {
             if let Some(result) = now {
                 return result;
             }
-            let Some((sender, broken, message)) = later else {
+            let Some((sender, stop, message)) = later else {
                 return Ok(());
             };
             let sent = sender.lock().await.send(message).await;
             sent.map_err(|_| {
-                broken.notify_one();
+                stop.raise();
                 TransportError::ConnectionLost
             })
         }
@@ -288,7 +290,7 @@ impl ClientSide {
                 take_credit(up, service, call.key);
                 Route::Send(
                     up.sender.clone(),
-                    up.broken.clone(),
+                    up.stop.clone(),
                     wire::message(call.frames),
                 )
             }
@@ -309,7 +311,7 @@ impl ClientSide {
 
     /// Sends held calls to servers that have credit again.
     fn release_waiting(&self) {
-        let ready: Vec<(Sender, Arc<Notify>, ZmqMessage)> = {
+        let ready: Vec<(Sender, Arc<Signal>, ZmqMessage)> = {
             let mut guard = self.lock();
             if guard.waiting_total == 0 {
                 return;
@@ -331,7 +333,7 @@ impl ClientSide {
                     take_credit(up, service, call.key);
                     out.push((
                         up.sender.clone(),
-                        up.broken.clone(),
+                        up.stop.clone(),
                         wire::message(call.frames),
                     ));
                 }
@@ -345,10 +347,10 @@ impl ClientSide {
         // Written from a task of their own, so the reader (which calls
         // this) never waits for a send lock; see `read_link`.
         tokio::spawn(async move {
-            for (sender, broken, message) in ready {
+            for (sender, stop, message) in ready {
                 // The link task fails the call it recorded when it drops the link.
                 if sender.lock().await.send(message).await.is_err() {
-                    broken.notify_one();
+                    stop.raise();
                 }
             }
         });
@@ -376,14 +378,20 @@ impl ClientSide {
             }
             let (send, receive) = socket.split();
             let sender: Sender = Arc::new(SendLock::new(send));
-            let broken = Arc::new(Notify::new());
+            let stop = Arc::new(Signal::default());
             self.lock().links[index].up = Some(Up {
                 sender: sender.clone(),
-                broken: broken.clone(),
+                stop: stop.clone(),
                 ready: false,
                 services: HashMap::new(),
                 in_flight: IdMap::default(),
             });
+            // `close` raises the signal of every link up when it runs; one
+            // that ran before this link was up is seen here (the lock
+            // orders the two).
+            if self.is_closed() {
+                stop.raise();
+            }
             Counters::bump(&self.counters.connects);
             if sender
                 .lock()
@@ -392,7 +400,7 @@ impl ClientSide {
                 .await
                 .is_ok()
             {
-                self.read_link(index, &sender, &broken, receive).await;
+                self.read_link(index, &sender, &stop, receive).await;
             }
             Counters::bump(&self.counters.servers_lost);
             self.link_down(index);
@@ -404,7 +412,7 @@ impl ClientSide {
         &self,
         index: usize,
         sender: &Sender,
-        broken: &Notify,
+        stop: &Signal,
         mut receive: DealerRecvHalf,
     ) {
         let liveness = self.config.liveness;
@@ -416,13 +424,10 @@ impl ClientSide {
         let mut silent_ticks = 0u32;
         let mut tick = tokio::time::interval(self.config.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let shutdown = self.shutdown.notified();
-        tokio::pin!(shutdown);
-        // Kept across turns of the loop, as `shutdown` is: a `Notified`
-        // made, polled and dropped per message takes the `Notify`'s lock
-        // twice for nothing.
-        let broken = broken.notified();
-        tokio::pin!(broken);
+        // Kept across turns of the loop: it holds no state, and making it
+        // anew per message would be work for nothing.
+        let stop = stop.raised();
+        tokio::pin!(stop);
         // The names replies carry, so that decoding them allocates none.
         let mut names = KnownNames::new();
         loop {
@@ -455,9 +460,10 @@ impl ClientSide {
                         }
                     }
                 }
-                () = &mut shutdown => return,
-                () = &mut broken => {
-                    tracing::debug!(index, "a send failed: the server's connection is gone");
+                () = &mut stop => {
+                    if !self.is_closed() {
+                        tracing::debug!(index, "a send failed: the server's connection is gone");
+                    }
                     return;
                 }
             }

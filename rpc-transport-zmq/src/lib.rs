@@ -66,6 +66,7 @@
 //! - [`ZmqRequests`] (`requests.rs`), [`ZmqInbox`] (`inbox.rs`).
 //! - `ids.rs`: the client's maps keyed by ids it made, and their hasher.
 //! - `services.rs`: finding a service in the few one peer serves.
+//! - `signal.rs`: the flag the router and link tasks wait on beside their socket.
 //! - `tags.rs`: the server's copies of request inbox tags.
 //! - [`wire`]: the messages and their parsing.
 //! - [`ZmqStats`] (`stats.rs`): counters.
@@ -78,6 +79,7 @@ mod inbox;
 mod requests;
 mod server;
 mod services;
+mod signal;
 mod stats;
 mod tags;
 mod transport;
