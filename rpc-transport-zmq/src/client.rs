@@ -223,7 +223,13 @@ impl ClientSide {
             let Some((sender, stop, message)) = later else {
                 return Ok(());
             };
-            let sent = sender.lock().await.send(message).await;
+            // The lock taken at once when it is free, as it usually is:
+            // waiting for it makes, polls and drops an acquire future.
+            // `try_lock` never takes it from a task queued for it.
+            let sent = match sender.try_lock() {
+                Ok(mut sender) => sender.send(message).await,
+                Err(_) => sender.lock().await.send(message).await,
+            };
             sent.map_err(|_| {
                 stop.raise();
                 TransportError::ConnectionLost
