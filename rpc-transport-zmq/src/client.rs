@@ -292,8 +292,8 @@ impl ClientSide {
         let mut state = self.lock();
         match best_link(&mut state.links, service) {
             None => Route::Unserved(service.clone()),
-            Some((up, true)) => {
-                take_credit(up, service, call.key);
+            Some((mut up, true)) => {
+                take_credit(&mut up, service, call.key);
                 Route::Send(
                     up.sender.clone(),
                     up.stop.clone(),
@@ -327,7 +327,7 @@ impl ClientSide {
             let now = now_ms();
             for (service, queue) in state.waiting.iter_mut() {
                 while !queue.is_empty() {
-                    let Some((up, true)) = best_link(&mut state.links, service) else {
+                    let Some((mut up, true)) = best_link(&mut state.links, service) else {
                         break;
                     };
                     let Some(call) = queue.pop_front() else { break };
@@ -336,7 +336,7 @@ impl ClientSide {
                         // Its caller has had `Timeout` already.
                         continue;
                     }
-                    take_credit(up, service, call.key);
+                    take_credit(&mut up, service, call.key);
                     out.push((
                         up.sender.clone(),
                         up.stop.clone(),
@@ -687,31 +687,52 @@ impl ClientSide {
     }
 }
 
+/// The link chosen for a call: its credit for the call's service, its
+/// record of calls, and what sending there takes. Borrowed from its `Up`
+/// field by field, so that the service's credit is looked up once.
+struct Chosen<'a> {
+    window: &'a mut Window,
+    in_flight: &'a mut IdMap<CallKey, Name>,
+    sender: &'a Sender,
+    stop: &'a Arc<Signal>,
+}
+
 /// The ready link serving `service` with the most credit left, and whether
 /// it has any; `None` when no ready link serves it.
-fn best_link<'a>(links: &'a mut [Link], service: &Name) -> Option<(&'a mut Up, bool)> {
-    let mut best: Option<(&'a mut Up, i64)> = None;
+fn best_link<'a>(links: &'a mut [Link], service: &Name) -> Option<(Chosen<'a>, bool)> {
+    let mut best: Option<(Chosen<'a>, i64)> = None;
     for link in links.iter_mut() {
         let Some(up) = link.up.as_mut().filter(|up| up.ready) else {
             continue;
         };
-        let Some(window) = services::get(&up.services, service) else {
+        let Up {
+            sender,
+            stop,
+            services,
+            in_flight,
+            ..
+        } = up;
+        let Some(window) = services::get_mut(services, service) else {
             continue;
         };
         let left = window.granted - window.used;
         if best.as_ref().is_none_or(|(_, most)| left > *most) {
-            best = Some((up, left));
+            let chosen = Chosen {
+                window,
+                in_flight,
+                sender,
+                stop,
+            };
+            best = Some((chosen, left));
         }
     }
-    best.map(|(up, left)| (up, left > 0))
+    best.map(|(chosen, left)| (chosen, left > 0))
 }
 
-fn take_credit(up: &mut Up, service: &Name, key: Option<CallKey>) {
-    if let Some(window) = services::get_mut(&mut up.services, service) {
-        window.used += 1;
-    }
+fn take_credit(chosen: &mut Chosen<'_>, service: &Name, key: Option<CallKey>) {
+    chosen.window.used += 1;
     if let Some(key) = key {
-        up.in_flight.insert(key, service.clone());
+        chosen.in_flight.insert(key, service.clone());
     }
 }
 
