@@ -26,6 +26,7 @@ use crate::ids::IdMap;
 use crate::services;
 use crate::signal::Signal;
 use crate::stats::Counters;
+use crate::ticker::Ticker;
 use crate::wire::{self, FromServer};
 use rpc_core::transport::support::lock_unpoisoned;
 
@@ -428,8 +429,7 @@ impl ClientSide {
         // run it) counts as one tick, and the server is not taken for dead
         // because this side could not listen.
         let mut silent_ticks = 0u32;
-        let mut tick = tokio::time::interval(self.config.heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = Ticker::new(self.config.heartbeat);
         // Kept across turns of the loop: it holds no state, and making it
         // anew per message would be work for nothing.
         let stop = stop.raised();
@@ -449,7 +449,7 @@ impl ClientSide {
                     }
                     Err(_) => return,
                 },
-                _ = tick.tick() => {
+                () = std::future::poll_fn(|cx| tick.poll_tick(cx)) => {
                     silent_ticks += 1;
                     if silent_ticks > liveness {
                         tracing::debug!(index, "server silent past its liveness: dead or hung");

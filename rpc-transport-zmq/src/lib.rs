@@ -68,6 +68,7 @@
 //! - `services.rs`: finding a service in the few one peer serves.
 //! - `signal.rs`: the flag the router and link tasks wait on beside their socket.
 //! - `tags.rs`: the server's copies of request inbox tags.
+//! - `ticker.rs`: the heartbeat timer of the router and link tasks.
 //! - [`wire`]: the messages and their parsing.
 //! - [`ZmqStats`] (`stats.rs`): counters.
 
@@ -82,6 +83,7 @@ mod services;
 mod signal;
 mod stats;
 mod tags;
+mod ticker;
 mod transport;
 pub mod wire;
 

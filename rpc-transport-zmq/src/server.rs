@@ -28,6 +28,7 @@ use crate::services;
 use crate::signal::Signal;
 use crate::stats::Counters;
 use crate::tags::TagArena;
+use crate::ticker::Ticker;
 use crate::wire::{self, FromClient};
 use rpc_core::transport::support::lock_unpoisoned;
 
@@ -290,8 +291,7 @@ impl Router {
 
     async fn run(mut self, mut receiver: RouterRecvHalf) {
         let server = self.server.clone();
-        let mut tick = tokio::time::interval(server.config.heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = Ticker::new(server.config.heartbeat);
         // Kept across turns of the loop: it holds no state.
         let changed = server.changed.take();
         tokio::pin!(changed);
@@ -300,7 +300,7 @@ impl Router {
             let mut recv = receiver.recv();
             let event = poll_fn(|cx| {
                 poll_event(cx, &mut in_a_row, recv.as_mut(), changed.as_mut(), |cx| {
-                    tick.poll_tick(cx).map(drop)
+                    tick.poll_tick(cx)
                 })
             })
             .await;
