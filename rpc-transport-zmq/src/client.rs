@@ -24,7 +24,9 @@ use zeromq::{DealerRecvHalf, DealerSendHalf, DealerSocket, SocketOptions, ZmqMes
 use crate::config::Config;
 use crate::ids::IdMap;
 use crate::services;
+use crate::signal::Signal;
 use crate::stats::Counters;
+use crate::ticker::Ticker;
 use crate::wire::{self, FromServer};
 use rpc_core::transport::support::lock_unpoisoned;
 
@@ -50,7 +52,6 @@ pub(crate) struct ClientSide {
     pub(crate) counters: Arc<Counters>,
     state: Mutex<State>,
     closed: AtomicBool,
-    pub(crate) shutdown: Notify,
     /// Rung whenever a server's services or credit change.
     advertised: Notify,
 }
@@ -73,9 +74,10 @@ struct Link {
 /// A connected link.
 struct Up {
     sender: Sender,
-    /// Rung by a send that failed: the connection is gone, so the link
-    /// task drops it now rather than at the next missed heartbeat.
-    broken: Arc<Notify>,
+    /// Raised by a send that failed (the connection is gone, so the link
+    /// task drops it now rather than at the next missed heartbeat) and by
+    /// `close`.
+    stop: Arc<Signal>,
     ready: bool,
     services: HashMap<Name, Window>,
     in_flight: IdMap<CallKey, Name>,
@@ -98,7 +100,7 @@ struct Waiting {
 
 /// What routing decided for one call.
 enum Route {
-    Send(Sender, Arc<Notify>, ZmqMessage),
+    Send(Sender, Arc<Signal>, ZmqMessage),
     Held,
     Unserved(Name),
     Full,
@@ -111,7 +113,6 @@ impl ClientSide {
             counters,
             state: Mutex::new(State::default()),
             closed: AtomicBool::new(false),
-            shutdown: Notify::new(),
             advertised: Notify::new(),
         }
     }
@@ -152,12 +153,14 @@ impl ClientSide {
             let mut state = self.lock();
             state.waiting.clear();
             state.waiting_total = 0;
+            for up in state.links.iter().filter_map(|link| link.up.as_ref()) {
+                up.stop.raise();
+            }
             state.inboxes.drain().map(|(_, sink)| sink).collect()
         };
         for sink in sinks {
             sink.closed();
         }
-        self.shutdown.notify_waiters();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -204,7 +207,7 @@ impl ClientSide {
         mut head: Vec<Bytes>,
     ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static + use<> {
         let (now, later) = match self.route_envelope(envelope, key, &mut head) {
-            Ok(Route::Send(sender, broken, message)) => (None, Some((sender, broken, message))),
+            Ok(Route::Send(sender, stop, message)) => (None, Some((sender, stop, message))),
             Ok(Route::Held | Route::Full) => (Some(Ok(())), None),
             Ok(Route::Unserved(service)) => (
                 Some(Err(TransportError::NoRoute {
@@ -218,12 +221,18 @@ impl ClientSide {
             if let Some(result) = now {
                 return result;
             }
-            let Some((sender, broken, message)) = later else {
+            let Some((sender, stop, message)) = later else {
                 return Ok(());
             };
-            let sent = sender.lock().await.send(message).await;
+            // The lock taken at once when it is free, as it usually is:
+            // waiting for it makes, polls and drops an acquire future.
+            // `try_lock` never takes it from a task queued for it.
+            let sent = match sender.try_lock() {
+                Ok(mut sender) => sender.send(message).await,
+                Err(_) => sender.lock().await.send(message).await,
+            };
             sent.map_err(|_| {
-                broken.notify_one();
+                stop.raise();
                 TransportError::ConnectionLost
             })
         }
@@ -284,11 +293,11 @@ impl ClientSide {
         let mut state = self.lock();
         match best_link(&mut state.links, service) {
             None => Route::Unserved(service.clone()),
-            Some((up, true)) => {
-                take_credit(up, service, call.key);
+            Some((mut up, true)) => {
+                take_credit(&mut up, service, call.key);
                 Route::Send(
                     up.sender.clone(),
-                    up.broken.clone(),
+                    up.stop.clone(),
                     wire::message(call.frames),
                 )
             }
@@ -309,7 +318,7 @@ impl ClientSide {
 
     /// Sends held calls to servers that have credit again.
     fn release_waiting(&self) {
-        let ready: Vec<(Sender, Arc<Notify>, ZmqMessage)> = {
+        let ready: Vec<(Sender, Arc<Signal>, ZmqMessage)> = {
             let mut guard = self.lock();
             if guard.waiting_total == 0 {
                 return;
@@ -319,7 +328,7 @@ impl ClientSide {
             let now = now_ms();
             for (service, queue) in state.waiting.iter_mut() {
                 while !queue.is_empty() {
-                    let Some((up, true)) = best_link(&mut state.links, service) else {
+                    let Some((mut up, true)) = best_link(&mut state.links, service) else {
                         break;
                     };
                     let Some(call) = queue.pop_front() else { break };
@@ -328,10 +337,10 @@ impl ClientSide {
                         // Its caller has had `Timeout` already.
                         continue;
                     }
-                    take_credit(up, service, call.key);
+                    take_credit(&mut up, service, call.key);
                     out.push((
                         up.sender.clone(),
-                        up.broken.clone(),
+                        up.stop.clone(),
                         wire::message(call.frames),
                     ));
                 }
@@ -345,10 +354,10 @@ impl ClientSide {
         // Written from a task of their own, so the reader (which calls
         // this) never waits for a send lock; see `read_link`.
         tokio::spawn(async move {
-            for (sender, broken, message) in ready {
+            for (sender, stop, message) in ready {
                 // The link task fails the call it recorded when it drops the link.
                 if sender.lock().await.send(message).await.is_err() {
-                    broken.notify_one();
+                    stop.raise();
                 }
             }
         });
@@ -376,14 +385,20 @@ impl ClientSide {
             }
             let (send, receive) = socket.split();
             let sender: Sender = Arc::new(SendLock::new(send));
-            let broken = Arc::new(Notify::new());
+            let stop = Arc::new(Signal::default());
             self.lock().links[index].up = Some(Up {
                 sender: sender.clone(),
-                broken: broken.clone(),
+                stop: stop.clone(),
                 ready: false,
                 services: HashMap::new(),
                 in_flight: IdMap::default(),
             });
+            // `close` raises the signal of every link up when it runs; one
+            // that ran before this link was up is seen here (the lock
+            // orders the two).
+            if self.is_closed() {
+                stop.raise();
+            }
             Counters::bump(&self.counters.connects);
             if sender
                 .lock()
@@ -392,7 +407,7 @@ impl ClientSide {
                 .await
                 .is_ok()
             {
-                self.read_link(index, &sender, &broken, receive).await;
+                self.read_link(index, &sender, &stop, receive).await;
             }
             Counters::bump(&self.counters.servers_lost);
             self.link_down(index);
@@ -404,7 +419,7 @@ impl ClientSide {
         &self,
         index: usize,
         sender: &Sender,
-        broken: &Notify,
+        stop: &Signal,
         mut receive: DealerRecvHalf,
     ) {
         let liveness = self.config.liveness;
@@ -414,15 +429,11 @@ impl ClientSide {
         // run it) counts as one tick, and the server is not taken for dead
         // because this side could not listen.
         let mut silent_ticks = 0u32;
-        let mut tick = tokio::time::interval(self.config.heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let shutdown = self.shutdown.notified();
-        tokio::pin!(shutdown);
-        // Kept across turns of the loop, as `shutdown` is: a `Notified`
-        // made, polled and dropped per message takes the `Notify`'s lock
-        // twice for nothing.
-        let broken = broken.notified();
-        tokio::pin!(broken);
+        let mut tick = Ticker::new(self.config.heartbeat);
+        // Kept across turns of the loop: it holds no state, and making it
+        // anew per message would be work for nothing.
+        let stop = stop.raised();
+        tokio::pin!(stop);
         // The names replies carry, so that decoding them allocates none.
         let mut names = KnownNames::new();
         loop {
@@ -438,7 +449,7 @@ impl ClientSide {
                     }
                     Err(_) => return,
                 },
-                _ = tick.tick() => {
+                () = std::future::poll_fn(|cx| tick.poll_tick(cx)) => {
                     silent_ticks += 1;
                     if silent_ticks > liveness {
                         tracing::debug!(index, "server silent past its liveness: dead or hung");
@@ -455,9 +466,10 @@ impl ClientSide {
                         }
                     }
                 }
-                () = &mut shutdown => return,
-                () = &mut broken => {
-                    tracing::debug!(index, "a send failed: the server's connection is gone");
+                () = &mut stop => {
+                    if !self.is_closed() {
+                        tracing::debug!(index, "a send failed: the server's connection is gone");
+                    }
                     return;
                 }
             }
@@ -675,31 +687,52 @@ impl ClientSide {
     }
 }
 
+/// The link chosen for a call: its credit for the call's service, its
+/// record of calls, and what sending there takes. Borrowed from its `Up`
+/// field by field, so that the service's credit is looked up once.
+struct Chosen<'a> {
+    window: &'a mut Window,
+    in_flight: &'a mut IdMap<CallKey, Name>,
+    sender: &'a Sender,
+    stop: &'a Arc<Signal>,
+}
+
 /// The ready link serving `service` with the most credit left, and whether
 /// it has any; `None` when no ready link serves it.
-fn best_link<'a>(links: &'a mut [Link], service: &Name) -> Option<(&'a mut Up, bool)> {
-    let mut best: Option<(&'a mut Up, i64)> = None;
+fn best_link<'a>(links: &'a mut [Link], service: &Name) -> Option<(Chosen<'a>, bool)> {
+    let mut best: Option<(Chosen<'a>, i64)> = None;
     for link in links.iter_mut() {
         let Some(up) = link.up.as_mut().filter(|up| up.ready) else {
             continue;
         };
-        let Some(window) = services::get(&up.services, service) else {
+        let Up {
+            sender,
+            stop,
+            services,
+            in_flight,
+            ..
+        } = up;
+        let Some(window) = services::get_mut(services, service) else {
             continue;
         };
         let left = window.granted - window.used;
         if best.as_ref().is_none_or(|(_, most)| left > *most) {
-            best = Some((up, left));
+            let chosen = Chosen {
+                window,
+                in_flight,
+                sender,
+                stop,
+            };
+            best = Some((chosen, left));
         }
     }
-    best.map(|(up, left)| (up, left > 0))
+    best.map(|(chosen, left)| (chosen, left > 0))
 }
 
-fn take_credit(up: &mut Up, service: &Name, key: Option<CallKey>) {
-    if let Some(window) = services::get_mut(&mut up.services, service) {
-        window.used += 1;
-    }
+fn take_credit(chosen: &mut Chosen<'_>, service: &Name, key: Option<CallKey>) {
+    chosen.window.used += 1;
     if let Some(key) = key {
-        up.in_flight.insert(key, service.clone());
+        chosen.in_flight.insert(key, service.clone());
     }
 }
 

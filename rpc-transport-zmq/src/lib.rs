@@ -66,7 +66,9 @@
 //! - [`ZmqRequests`] (`requests.rs`), [`ZmqInbox`] (`inbox.rs`).
 //! - `ids.rs`: the client's maps keyed by ids it made, and their hasher.
 //! - `services.rs`: finding a service in the few one peer serves.
+//! - `signal.rs`: the flag the router and link tasks wait on beside their socket.
 //! - `tags.rs`: the server's copies of request inbox tags.
+//! - `ticker.rs`: the heartbeat timer of the router and link tasks.
 //! - [`wire`]: the messages and their parsing.
 //! - [`ZmqStats`] (`stats.rs`): counters.
 
@@ -78,8 +80,10 @@ mod inbox;
 mod requests;
 mod server;
 mod services;
+mod signal;
 mod stats;
 mod tags;
+mod ticker;
 mod transport;
 pub mod wire;
 

@@ -7,14 +7,17 @@
 //! task tells every peer the difference.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rpc_core::transport::ServiceSpec;
 use rpc_core::{Delivery, Envelope, ErrorKind, KnownNames, Name, Status};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use zeromq::prelude::*;
 use zeromq::{RouterRecvHalf, RouterSendHalf, RouterSocket, SocketEvent};
 
@@ -22,8 +25,10 @@ use crate::config::Config;
 use crate::delivery::ZmqDelivery;
 use crate::requests::ZmqRequests;
 use crate::services;
+use crate::signal::Signal;
 use crate::stats::Counters;
 use crate::tags::TagArena;
+use crate::ticker::Ticker;
 use crate::wire::{self, FromClient};
 use rpc_core::transport::support::lock_unpoisoned;
 
@@ -68,16 +73,25 @@ pub(crate) struct ServerSide {
     pub(crate) config: Arc<Config>,
     pub(crate) counters: Arc<Counters>,
     services: Mutex<HashMap<Name, Vec<Arc<Slot>>>>,
-    changed: Notify,
+    /// Raised when a stream starts or ends: the router task tells peers.
+    changed: Signal,
     next_slot: AtomicU64,
 }
 
 /// Binds a ROUTER to every endpoint; returns the serving side, the
-/// endpoints as bound (ports resolved), and the router task.
+/// endpoints as bound (ports resolved), and its tasks: the router task and
+/// the one that counts refused handshakes.
 pub(crate) async fn bind(
     config: Arc<Config>,
     counters: Arc<Counters>,
-) -> Result<(Arc<ServerSide>, Vec<String>, tokio::task::JoinHandle<()>), zeromq::ZmqError> {
+) -> Result<
+    (
+        Arc<ServerSide>,
+        Vec<String>,
+        [tokio::task::JoinHandle<()>; 2],
+    ),
+    zeromq::ZmqError,
+> {
     let mut socket = RouterSocket::new();
     let monitor = socket.monitor();
     let mut endpoints = Vec::new();
@@ -90,11 +104,76 @@ pub(crate) async fn bind(
         config,
         counters,
         services: Mutex::new(HashMap::new()),
-        changed: Notify::new(),
+        changed: Signal::default(),
         next_slot: AtomicU64::new(0),
     });
-    let task = tokio::spawn(Router::new(server.clone()).run(receiver, monitor));
-    Ok((server, endpoints, task))
+    let router = tokio::spawn(Router::new(server.clone()).run(receiver));
+    let handshakes = tokio::spawn(count_refused_handshakes(monitor, server.counters.clone()));
+    Ok((server, endpoints, [router, handshakes]))
+}
+
+/// Counts the connections refused for failing the ZMTP handshake. A task
+/// of its own, not a branch of the router's `select`: the router would
+/// poll the monitor again each time it waits for a message.
+async fn count_refused_handshakes(
+    mut monitor: impl futures_core::Stream<Item = SocketEvent> + Unpin,
+    counters: Arc<Counters>,
+) {
+    while let Some(event) = monitor.next().await {
+        if let SocketEvent::AcceptFailed(error) = event {
+            Counters::bump(&counters.refused_handshakes);
+            tracing::debug!(%error, "refused a connection that failed the ZMTP handshake");
+        }
+    }
+}
+
+/// What the router task woke for.
+#[derive(Debug, PartialEq)]
+enum Event<M> {
+    Message(M),
+    Changed,
+    Tick,
+}
+
+/// Messages the router reads in a row, at most, before it looks at its
+/// other waits: a flood of messages neither holds back heartbeats nor
+/// keeps peers from hearing of credit changes.
+const READS_IN_A_ROW: u32 = 32;
+
+/// One poll of the router task's waits. Not `select!`, which polls its
+/// branches in a random order, so that most messages would come after a
+/// poll of the timer and the signal for nothing: here a waiting message is
+/// taken first, and the other waits are polled when there is none, or
+/// first after `READS_IN_A_ROW` messages in a row (counted in `in_a_row`).
+fn poll_event<M, R, C>(
+    cx: &mut Context<'_>,
+    in_a_row: &mut u32,
+    message: Pin<&mut R>,
+    changed: Pin<&mut C>,
+    tick: impl FnOnce(&mut Context<'_>) -> Poll<()>,
+) -> Poll<Event<M>>
+where
+    R: Future<Output = M> + ?Sized,
+    C: Future<Output = ()> + ?Sized,
+{
+    let mut message = message;
+    let fair = *in_a_row >= READS_IN_A_ROW;
+    if !fair && let Poll::Ready(message) = message.as_mut().poll(cx) {
+        *in_a_row += 1;
+        return Poll::Ready(Event::Message(message));
+    }
+    *in_a_row = 0;
+    if changed.poll(cx).is_ready() {
+        return Poll::Ready(Event::Changed);
+    }
+    if tick(cx).is_ready() {
+        return Poll::Ready(Event::Tick);
+    }
+    if fair && let Poll::Ready(message) = message.poll(cx) {
+        *in_a_row = 1;
+        return Poll::Ready(Event::Message(message));
+    }
+    Poll::Pending
 }
 
 impl ServerSide {
@@ -112,7 +191,7 @@ impl ServerSide {
             .entry(spec.name.clone())
             .or_default()
             .push(slot.clone());
-        self.changed.notify_one();
+        self.changed.raise();
         ZmqRequests::new(self.clone(), slot, rx)
     }
 
@@ -126,7 +205,7 @@ impl ServerSide {
             }
         }
         drop(services);
-        self.changed.notify_one();
+        self.changed.raise();
     }
 
     /// Ends every stream (the transport closed).
@@ -134,7 +213,7 @@ impl ServerSide {
         for slot in self.lock().drain().flat_map(|(_, slots)| slots) {
             lock_unpoisoned(&slot.tx).take();
         }
-        self.changed.notify_one();
+        self.changed.raise();
     }
 
     /// Each served service and the credit it grants a client: the sum of
@@ -210,39 +289,31 @@ impl Router {
         }
     }
 
-    async fn run(
-        mut self,
-        mut receiver: RouterRecvHalf,
-        mut monitor: impl futures_core::Stream<Item = SocketEvent> + Unpin,
-    ) {
+    async fn run(mut self, mut receiver: RouterRecvHalf) {
         let server = self.server.clone();
-        let mut tick = tokio::time::interval(server.config.heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Kept across turns of the loop, not made anew for each message: a
-        // `Notified` polled and dropped takes the `Notify`'s lock twice.
-        let changed = server.changed.notified();
+        let mut tick = Ticker::new(server.config.heartbeat);
+        // Kept across turns of the loop: it holds no state.
+        let changed = server.changed.take();
         tokio::pin!(changed);
+        let mut in_a_row = 0u32;
         loop {
-            tokio::select! {
-                message = receiver.recv() => match message {
-                    Ok(message) => {
-                        if let Some((peer, answer)) = self.on_message(message.into_vecdeque()) {
-                            server.send_to(peer, answer).await;
-                        }
-                    }
-                    Err(_) => return,
-                },
-                () = &mut changed => {
-                    changed.set(server.changed.notified());
-                    self.advertise().await;
-                }
-                _ = tick.tick() => self.heartbeat().await,
-                Some(event) = monitor.next() => {
-                    if let SocketEvent::AcceptFailed(error) = event {
-                        Counters::bump(&server.counters.refused_handshakes);
-                        tracing::debug!(%error, "refused a connection that failed the ZMTP handshake");
+            let mut recv = receiver.recv();
+            let event = poll_fn(|cx| {
+                poll_event(cx, &mut in_a_row, recv.as_mut(), changed.as_mut(), |cx| {
+                    tick.poll_tick(cx)
+                })
+            })
+            .await;
+            drop(recv);
+            match event {
+                Event::Message(Ok(message)) => {
+                    if let Some((peer, answer)) = self.on_message(message.into_vecdeque()) {
+                        server.send_to(peer, answer).await;
                     }
                 }
+                Event::Message(Err(_)) => return,
+                Event::Changed => self.advertise().await,
+                Event::Tick => self.heartbeat().await,
             }
         }
     }
@@ -385,4 +456,72 @@ impl Router {
 #[inline]
 fn same_peer(a: &Bytes, b: &Bytes) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::{pending, ready};
+    use std::task::Waker;
+
+    /// One poll with a message waiting or not, and the other waits ready or not.
+    fn step(in_a_row: &mut u32, message: bool, changed: bool, tick: bool) -> Poll<Event<()>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let message: Pin<Box<dyn Future<Output = ()>>> = match message {
+            true => Box::pin(ready(())),
+            false => Box::pin(pending()),
+        };
+        let changed: Pin<Box<dyn Future<Output = ()>>> = match changed {
+            true => Box::pin(ready(())),
+            false => Box::pin(pending()),
+        };
+        let (mut message, mut changed) = (message, changed);
+        let tick = |_: &mut Context<'_>| if tick { Poll::Ready(()) } else { Poll::Pending };
+        poll_event(&mut cx, in_a_row, message.as_mut(), changed.as_mut(), tick)
+    }
+
+    #[test]
+    fn waiting_messages_come_first_but_not_forever() {
+        let mut in_a_row = 0;
+        for _ in 0..READS_IN_A_ROW {
+            let event = step(&mut in_a_row, true, true, true);
+            assert_eq!(event, Poll::Ready(Event::Message(())));
+        }
+        assert_eq!(
+            step(&mut in_a_row, true, true, true),
+            Poll::Ready(Event::Changed)
+        );
+        // Then messages first again, and after as many the tick's turn.
+        for _ in 0..READS_IN_A_ROW {
+            let event = step(&mut in_a_row, true, false, true);
+            assert_eq!(event, Poll::Ready(Event::Message(())));
+        }
+        assert_eq!(
+            step(&mut in_a_row, true, false, true),
+            Poll::Ready(Event::Tick)
+        );
+        // With the others not ready at their turn, the message is read.
+        for _ in 0..READS_IN_A_ROW {
+            let event = step(&mut in_a_row, true, false, false);
+            assert_eq!(event, Poll::Ready(Event::Message(())));
+        }
+        let event = step(&mut in_a_row, true, false, false);
+        assert_eq!(event, Poll::Ready(Event::Message(())));
+        assert_eq!(in_a_row, 1);
+    }
+
+    #[test]
+    fn with_no_message_the_other_waits_are_polled() {
+        let mut in_a_row = 5;
+        assert_eq!(
+            step(&mut in_a_row, false, false, true),
+            Poll::Ready(Event::Tick)
+        );
+        assert_eq!(
+            step(&mut in_a_row, false, true, true),
+            Poll::Ready(Event::Changed)
+        );
+        assert_eq!(step(&mut in_a_row, false, false, false), Poll::Pending);
+        assert_eq!(in_a_row, 0);
+    }
 }

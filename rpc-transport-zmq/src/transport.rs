@@ -59,13 +59,13 @@ impl ZmqTransport {
         let (server, endpoints) = if config.binds.is_empty() {
             (None, Vec::new())
         } else {
-            let (server, endpoints, task) = server::bind(config.clone(), counters.clone())
+            let (server, endpoints, server_tasks) = server::bind(config.clone(), counters.clone())
                 .await
                 .map_err(|error| TransportError::Connect {
                     message: format!("bind {:?}: {error}", config.binds),
                     source: Some(Box::new(error)),
                 })?;
-            tasks.push(task);
+            tasks.extend(server_tasks);
             (Some(server), endpoints)
         };
         let transport = ZmqTransport {
