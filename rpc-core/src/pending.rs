@@ -258,7 +258,22 @@ impl PendingTable {
 impl ReplyHandler for PendingTable {
     fn deliver(&self, envelope: Envelope) {
         let id = envelope.header.correlation_id;
-        if self.answer(id, || Ok(envelope)).is_err() {
+        // Written out rather than through `answer`: the reply is large, and
+        // handed through its closure it was copied three times more on the
+        // way into the entry.
+        let mut calls = self.lock();
+        if let Some(entry) = calls.entries.get_mut(&id)
+            && let State::Waiting(waker) = &mut entry.state
+        {
+            let waker = waker.take();
+            entry.state = State::Answered(Ok(envelope));
+            drop(calls);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        } else {
+            drop(calls);
+            drop(envelope);
             // A duplicate, or the caller gave up (or was answered by its
             // deadline) before the reply came: the reply is dropped.
             self.dropped_replies.fetch_add(1, Ordering::Relaxed);
@@ -397,6 +412,51 @@ mod tests {
         assert_eq!(table.dropped_replies(), 1);
         assert_eq!(table.len(), 0);
         guard.answered();
+        assert_eq!(table.len(), 0);
+    }
+
+    /// Counts its wakes.
+    struct CountWakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_wakes_its_caller_and_one_after_the_deadline_or_a_cancel_is_dropped() {
+        let table = table();
+        let wakes = Arc::new(CountWakes(Default::default()));
+        let waker = Waker::from(wakes.clone());
+        let (guard, mut rx) = table.register(later()).unwrap();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut rx).poll(&mut cx).is_pending());
+        let mut sent = reply(guard.id());
+        sent.body = b"answer".to_vec();
+        table.deliver(sent);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "the caller is woken");
+        let Some(Ok(received)) = try_take(&mut rx) else {
+            panic!("the reply answers the call");
+        };
+        assert_eq!(received.body, b"answer");
+        guard.answered();
+
+        let (timed_out, mut timed_out_rx) = table.register(Instant::now()).unwrap();
+        table.expire(Instant::now());
+        table.deliver(reply(timed_out.id()));
+        assert_eq!(table.dropped_replies(), 1, "late: the deadline answered");
+        assert!(matches!(
+            try_take(&mut timed_out_rx),
+            Some(Err(RpcError::Timeout))
+        ));
+        timed_out.answered();
+
+        let (cancelled, _rx) = table.register(later()).unwrap();
+        let id = cancelled.id();
+        drop(cancelled);
+        table.deliver(reply(id));
+        assert_eq!(table.dropped_replies(), 2, "the caller gave up");
         assert_eq!(table.len(), 0);
     }
 
