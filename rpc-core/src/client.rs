@@ -411,6 +411,10 @@ impl<T: Transport> Client<T> {
 
     /// Builds the envelope of a call made at `now`, and returns its
     /// deadline and trace.
+    ///
+    /// Inlined: returned from a call, the result (the envelope in it) is
+    /// copied out of the return slot piece by piece.
+    #[inline(always)]
     fn envelope<A: Serialize + ?Sized>(
         &self,
         kind: Kind,
