@@ -330,7 +330,7 @@ impl<T: Transport> Client<T> {
                 answered
             };
             let finished = Outcome::of_result(&result);
-            if let Some(meter) = &meter {
+            if let Some(meter) = meter {
                 meter.finish(finished);
             }
             record.record("outcome", finished.as_str());
