@@ -5,7 +5,7 @@ use std::future::{self, Future};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -248,6 +248,11 @@ impl<T: Transport> Client<T> {
                     Ok(inbox) => inbox,
                     Err(error) => break 'call Err(error),
                 };
+                // The call registers with the waker of this poll of its
+                // task, so its reply's first poll, in this same task poll
+                // (nothing below yields before it), need not look in the
+                // table: no answer came yet, or it has woken this task.
+                let waker = future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
                 // Taken apart in the `let`, so nothing of the temporary is
                 // kept across the awaits below.
                 let Started {
@@ -257,7 +262,7 @@ impl<T: Transport> Client<T> {
                     mut reply,
                     send,
                     deadline,
-                } = match self.start(inbox, service, method, &args, &record, now) {
+                } = match self.start(inbox, service, method, &args, &record, now, waker) {
                     Ok(started) => started,
                     Err(error) => break 'call Err(error),
                 };
@@ -325,7 +330,7 @@ impl<T: Transport> Client<T> {
                 answered
             };
             let finished = Outcome::of_result(&result);
-            if let Some(meter) = &meter {
+            if let Some(meter) = meter {
                 meter.finish(finished);
             }
             record.record("outcome", finished.as_str());
@@ -335,8 +340,12 @@ impl<T: Transport> Client<T> {
     }
 
     /// Everything a call does before it waits: takes an in-flight slot,
-    /// builds the envelope, registers the call and hands the envelope to
-    /// the transport.
+    /// builds the envelope, registers the call (to wake `waker`) and hands
+    /// the envelope to the transport.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the call's own parts, each passed once, from one place"
+    )]
     fn start<'a, A>(
         &'a self,
         inbox: &'a T::Inbox,
@@ -345,6 +354,7 @@ impl<T: Transport> Client<T> {
         args: &A,
         span: &Span,
         now: Now,
+        waker: Waker,
     ) -> Result<Started<'a, T, impl Future<Output = Result<(), TransportError>>>, RpcError>
     where
         A: Serialize,
@@ -353,7 +363,7 @@ impl<T: Transport> Client<T> {
         let (deadline, mut envelope, trace) =
             self.envelope(Kind::Request, service, method, args, now)?;
         span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
-        let (guard, reply) = PendingTable::register(&self.shared.pending, deadline)?;
+        let (guard, reply) = PendingTable::register(&self.shared.pending, deadline, Some(waker))?;
         envelope.header.correlation_id = guard.id();
         span.record("correlation_id", guard.id());
         let cancel = CancelOnDrop::new(
@@ -401,6 +411,10 @@ impl<T: Transport> Client<T> {
 
     /// Builds the envelope of a call made at `now`, and returns its
     /// deadline and trace.
+    ///
+    /// Inlined: returned from a call, the result (the envelope in it) is
+    /// copied out of the return slot piece by piece.
+    #[inline(always)]
     fn envelope<A: Serialize + ?Sized>(
         &self,
         kind: Kind,
@@ -549,7 +563,11 @@ where
 {
     let sent = match send.poll(cx) {
         Poll::Ready(Ok(())) => return Poll::Ready(First::Sent),
-        Poll::Ready(Err(send_failed)) => Some(send_failed),
+        Poll::Ready(Err(send_failed)) => {
+            // A reply that came already must win over the failure.
+            reply.look_next_poll();
+            Some(send_failed)
+        }
         Poll::Pending => None,
     };
     match (Pin::new(reply).poll(cx), sent) {
@@ -605,5 +623,41 @@ impl<T: Transport> Drop for Shared<T> {
         // future has been dropped, but a transport may hold the sink).
         use crate::transport::ReplyHandler;
         self.pending.closed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Header;
+    use crate::transport::ReplyHandler;
+
+    /// A call registered in this poll whose send fails, with its reply
+    /// already in: the reply wins, as it does for a call that looked.
+    #[tokio::test]
+    async fn a_reply_that_came_before_a_failed_send_wins() {
+        let table = Arc::new(PendingTable::default());
+        let later = Instant::now() + Duration::from_secs(60);
+        let (guard, mut reply) = table.register(later, Some(Waker::noop().clone())).unwrap();
+        let mut header = Header::request("s".into(), "m".into(), ContentType::Json);
+        header.correlation_id = guard.id();
+        table.deliver(Envelope {
+            header,
+            body: Vec::new(),
+        });
+        let send = pin!(future::ready(Err(TransportError::ConnectionLost)));
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        let first = first_of(&mut reply, send, &mut cx);
+        assert!(
+            matches!(
+                first,
+                Poll::Ready(First::Answered {
+                    answer: Ok(_),
+                    finish_send: false
+                })
+            ),
+            "the reply, not the failed send"
+        );
+        guard.answered();
     }
 }

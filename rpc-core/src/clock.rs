@@ -107,8 +107,30 @@ impl Anchor {
     }
 }
 
+/// The millisecond of a thread's anchor: all a reading inside it needs.
+/// Kept apart from the [`Anchor`] so that such a reading, nearly every
+/// one, copies these three fields out of thread-local storage and no more.
+#[derive(Clone, Copy)]
+struct Millisecond {
+    began: Instant,
+    ends: Instant,
+    unix_ms: u64,
+}
+
+impl From<Anchor> for Millisecond {
+    fn from(anchor: Anchor) -> Self {
+        Millisecond {
+            began: anchor.began,
+            ends: anchor.ends,
+            unix_ms: anchor.unix_ms,
+        }
+    }
+}
+
 thread_local! {
     static ANCHOR: Cell<Option<Anchor>> = const { Cell::new(None) };
+    /// `ANCHOR`'s millisecond.
+    static CURRENT_MS: Cell<Option<Millisecond>> = const { Cell::new(None) };
 }
 
 /// Now, as unix milliseconds (rounded down), derived from the monotonic
@@ -118,29 +140,46 @@ pub fn now_ms() -> u64 {
 }
 
 /// Reads the clock once.
+///
+/// Inlined, with the anchor's moves out of line: a reading inside the
+/// anchor's millisecond is two comparisons.
+#[inline]
 pub(crate) fn now() -> Now {
     let instant = Instant::now();
-    let anchor = ANCHOR.with(|cell| match cell.get() {
-        Some(anchor) if anchor.began <= instant && instant < anchor.ends => anchor,
-        kept => {
-            let anchor = kept
-                .and_then(|anchor| anchor.moved_to(instant))
-                .or_else(|| reanchor(instant));
-            cell.set(anchor);
-            // Only a clock at the very ends of its range has no anchor.
-            let mut anchor = anchor.unwrap_or(Anchor {
-                began: instant,
-                ends: instant,
-                unix_ms: 0,
-                stale: instant,
-            });
-            // A new anchor is read just after `instant`, and may begin a
-            // millisecond that began after it: read as that millisecond's
-            // start, as a reading at the anchor would be.
-            anchor.began = anchor.began.min(instant);
-            anchor
-        }
+    match CURRENT_MS.with(Cell::get) {
+        Some(ms) if ms.began <= instant && instant < ms.ends => Now {
+            instant,
+            unix_ms: ms.unix_ms,
+            ms_began: ms.began,
+        },
+        _ => moved(instant),
+    }
+}
+
+/// The time at `instant`, past the anchor's millisecond (or before it, or
+/// with no anchor yet): moves the anchor on, or takes a new one.
+#[cold]
+#[inline(never)]
+fn moved(instant: Instant) -> Now {
+    let anchor = ANCHOR.with(|cell| {
+        let anchor = (cell.get())
+            .and_then(|anchor| anchor.moved_to(instant))
+            .or_else(|| reanchor(instant));
+        cell.set(anchor);
+        CURRENT_MS.set(anchor.map(Millisecond::from));
+        anchor
     });
+    // Only a clock at the very ends of its range has no anchor.
+    let mut anchor = anchor.unwrap_or(Anchor {
+        began: instant,
+        ends: instant,
+        unix_ms: 0,
+        stale: instant,
+    });
+    // A new anchor is read just after `instant`, and may begin a
+    // millisecond that began after it: read as that millisecond's start,
+    // as a reading at the anchor would be.
+    anchor.began = anchor.began.min(instant);
     Now {
         instant,
         unix_ms: anchor.unix_ms,
@@ -249,6 +288,28 @@ mod tests {
             anchor.moved_to(at - Duration::from_millis(1)).is_none(),
             "an instant before the anchor's (another runtime's paused clock)"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readings_step_through_milliseconds_in_and_out_of_the_anchors() {
+        let first = now();
+        let into = first.instant - first.ms_began;
+        for _ in 0..40 {
+            tokio::time::advance(Duration::from_micros(250)).await;
+            let next = now();
+            let since = into + (next.instant - first.instant);
+            assert_eq!(
+                next.unix_ms - first.unix_ms,
+                since.as_millis() as u64,
+                "{since:?} after the first reading's millisecond began"
+            );
+            assert!(next.ms_began <= next.instant && next.instant - next.ms_began < MILLISECOND);
+            assert_eq!(
+                now().unix_ms,
+                next.unix_ms,
+                "a second reading, in the same millisecond"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

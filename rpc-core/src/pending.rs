@@ -140,9 +140,17 @@ impl Entry {
 impl PendingTable {
     /// Registers a new call that times out at `deadline`; the guard removes
     /// it again on drop. Starts the watchdog if none is running.
+    ///
+    /// With `waker` (the waker of the task poll that registers), the call's
+    /// answer wakes it, and the [`Reply`]'s first poll returns `Pending`
+    /// without looking in the table: that poll must be in the same poll of
+    /// the same task as this registration, so that the waker registered is
+    /// still the one to wake. A reply cannot have come before the call
+    /// registered, and one that comes after wakes the task to poll again.
     pub(crate) fn register(
         self: &Arc<Self>,
         deadline: Instant,
+        waker: Option<Waker>,
     ) -> Result<(PendingGuard<'_>, Reply<'_>), RpcError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(RpcError::Closed);
@@ -157,9 +165,10 @@ impl PendingTable {
         };
         let earlier = {
             let mut calls = self.lock();
+            let fresh = waker.is_some();
             let entry = Entry {
                 deadline,
-                state: State::Waiting(None),
+                state: State::Waiting(waker),
             };
             // Ids are never reused: there is no old value to hand back.
             if let std::collections::hash_map::Entry::Vacant(vacant) = calls.entries.entry(id) {
@@ -171,12 +180,18 @@ impl PendingTable {
             if earlier {
                 calls.wake_at = Some(deadline);
             }
-            earlier
+            (earlier, fresh)
         };
+        let (earlier, fresh) = earlier;
         if earlier {
             self.alarm.notify_one();
         }
-        Ok((PendingGuard { table: self, id }, Reply { table: self, id }))
+        let reply = Reply {
+            table: self,
+            id,
+            fresh,
+        };
+        Ok((PendingGuard { table: self, id }, reply))
     }
 
     /// Fails every call whose deadline is not after `now` with
@@ -258,7 +273,22 @@ impl PendingTable {
 impl ReplyHandler for PendingTable {
     fn deliver(&self, envelope: Envelope) {
         let id = envelope.header.correlation_id;
-        if self.answer(id, || Ok(envelope)).is_err() {
+        // Written out rather than through `answer`: the reply is large, and
+        // handed through its closure it was copied three times more on the
+        // way into the entry.
+        let mut calls = self.lock();
+        if let Some(entry) = calls.entries.get_mut(&id)
+            && let State::Waiting(waker) = &mut entry.state
+        {
+            let waker = waker.take();
+            entry.state = State::Answered(Ok(envelope));
+            drop(calls);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        } else {
+            drop(calls);
+            drop(envelope);
             // A duplicate, or the caller gave up (or was answered by its
             // deadline) before the reply came: the reply is dropped.
             self.dropped_replies.fetch_add(1, Ordering::Relaxed);
@@ -299,12 +329,38 @@ impl ReplyHandler for PendingTable {
 pub(crate) struct Reply<'a> {
     table: &'a PendingTable,
     id: u64,
+    /// Registered with the waker of the task poll under way, and not
+    /// polled since: the next poll is that same task poll's (see
+    /// [`PendingTable::register`]), and has nothing to look at.
+    fresh: bool,
+}
+
+impl Reply<'_> {
+    /// Makes the next poll look in the table even if it is the first:
+    /// for a caller that must know whether an answer came already.
+    pub(crate) fn look_next_poll(&mut self) {
+        self.fresh = false;
+    }
 }
 
 impl Future for Reply<'_> {
     type Output = Answer;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+    /// Inlined, the table's look-up not: a fresh reply's poll is a test.
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        if std::mem::take(&mut self.fresh) {
+            // The entry holds this poll's waker already, and an answer
+            // that came since has woken it: no lock, no look-up.
+            return Poll::Pending;
+        }
+        self.look(cx)
+    }
+}
+
+impl Reply<'_> {
+    /// Takes the answer if there is one, else leaves `cx`'s waker.
+    fn look(&self, cx: &mut Context<'_>) -> Poll<Answer> {
         use std::collections::hash_map::Entry as Slot;
         let mut calls = self.table.lock();
         let Slot::Occupied(mut slot) = calls.entries.entry(self.id) else {
@@ -390,7 +446,7 @@ mod tests {
     #[tokio::test]
     async fn a_reply_completes_its_call_once() {
         let table = table();
-        let (guard, mut rx) = table.register(later()).unwrap();
+        let (guard, mut rx) = table.register(later(), None).unwrap();
         table.deliver(reply(guard.id()));
         table.deliver(reply(guard.id()));
         assert!(try_take(&mut rx).unwrap().is_ok());
@@ -400,11 +456,87 @@ mod tests {
         assert_eq!(table.len(), 0);
     }
 
+    /// Counts its wakes.
+    struct CountWakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_wakes_its_caller_and_one_after_the_deadline_or_a_cancel_is_dropped() {
+        let table = table();
+        let wakes = Arc::new(CountWakes(Default::default()));
+        let waker = Waker::from(wakes.clone());
+        let (guard, mut rx) = table.register(later(), None).unwrap();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut rx).poll(&mut cx).is_pending());
+        let mut sent = reply(guard.id());
+        sent.body = b"answer".to_vec();
+        table.deliver(sent);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "the caller is woken");
+        let Some(Ok(received)) = try_take(&mut rx) else {
+            panic!("the reply answers the call");
+        };
+        assert_eq!(received.body, b"answer");
+        guard.answered();
+
+        let (timed_out, mut timed_out_rx) = table.register(Instant::now(), None).unwrap();
+        table.expire(Instant::now());
+        table.deliver(reply(timed_out.id()));
+        assert_eq!(table.dropped_replies(), 1, "late: the deadline answered");
+        assert!(matches!(
+            try_take(&mut timed_out_rx),
+            Some(Err(RpcError::Timeout))
+        ));
+        timed_out.answered();
+
+        let (cancelled, _rx) = table.register(later(), None).unwrap();
+        let id = cancelled.id();
+        drop(cancelled);
+        table.deliver(reply(id));
+        assert_eq!(table.dropped_replies(), 2, "the caller gave up");
+        assert_eq!(table.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_call_registered_with_its_waker_is_woken_without_a_first_look() {
+        let table = table();
+        let wakes = Arc::new(CountWakes(Default::default()));
+        let waker = Waker::from(wakes.clone());
+        let (guard, mut rx) = table.register(later(), Some(waker.clone())).unwrap();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut rx).poll(&mut cx).is_pending());
+        table.deliver(reply(guard.id()));
+        assert_eq!(
+            wakes.0.load(Ordering::Relaxed),
+            1,
+            "the waker given at registration is woken"
+        );
+        assert!(matches!(try_take(&mut rx), Some(Ok(_))));
+        guard.answered();
+        assert_eq!(table.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_reply_told_to_look_finds_an_answer_that_came_already() {
+        let table = table();
+        let (guard, mut rx) = table
+            .register(later(), Some(Waker::noop().clone()))
+            .unwrap();
+        table.deliver(reply(guard.id()));
+        rx.look_next_poll();
+        assert!(matches!(try_take(&mut rx), Some(Ok(_))));
+        guard.answered();
+    }
+
     #[tokio::test]
     async fn an_answered_guard_leaves_other_calls_alone() {
         let table = table();
-        let (answered, _ra) = table.register(later()).unwrap();
-        let (waiting, _rw) = table.register(later()).unwrap();
+        let (answered, _ra) = table.register(later(), None).unwrap();
+        let (waiting, _rw) = table.register(later(), None).unwrap();
         table.deliver(reply(answered.id()));
         answered.answered();
         assert_eq!(table.len(), 1);
@@ -429,11 +561,11 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_guard_empties_the_table() {
         let table = table();
-        let (a, _ra) = table.register(later()).unwrap();
-        let (b, _rb) = table.register(later()).unwrap();
+        let (a, _ra) = table.register(later(), None).unwrap();
+        let (b, _rb) = table.register(later(), None).unwrap();
         assert_ne!(a.id(), b.id());
         let other = Arc::new(PendingTable::default());
-        let (c, _rc) = other.register(later()).unwrap();
+        let (c, _rc) = other.register(later(), None).unwrap();
         assert!(
             c.id().abs_diff(a.id()) > 1 << 32,
             "another client's ids start elsewhere"
@@ -447,7 +579,7 @@ mod tests {
     #[tokio::test]
     async fn connection_loss_fails_every_waiter() {
         let table = table();
-        let (_g, mut rx) = table.register(later()).unwrap();
+        let (_g, mut rx) = table.register(later(), None).unwrap();
         table.connection_lost();
         assert!(matches!(
             try_take(&mut rx),
@@ -455,14 +587,17 @@ mod tests {
         ));
         assert_eq!(table.len(), 0);
         table.closed();
-        assert!(matches!(table.register(later()), Err(RpcError::Closed)));
+        assert!(matches!(
+            table.register(later(), None),
+            Err(RpcError::Closed)
+        ));
     }
 
     #[tokio::test]
     async fn a_lost_call_fails_alone() {
         let table = table();
-        let (lost, mut lost_rx) = table.register(later()).unwrap();
-        let (_kept, mut kept_rx) = table.register(later()).unwrap();
+        let (lost, mut lost_rx) = table.register(later(), None).unwrap();
+        let (_kept, mut kept_rx) = table.register(later(), None).unwrap();
         table.call_lost(lost.id());
         assert!(matches!(
             try_take(&mut lost_rx),
@@ -481,8 +616,8 @@ mod tests {
         let table = table();
         let now = Instant::now();
         let soon = now + std::time::Duration::from_millis(10);
-        let (due, mut due_rx) = table.register(now).unwrap();
-        let (waiting, mut waiting_rx) = table.register(soon).unwrap();
+        let (due, mut due_rx) = table.register(now, None).unwrap();
+        let (waiting, mut waiting_rx) = table.register(soon, None).unwrap();
         assert_eq!(table.expire(now), Some(soon));
         assert!(matches!(
             try_take(&mut due_rx),
@@ -504,12 +639,12 @@ mod tests {
         let table = table();
         let start = Instant::now();
         let (_late, _late_rx) = table
-            .register(start + std::time::Duration::from_secs(30))
+            .register(start + std::time::Duration::from_secs(30), None)
             .unwrap();
         // Let the watchdog go to sleep towards the 30 s deadline first.
         tokio::task::yield_now().await;
         let (early, early_rx) = table
-            .register(start + std::time::Duration::from_millis(50))
+            .register(start + std::time::Duration::from_millis(50), None)
             .unwrap();
         assert!(matches!(early_rx.await, Err(RpcError::Timeout)));
         assert_eq!(start.elapsed(), std::time::Duration::from_millis(50));
@@ -524,7 +659,7 @@ mod tests {
             .build()
             .unwrap();
         first.block_on(async {
-            let (guard, _rx) = table.register(later()).unwrap();
+            let (guard, _rx) = table.register(later(), None).unwrap();
             tokio::task::yield_now().await;
             drop(guard);
         });
@@ -540,7 +675,7 @@ mod tests {
             .unwrap();
         second.block_on(async {
             let soon = Instant::now() + std::time::Duration::from_millis(20);
-            let (guard, rx) = table.register(soon).unwrap();
+            let (guard, rx) = table.register(soon, None).unwrap();
             assert!(matches!(rx.await, Err(RpcError::Timeout)));
             guard.answered();
         });

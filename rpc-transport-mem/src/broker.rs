@@ -60,8 +60,9 @@ impl Broker {
     ///
     /// This and the other steps of a message's way through the broker are
     /// `#[inline]`: each call boundary left between them moves the
-    /// envelope once more, and the way is short enough to inline whole.
-    #[inline]
+    /// envelope once more, and the way is short enough to inline whole
+    /// (this one always: left to itself, the compiler keeps it apart).
+    #[inline(always)]
     pub(crate) fn send_call(
         self: &Arc<Self>,
         mut envelope: Envelope,

@@ -4,6 +4,9 @@
 //! One test in this binary: the recorder is global to the process.
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::{CompositeKey, MetricKind};
@@ -41,7 +44,7 @@ async fn calls_leave_counters_histograms_and_gauges_with_their_labels() {
 
     let transport = MemTransport::new();
     let (probe, _lines) = CalcProbe::new();
-    let calc = CalcImpl::new(1, probe, &transport);
+    let calc = CalcImpl::new(1, probe.clone(), &transport);
     let server = Server::builder(transport.clone())
         .serve(CalcServer::new(calc))
         .await
@@ -52,6 +55,17 @@ async fn calls_leave_counters_histograms_and_gauges_with_their_labels() {
     }
     let failed = client.boom("on purpose".into()).await;
     assert!(matches!(failed, Err(RpcError::Remote { .. })), "{failed:?}");
+    // A call dropped while its handler runs counts as cancelled, once.
+    {
+        let mut gated = pin!(client.gated(7));
+        std::future::poll_fn(|cx| {
+            assert!(gated.as_mut().poll(cx).is_pending(), "the gate is shut");
+            Poll::Ready(())
+        })
+        .await;
+        probe.wait_in_gate(1).await;
+    }
+    probe.gate.add_permits(1);
     server.shutdown().await;
 
     let entries = snapshotter.snapshot().into_vec();
@@ -81,6 +95,18 @@ async fn calls_leave_counters_histograms_and_gauges_with_their_labels() {
     assert_eq!(counter(names::CLIENT_CALLS_FINISHED, &failed), 1);
     assert_eq!(counter(names::SERVER_REQUESTS_FINISHED, &failed), 1);
     assert_eq!(counter(names::SERVER_REQUESTS_DEAD_LETTERED, &failed), 1);
+    let cancelled = [
+        ("service", service),
+        ("method", "gated"),
+        ("outcome", "cancelled"),
+    ];
+    assert_eq!(counter(names::CLIENT_CALLS_FINISHED, &cancelled), 1);
+    assert_eq!(observations(names::CLIENT_CALL_DURATION, &cancelled), 1);
+    let gated = [("service", service), ("method", "gated")];
+    match find(&entries, names::CLIENT_CALLS_IN_FLIGHT, &gated) {
+        Some(DebugValue::Gauge(value)) => assert_eq!(value.into_inner(), 0.0, "gated"),
+        other => panic!("gated in flight: {other:?}"),
+    }
     for name in [
         names::CLIENT_CALLS_IN_FLIGHT,
         names::SERVER_REQUESTS_IN_FLIGHT,

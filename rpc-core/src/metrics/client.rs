@@ -1,6 +1,5 @@
 //! A client's per-method meters, registered on a method's first call.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -56,7 +55,6 @@ impl ClientMeters {
         CallMeter {
             meter,
             started: started.into_std(),
-            finished: AtomicBool::new(false),
         }
     }
 
@@ -117,25 +115,29 @@ impl MethodMeter {
 pub(crate) struct CallMeter<'a> {
     meter: &'a MethodMeter,
     started: Instant,
-    finished: AtomicBool,
 }
 
 impl CallMeter<'_> {
-    /// Counts the call's outcome.
-    pub(crate) fn finish(&self, outcome: Outcome) {
-        if self.finished.swap(true, Ordering::Relaxed) {
-            return;
-        }
+    /// Counts the call's outcome. Takes the meter, so a call is counted
+    /// once, with no flag to keep.
+    pub(crate) fn finish(self, outcome: Outcome) {
+        self.count(outcome);
+        // Counted: what is left of `drop` is done here.
+        std::mem::forget(self);
+    }
+
+    /// Counts the call as finished with `outcome`, and no longer in flight.
+    fn count(&self, outcome: Outcome) {
         let meter = self.meter;
         meter
             .finished
             .record(meter.service, meter.method, outcome, self.started.elapsed());
+        meter.in_flight.decrement(1.0);
     }
 }
 
 impl Drop for CallMeter<'_> {
     fn drop(&mut self) {
-        self.finish(Outcome::Cancelled);
-        self.meter.in_flight.decrement(1.0);
+        self.count(Outcome::Cancelled);
     }
 }
