@@ -15,7 +15,7 @@
 
 pub(crate) mod gaps;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +26,7 @@ use rpc_core::TransportError;
 use tokio::sync::watch;
 
 use crate::session::{Context, Detached};
-use crate::transport::lock;
+use crate::transport::{IdMap, lock};
 
 type RequestConsumer = Arc<Detached<StreamConsumer<Context>>>;
 
@@ -35,7 +35,7 @@ pub(crate) struct Offsets {
     /// The consumer commits go through; `None` once [`detach`](Self::detach)ed.
     consumer: Mutex<Option<RequestConsumer>>,
     topic: Arc<str>,
-    partitions: Mutex<HashMap<i32, Partition>>,
+    partitions: Mutex<IdMap<i32, Partition>>,
 }
 
 struct Partition {

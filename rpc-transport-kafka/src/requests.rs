@@ -562,9 +562,7 @@ impl DeliveryHandle for KafkaDelivery {
         let Some(to) = request.header.reply_to.clone() else {
             return Box::pin(rpc_core::transport::Settled);
         };
-        let shared = self.shared.clone();
-        let key = self.key.clone();
-        Box::pin(async move { shared.send_reply(to.as_str(), key.as_deref(), reply).await })
+        self.shared.reply(to, self.key.clone(), reply)
     }
 
     fn settle(&self, settlement: Settlement, delivered: &Envelope) -> SettleFuture {

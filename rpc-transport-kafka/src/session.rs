@@ -56,6 +56,16 @@ impl Health {
         self.lost.load(Ordering::Acquire)
     }
 
+    /// A librdkafka error as a transport error: `ConnectionLost` once the
+    /// generation is lost.
+    pub(crate) fn kafka_error(&self, operation: &'static str, error: KafkaError) -> TransportError {
+        if self.is_lost() {
+            TransportError::ConnectionLost
+        } else {
+            TransportError::protocol(operation, error)
+        }
+    }
+
     /// Resolves once the generation is lost.
     pub(crate) async fn lost(&self) {
         loop {
@@ -328,8 +338,8 @@ impl Session {
         topic: &str,
         timeout: Duration,
     ) -> Result<Option<i32>, TransportError> {
-        if let Some(count) = lock(&self.topics).get(topic) {
-            return Ok(Some(*count));
+        if let Some(count) = self.known_partitions(topic) {
+            return Ok(Some(count));
         }
         let producer = self.producer_handle();
         let name = topic.to_owned();
@@ -347,6 +357,11 @@ impl Session {
             lock(&self.topics).insert(topic.to_owned(), count);
         }
         Ok(found)
+    }
+
+    /// How many partitions `topic` has, if it is known to exist.
+    pub(crate) fn known_partitions(&self, topic: &str) -> Option<i32> {
+        lock(&self.topics).get(topic).copied()
     }
 
     /// Creates topics (name, partitions); one that exists already is fine.
@@ -403,11 +418,7 @@ impl Session {
     /// A librdkafka error as a transport error: `ConnectionLost` once the
     /// generation is lost.
     pub(crate) fn kafka_error(&self, operation: &'static str, error: KafkaError) -> TransportError {
-        if self.health.is_lost() {
-            TransportError::ConnectionLost
-        } else {
-            TransportError::protocol(operation, error)
-        }
+        self.health.kafka_error(operation, error)
     }
 }
 
