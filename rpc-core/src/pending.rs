@@ -166,13 +166,15 @@ impl PendingTable {
         let earlier = {
             let mut calls = self.lock();
             let fresh = waker.is_some();
-            let entry = Entry {
-                deadline,
-                state: State::Waiting(waker),
-            };
             // Ids are never reused: there is no old value to hand back.
+            // The entry is built in the call that stores it, after the
+            // look-up: built before it, it is copied whole (answer room
+            // and all) from where it was built on the way into the table.
             if let std::collections::hash_map::Entry::Vacant(vacant) = calls.entries.entry(id) {
-                vacant.insert(entry);
+                vacant.insert(Entry {
+                    deadline,
+                    state: State::Waiting(waker),
+                });
             }
             // With one timeout per client, deadlines only grow: the alarm
             // rings only for a call with a shorter timeout than the rest.
@@ -372,10 +374,12 @@ impl Reply<'_> {
             State::Waiting(waker) => *waker = Some(cx.waker().clone()),
             State::Answered(_) => {
                 let Entry { state, .. } = slot.remove();
-                drop(calls);
                 let State::Answered(answer) = state else {
                     unreachable!("matched as answered above")
                 };
+                // The lock is held until the answer is in the caller's
+                // place: released in between, the answer would be copied
+                // to a place of its own first and then again.
                 return Poll::Ready(answer);
             }
         }
