@@ -373,14 +373,17 @@ impl Reply<'_> {
             State::Waiting(Some(waker)) => waker.clone_from(cx.waker()),
             State::Waiting(waker) => *waker = Some(cx.waker().clone()),
             State::Answered(_) => {
-                let Entry { state, .. } = slot.remove();
-                let State::Answered(answer) = state else {
-                    unreachable!("matched as answered above")
-                };
                 // The lock is held until the answer is in the caller's
                 // place: released in between, the answer would be copied
-                // to a place of its own first and then again.
-                return Poll::Ready(answer);
+                // to a place of its own first and then again. Nor does
+                // anything panic with the removed entry in hand (its drop
+                // on the way out would keep a copy of it alive): the
+                // `Waiting` arm cannot be reached, since the entry was
+                // matched as answered above, under this same lock.
+                return Poll::Ready(match slot.remove().state {
+                    State::Answered(answer) => answer,
+                    State::Waiting(_) => Err(RpcError::Closed),
+                });
             }
         }
         Poll::Pending
