@@ -275,7 +275,6 @@ impl<T: Transport> Client<T> {
                 // and a reply may come before the transport reports the
                 // send done.
                 let mut send = pin!(send);
-                let first = future::poll_fn(|cx| first_of(&mut reply, send.as_mut(), cx)).await;
                 // The reply is decoded as soon as it is out of the table, so
                 // no envelope is kept across an await (it would take room in
                 // every call's future).
@@ -283,29 +282,43 @@ impl<T: Transport> Client<T> {
                     Ok(reply) => read_reply(&reply, service, method),
                     Err(error) => Err(error),
                 };
-                // Taken apart by value (`{ first }` moves it into a temporary
-                // dropped at the end of this statement): matched in place,
-                // `first` and the envelope it may hold would stay alive, and
-                // take room in every call's future, across the awaits below.
-                #[expect(
-                    clippy::blocks_in_conditions,
-                    reason = "the braces move `first`, which is the point"
-                )]
-                let early = match { first } {
-                    First::Sent => None,
-                    First::SendFailed(send_failed) => {
+                // Decoded inside the poll, so what the await hands back is
+                // small: an answer handed back whole would be copied out of
+                // the poll and into its decoding (208 bytes each time, on
+                // every call, whichever way the wait ended).
+                let early = future::poll_fn(|cx| {
+                    first_of(&mut reply, send.as_mut(), cx).map(|first| match first {
+                        First::Sent => Ok(None),
+                        First::SendFailed(send_failed) => Err(send_failed),
+                        First::Answered {
+                            answer,
+                            finish_send,
+                        } => Ok(Some((finish_send, decode(answer)))),
+                    })
+                })
+                .await;
+                let early = match early {
+                    Ok(early) => early,
+                    Err(send_failed) => {
                         // Not answered: nothing to cancel, and the guard
                         // drops and removes the call's entry.
                         cancel.disarm();
                         break 'call Err(RpcError::from(send_failed));
                     }
-                    First::Answered {
-                        answer,
-                        finish_send,
-                    } => Some((finish_send, decode(answer))),
                 };
                 let answered = match early {
-                    None => decode((&mut reply).await),
+                    // Read where the poll left it: moved out, the
+                    // envelope would be copied on its way to the reading.
+                    None => {
+                        future::poll_fn(|cx| match Pin::new(&mut reply).poll(cx) {
+                            Poll::Ready(Ok(ref envelope)) => {
+                                Poll::Ready(read_reply(envelope, service, method))
+                            }
+                            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                            Poll::Pending => Poll::Pending,
+                        })
+                        .await
+                    }
                     Some((true, answered)) => {
                         // Answered before the transport reported the send
                         // done (a broker's confirm can trail the reply). The

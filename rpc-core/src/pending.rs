@@ -166,13 +166,15 @@ impl PendingTable {
         let earlier = {
             let mut calls = self.lock();
             let fresh = waker.is_some();
-            let entry = Entry {
-                deadline,
-                state: State::Waiting(waker),
-            };
             // Ids are never reused: there is no old value to hand back.
+            // The entry is built in the call that stores it, after the
+            // look-up: built before it, it is copied whole (answer room
+            // and all) from where it was built on the way into the table.
             if let std::collections::hash_map::Entry::Vacant(vacant) = calls.entries.entry(id) {
-                vacant.insert(entry);
+                vacant.insert(Entry {
+                    deadline,
+                    state: State::Waiting(waker),
+                });
             }
             // With one timeout per client, deadlines only grow: the alarm
             // rings only for a call with a shorter timeout than the rest.
@@ -371,12 +373,17 @@ impl Reply<'_> {
             State::Waiting(Some(waker)) => waker.clone_from(cx.waker()),
             State::Waiting(waker) => *waker = Some(cx.waker().clone()),
             State::Answered(_) => {
-                let Entry { state, .. } = slot.remove();
-                drop(calls);
-                let State::Answered(answer) = state else {
-                    unreachable!("matched as answered above")
-                };
-                return Poll::Ready(answer);
+                // The lock is held until the answer is in the caller's
+                // place: released in between, the answer would be copied
+                // to a place of its own first and then again. Nor does
+                // anything panic with the removed entry in hand (its drop
+                // on the way out would keep a copy of it alive): the
+                // `Waiting` arm cannot be reached, since the entry was
+                // matched as answered above, under this same lock.
+                return Poll::Ready(match slot.remove().state {
+                    State::Answered(answer) => answer,
+                    State::Waiting(_) => Err(RpcError::Closed),
+                });
             }
         }
         Poll::Pending
