@@ -136,8 +136,9 @@ enum Event<M> {
 }
 
 /// Messages the router reads in a row, at most, before it looks at its
-/// other waits: a flood of messages neither holds back heartbeats nor
-/// keeps peers from hearing of credit changes.
+/// other waits and lets other tasks run: a flood of messages neither holds
+/// back heartbeats nor keeps peers from hearing of credit changes, nor
+/// keeps the tasks that write to peers (and run handlers) from the thread.
 const READS_IN_A_ROW: u32 = 32;
 
 /// One poll of the router task's waits. Not `select!`, which polls its
@@ -145,10 +146,19 @@ const READS_IN_A_ROW: u32 = 32;
 /// poll of the timer and the signal for nothing: here a waiting message is
 /// taken first, and the other waits are polled when there is none, or
 /// first after `READS_IN_A_ROW` messages in a row (counted in `in_a_row`).
+///
+/// After that many, when the other waits are not ready either, the task
+/// yields (wakes itself and returns `Pending`) before it reads on. zeromq
+/// hands out messages from what it has buffered without going to the
+/// runtime, so a task reading a flood would otherwise keep its thread for
+/// as long as the flood lasts, and the tasks queued behind it (the writes
+/// of heartbeats to other peers among them) would not run: on a runtime of
+/// one thread, or with the other threads busy, those peers took the server
+/// for dead.
 fn poll_event<M, R, C>(
     cx: &mut Context<'_>,
     in_a_row: &mut u32,
-    message: Pin<&mut R>,
+    mut message: Pin<&mut R>,
     changed: Pin<&mut C>,
     tick: impl FnOnce(&mut Context<'_>) -> Poll<()>,
 ) -> Poll<Event<M>>
@@ -156,7 +166,6 @@ where
     R: Future<Output = M> + ?Sized,
     C: Future<Output = ()> + ?Sized,
 {
-    let mut message = message;
     let fair = *in_a_row >= READS_IN_A_ROW;
     if !fair && let Poll::Ready(message) = message.as_mut().poll(cx) {
         *in_a_row += 1;
@@ -169,9 +178,10 @@ where
     if tick(cx).is_ready() {
         return Poll::Ready(Event::Tick);
     }
-    if fair && let Poll::Ready(message) = message.poll(cx) {
-        *in_a_row = 1;
-        return Poll::Ready(Event::Message(message));
+    if fair {
+        // The yield: polled again at once, after the tasks queued meanwhile.
+        cx.waker().wake_by_ref();
+        return Poll::Pending;
     }
     Poll::Pending
 }
@@ -462,11 +472,32 @@ fn same_peer(a: &Bytes, b: &Bytes) -> bool {
 mod tests {
     use super::*;
     use std::future::{pending, ready};
+    use std::sync::atomic::AtomicBool;
     use std::task::Waker;
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 
     /// One poll with a message waiting or not, and the other waits ready or not.
     fn step(in_a_row: &mut u32, message: bool, changed: bool, tick: bool) -> Poll<Event<()>> {
-        let mut cx = Context::from_waker(Waker::noop());
+        step_waking(Waker::noop(), in_a_row, message, changed, tick)
+    }
+
+    fn step_waking(
+        waker: &Waker,
+        in_a_row: &mut u32,
+        message: bool,
+        changed: bool,
+        tick: bool,
+    ) -> Poll<Event<()>> {
+        let mut cx = Context::from_waker(waker);
         let message: Pin<Box<dyn Future<Output = ()>>> = match message {
             true => Box::pin(ready(())),
             false => Box::pin(pending()),
@@ -500,14 +531,56 @@ mod tests {
             step(&mut in_a_row, true, false, true),
             Poll::Ready(Event::Tick)
         );
-        // With the others not ready at their turn, the message is read.
+        // With the others not ready at their turn, the task yields: it is
+        // woken at once, and reads the message when polled again.
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
         for _ in 0..READS_IN_A_ROW {
-            let event = step(&mut in_a_row, true, false, false);
+            let event = step_waking(&waker, &mut in_a_row, true, false, false);
             assert_eq!(event, Poll::Ready(Event::Message(())));
         }
-        let event = step(&mut in_a_row, true, false, false);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 0);
+        let event = step_waking(&waker, &mut in_a_row, true, false, false);
+        assert_eq!(event, Poll::Pending);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+        let event = step_waking(&waker, &mut in_a_row, true, false, false);
         assert_eq!(event, Poll::Ready(Event::Message(())));
         assert_eq!(in_a_row, 1);
+    }
+
+    /// A router reading a flood without end still lets another task of its
+    /// thread run: here the one that would write a heartbeat to an idle peer.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_flood_of_ready_messages_leaves_other_tasks_the_thread() {
+        let other_ran = Arc::new(AtomicBool::new(false));
+        let other = tokio::spawn({
+            let other_ran = other_ran.clone();
+            async move { other_ran.store(true, Ordering::Relaxed) }
+        });
+        let mut in_a_row = 0;
+        let mut reads = 0u32;
+        // Messages always ready, as zeromq hands them out from its buffer;
+        // nothing else ready. Bounded, so that a router that never yields
+        // fails here rather than hanging.
+        while !other_ran.load(Ordering::Relaxed) && reads < 100 * READS_IN_A_ROW {
+            let mut message = std::pin::pin!(ready(()));
+            let mut changed = std::pin::pin!(pending::<()>());
+            let event = poll_fn(|cx| {
+                poll_event(
+                    cx,
+                    &mut in_a_row,
+                    message.as_mut(),
+                    changed.as_mut(),
+                    |_| Poll::Pending,
+                )
+            })
+            .await;
+            assert_eq!(event, Event::Message(()));
+            reads += 1;
+        }
+        assert!(other_ran.load(Ordering::Relaxed), "read {reads} messages");
+        assert!(reads <= READS_IN_A_ROW + 1, "read {reads} messages first");
+        other.await.unwrap();
     }
 
     #[test]
