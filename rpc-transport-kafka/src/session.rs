@@ -15,7 +15,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::producer::{FutureProducer, Producer as _, PurgeConfig};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaErrorCode;
 use rpc_core::TransportError;
@@ -322,6 +322,23 @@ impl Session {
         .await
         .map_err(|e| connect_error("probe the broker", e))?
         .map_err(|e| connect_error("reach the broker", e))
+    }
+
+    /// Fails every record this generation's producer still holds, queued
+    /// or in flight, at once: their acknowledgements resolve with
+    /// `PurgeQueue` / `PurgeInflight`, which the sends waiting on them take
+    /// as `ConnectionLost` (`transport.rs`). Called once the generation is
+    /// lost, it is what ends those sends, so that none waits a wait of its
+    /// own beside its acknowledgement. librdkafka's purge blocks until every
+    /// broker thread has purged its queues, so it runs off the runtime; the
+    /// generation is kept until it returns (its clients are then destroyed
+    /// as usual, by `Detached`).
+    pub(crate) fn purge(self: Arc<Self>) {
+        tokio::task::spawn_blocking(move || {
+            self.producer
+                .purge(PurgeConfig::default().queue().inflight());
+            tracing::debug!(generation = self.generation, "producer purged");
+        });
     }
 
     /// A clone of the producer for blocking calls (librdkafka's metadata

@@ -1,5 +1,7 @@
 //! The reconnect loop: when a generation of clients loses the broker, every
-//! inbox hears of it at once, the clients are dropped (off the runtime), and
+//! inbox hears of it at once, the records its producer still holds are
+//! purged (which ends every send waiting on one), the clients are dropped
+//! (off the runtime), and
 //! a new generation is built, with the reply topic, the reply consumer and
 //! every served service's topics and consumers made again.
 
@@ -22,7 +24,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut session: Arc<Session>) {
             sink.connection_lost();
         }
         let generation = session.generation + 1;
-        drop(session);
+        // Sends waiting for an acknowledgement of this generation end now,
+        // with `ConnectionLost`.
+        session.purge();
         let Some(next) = reconnect(&shared, generation).await else {
             return;
         };
