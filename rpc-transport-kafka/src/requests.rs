@@ -184,9 +184,24 @@ pub(crate) async fn start(
 
 /// What one record became, taken out of the message before any await (a
 /// borrowed message is not `Send`).
+///
+/// Boxed, the envelope is not copied each time the record moves on its way
+/// to the stream (out of the consumer's future, through the pump's select,
+/// into the hand-out), only once, into its delivery: about 250 instructions
+/// a call fewer at 256 in flight (callgrind: 550 fewer in `memcpy`, less
+/// the allocation). The rare refused record is boxed so that it does not
+/// make every record large again.
 enum Received {
-    Request(Envelope, Option<Arc<[u8]>>, i32, i64),
-    Refused(RawRecord, headers::HeadersError, Option<(String, u64)>),
+    Request(Box<Envelope>, Option<Arc<[u8]>>, i32, i64),
+    Refused(Box<Refusal>),
+}
+
+/// A record that is not a request, and why; where to answer it, if it
+/// says.
+struct Refusal {
+    record: RawRecord,
+    error: headers::HeadersError,
+    reply_to: Option<(String, u64)>,
 }
 
 impl Received {
@@ -194,7 +209,7 @@ impl Received {
     fn position(&self) -> (i32, i64) {
         match self {
             Received::Request(_, _, partition, offset) => (*partition, *offset),
-            Received::Refused(record, _, _) => (record.partition, record.offset),
+            Received::Refused(refused) => (refused.record.partition, refused.record.offset),
         }
     }
 }
@@ -224,17 +239,17 @@ fn take<M: Message>(message: &M, service: &Name) -> Received {
                     .map_or(0, |ms| u64::try_from(ms).unwrap_or(0));
             }
             Received::Request(
-                Envelope {
+                Box::new(Envelope {
                     header,
                     body: value,
-                },
+                }),
                 key.map(Arc::from),
                 message.partition(),
                 message.offset(),
             )
         }
-        Err(error) => Received::Refused(
-            RawRecord {
+        Err(error) => Received::Refused(Box::new(Refusal {
+            record: RawRecord {
                 partition: message.partition(),
                 offset: message.offset(),
                 key: key.map(<[u8]>::to_vec),
@@ -247,8 +262,8 @@ fn take<M: Message>(message: &M, service: &Name) -> Received {
                 }),
             },
             error,
-            headers::reply_address(message.headers()),
-        ),
+            reply_to: headers::reply_address(message.headers()),
+        })),
     }
 }
 
@@ -415,10 +430,15 @@ impl Pump {
                     partition,
                     offset,
                 };
-                let delivery = Delivery::new(envelope, Box::new(handle));
+                let delivery = Delivery::new(*envelope, Box::new(handle));
                 self.entry.sender.send(delivery).await.is_ok()
             }
-            Received::Refused(record, error, reply_to) => {
+            Received::Refused(refused) => {
+                let Refusal {
+                    record,
+                    error,
+                    reply_to,
+                } = *refused;
                 tracing::warn!(%error, topic = %self.entry.topic, "unreadable request dead-lettered");
                 self.entry.spec.refused();
                 tokio::spawn(refuse(
