@@ -22,6 +22,9 @@ use rpc_transport_kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionL
 /// The port of the broker the restart test owns.
 const OWN_PORT: u16 = 19_193;
 
+/// The port of the broker the purge test owns.
+const PURGE_PORT: u16 = 19_194;
+
 /// The tests of this file run one at a time: each starts processes (a
 /// broker, server workers) whose start-up and recovery load would stretch
 /// the others' consumer-group rebalances, which they time.
@@ -88,6 +91,199 @@ async fn broker_restart_fails_calls_in_flight_then_resumes() {
     );
     // Not a graceful shutdown: the hanging call's handler never ends.
     drop(calc_server);
+}
+
+/// How long the purge test's sends may wait for their acknowledgement
+/// (`message.timeout.ms`): far longer than the test, so that a send which
+/// ends in time was ended by the transport, not by librdkafka's timeout.
+const LONG_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The purge test's connect timeout: a send that finds the transport
+/// reconnecting waits this long for the next generation, and so does the
+/// test's end, for the reconnect attempt in flight (its metadata request
+/// runs on a blocking thread) to give up.
+const PURGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends still waiting for the broker's acknowledgement when it is killed
+/// end at once, `Ok` or `ConnectionLost`: the lost generation's producer is
+/// purged. None waits for its send timeout (60 s here); a third of it is
+/// the bound, loose enough for a loaded machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_kill_ends_sends_awaiting_acknowledgement() {
+    use futures_util::StreamExt;
+    use futures_util::stream::FuturesUnordered;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    // Tasks sending oneway calls, and how many each keeps in flight.
+    const SENDERS: usize = 4;
+    const IN_FLIGHT: usize = 64;
+
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = OwnBroker::start(PURGE_PORT) else {
+        return;
+    };
+    let connect = || {
+        KafkaTransport::builder(broker.bootstrap())
+            .topic_prefix("purge.")
+            .send_timeout(LONG_SEND_TIMEOUT)
+            .connect_timeout(PURGE_CONNECT_TIMEOUT)
+            .connect()
+    };
+    let calc_server = serve_calc(connect().await.unwrap(), 1, 16).await;
+    let client_transport = connect().await.unwrap();
+    let calc = CalcClient::new(client_transport.clone()).with_timeout(LONG_SEND_TIMEOUT);
+    // Made once, the topic's partitions are known and every send after is
+    // queued on the producer at once.
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3);
+
+    // Sends started and not ended, for the message of a failure.
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|_| {
+            let (calc, transport, waiting) =
+                (calc.clone(), client_transport.clone(), waiting.clone());
+            tokio::spawn(async move {
+                let mut running = FuturesUnordered::new();
+                let mut ended = Vec::new();
+                let mut failed = false;
+                loop {
+                    // No new sends once the loss is seen: a send made while
+                    // the transport reconnects waits for the next
+                    // generation (up to the connect timeout), not for an
+                    // acknowledgement. Checked again where the send starts,
+                    // at its first poll, which may come after the loss.
+                    while !failed && transport.is_connected() && running.len() < IN_FLIGHT {
+                        let (calc, transport, waiting) =
+                            (calc.clone(), transport.clone(), waiting.clone());
+                        running.push(async move {
+                            if !transport.is_connected() {
+                                return None;
+                            }
+                            waiting.fetch_add(1, Ordering::SeqCst);
+                            let result = calc.log("purge".to_owned()).await;
+                            waiting.fetch_sub(1, Ordering::SeqCst);
+                            Some((result, Instant::now()))
+                        });
+                    }
+                    match running.next().await {
+                        Some(Some((result, at))) => {
+                            failed |= result.is_err();
+                            ended.push((result, at));
+                        }
+                        Some(None) => failed = true,
+                        None => return ended,
+                    }
+                }
+            })
+        })
+        .collect();
+    // Sends flow: hundreds acknowledged and served, as many waiting.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while calc_server.probe.calls.load(Ordering::SeqCst) < 500 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the oneway calls reach the handler");
+
+    // The broker is frozen first (SIGSTOP), so that no acknowledgement
+    // comes any more: the sends in flight then are provably waiting for
+    // theirs when it dies.
+    let pid = broker_pid(PURGE_PORT);
+    signal(&pid, "-STOP");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while waiting.load(Ordering::SeqCst) < SENDERS * IN_FLIGHT {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("sends pile up while the broker is frozen");
+    let killed = Instant::now();
+    broker.kill();
+    let ended = tokio::time::timeout(LONG_SEND_TIMEOUT / 3, async {
+        let mut ended = Vec::new();
+        for sender in senders {
+            ended.extend(sender.await.unwrap());
+        }
+        ended
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{} sends still waiting {:?} after the broker was killed (send timeout {:?})",
+            waiting.load(Ordering::SeqCst),
+            killed.elapsed(),
+            LONG_SEND_TIMEOUT
+        )
+    });
+
+    let after_kill: Vec<_> = ended.iter().filter(|(_, at)| *at >= killed).collect();
+    let ok = after_kill.iter().filter(|(r, _)| r.is_ok()).count();
+    let lost = after_kill
+        .iter()
+        .filter(|(r, _)| matches!(r, Err(RpcError::ConnectionLost)))
+        .count();
+    // Ended `ConnectionLost` before a send that found the transport
+    // reconnecting could have: these were queued, waiting for their
+    // acknowledgement.
+    let purged = after_kill
+        .iter()
+        .filter(|(r, at)| {
+            matches!(r, Err(RpcError::ConnectionLost))
+                && at.duration_since(killed) < PURGE_CONNECT_TIMEOUT
+        })
+        .count();
+    let last = after_kill
+        .iter()
+        .map(|(_, at)| at.duration_since(killed))
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "figure: {} sends ended after the broker was killed: ok {ok}, ConnectionLost {lost}; \
+         the last {last:?} after the kill (send timeout {LONG_SEND_TIMEOUT:?})",
+        after_kill.len()
+    );
+    let other: Vec<_> = ended
+        .iter()
+        .filter(|(r, _)| !matches!(r, Ok(()) | Err(RpcError::ConnectionLost)))
+        .map(|(r, _)| r)
+        .collect();
+    assert!(other.is_empty(), "sends ended otherwise: {other:?}");
+    assert!(
+        purged > 0,
+        "no send was waiting for its acknowledgement when the broker died \
+         (every send in flight was acknowledged first)"
+    );
+    drop(calc_server);
+}
+
+/// The pid of the tansu `.ci/kafka-broker` started on `port`, from its
+/// `status` ("running: pid N, ...").
+fn broker_pid(port: u16) -> String {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ci/kafka-broker");
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .arg("status")
+        .arg(port.to_string())
+        .output()
+        .expect("run .ci/kafka-broker status");
+    let status = String::from_utf8_lossy(&output.stdout);
+    status
+        .strip_prefix("running: pid ")
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no broker on {port}: {status}"))
+        .to_owned()
+}
+
+/// Sends `signal` (`-STOP`, ...) to process `pid`.
+fn signal(pid: &str, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(signal)
+        .arg(pid)
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}: {status}");
 }
 
 /// Records on a request topic that are not requests are answered `decode`
