@@ -181,8 +181,8 @@ impl Offsets {
 
     /// `partition` was (re-)assigned (assignment number `assignment`) and
     /// its fetch starts at `start` (the group's committed position, else
-    /// where the consumer resets to), or at its first record when that
-    /// could not be learnt. Skipped offsets before it are done with: the
+    /// 0: `requests::fetch_start`), or at its first record when that could
+    /// not be learnt. Skipped offsets before it are done with: the
     /// group committed past them.
     pub(crate) fn started(&self, partition: i32, assignment: u64, start: i64) {
         let mut partitions = lock(&self.partitions);

@@ -456,8 +456,19 @@ impl Pump {
 }
 
 /// Where the fetch of a newly assigned partition starts: the group's
-/// committed position, else the partition's first offset (the consumer
-/// resets to `earliest`). `None` when the broker did not say in time.
+/// committed position, else offset 0. `None` when the broker did not say in
+/// time.
+///
+/// Not the log's start, which is where the consumer resets to: tansu (the
+/// test broker) takes as a partition's start the first batch it stored,
+/// and when two producers write a new partition at once the later offsets
+/// can be stored first (`offsets/gaps.rs`), so its start stays above
+/// records it holds for good. Seen: a fresh group's member fetched from 5,
+/// the partition's reported start, and requests 0 to 4 never ran
+/// (`replies_reach_their_own_client`). From 0, the records below the first
+/// one fetched are a gap, read again on the side. Where the log really
+/// starts later (Apache Kafka after retention), that gap is offsets that
+/// never come: given up after `gaps::PATIENCE`, as any other.
 async fn fetch_start(consumer: &RequestConsumer, topic: &str, partition: i32) -> Option<i64> {
     let consumer = consumer.clone();
     let topic = topic.to_owned();
@@ -474,13 +485,7 @@ async fn fetch_start(consumer: &RequestConsumer, topic: &str, partition: i32) ->
             .ok()?;
         match committed.find_partition(&topic, partition)?.offset() {
             Offset::Offset(offset) => Some(offset),
-            _ => consumer
-                .fetch_watermarks(&topic, partition, START_LOOKUP)
-                .inspect_err(|error| {
-                    tracing::debug!(%error, %topic, partition, "could not learn the log's start");
-                })
-                .ok()
-                .map(|(low, _high)| low),
+            _ => Some(0),
         }
     });
     lookup.await.ok().flatten()
