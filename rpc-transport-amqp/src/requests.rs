@@ -12,7 +12,7 @@ use futures_core::Stream;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions,
+    BasicRejectOptions, QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
@@ -59,7 +59,7 @@ impl AmqpRequests {
     ) -> Result<Self, TransportError> {
         let session = shared.session().await?;
         let subscription = subscribe(&shared, &spec, session, broadcast).await?;
-        let slots = AckedRunning::new(&shared, &spec);
+        let slots = AckedRunning::new(&shared, &spec, &subscription);
         let settler = Settler::start(
             subscription.channel.clone(),
             subscription.session.unsettled.clone(),
@@ -119,7 +119,7 @@ impl Stream for AmqpRequests {
                 }
                 State::Resubscribing(future) => match future.as_mut().poll(cx) {
                     Poll::Ready(Ok(subscription)) => {
-                        this.slots = AckedRunning::new(&this.shared, &this.spec);
+                        this.slots = AckedRunning::new(&this.shared, &this.spec, &subscription);
                         let settler = Settler::start(
                             subscription.channel.clone(),
                             subscription.session.unsettled.clone(),
@@ -367,37 +367,75 @@ impl Drop for AmqpDelivery {
 /// slot while it still runs, so the broker would send one more: a server at
 /// concurrency 16 would hold 16 running and 16 waiting while another server
 /// idles. While such requests run, a channel-wide (global) limit of
-/// concurrency minus their number holds the rest back at the broker; with
-/// none running there is no channel limit, so at-least-once servers pay
-/// nothing. RabbitMQ's prefetch cannot say "none" (0 means unlimited), so
-/// while every slot runs an at-most-once request one more may wait here.
-/// Quorum queues refuse consumers on a channel with a global limit, so there
-/// the prefetch stays per consumer.
+/// concurrency minus their number holds the rest back at the broker.
+/// RabbitMQ's prefetch cannot say "none" (0 means unlimited), so while
+/// every slot runs an at-most-once request one more may wait here.
+///
+/// The channel gets its global limit with its first at-most-once request,
+/// so a server that never runs one pays nothing (a channel with a global
+/// limit asks its limiter before each delivery), and keeps it after
+/// (`concurrency` with none running): RabbitMQ tells the queue that a
+/// channel's limit is now in force by a message it does not wait for, so
+/// until the queue has read it, the queue delivers past the limit. Seen: a
+/// server at concurrency 4 held 3 requests beyond the 4 running
+/// (`amqp_at_most_once`). The first limit is therefore fenced: a passive
+/// declare of the queue, which the channel asks of the queue after that
+/// message, returns only once the queue has read it; the ack follows.
+/// Later changes of the limit's value need no fence: the queue asks the
+/// channel's limiter itself. Quorum queues refuse consumers on a channel
+/// with a global limit, so there the prefetch stays per consumer.
 struct AckedRunning {
     concurrency: u16,
     enabled: bool,
+    /// The subscription's queue, which the first limit is fenced on.
+    queue: ShortString,
     /// Serializes limit updates, so the last one sent is the current count.
-    running: tokio::sync::Mutex<u16>,
+    limit: tokio::sync::Mutex<ChannelLimit>,
+}
+
+/// The channel's global limit as last set.
+#[derive(Default)]
+struct ChannelLimit {
+    /// At-most-once requests running.
+    running: u16,
+    /// Whether the queue is known to apply a global limit (fenced).
+    in_force: bool,
 }
 
 impl AckedRunning {
-    fn new(shared: &Shared, spec: &ServiceSpec) -> Arc<Self> {
+    fn new(shared: &Shared, spec: &ServiceSpec, subscription: &Subscription) -> Arc<Self> {
         Arc::new(AckedRunning {
             concurrency: u16::try_from(spec.concurrency).unwrap_or(u16::MAX),
             enabled: shared.config.queue_kind == QueueKind::Classic,
-            running: tokio::sync::Mutex::new(0),
+            queue: subscription.consumer.queue(),
+            limit: tokio::sync::Mutex::new(ChannelLimit::default()),
         })
     }
 
     /// Takes a slot for a request about to be acked before it runs: the
-    /// lower limit is in force (the broker answered) before the ack leaves.
+    /// lower limit is in force (the broker answered, and the queue has it)
+    /// before the ack leaves.
     async fn acquire(&self, channel: &Channel) -> lapin::Result<()> {
         if !self.enabled {
             return Ok(());
         }
-        let mut running = self.running.lock().await;
-        *running += 1;
-        set_channel_limit(channel, self.limit(*running)).await
+        let mut limit = self.limit.lock().await;
+        limit.running += 1;
+        set_channel_limit(channel, self.limit(limit.running)).await?;
+        if !limit.in_force {
+            channel
+                .queue_declare(
+                    self.queue.clone(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            limit.in_force = true;
+        }
+        Ok(())
     }
 
     /// Gives the slot back once the request's run is over.
@@ -405,17 +443,14 @@ impl AckedRunning {
         if !self.enabled {
             return;
         }
-        let mut running = self.running.lock().await;
-        *running = running.saturating_sub(1);
-        let _ = set_channel_limit(channel, self.limit(*running)).await;
+        let mut limit = self.limit.lock().await;
+        limit.running = limit.running.saturating_sub(1);
+        let _ = set_channel_limit(channel, self.limit(limit.running)).await;
     }
 
+    /// The global limit with `running` at-most-once requests running.
     fn limit(&self, running: u16) -> u16 {
-        if running == 0 {
-            0
-        } else {
-            self.concurrency.saturating_sub(running).max(1)
-        }
+        self.concurrency.saturating_sub(running).max(1)
     }
 }
 

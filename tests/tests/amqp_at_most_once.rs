@@ -84,6 +84,14 @@ async fn running_plus_unacked_stay_within_the_concurrency() {
     // happen, which no event announces.
     let (conn, channel) = support::raw_channel().await;
     let queue = transport.request_queue("holder");
+    // The calls not running may still be on their way to the queue: first
+    // wait (boundedly) for them to arrive, so that the watch below sees the
+    // queue's settled depth, not a publish still in flight.
+    let settled = (CALLS - CONCURRENCY - 1) as u32;
+    let patience = Instant::now() + Duration::from_secs(10);
+    while support::depth(&channel, &queue).await < settled && Instant::now() < patience {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut fewest_ready = u32::MAX;
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
