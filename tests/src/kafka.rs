@@ -105,7 +105,45 @@ impl OwnBroker {
         self.script("start").expect("restart tansu");
     }
 
+    /// Freezes the broker (SIGSTOP): its connections stay open and nothing
+    /// on them is answered any more, until it is killed or stopped.
+    pub fn freeze(&self) {
+        let pid = self.pid();
+        let status = Command::new("kill")
+            .arg("-STOP")
+            .arg(&pid)
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -STOP {pid}: {status}");
+    }
+
+    /// The broker's pid, from the script's `status` ("running: pid N, ...").
+    fn pid(&self) -> String {
+        let output = self
+            .command("status")
+            .output()
+            .expect("run .ci/kafka-broker status");
+        let status = String::from_utf8_lossy(&output.stdout);
+        status
+            .strip_prefix("running: pid ")
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or_else(|| panic!("no broker on {}: {status}", self.port))
+            .to_owned()
+    }
+
     fn script(&self, command: &str) -> Result<(), String> {
+        let output = self.command(command).output().map_err(|e| e.to_string())?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+}
+
+impl OwnBroker {
+    /// `.ci/kafka-broker COMMAND PORT`, not yet run.
+    fn command(&self, command: &str) -> Command {
         let script_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ci/kafka-broker");
         let mut script = Command::new("bash");
         script
@@ -115,12 +153,7 @@ impl OwnBroker {
         if let Some(advertised) = self.advertised {
             script.env("KAFKA_ADVERTISED_PORT", advertised.to_string());
         }
-        let output = script.output().map_err(|e| e.to_string())?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
+        script
     }
 }
 

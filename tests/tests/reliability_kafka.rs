@@ -190,8 +190,7 @@ async fn broker_kill_ends_sends_awaiting_acknowledgement() {
     // The broker is frozen first (SIGSTOP), so that no acknowledgement
     // comes any more: the sends in flight then are provably waiting for
     // theirs when it dies.
-    let pid = broker_pid(PURGE_PORT);
-    signal(&pid, "-STOP");
+    broker.freeze();
     tokio::time::timeout(Duration::from_secs(10), async {
         while waiting.load(Ordering::SeqCst) < SENDERS * IN_FLIGHT {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -256,34 +255,6 @@ async fn broker_kill_ends_sends_awaiting_acknowledgement() {
          (every send in flight was acknowledged first)"
     );
     drop(calc_server);
-}
-
-/// The pid of the tansu `.ci/kafka-broker` started on `port`, from its
-/// `status` ("running: pid N, ...").
-fn broker_pid(port: u16) -> String {
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ci/kafka-broker");
-    let output = std::process::Command::new("bash")
-        .arg(script)
-        .arg("status")
-        .arg(port.to_string())
-        .output()
-        .expect("run .ci/kafka-broker status");
-    let status = String::from_utf8_lossy(&output.stdout);
-    status
-        .strip_prefix("running: pid ")
-        .and_then(|rest| rest.split(',').next())
-        .unwrap_or_else(|| panic!("no broker on {port}: {status}"))
-        .to_owned()
-}
-
-/// Sends `signal` (`-STOP`, ...) to process `pid`.
-fn signal(pid: &str, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(signal)
-        .arg(pid)
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid}: {status}");
 }
 
 /// Records on a request topic that are not requests are answered `decode`
