@@ -30,10 +30,31 @@ fuzz_target!(|data: &[u8]| {
             let again = wire::encode_envelope(&envelope, &limits).expect("re-encodes");
             assert_eq!(Some(&again), frames.last());
         }
+        Ok(FromClient::Requests(pairs)) => {
+            assert!(size <= limits.max_message_size + 1024);
+            each_pair_re_encodes(&frames, &pairs, &limits);
+        }
         Ok(_) | Err(_) => {}
     }
-    if let Ok(FromServer::Reply { envelope, .. }) = wire::parse_from_server(&frames, &limits) {
-        let again = wire::encode_envelope(&envelope, &limits).expect("re-encodes");
-        assert_eq!(Some(&again), frames.last());
+    match wire::parse_from_server(&frames, &limits) {
+        Ok(FromServer::Reply { envelope, .. }) => {
+            let again = wire::encode_envelope(&envelope, &limits).expect("re-encodes");
+            assert_eq!(Some(&again), frames.last());
+        }
+        Ok(FromServer::Replies(pairs)) => each_pair_re_encodes(&frames, &pairs, &limits),
+        Ok(_) | Err(_) => {}
     }
 });
+
+/// Each pair of a batch that parsed re-encodes to its own frame: the
+/// pairs are the frames after the command, two by two.
+fn each_pair_re_encodes(frames: &[Bytes], pairs: &[wire::Pair], limits: &FrameLimits) {
+    assert_eq!(pairs.len() * 2 + 1, frames.len());
+    for (i, (tag, envelope)) in pairs.iter().enumerate() {
+        assert_eq!(tag, &frames[1 + 2 * i]);
+        if let Ok(envelope) = envelope {
+            let again = wire::encode_envelope(envelope, limits).expect("re-encodes");
+            assert_eq!(again, frames[2 + 2 * i]);
+        }
+    }
+}

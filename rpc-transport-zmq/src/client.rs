@@ -21,6 +21,7 @@ use tokio::sync::{Mutex as SendLock, Notify, watch};
 use zeromq::prelude::*;
 use zeromq::{DealerRecvHalf, DealerSendHalf, DealerSocket, SocketOptions, ZmqMessage};
 
+use crate::batcher::{self, Batch};
 use crate::config::Config;
 use crate::ids::IdMap;
 use crate::services;
@@ -41,7 +42,8 @@ pub(crate) enum LinkStatus {
     Down,
 }
 
-type Sender = Arc<SendLock<DealerSendHalf>>;
+/// A link's socket, written by one task at a time.
+pub(crate) type Sender = Arc<SendLock<DealerSendHalf>>;
 
 /// A call the client side tracks: its inbox and correlation id.
 type CallKey = (u64, u64);
@@ -78,6 +80,8 @@ struct Up {
     /// task drops it now rather than at the next missed heartbeat) and by
     /// `close`.
     stop: Arc<Signal>,
+    /// Requests waiting for the link's writer (`batcher.rs`).
+    batch: Arc<Batch>,
     ready: bool,
     services: HashMap<Name, Window>,
     in_flight: IdMap<CallKey, Name>,
@@ -101,6 +105,8 @@ struct Waiting {
 /// What routing decided for one call.
 enum Route {
     Send(Sender, Arc<Signal>, ZmqMessage),
+    /// Queued for the link's writer.
+    Batched,
     Held,
     Unserved(Name),
     Full,
@@ -208,7 +214,7 @@ impl ClientSide {
     ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static + use<> {
         let (now, later) = match self.route_envelope(envelope, key, &mut head) {
             Ok(Route::Send(sender, stop, message)) => (None, Some((sender, stop, message))),
-            Ok(Route::Held | Route::Full) => (Some(Ok(())), None),
+            Ok(Route::Batched | Route::Held | Route::Full) => (Some(Ok(())), None),
             Ok(Route::Unserved(service)) => (
                 Some(Err(TransportError::NoRoute {
                     address: service.to_string(),
@@ -290,11 +296,21 @@ impl ClientSide {
     /// Picks the server with the most credit left for `service`, takes one
     /// credit and records the call; or holds the call.
     fn route(&self, service: &Name, call: Waiting) -> Route {
+        let batch_above = self.config.batch_above;
         let mut state = self.lock();
         match best_link(&mut state.links, service) {
             None => Route::Unserved(service.clone()),
             Some((mut up, true)) => {
                 take_credit(&mut up, service, call.key);
+                // Many calls in flight on the link: their replies come in
+                // batches, and the requests they lead to may go together.
+                if call.key.is_some() && up.in_flight.len() > batch_above {
+                    let mut frames = call.frames.into_iter().skip(1);
+                    if let (Some(tag), Some(envelope)) = (frames.next(), frames.next()) {
+                        up.batch.push(tag, envelope);
+                    }
+                    return Route::Batched;
+                }
                 Route::Send(
                     up.sender.clone(),
                     up.stop.clone(),
@@ -386,9 +402,11 @@ impl ClientSide {
             let (send, receive) = socket.split();
             let sender: Sender = Arc::new(SendLock::new(send));
             let stop = Arc::new(Signal::default());
+            let batch = Arc::new(Batch::default());
             self.lock().links[index].up = Some(Up {
                 sender: sender.clone(),
                 stop: stop.clone(),
+                batch: batch.clone(),
                 ready: false,
                 services: HashMap::new(),
                 in_flight: IdMap::default(),
@@ -400,15 +418,24 @@ impl ClientSide {
                 stop.raise();
             }
             Counters::bump(&self.counters.connects);
+            tokio::spawn(batcher::write(
+                batch,
+                sender.clone(),
+                stop.clone(),
+                self.counters.clone(),
+                self.config.limits.max_message_size,
+            ));
             if sender
                 .lock()
                 .await
-                .send(wire::message(vec![Bytes::from_static(wire::HELLO)]))
+                .send(wire::message(wire::hello(true)))
                 .await
                 .is_ok()
             {
                 self.read_link(index, &sender, &stop, receive).await;
             }
+            // Ends the link's writer, whatever ended the link.
+            stop.raise();
             Counters::bump(&self.counters.servers_lost);
             self.link_down(index);
         }
@@ -489,6 +516,18 @@ impl ClientSide {
             }
             Ok(FromServer::Heartbeat) => return,
             Ok(FromServer::Reply { tag, envelope }) => self.on_reply(index, &tag, envelope),
+            Ok(FromServer::Replies(pairs)) => {
+                for (tag, envelope) in pairs {
+                    match envelope {
+                        Ok(envelope) => self.on_reply(index, &tag, envelope),
+                        Err(error) => {
+                            // The call it answered ends at its deadline.
+                            Counters::bump(&self.counters.refused_messages);
+                            tracing::debug!(%error, "refused a reply from a server");
+                        }
+                    }
+                }
+            }
             Ok(FromServer::Done {
                 tag,
                 service,
@@ -695,6 +734,7 @@ struct Chosen<'a> {
     in_flight: &'a mut IdMap<CallKey, Name>,
     sender: &'a Sender,
     stop: &'a Arc<Signal>,
+    batch: &'a Arc<Batch>,
 }
 
 /// The ready link serving `service` with the most credit left, and whether
@@ -708,6 +748,7 @@ fn best_link<'a>(links: &'a mut [Link], service: &Name) -> Option<(Chosen<'a>, b
         let Up {
             sender,
             stop,
+            batch,
             services,
             in_flight,
             ..
@@ -722,6 +763,7 @@ fn best_link<'a>(links: &'a mut [Link], service: &Name) -> Option<(Chosen<'a>, b
                 in_flight,
                 sender,
                 stop,
+                batch,
             };
             best = Some((chosen, left));
         }

@@ -18,7 +18,14 @@ pub(crate) struct Config {
     pub(crate) connect_timeout: Duration,
     pub(crate) limits: FrameLimits,
     pub(crate) max_waiting: usize,
+    pub(crate) batch_above: usize,
 }
+
+/// Calls in flight above which a connection's requests and replies go in
+/// batches: below it, a batch's wait for the calls it gathers costs the
+/// calls more time than the messages it saves (measured in
+/// docs/benchmarks.md, "ZeroMQ").
+pub(crate) const DEFAULT_BATCH_ABOVE: usize = 32;
 
 /// Options for a [`ZmqTransport`]: `ZmqTransport::builder()...build().await`.
 ///
@@ -41,6 +48,7 @@ impl ZmqTransportBuilder {
                 connect_timeout: Duration::from_secs(2),
                 limits: FrameLimits::default(),
                 max_waiting: 10_000,
+                batch_above: DEFAULT_BATCH_ABOVE,
             },
         }
     }
@@ -107,6 +115,16 @@ impl ZmqTransportBuilder {
     /// credit comes back, or fail with `NoRoute` when the last server goes.
     pub fn max_waiting(mut self, calls: usize) -> Self {
         self.config.max_waiting = calls;
+        self
+    }
+
+    /// Above how many calls in flight on one connection (at a client) or
+    /// running at one `serve` stream (at a server) requests and replies
+    /// are gathered into batches, several to a message (default 32;
+    /// `usize::MAX`: never). Below it each goes alone, at once. See
+    /// docs/wire.md, "Batches", for what a batch costs and saves.
+    pub fn batch_above(mut self, calls: usize) -> Self {
+        self.config.batch_above = calls;
         self
     }
 

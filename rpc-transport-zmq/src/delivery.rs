@@ -26,6 +26,8 @@ pub(crate) struct ZmqDelivery {
     service: Name,
     correlation_id: u64,
     replied: AtomicBool,
+    /// Whether the peer takes batched replies (`outbox.rs`).
+    batches: bool,
 }
 
 impl ZmqDelivery {
@@ -35,6 +37,7 @@ impl ZmqDelivery {
         peer: Bytes,
         tag: Option<Bytes>,
         request: &Envelope,
+        batches: bool,
     ) -> Self {
         ZmqDelivery {
             server,
@@ -44,6 +47,7 @@ impl ZmqDelivery {
             service: request.header.service.clone(),
             correlation_id: request.header.correlation_id,
             replied: AtomicBool::new(false),
+            batches,
         }
     }
 }
@@ -66,6 +70,12 @@ impl DeliveryHandle for ZmqDelivery {
             }
         };
         self.replied.store(true, Ordering::Relaxed);
+        // Many calls running at its stream: others finish in this turn of
+        // the runtime, and their replies go with this one.
+        if self.batches && self.slot.load.load(Ordering::Relaxed) > self.server.config.batch_above {
+            self.server.outbox.push(&self.peer, tag.clone(), bytes);
+            return Box::pin(Settled);
+        }
         let message = wire::message(vec![
             self.peer.clone(),
             Bytes::from_static(wire::REP),

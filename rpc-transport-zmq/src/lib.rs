@@ -72,11 +72,13 @@
 //! - [`wire`]: the messages and their parsing.
 //! - [`ZmqStats`] (`stats.rs`): counters.
 
+mod batcher;
 mod client;
 mod config;
 mod delivery;
 mod ids;
 mod inbox;
+mod outbox;
 mod requests;
 mod server;
 mod services;

@@ -23,6 +23,7 @@ use zeromq::{RouterRecvHalf, RouterSendHalf, RouterSocket, SocketEvent};
 
 use crate::config::Config;
 use crate::delivery::ZmqDelivery;
+use crate::outbox::Outbox;
 use crate::requests::ZmqRequests;
 use crate::services;
 use crate::signal::Signal;
@@ -76,11 +77,13 @@ pub(crate) struct ServerSide {
     /// Raised when a stream starts or ends: the router task tells peers.
     changed: Signal,
     next_slot: AtomicU64,
+    /// Replies gathered for peers that take batches (`outbox.rs`).
+    pub(crate) outbox: Outbox,
 }
 
 /// Binds a ROUTER to every endpoint; returns the serving side, the
-/// endpoints as bound (ports resolved), and its tasks: the router task and
-/// the one that counts refused handshakes.
+/// endpoints as bound (ports resolved), and its tasks: the router task,
+/// the one that counts refused handshakes, and the outbox's writer.
 pub(crate) async fn bind(
     config: Arc<Config>,
     counters: Arc<Counters>,
@@ -88,7 +91,7 @@ pub(crate) async fn bind(
     (
         Arc<ServerSide>,
         Vec<String>,
-        [tokio::task::JoinHandle<()>; 2],
+        [tokio::task::JoinHandle<()>; 3],
     ),
     zeromq::ZmqError,
 > {
@@ -106,10 +109,12 @@ pub(crate) async fn bind(
         services: Mutex::new(HashMap::new()),
         changed: Signal::default(),
         next_slot: AtomicU64::new(0),
+        outbox: Outbox::default(),
     });
     let router = tokio::spawn(Router::new(server.clone()).run(receiver));
     let handshakes = tokio::spawn(count_refused_handshakes(monitor, server.counters.clone()));
-    Ok((server, endpoints, [router, handshakes]))
+    let outbox = tokio::spawn(crate::outbox::write(server.clone()));
+    Ok((server, endpoints, [router, handshakes, outbox]))
 }
 
 /// Counts the connections refused for failing the ZMTP handshake. A task
@@ -263,6 +268,20 @@ impl ServerSide {
     }
 }
 
+/// A peer that said `HELLO`.
+struct Peer {
+    /// Heartbeat ticks it has been silent for.
+    silent: u32,
+    /// Whether it takes `REP`s carrying several replies.
+    batches: bool,
+}
+
+/// What the router answers a message with, to the peer that sent it.
+enum Answer {
+    One(Vec<Bytes>),
+    Many(Vec<Vec<Bytes>>),
+}
+
 /// The router task's own state.
 struct Router {
     server: Arc<ServerSide>,
@@ -271,13 +290,13 @@ struct Router {
     /// so a runtime stalled for a while (a handler computing on its thread,
     /// a machine too busy to run it) counts as one tick, and no peer is
     /// taken for dead because this side could not listen.
-    peers: HashMap<Bytes, u32>,
-    /// A peer in `peers` heard since the last heartbeat tick, whose next
-    /// messages need not touch `peers`: looking a peer up hashes its
-    /// identity, a sizeable share of what reading a small call cost. The
-    /// tick marks it seen then, which can keep a dead peer one interval
-    /// longer, never drops a live one sooner.
-    fresh: Option<Bytes>,
+    peers: HashMap<Bytes, Peer>,
+    /// A peer in `peers` heard since the last heartbeat tick, and whether
+    /// it takes batches, whose next messages need not touch `peers`:
+    /// looking a peer up hashes its identity, a sizeable share of what
+    /// reading a small call cost. The tick marks it seen then, which can
+    /// keep a dead peer one interval longer, never drops a live one sooner.
+    fresh: Option<(Bytes, bool)>,
     /// Where the inbox tags of requests are copied to.
     tags: TagArena,
     /// What every peer has been told each service grants.
@@ -316,11 +335,17 @@ impl Router {
             .await;
             drop(recv);
             match event {
-                Event::Message(Ok(message)) => {
-                    if let Some((peer, answer)) = self.on_message(message.into_vecdeque()) {
+                Event::Message(Ok(message)) => match self.on_message(message.into_vecdeque()) {
+                    Some((peer, Answer::One(answer))) => {
                         server.send_to(peer, answer).await;
                     }
-                }
+                    Some((peer, Answer::Many(answers))) => {
+                        for answer in answers {
+                            server.send_to(peer.clone(), answer).await;
+                        }
+                    }
+                    None => {}
+                },
                 Event::Message(Err(_)) => return,
                 Event::Changed => self.advertise().await,
                 Event::Tick => self.heartbeat().await,
@@ -332,48 +357,77 @@ impl Router {
     /// Not `async`: a request (the usual message) is handed on without
     /// waiting, and a future holding it would be moved about, envelope and
     /// all, on every message.
-    fn on_message(&mut self, mut frames: VecDeque<Bytes>) -> Option<(Bytes, Vec<Bytes>)> {
+    fn on_message(&mut self, mut frames: VecDeque<Bytes>) -> Option<(Bytes, Answer)> {
         let peer = frames.pop_front()?;
         // zeromq put the peer in front of the frames as received, so without
         // it they are usually in one piece again and this moves nothing (a
         // `Vec` would have shifted every frame, or rotated the deque, per
         // message).
         let frames = &*frames.make_contiguous();
-        if !self
-            .fresh
-            .as_ref()
-            .is_some_and(|fresh| same_peer(fresh, &peer))
-            && let Some(silent) = self.peers.get_mut(&peer)
-        {
-            *silent = 0;
-            self.fresh = Some(peer.clone());
-        }
+        let batches = match &self.fresh {
+            Some((fresh, batches)) if same_peer(fresh, &peer) => *batches,
+            _ => match self.peers.get_mut(&peer) {
+                Some(known) => {
+                    known.silent = 0;
+                    self.fresh = Some((peer.clone(), known.batches));
+                    known.batches
+                }
+                None => false,
+            },
+        };
         let parsed =
             wire::parse_from_client_with(frames, &self.server.config.limits, &mut self.names);
         match parsed {
             Ok(FromClient::Request { tag, envelope }) => {
                 let tag = self.tags.copy(&tag);
-                self.dispatch(peer, Some(tag), envelope)
+                self.dispatch(peer, Some(tag), envelope, batches)
+                    .map(|(peer, answer)| (peer, Answer::One(answer)))
             }
-            Ok(FromClient::Oneway(envelope)) => self.dispatch(peer, None, envelope),
+            Ok(FromClient::Requests(pairs)) => {
+                let mut answers = Vec::new();
+                for (tag, envelope) in pairs {
+                    let tag = self.tags.copy(&tag);
+                    let answer = match envelope {
+                        Ok(envelope) => self.dispatch(peer.clone(), Some(tag), envelope, batches),
+                        Err(error) => Some((peer.clone(), self.refusal(&error, tag))),
+                    };
+                    answers.extend(answer.map(|(_, answer)| answer));
+                }
+                (!answers.is_empty()).then_some((peer, Answer::Many(answers)))
+            }
+            Ok(FromClient::Oneway(envelope)) => self
+                .dispatch(peer, None, envelope, batches)
+                .map(|(peer, answer)| (peer, Answer::One(answer))),
             Ok(FromClient::Heartbeat) => None,
-            Ok(FromClient::Hello) => {
-                self.peers.insert(peer.clone(), 0);
+            Ok(FromClient::Hello { batches }) => {
+                self.peers.insert(peer.clone(), Peer { silent: 0, batches });
+                if self
+                    .fresh
+                    .as_ref()
+                    .is_some_and(|(fresh, _)| same_peer(fresh, &peer))
+                {
+                    self.fresh = None;
+                }
                 let ready = wire::ready(self.advertised.iter().map(|(n, c)| (n.as_str(), *c)));
-                Some((peer, ready))
+                Some((peer, Answer::One(ready)))
             }
             Err(error) => {
-                Counters::bump(&self.server.counters.refused_messages);
-                tracing::debug!(%error, "refused a message");
                 // The tag, when a request got that far, lets the client say which call.
                 let tag = match frames.first().map(|f| f.as_ref()) {
                     Some(wire::REQ) => frames.get(1).cloned().unwrap_or_default(),
                     _ => Bytes::new(),
                 };
-                let reason = Bytes::from(error.to_string());
-                Some((peer, vec![Bytes::from_static(wire::ERROR), tag, reason]))
+                Some((peer, Answer::One(self.refusal(&error, tag))))
             }
         }
+    }
+
+    /// Counts a refused message (or pair of a batch) and makes its `ERROR`.
+    fn refusal(&self, error: &wire::WireError, tag: Bytes) -> Vec<Bytes> {
+        Counters::bump(&self.server.counters.refused_messages);
+        tracing::debug!(%error, "refused a message");
+        let reason = Bytes::from(error.to_string());
+        vec![Bytes::from_static(wire::ERROR), tag, reason]
     }
 
     /// Hands a call to the least busy stream of its service, or returns
@@ -386,6 +440,7 @@ impl Router {
         peer: Bytes,
         tag: Option<Bytes>,
         mut envelope: Envelope,
+        batches: bool,
     ) -> Option<(Bytes, Vec<Bytes>)> {
         // Nobody is authenticated here, so no caller sets the reserved keys.
         envelope.header.metadata.remove_reserved();
@@ -403,7 +458,7 @@ impl Router {
             return Some((peer, vec![Bytes::from_static(wire::REP), tag, bytes]));
         };
         slot.load.fetch_add(1, Ordering::Relaxed);
-        let handle = ZmqDelivery::new(server.clone(), slot.clone(), peer, tag, &envelope);
+        let handle = ZmqDelivery::new(server.clone(), slot.clone(), peer, tag, &envelope, batches);
         // A stream that has just ended drops the delivery, which tells the
         // client the call ended without a reply.
         slot.send(envelope, Box::new(handle));
@@ -443,14 +498,14 @@ impl Router {
     /// Forgets peers silent too long; sends a heartbeat to the others.
     async fn heartbeat(&mut self) {
         let liveness = self.server.config.liveness;
-        if let Some(peer) = self.fresh.take()
-            && let Some(silent) = self.peers.get_mut(&peer)
+        if let Some((peer, _)) = self.fresh.take()
+            && let Some(known) = self.peers.get_mut(&peer)
         {
-            *silent = 0;
+            known.silent = 0;
         }
-        self.peers.retain(|_, silent| {
-            *silent += 1;
-            *silent <= liveness
+        self.peers.retain(|_, known| {
+            known.silent += 1;
+            known.silent <= liveness
         });
         for peer in self.peers.keys() {
             self.server

@@ -12,11 +12,18 @@ pub(crate) struct Counters {
     pub(crate) connects: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
     pub(crate) undeliverable_replies: AtomicU64,
+    pub(crate) batched_requests: AtomicU64,
+    pub(crate) batched_replies: AtomicU64,
+    pub(crate) batch_messages: AtomicU64,
 }
 
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, count: u64) {
+        counter.fetch_add(count, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> ZmqStats {
@@ -29,6 +36,9 @@ impl Counters {
             connects: read(&self.connects),
             connect_failures: read(&self.connect_failures),
             undeliverable_replies: read(&self.undeliverable_replies),
+            batched_requests: read(&self.batched_requests),
+            batched_replies: read(&self.batched_replies),
+            batch_messages: read(&self.batch_messages),
         }
     }
 }
@@ -54,4 +64,13 @@ pub struct ZmqStats {
     /// Replies that matched no open inbox, or could not be sent back to a
     /// client that had gone.
     pub undeliverable_replies: u64,
+    /// Requests written by a link's batcher, with the others that gathered
+    /// while calls were in flight (docs/wire.md, "Batches").
+    pub batched_requests: u64,
+    /// Replies written by the server's outbox, with the others to the same
+    /// client that finished in the same turn of the runtime.
+    pub batched_replies: u64,
+    /// `REQ` and `REP` messages the batchers wrote: with the two counts
+    /// above, how many calls a message carried on average.
+    pub batch_messages: u64,
 }

@@ -9,9 +9,9 @@
 //!
 //! | command | frames after the command |
 //! |---|---|
-//! | `HELLO` | none: asks for `READY` |
+//! | `HELLO` | none, or `BATCH`: asks for `READY` (and for batched `REP`s) |
 //! | `HB` | none: heartbeat |
-//! | `REQ` | inbox tag, envelope |
+//! | `REQ` | (inbox tag, envelope), one pair or more |
 //! | `ONEWAY` | envelope |
 //!
 //! Server to client:
@@ -21,7 +21,7 @@
 //! | `READY` | (service name, credit `u32` BE) per served service |
 //! | `CREDIT` | service name, change `i32` BE |
 //! | `HB` | none |
-//! | `REP` | the request's inbox tag, envelope (returns one credit) |
+//! | `REP` | (the request's inbox tag, envelope), one pair or more, several only to a peer that said `HELLO BATCH` (each returns one credit) |
 //! | `DONE` | inbox tag, service name, correlation id `u64` BE: ended without a reply (returns one credit) |
 //! | `ERROR` | inbox tag (empty if unknown), reason: a message was refused |
 //!
@@ -39,6 +39,12 @@ pub const HELLO: &[u8] = b"HELLO";
 pub const HB: &[u8] = b"HB";
 /// Client: a request, answered on the same connection.
 pub const REQ: &[u8] = b"REQ";
+/// Client, after `HELLO`: it takes `REP`s that carry several replies.
+pub const BATCH: &[u8] = b"BATCH";
+/// The most (tag, envelope) pairs one `REQ` or `REP` that this crate
+/// writes carries: a batch is what gathered while the last one was
+/// written, and a bound keeps one message from holding up a connection.
+pub const MAX_BATCH: usize = 64;
 /// Client: a call nobody answers.
 pub const ONEWAY: &[u8] = b"ONEWAY";
 /// Server: the services it serves and the credit each grants this client.
@@ -88,11 +94,18 @@ pub enum WireError {
     Field(&'static str),
 }
 
+/// One pair of a batched `REQ` or `REP`: the tag, and its envelope or why
+/// it could not be read (a bad pair is refused alone; the others stand).
+pub type Pair = (Bytes, Result<Envelope, WireError>);
+
 /// What a client sends, parsed.
 #[derive(Debug, PartialEq)]
 pub enum FromClient {
     /// `HELLO`.
-    Hello,
+    Hello {
+        /// Whether the client takes `REP`s carrying several replies.
+        batches: bool,
+    },
     /// `HB`.
     Heartbeat,
     /// `REQ`: the inbox tag to copy into the reply, and the request.
@@ -102,6 +115,8 @@ pub enum FromClient {
         /// The request.
         envelope: Envelope,
     },
+    /// `REQ` carrying two requests or more, in the order sent.
+    Requests(Vec<Pair>),
     /// `ONEWAY`.
     Oneway(Envelope),
 }
@@ -122,6 +137,8 @@ pub enum FromServer {
         /// The reply.
         envelope: Envelope,
     },
+    /// `REP` carrying two replies or more.
+    Replies(Vec<Pair>),
     /// `DONE`: a call ended without a reply.
     Done {
         /// The request's inbox tag (empty for oneway calls).
@@ -180,21 +197,27 @@ pub fn parse_from_client_with(
 fn from_client(
     frames: &[Bytes],
     limits: &FrameLimits,
-    decode: impl FnOnce(&[u8]) -> Result<Envelope, WireError>,
+    mut decode: impl FnMut(&[u8]) -> Result<Envelope, WireError>,
 ) -> Result<FromClient, WireError> {
     check_size(frames, limits.max_message_size)?;
     let (command, rest) = frames.split_first().ok_or(WireError::Empty)?;
     match (command.as_ref(), rest) {
-        (HELLO, []) => Ok(FromClient::Hello),
+        // Capability words a server does not know are ignored, so that a
+        // newer client can still say `HELLO` to it.
+        (HELLO, capabilities) => Ok(FromClient::Hello {
+            batches: capabilities.iter().any(|word| word.as_ref() == BATCH),
+        }),
         (HB, []) => Ok(FromClient::Heartbeat),
         (REQ, [tag, envelope]) => Ok(FromClient::Request {
             tag: tag.clone(),
             envelope: decode(envelope)?,
         }),
+        (REQ, pairs) if !pairs.is_empty() && pairs.len() % 2 == 0 => {
+            Ok(FromClient::Requests(parse_pairs(pairs, decode)))
+        }
         (ONEWAY, [envelope]) => Ok(FromClient::Oneway(decode(envelope)?)),
-        (HELLO, _) => Err(count("HELLO", "1", frames)),
         (HB, _) => Err(count("HB", "1", frames)),
-        (REQ, _) => Err(count("REQ", "3", frames)),
+        (REQ, _) => Err(count("REQ", "an odd number (3 or more) of", frames)),
         (ONEWAY, _) => Err(count("ONEWAY", "2", frames)),
         (other, _) => Err(unknown(other)),
     }
@@ -223,7 +246,7 @@ pub fn parse_from_server_with(
 fn from_server(
     frames: &[Bytes],
     limits: &FrameLimits,
-    decode: impl FnOnce(&[u8]) -> Result<Envelope, WireError>,
+    mut decode: impl FnMut(&[u8]) -> Result<Envelope, WireError>,
 ) -> Result<FromServer, WireError> {
     check_size(frames, limits.max_message_size)?;
     let (command, rest) = frames.split_first().ok_or(WireError::Empty)?;
@@ -242,6 +265,9 @@ fn from_server(
             tag: tag.clone(),
             envelope: decode(envelope)?,
         }),
+        (REP, pairs) if !pairs.is_empty() && pairs.len() % 2 == 0 => {
+            Ok(FromServer::Replies(parse_pairs(pairs, decode)))
+        }
         (DONE, [tag, service, id]) => Ok(FromServer::Done {
             tag: tag.clone(),
             service: name(service, "service")?,
@@ -254,11 +280,23 @@ fn from_server(
         (READY, _) => Err(count("READY", "an odd number of", frames)),
         (CREDIT, _) => Err(count("CREDIT", "3", frames)),
         (HB, _) => Err(count("HB", "1", frames)),
-        (REP, _) => Err(count("REP", "3", frames)),
+        (REP, _) => Err(count("REP", "an odd number (3 or more) of", frames)),
         (DONE, _) => Err(count("DONE", "4", frames)),
         (ERROR, _) => Err(count("ERROR", "3", frames)),
         (other, _) => Err(unknown(other)),
     }
+}
+
+/// The (tag, envelope) pairs of a batched `REQ` or `REP`, each envelope
+/// read on its own.
+fn parse_pairs(
+    pairs: &[Bytes],
+    mut decode: impl FnMut(&[u8]) -> Result<Envelope, WireError>,
+) -> Vec<Pair> {
+    pairs
+        .chunks_exact(2)
+        .map(|pair| (pair[0].clone(), decode(&pair[1])))
+        .collect()
 }
 
 /// Decodes one envelope frame, which must hold exactly one `rpc_core::frame`.
@@ -306,6 +344,52 @@ pub fn message(frames: Vec<Bytes>) -> ZmqMessage {
     // Pushing the frames one by one regrew the deque frame after frame, a
     // sizeable share of what writing a small call cost.
     ZmqMessage::try_from(frames).unwrap_or_else(|_| ZmqMessage::from(Bytes::new()))
+}
+
+/// `HELLO`, with `BATCH` when the client takes batched `REP`s.
+pub fn hello(batches: bool) -> Vec<Bytes> {
+    let mut frames = vec![Bytes::from_static(HELLO)];
+    if batches {
+        frames.push(Bytes::from_static(BATCH));
+    }
+    frames
+}
+
+/// Splits (tag, envelope) pairs, in order, into `command` messages of at
+/// most [`MAX_BATCH`] pairs and about `max_size` bytes each (a pair is never
+/// split; one larger alone goes alone). `head` goes before each message's
+/// command: a ROUTER's peer identity.
+pub fn batches(
+    head: Option<&Bytes>,
+    command: &'static [u8],
+    pairs: Vec<Bytes>,
+    max_size: usize,
+) -> Vec<Vec<Bytes>> {
+    let mut messages = Vec::new();
+    let mut frames: Vec<Bytes> = Vec::new();
+    let (mut size, mut count) = (0usize, 0usize);
+    let mut pairs = pairs.into_iter();
+    while let (Some(tag), Some(envelope)) = (pairs.next(), pairs.next()) {
+        let pair_size = tag.len() + envelope.len();
+        let full = count == MAX_BATCH || (count > 0 && size + pair_size > max_size);
+        if full {
+            messages.push(std::mem::take(&mut frames));
+            (size, count) = (0, 0);
+        }
+        if frames.is_empty() {
+            frames.reserve(2 + 2 * MAX_BATCH.min(pairs.len() / 2 + 1));
+            frames.extend(head.cloned());
+            frames.push(Bytes::from_static(command));
+        }
+        frames.push(tag);
+        frames.push(envelope);
+        size += pair_size;
+        count += 1;
+    }
+    if count > 0 {
+        messages.push(frames);
+    }
+    messages
 }
 
 /// `READY` with these services and credits.

@@ -24,6 +24,8 @@ pub enum Scheme {
 /// endpoint of the fabric (their own included).
 pub struct ZmqFabric {
     scheme: Scheme,
+    /// Every participant's `batch_above`, when not the default.
+    batch_above: Option<usize>,
     dir: PathBuf,
     joined: Mutex<Vec<ZmqTransport>>,
 }
@@ -39,6 +41,15 @@ impl ZmqFabric {
         Self::new(Scheme::Ipc)
     }
 
+    /// A fabric on tcp loopback ports whose every request and reply goes
+    /// through the batchers (`batch_above(0)`), however few are in flight.
+    pub fn tcp_batching_all() -> Self {
+        ZmqFabric {
+            batch_above: Some(0),
+            ..Self::new(Scheme::Tcp)
+        }
+    }
+
     fn new(scheme: Scheme) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -51,6 +62,7 @@ impl ZmqFabric {
         }
         ZmqFabric {
             scheme,
+            batch_above: None,
             dir,
             joined: Mutex::new(Vec::new()),
         }
@@ -86,6 +98,9 @@ impl ZmqFabric {
     pub async fn join(&self) -> ZmqTransport {
         let mut joined = self.joined.lock().await;
         let mut builder = Self::builder().liveness(100).bind(self.endpoint());
+        if let Some(calls) = self.batch_above {
+            builder = builder.batch_above(calls);
+        }
         for earlier in joined.iter() {
             for endpoint in earlier.endpoints() {
                 builder = builder.connect(endpoint.clone());

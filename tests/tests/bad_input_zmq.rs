@@ -71,7 +71,7 @@ async fn bad_messages_are_refused_typed_and_counted() {
         (
             "a REQ with no envelope",
             vec![Bytes::from_static(wire::REQ), Bytes::from_static(b"t")],
-            "takes 3 frames",
+            "takes an odd number",
         ),
         (
             "an extra frame",
@@ -81,7 +81,7 @@ async fn bad_messages_are_refused_typed_and_counted() {
                 good.clone(),
                 Bytes::new(),
             ],
-            "takes 3 frames",
+            "takes an odd number",
         ),
         (
             "oversized",
@@ -129,7 +129,7 @@ async fn bad_messages_are_refused_typed_and_counted() {
         .send(message(vec![
             Bytes::from_static(wire::REQ),
             Bytes::from_static(b"t"),
-            good,
+            good.clone(),
         ]))
         .await
         .unwrap();
@@ -137,6 +137,39 @@ async fn bad_messages_are_refused_typed_and_counted() {
     assert_eq!(answer[0].as_ref(), wire::REP);
     let reply = wire::decode_envelope(&answer[2], &limits).unwrap();
     assert_eq!(reply.body, b"3");
+
+    // In a batch, a bad pair is refused alone (its tag in the `ERROR`) and
+    // the good ones are answered; this peer said no `HELLO BATCH`, so each
+    // reply comes in a `REP` of its own.
+    let refused_before = server.stats().refused_messages;
+    dealer
+        .send(message(vec![
+            Bytes::from_static(wire::REQ),
+            Bytes::from_static(b"good-1"),
+            good.clone(),
+            Bytes::from_static(b"bad"),
+            Bytes::from_static(b"GET / HTTP/1.1\r\n"),
+            Bytes::from_static(b"good-2"),
+            good,
+        ]))
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let answer = next(&mut dealer).await;
+        assert_eq!(answer.len(), 3, "one pair per answer: {answer:?}");
+        answers.push((answer[0].clone(), answer[1].clone()));
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        [
+            (Bytes::from_static(wire::ERROR), Bytes::from_static(b"bad")),
+            (Bytes::from_static(wire::REP), Bytes::from_static(b"good-1")),
+            (Bytes::from_static(wire::REP), Bytes::from_static(b"good-2")),
+        ]
+    );
+    assert_eq!(server.stats().refused_messages, refused_before + 1);
 
     // And so do real clients.
     let client = ZmqFabric::builder()

@@ -1,4 +1,5 @@
-//! The conformance suite on ZeroMQ, over tcp and over ipc.
+//! The conformance suite on ZeroMQ, over tcp and over ipc, and over tcp
+//! with every request and reply going through the batchers.
 //!
 //! No service to start: every participant's transport binds its own
 //! loopback endpoint (port 0, or an ipc path in a temporary directory) and
@@ -39,4 +40,10 @@ mod ipc {
     use super::*;
 
     rpc_tests::conformance_suite!(async { Some(ZmqFixture(ZmqFabric::ipc())) });
+}
+
+mod tcp_batched {
+    use super::*;
+
+    rpc_tests::conformance_suite!(async { Some(ZmqFixture(ZmqFabric::tcp_batching_all())) });
 }

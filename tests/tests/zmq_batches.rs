@@ -1,0 +1,139 @@
+//! ZeroMQ batches (docs/wire.md, "Batches"): with many calls in flight,
+//! requests and replies go several to a message, each call is answered
+//! once and correctly, and only a peer that said `HELLO BATCH` is sent a
+//! `REP` of several replies.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use rpc_core::{ContentType, Envelope, FrameLimits, Header};
+use rpc_tests::conformance::serve_calc;
+use rpc_tests::services::CalcClient;
+use rpc_tests::zmq::ZmqFabric;
+use rpc_transport_zmq::wire;
+use zeromq::DealerSocket;
+use zeromq::prelude::*;
+
+const CALLS: i64 = 500;
+
+/// 500 calls at once through a server of concurrency 64, both sides
+/// batching above 4 in flight: every answer right, every request run once,
+/// and fewer messages than calls each way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_calls_in_flight_go_in_batches_each_answered_once() {
+    let server = ZmqFabric::builder()
+        .bind("tcp://127.0.0.1:0")
+        .batch_above(4)
+        .build()
+        .await
+        .unwrap();
+    let calc_server = serve_calc(server.clone(), 1, 64).await;
+    let client = ZmqFabric::builder()
+        .connect(server.endpoints()[0].clone())
+        .batch_above(4)
+        .build()
+        .await
+        .unwrap();
+    let calc = CalcClient::new(client.clone()).with_timeout(Duration::from_secs(30));
+    let calls = (0..CALLS).map(|i| {
+        let calc = calc.clone();
+        async move { calc.add(i, 1).await }
+    });
+    for (i, result) in (0..).zip(join_all(calls).await) {
+        assert_eq!(result.unwrap(), i + 1, "call {i}");
+    }
+    assert_eq!(
+        calc_server.probe.calls.load(Ordering::SeqCst),
+        CALLS as usize
+    );
+
+    let (sent, served) = (client.stats(), server.stats());
+    eprintln!(
+        "figure: {} of {CALLS} requests in {} batch messages, {} replies in {}",
+        sent.batched_requests, sent.batch_messages, served.batched_replies, served.batch_messages
+    );
+    assert!(
+        sent.batched_requests > 0,
+        "no request was batched: {sent:?}"
+    );
+    assert!(sent.batch_messages < sent.batched_requests, "{sent:?}");
+    assert!(
+        served.batched_replies > 0,
+        "no reply was batched: {served:?}"
+    );
+    assert!(served.batch_messages < served.batched_replies, "{served:?}");
+    assert_eq!(sent.refused_messages + served.refused_messages, 0);
+}
+
+/// A `REQ` of 8 requests to a server that batches every reply: a peer that
+/// said `HELLO BATCH` gets the 8 replies in fewer messages; one that said
+/// plain `HELLO` gets each in a `REP` of its own. On one thread, so that
+/// the 8 handlers finish in one turn of the runtime.
+#[tokio::test(flavor = "current_thread")]
+async fn only_a_peer_that_asks_gets_batched_replies() {
+    let server = ZmqFabric::builder()
+        .bind("tcp://127.0.0.1:0")
+        .batch_above(0)
+        .build()
+        .await
+        .unwrap();
+    let _calc = serve_calc(server.clone(), 1, 16).await;
+    let endpoint = server.endpoints()[0].clone();
+
+    for asks in [true, false] {
+        let mut dealer = DealerSocket::new();
+        dealer.connect(&endpoint).await.unwrap();
+        dealer.send(wire::message(wire::hello(asks))).await.unwrap();
+        let mut request = vec![Bytes::from_static(wire::REQ)];
+        for i in 0..8u8 {
+            request.push(Bytes::from(vec![i]));
+            request.push(add(i64::from(i), 1));
+        }
+        dealer.send(wire::message(request)).await.unwrap();
+
+        let mut replies = Vec::new();
+        let mut messages = 0;
+        while replies.len() < 8 {
+            let frames = tokio::time::timeout(Duration::from_secs(5), dealer.recv())
+                .await
+                .expect("the replies")
+                .unwrap()
+                .into_vec();
+            match frames[0].as_ref() {
+                wire::REP => {
+                    messages += 1;
+                    for pair in frames[1..].chunks(2) {
+                        let reply =
+                            wire::decode_envelope(&pair[1], &FrameLimits::default()).unwrap();
+                        replies.push((pair[0][0], reply.body));
+                    }
+                }
+                wire::READY | wire::HB | wire::CREDIT => {}
+                other => panic!("unexpected {:?}", String::from_utf8_lossy(other)),
+            }
+        }
+        replies.sort();
+        let expected: Vec<(u8, Vec<u8>)> = (0..8u8)
+            .map(|i| (i, (i64::from(i) + 1).to_string().into_bytes()))
+            .collect();
+        assert_eq!(replies, expected, "asks for batches: {asks}");
+        if asks {
+            assert!(messages < 8, "8 replies in {messages} messages");
+        } else {
+            assert_eq!(messages, 8, "a peer that did not ask got a batch");
+        }
+    }
+}
+
+/// `add(a, b)` of the conformance calculator, as JSON.
+fn add(a: i64, b: i64) -> Bytes {
+    let mut header = Header::request("conformance.calc".into(), "add".into(), ContentType::Json);
+    header.correlation_id = 1;
+    let envelope = Envelope {
+        header,
+        body: format!(r#"{{"a":{a},"b":{b}}}"#).into_bytes(),
+    };
+    wire::encode_envelope(&envelope, &FrameLimits::default()).unwrap()
+}
