@@ -4,17 +4,18 @@
 //! The client's half of what `outbox.rs` does for replies: zeromq's cost
 //! is per message, so a request routed to a link that already holds other
 //! calls is queued here, and the link's writer sends what gathered as one
-//! message once the tasks that were ready when it was woken have run (a
-//! `yield_now`, which tokio defers until the runtime has polled its ready
-//! tasks and its I/O). The calls whose replies came in one message make
-//! their next requests in the same turn of the runtime, and those go
-//! together. A call alone on its link is written at once, as before.
+//! message once the tasks that were ready when it was woken have run
+//! (`gather.rs`). The calls whose replies came in one message make their
+//! next requests in the same turn of the runtime, and those go together. A
+//! call alone on its link is written at once, as before.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use zeromq::SocketSend;
 
+use crate::gather::Gather;
 use crate::signal::Signal;
 use crate::stats::Counters;
 use crate::wire;
@@ -27,11 +28,15 @@ pub(crate) struct Batch {
     pairs: Mutex<Vec<Bytes>>,
     /// Raised by the first request queued after the writer last took them.
     ready: Signal,
+    /// Calls in flight on the link when the last request was queued.
+    in_flight: AtomicUsize,
 }
 
 impl Batch {
-    /// Queues a request's tag and envelope frames.
-    pub(crate) fn push(&self, tag: Bytes, envelope: Bytes) {
+    /// Queues a request's tag and envelope frames; `in_flight` calls are
+    /// on the link with it.
+    pub(crate) fn push(&self, tag: Bytes, envelope: Bytes, in_flight: usize) {
+        self.in_flight.store(in_flight, Ordering::Relaxed);
         let mut pairs = lock_unpoisoned(&self.pairs);
         let first = pairs.is_empty();
         pairs.extend([tag, envelope]);
@@ -52,6 +57,7 @@ pub(crate) async fn write(
     counters: Arc<Counters>,
     max_size: usize,
 ) {
+    let gather = Gather::here();
     loop {
         tokio::select! {
             biased;
@@ -59,7 +65,9 @@ pub(crate) async fn write(
             () = batch.ready.take() => {}
         }
         // Let the calls that are ready to run now add their requests.
-        tokio::task::yield_now().await;
+        gather
+            .before_requests(batch.in_flight.load(Ordering::Relaxed))
+            .await;
         let pairs = std::mem::take(&mut *lock_unpoisoned(&batch.pairs));
         Counters::add(&counters.batched_requests, (pairs.len() / 2) as u64);
         for frames in wire::batches(None, wire::REQ, pairs, max_size) {

@@ -307,7 +307,7 @@ impl ClientSide {
                 if call.key.is_some() && up.in_flight.len() > batch_above {
                     let mut frames = call.frames.into_iter().skip(1);
                     if let (Some(tag), Some(envelope)) = (frames.next(), frames.next()) {
-                        up.batch.push(tag, envelope);
+                        up.batch.push(tag, envelope, up.in_flight.len());
                     }
                     return Route::Batched;
                 }

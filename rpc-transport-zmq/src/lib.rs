@@ -63,6 +63,8 @@
 //! - `client.rs`: links to servers, credit, held calls, liveness.
 //! - `server.rs`: the ROUTER, served services, `READY` / `CREDIT`.
 //! - `delivery.rs`: answering a request on its connection; `DONE`.
+//! - `batcher.rs`, `outbox.rs`: requests and replies in batches when many
+//!   calls are in flight; `gather.rs`: how long their writers wait.
 //! - [`ZmqRequests`] (`requests.rs`), [`ZmqInbox`] (`inbox.rs`).
 //! - `ids.rs`: the client's maps keyed by ids it made, and their hasher.
 //! - `services.rs`: finding a service in the few one peer serves.
@@ -76,6 +78,7 @@ mod batcher;
 mod client;
 mod config;
 mod delivery;
+mod gather;
 mod ids;
 mod inbox;
 mod outbox;

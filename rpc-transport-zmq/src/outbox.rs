@@ -7,9 +7,8 @@
 //! call was not the only one running at its stream, to a peer that said
 //! `HELLO BATCH`, is therefore queued here, and the outbox's writer sends
 //! what gathered for each peer as one message: it waits until the tasks
-//! that were ready when it was woken have run (a `yield_now`, which tokio
-//! defers until the runtime has polled its ready tasks and its I/O), so
-//! the replies of the calls that finish in the same turn of the runtime go
+//! that were ready when it was woken have run (`gather.rs`), so the
+//! replies of the calls that finish in the same turn of the runtime go
 //! together. A call alone at its stream is answered at once, as before: a
 //! client with one call in flight never waits for the writer.
 
@@ -18,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use zeromq::SocketSend;
 
+use crate::gather::Gather;
 use crate::server::ServerSide;
 use crate::signal::Signal;
 use crate::stats::Counters;
@@ -58,10 +58,11 @@ impl Outbox {
 /// The outbox's writer: runs until the transport's tasks are aborted.
 pub(crate) async fn write(server: Arc<ServerSide>) {
     let max_size = server.config.limits.max_message_size;
+    let gather = Gather::here();
     loop {
         server.outbox.ready.take().await;
         // Let the calls that are ready to finish now add their replies.
-        tokio::task::yield_now().await;
+        gather.before_replies().await;
         for (peer, pairs) in server.outbox.take() {
             let count = pairs.len() / 2;
             for frames in wire::batches(Some(&peer), wire::REP, pairs, max_size) {
