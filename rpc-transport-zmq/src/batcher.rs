@@ -2,12 +2,12 @@
 //! server as one `REQ` of several (tag, envelope) pairs.
 //!
 //! The client's half of what `outbox.rs` does for replies: zeromq's cost
-//! is per message, so a request routed to a link that already holds other
-//! calls is queued here, and the link's writer sends what gathered as one
-//! message once the tasks that were ready when it was woken have run
-//! (`gather.rs`). The calls whose replies came in one message make their
-//! next requests in the same turn of the runtime, and those go together. A
-//! call alone on its link is written at once, as before.
+//! is per message, so a request routed to a link that holds more than
+//! `batch_above` calls is queued here, and the link's writer sends what
+//! gathered as one message once the tasks that were ready when it was
+//! woken have run (`gather.rs`). The calls whose replies came in one message make their
+//! next requests in the same turn of the runtime, and those go together.
+//! Below that a request is written at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

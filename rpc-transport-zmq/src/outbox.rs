@@ -4,13 +4,13 @@
 //! zeromq's cost is per message, not per byte: a ROUTER's send looks its
 //! peer up, queues the message on the peer's channel and wakes its writer,
 //! and the client's DEALER does as much again to read it. A reply whose
-//! call was not the only one running at its stream, to a peer that said
+//! stream runs more than `batch_above` calls, to a peer that said
 //! `HELLO BATCH`, is therefore queued here, and the outbox's writer sends
 //! what gathered for each peer as one message: it waits until the tasks
 //! that were ready when it was woken have run (`gather.rs`), so the
 //! replies of the calls that finish in the same turn of the runtime go
-//! together. A call alone at its stream is answered at once, as before: a
-//! client with one call in flight never waits for the writer.
+//! together. Below that a reply is written at once: a client with few
+//! calls in flight never waits for the writer.
 
 use std::sync::{Arc, Mutex};
 
@@ -76,9 +76,7 @@ pub(crate) async fn write(server: Arc<ServerSide>) {
                     .is_err()
                 {
                     // The client went (closed or died): nobody waits for these.
-                    for _ in 0..replies {
-                        Counters::bump(&server.counters.undeliverable_replies);
-                    }
+                    Counters::add(&server.counters.undeliverable_replies, replies as u64);
                 }
             }
             Counters::add(&server.counters.batched_replies, count as u64);

@@ -387,11 +387,13 @@ impl Router {
                 let mut answers = Vec::new();
                 for (tag, envelope) in pairs {
                     let tag = self.tags.copy(&tag);
-                    let answer = match envelope {
-                        Ok(envelope) => self.dispatch(peer.clone(), Some(tag), envelope, batches),
-                        Err(error) => Some((peer.clone(), self.refusal(&error, tag))),
-                    };
-                    answers.extend(answer.map(|(_, answer)| answer));
+                    match envelope {
+                        Ok(envelope) => answers.extend(
+                            self.dispatch(peer.clone(), Some(tag), envelope, batches)
+                                .map(|(_, answer)| answer),
+                        ),
+                        Err(error) => answers.push(self.refusal(&error, tag)),
+                    }
                 }
                 (!answers.is_empty()).then_some((peer, Answer::Many(answers)))
             }

@@ -12,23 +12,29 @@ use rpc_core::{ContentType, Envelope, FrameLimits, Header};
 use rpc_tests::conformance::serve_calc;
 use rpc_tests::services::CalcClient;
 use rpc_tests::zmq::ZmqFabric;
-use rpc_transport_zmq::wire;
+use rpc_transport_zmq::{ZmqTransport, wire};
 use zeromq::DealerSocket;
 use zeromq::prelude::*;
 
 const CALLS: i64 = 500;
+
+/// A server transport on a loopback port that batches replies above
+/// `calls` running.
+async fn server_batching_above(calls: usize) -> ZmqTransport {
+    ZmqFabric::builder()
+        .bind("tcp://127.0.0.1:0")
+        .batch_above(calls)
+        .build()
+        .await
+        .unwrap()
+}
 
 /// 500 calls at once through a server of concurrency 64, both sides
 /// batching above 4 in flight: every answer right, every request run once,
 /// and fewer messages than calls each way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_calls_in_flight_go_in_batches_each_answered_once() {
-    let server = ZmqFabric::builder()
-        .bind("tcp://127.0.0.1:0")
-        .batch_above(4)
-        .build()
-        .await
-        .unwrap();
+    let server = server_batching_above(4).await;
     let calc_server = serve_calc(server.clone(), 1, 64).await;
     let client = ZmqFabric::builder()
         .connect(server.endpoints()[0].clone())
@@ -73,12 +79,7 @@ async fn many_calls_in_flight_go_in_batches_each_answered_once() {
 /// the 8 handlers finish in one turn of the runtime.
 #[tokio::test(flavor = "current_thread")]
 async fn only_a_peer_that_asks_gets_batched_replies() {
-    let server = ZmqFabric::builder()
-        .bind("tcp://127.0.0.1:0")
-        .batch_above(0)
-        .build()
-        .await
-        .unwrap();
+    let server = server_batching_above(0).await;
     let _calc = serve_calc(server.clone(), 1, 16).await;
     let endpoint = server.endpoints()[0].clone();
 
