@@ -310,14 +310,14 @@ impl Session {
         Ok(session)
     }
 
-    /// A metadata request for no topic in particular: does the broker answer?
+    /// Does the broker answer a metadata request? The request names no
+    /// topic: naming one, even one that does not exist, leaves librdkafka a
+    /// topic to look up again about once a second for as long as the client
+    /// lives. (Asking for every topic is one response per connection.)
     async fn probe(&self, timeout: Duration) -> Result<(), TransportError> {
         let producer = self.producer_handle();
         tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some("__rpc_probe"), timeout)
-                .map(drop)
+            producer.client().fetch_metadata(None, timeout).map(drop)
         })
         .await
         .map_err(|e| connect_error("probe the broker", e))?
