@@ -75,13 +75,14 @@ struct Link {
 
 /// A connected link.
 struct Up {
-    sender: Sender,
-    /// Raised by a send that failed (the connection is gone, so the link
+    /// Its socket, its queue of requests (`batcher.rs`), and the signal
+    /// raised by a send that failed (the connection is gone, so the link
     /// task drops it now rather than at the next missed heartbeat) and by
     /// `close`.
-    stop: Arc<Signal>,
-    /// Requests waiting for the link's writer (`batcher.rs`).
-    batch: Arc<Batch>,
+    link: batcher::Link,
+    /// Calls answered since the link last took a request: more than one,
+    /// and the calls those answers wake make their next requests together.
+    answered: usize,
     ready: bool,
     services: HashMap<Name, Window>,
     in_flight: IdMap<CallKey, Name>,
@@ -102,10 +103,20 @@ struct Waiting {
     frames: Vec<Bytes>,
 }
 
+/// What a routed call's send future still has to do.
+enum Later {
+    /// Write the call's own message.
+    Send(Sender, Arc<Signal>, ZmqMessage),
+    /// Flush the link's queue, the call's request in it.
+    Flush(batcher::Link),
+}
+
 /// What routing decided for one call.
 enum Route {
     Send(Sender, Arc<Signal>, ZmqMessage),
-    /// Queued for the link's writer.
+    /// Queued on the link; this call's send flushes the queue.
+    Flush(batcher::Link),
+    /// Queued on the link behind a call that flushes it.
     Batched,
     Held,
     Unserved(Name),
@@ -160,7 +171,7 @@ impl ClientSide {
             state.waiting.clear();
             state.waiting_total = 0;
             for up in state.links.iter().filter_map(|link| link.up.as_ref()) {
-                up.stop.raise();
+                up.link.stop.raise();
             }
             state.inboxes.drain().map(|(_, sink)| sink).collect()
         };
@@ -213,7 +224,10 @@ impl ClientSide {
         mut head: Vec<Bytes>,
     ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static + use<> {
         let (now, later) = match self.route_envelope(envelope, key, &mut head) {
-            Ok(Route::Send(sender, stop, message)) => (None, Some((sender, stop, message))),
+            Ok(Route::Send(sender, stop, message)) => {
+                (None, Some(Later::Send(sender, stop, message)))
+            }
+            Ok(Route::Flush(link)) => (None, Some(Later::Flush(link))),
             Ok(Route::Batched | Route::Held | Route::Full) => (Some(Ok(())), None),
             Ok(Route::Unserved(service)) => (
                 Some(Err(TransportError::NoRoute {
@@ -227,20 +241,13 @@ impl ClientSide {
             if let Some(result) = now {
                 return result;
             }
-            let Some((sender, stop, message)) = later else {
-                return Ok(());
-            };
-            // The lock taken at once when it is free, as it usually is:
-            // waiting for it makes, polls and drops an acquire future.
-            // `try_lock` never takes it from a task queued for it.
-            let sent = match sender.try_lock() {
-                Ok(mut sender) => sender.send(message).await,
-                Err(_) => sender.lock().await.send(message).await,
-            };
-            sent.map_err(|_| {
-                stop.raise();
-                TransportError::ConnectionLost
-            })
+            match later {
+                Some(Later::Send(sender, stop, message)) => {
+                    batcher::send(&sender, &stop, message).await
+                }
+                Some(Later::Flush(link)) => batcher::flush(link).await,
+                None => Ok(()),
+            }
         }
     }
 
@@ -302,18 +309,25 @@ impl ClientSide {
             None => Route::Unserved(service.clone()),
             Some((mut up, true)) => {
                 take_credit(&mut up, service, call.key);
-                // Many calls in flight on the link: their replies come in
-                // batches, and the requests they lead to may go together.
-                if call.key.is_some() && up.in_flight.len() > batch_above {
+                // The calls made in this turn of the runtime go together,
+                // unless this one is alone: nothing else in flight on the
+                // link, and not one of several the last replies woke. A
+                // lone call is written at once: its batch would hold it
+                // alone, for the cost of a yield.
+                let alone = up.in_flight.len() == 1 && *up.answered <= 1;
+                *up.answered = 0;
+                if call.key.is_some() && !alone && up.in_flight.len() > batch_above {
                     let mut frames = call.frames.into_iter().skip(1);
-                    if let (Some(tag), Some(envelope)) = (frames.next(), frames.next()) {
-                        up.batch.push(tag, envelope, up.in_flight.len());
+                    if let (Some(tag), Some(envelope)) = (frames.next(), frames.next())
+                        && up.link.batch.push(tag, envelope)
+                    {
+                        return Route::Flush(up.link.clone());
                     }
                     return Route::Batched;
                 }
                 Route::Send(
-                    up.sender.clone(),
-                    up.stop.clone(),
+                    up.link.sender.clone(),
+                    up.link.stop.clone(),
                     wire::message(call.frames),
                 )
             }
@@ -355,8 +369,8 @@ impl ClientSide {
                     }
                     take_credit(&mut up, service, call.key);
                     out.push((
-                        up.sender.clone(),
-                        up.stop.clone(),
+                        up.link.sender.clone(),
+                        up.link.stop.clone(),
                         wire::message(call.frames),
                     ));
                 }
@@ -402,11 +416,16 @@ impl ClientSide {
             let (send, receive) = socket.split();
             let sender: Sender = Arc::new(SendLock::new(send));
             let stop = Arc::new(Signal::default());
-            let batch = Arc::new(Batch::default());
-            self.lock().links[index].up = Some(Up {
+            let link = batcher::Link {
+                batch: Arc::new(Batch::default()),
                 sender: sender.clone(),
                 stop: stop.clone(),
-                batch: batch.clone(),
+                counters: self.counters.clone(),
+                max_size: self.config.limits.max_message_size,
+            };
+            self.lock().links[index].up = Some(Up {
+                link: link.clone(),
+                answered: 0,
                 ready: false,
                 services: HashMap::new(),
                 in_flight: IdMap::default(),
@@ -418,13 +437,7 @@ impl ClientSide {
                 stop.raise();
             }
             Counters::bump(&self.counters.connects);
-            tokio::spawn(batcher::write(
-                batch,
-                sender.clone(),
-                stop.clone(),
-                self.counters.clone(),
-                self.config.limits.max_message_size,
-            ));
+            tokio::spawn(batcher::write_orphans(link));
             if sender
                 .lock()
                 .await
@@ -732,9 +745,8 @@ impl ClientSide {
 struct Chosen<'a> {
     window: &'a mut Window,
     in_flight: &'a mut IdMap<CallKey, Name>,
-    sender: &'a Sender,
-    stop: &'a Arc<Signal>,
-    batch: &'a Arc<Batch>,
+    link: &'a batcher::Link,
+    answered: &'a mut usize,
 }
 
 /// The ready link serving `service` with the most credit left, and whether
@@ -746,9 +758,8 @@ fn best_link<'a>(links: &'a mut [Link], service: &Name) -> Option<(Chosen<'a>, b
             continue;
         };
         let Up {
-            sender,
-            stop,
-            batch,
+            link,
+            answered,
             services,
             in_flight,
             ..
@@ -761,9 +772,8 @@ fn best_link<'a>(links: &'a mut [Link], service: &Name) -> Option<(Chosen<'a>, b
             let chosen = Chosen {
                 window,
                 in_flight,
-                sender,
-                stop,
-                batch,
+                link,
+                answered,
             };
             best = Some((chosen, left));
         }
@@ -779,6 +789,7 @@ fn take_credit(chosen: &mut Chosen<'_>, service: &Name, key: Option<CallKey>) {
 }
 
 fn return_credit(up: &mut Up, key: CallKey) {
+    up.answered += 1;
     if let Some(service) = up.in_flight.remove(&key)
         && let Some(window) = services::get_mut(&mut up.services, &service)
     {

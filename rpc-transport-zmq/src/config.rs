@@ -21,11 +21,11 @@ pub(crate) struct Config {
     pub(crate) batch_above: usize,
 }
 
-/// Calls in flight above which a connection's requests and replies go in
-/// batches: below it, a batch's wait for the calls it gathers costs the
-/// calls more time than the messages it saves (measured in
+/// Calls in flight on a connection above which a client gathers the
+/// requests made in one turn of the runtime into one message: by default
+/// any, as a lone call goes alone and at once anyway (`batcher.rs`;
 /// docs/benchmarks.md, "ZeroMQ").
-pub(crate) const DEFAULT_BATCH_ABOVE: usize = 32;
+pub(crate) const DEFAULT_BATCH_ABOVE: usize = 0;
 
 /// Options for a [`ZmqTransport`]: `ZmqTransport::builder()...build().await`.
 ///
@@ -118,11 +118,13 @@ impl ZmqTransportBuilder {
         self
     }
 
-    /// Above how many calls in flight on one connection (at a client) or
-    /// running at one `serve` stream (at a server) requests and replies
-    /// are gathered into batches, several to a message (default 32;
-    /// `usize::MAX`: never). Below it each goes alone, at once. See
-    /// docs/wire.md, "Batches", for what a batch costs and saves.
+    /// Above how many calls in flight on one connection a client gathers
+    /// the requests its calls make in one turn of the runtime into one
+    /// message (default 0: whenever more than one go together;
+    /// `usize::MAX`: never, each request its own message). A call alone on
+    /// its connection always goes at once. A server answers a batch of
+    /// requests with batches of replies, to a client that asked for them.
+    /// See docs/wire.md, "Batches", for what a batch costs and saves.
     pub fn batch_above(mut self, calls: usize) -> Self {
         self.config.batch_above = calls;
         self

@@ -26,8 +26,9 @@ pub(crate) struct ZmqDelivery {
     service: Name,
     correlation_id: u64,
     replied: AtomicBool,
-    /// Whether the peer takes batched replies (`outbox.rs`).
-    batches: bool,
+    /// Whether the reply goes to the outbox (`outbox.rs`): the request
+    /// came in a batch, from a peer that takes batched replies.
+    batched: bool,
 }
 
 impl ZmqDelivery {
@@ -37,7 +38,7 @@ impl ZmqDelivery {
         peer: Bytes,
         tag: Option<Bytes>,
         request: &Envelope,
-        batches: bool,
+        batched: bool,
     ) -> Self {
         ZmqDelivery {
             server,
@@ -47,7 +48,7 @@ impl ZmqDelivery {
             service: request.header.service.clone(),
             correlation_id: request.header.correlation_id,
             replied: AtomicBool::new(false),
-            batches,
+            batched,
         }
     }
 }
@@ -70,9 +71,9 @@ impl DeliveryHandle for ZmqDelivery {
             }
         };
         self.replied.store(true, Ordering::Relaxed);
-        // Many calls running at its stream: others finish in this turn of
-        // the runtime, and their replies go with this one.
-        if self.batches && self.slot.load.load(Ordering::Relaxed) > self.server.config.batch_above {
+        // The other calls of its batch finish in this turn of the runtime
+        // (or soon after), and their replies go with this one.
+        if self.batched {
             self.server.outbox.push(&self.peer, tag.clone(), bytes);
             return Box::pin(Settled);
         }

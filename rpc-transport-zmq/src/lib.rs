@@ -63,8 +63,9 @@
 //! - `client.rs`: links to servers, credit, held calls, liveness.
 //! - `server.rs`: the ROUTER, served services, `READY` / `CREDIT`.
 //! - `delivery.rs`: answering a request on its connection; `DONE`.
-//! - `batcher.rs`, `outbox.rs`: requests and replies in batches when many
-//!   calls are in flight; `gather.rs`: how long their writers wait.
+//! - `batcher.rs`, `outbox.rs`: the requests made in one turn of the
+//!   runtime go in one message, and the replies to them come back in one;
+//!   `gather.rs`: how long the replies' writer waits.
 //! - [`ZmqRequests`] (`requests.rs`), [`ZmqInbox`] (`inbox.rs`).
 //! - `ids.rs`: the client's maps keyed by ids it made, and their hasher.
 //! - `services.rs`: finding a service in the few one peer serves.

@@ -1,16 +1,16 @@
-//! Replies gathered while a server is busy, written to each peer as one
-//! `REP` of several (tag, envelope) pairs.
+//! Replies to batches of requests, written to each peer as one `REP` of
+//! several (tag, envelope) pairs.
 //!
 //! zeromq's cost is per message, not per byte: a ROUTER's send looks its
 //! peer up, queues the message on the peer's channel and wakes its writer,
-//! and the client's DEALER does as much again to read it. A reply whose
-//! stream runs more than `batch_above` calls, to a peer that said
-//! `HELLO BATCH`, is therefore queued here, and the outbox's writer sends
-//! what gathered for each peer as one message: it waits until the tasks
-//! that were ready when it was woken have run (`gather.rs`), so the
-//! replies of the calls that finish in the same turn of the runtime go
-//! together. Below that a reply is written at once: a client with few
-//! calls in flight never waits for the writer.
+//! and the client's DEALER does as much again to read it. A reply to a
+//! request that came in a batch, from a peer that said `HELLO BATCH`, is
+//! therefore queued here, and the outbox's writer sends what gathered for
+//! each peer as one message: it waits until the tasks that were ready when
+//! it was woken have run (`gather.rs`), so the replies of the calls that
+//! finish in the same turn of the runtime go together. A reply to a
+//! request that came alone is written at once: a client with one call in
+//! flight never waits for the writer.
 
 use std::sync::{Arc, Mutex};
 

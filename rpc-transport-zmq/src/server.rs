@@ -380,7 +380,8 @@ impl Router {
         match parsed {
             Ok(FromClient::Request { tag, envelope }) => {
                 let tag = self.tags.copy(&tag);
-                self.dispatch(peer, Some(tag), envelope, batches)
+                // A request that came alone is answered alone, at once.
+                self.dispatch(peer, Some(tag), envelope, false)
                     .map(|(peer, answer)| (peer, Answer::One(answer)))
             }
             Ok(FromClient::Requests(pairs)) => {
@@ -398,7 +399,7 @@ impl Router {
                 (!answers.is_empty()).then_some((peer, Answer::Many(answers)))
             }
             Ok(FromClient::Oneway(envelope)) => self
-                .dispatch(peer, None, envelope, batches)
+                .dispatch(peer, None, envelope, false)
                 .map(|(peer, answer)| (peer, Answer::One(answer))),
             Ok(FromClient::Heartbeat) => None,
             Ok(FromClient::Hello { batches }) => {
@@ -433,7 +434,8 @@ impl Router {
     }
 
     /// Hands a call to the least busy stream of its service, or returns
-    /// the answer that nobody here serves it.
+    /// the answer that nobody here serves it. `batched`: its reply goes to
+    /// the outbox, to leave with the replies to the rest of its batch.
     // Inlined into `on_message`, so that the request is not moved into
     // this call first.
     #[inline(always)]
@@ -442,7 +444,7 @@ impl Router {
         peer: Bytes,
         tag: Option<Bytes>,
         mut envelope: Envelope,
-        batches: bool,
+        batched: bool,
     ) -> Option<(Bytes, Vec<Bytes>)> {
         // Nobody is authenticated here, so no caller sets the reserved keys.
         envelope.header.metadata.remove_reserved();
@@ -460,7 +462,7 @@ impl Router {
             return Some((peer, vec![Bytes::from_static(wire::REP), tag, bytes]));
         };
         slot.load.fetch_add(1, Ordering::Relaxed);
-        let handle = ZmqDelivery::new(server.clone(), slot.clone(), peer, tag, &envelope, batches);
+        let handle = ZmqDelivery::new(server.clone(), slot.clone(), peer, tag, &envelope, batched);
         // A stream that has just ended drops the delivery, which tells the
         // client the call ended without a reply.
         slot.send(envelope, Box::new(handle));

@@ -64,11 +64,12 @@ pub struct ZmqStats {
     /// Replies that matched no open inbox, or could not be sent back to a
     /// client that had gone.
     pub undeliverable_replies: u64,
-    /// Requests written by a link's batcher, with the others that gathered
-    /// while calls were in flight (docs/wire.md, "Batches").
+    /// Requests written in a `REQ` of several: those made in the same
+    /// turn of the runtime on one link (docs/wire.md, "Batches").
     pub batched_requests: u64,
-    /// Replies written by the server's outbox, with the others to the same
-    /// client that finished in the same turn of the runtime.
+    /// Replies written by the server's outbox, to requests that came in a
+    /// batch, with the others to the same client that finished in the same
+    /// turn of the runtime.
     pub batched_replies: u64,
     /// `REQ` and `REP` messages the batchers wrote: with the two counts
     /// above, how many calls a message carried on average.

@@ -41,11 +41,12 @@ impl ZmqFabric {
         Self::new(Scheme::Ipc)
     }
 
-    /// A fabric on tcp loopback ports whose every request and reply goes
-    /// through the batchers (`batch_above(0)`), however few are in flight.
-    pub fn tcp_batching_all() -> Self {
+    /// A fabric on tcp loopback ports whose every request and reply is a
+    /// message of its own (`batch_above(usize::MAX)`), however many are in
+    /// flight together.
+    pub fn tcp_unbatched() -> Self {
         ZmqFabric {
-            batch_above: Some(0),
+            batch_above: Some(usize::MAX),
             ..Self::new(Scheme::Tcp)
         }
     }

@@ -1,5 +1,6 @@
-//! The conformance suite on ZeroMQ, over tcp and over ipc, and over tcp
-//! with every request and reply going through the batchers.
+//! The conformance suite on ZeroMQ, over tcp and over ipc with default
+//! settings (the calls made together batched), and over tcp with every
+//! request and reply a message of its own.
 //!
 //! No service to start: every participant's transport binds its own
 //! loopback endpoint (port 0, or an ipc path in a temporary directory) and
@@ -42,8 +43,8 @@ mod ipc {
     rpc_tests::conformance_suite!(async { Some(ZmqFixture(ZmqFabric::ipc())) });
 }
 
-mod tcp_batched {
+mod tcp_unbatched {
     use super::*;
 
-    rpc_tests::conformance_suite!(async { Some(ZmqFixture(ZmqFabric::tcp_batching_all())) });
+    rpc_tests::conformance_suite!(async { Some(ZmqFixture(ZmqFabric::tcp_unbatched())) });
 }

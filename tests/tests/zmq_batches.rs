@@ -18,23 +18,21 @@ use zeromq::prelude::*;
 
 const CALLS: i64 = 500;
 
-/// A server transport on a loopback port that batches replies above
-/// `calls` running.
-async fn server_batching_above(calls: usize) -> ZmqTransport {
+/// A server transport on a loopback port.
+async fn server_on_loopback() -> ZmqTransport {
     ZmqFabric::builder()
         .bind("tcp://127.0.0.1:0")
-        .batch_above(calls)
         .build()
         .await
         .unwrap()
 }
 
-/// 500 calls at once through a server of concurrency 64, both sides
+/// 500 calls at once through a server of concurrency 64, the client
 /// batching above 4 in flight: every answer right, every request run once,
 /// and fewer messages than calls each way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_calls_in_flight_go_in_batches_each_answered_once() {
-    let server = server_batching_above(4).await;
+    let server = server_on_loopback().await;
     let calc_server = serve_calc(server.clone(), 1, 64).await;
     let client = ZmqFabric::builder()
         .connect(server.endpoints()[0].clone())
@@ -73,13 +71,59 @@ async fn many_calls_in_flight_go_in_batches_each_answered_once() {
     assert_eq!(sent.refused_messages + served.refused_messages, 0);
 }
 
-/// A `REQ` of 8 requests to a server that batches every reply: a peer that
-/// said `HELLO BATCH` gets the 8 replies in fewer messages; one that said
-/// plain `HELLO` gets each in a `REP` of its own. On one thread, so that
+/// With default settings a call alone goes alone, and the calls made in
+/// one turn of the runtime go in one message each way. After a lone call's
+/// reply, the first call of a wave finds nothing else in flight and goes at
+/// once, the other 15 together; the next wave, woken by several replies,
+/// goes whole. One task makes every call here, so the counts are exact.
+#[tokio::test(flavor = "current_thread")]
+async fn calls_made_together_travel_together_and_a_lone_call_alone() {
+    let server = server_on_loopback().await;
+    let calc_server = serve_calc(server.clone(), 1, 64).await;
+    let client = ZmqFabric::builder()
+        .connect(server.endpoints()[0].clone())
+        .build()
+        .await
+        .unwrap();
+    let calc = CalcClient::new(client.clone()).with_timeout(Duration::from_secs(30));
+    for i in 0..3 {
+        assert_eq!(calc.add(i, 1).await.unwrap(), i + 1);
+    }
+    assert_eq!(client.stats().batch_messages, 0, "{:?}", client.stats());
+    assert_eq!(server.stats().batch_messages, 0, "{:?}", server.stats());
+
+    let wave = |base: i64| {
+        join_all((0..16).map(|i| {
+            let calc = calc.clone();
+            async move { (base + i, calc.add(base + i, 1).await) }
+        }))
+    };
+    let mut expected = [(15, 1), (31, 2)].into_iter();
+    for base in [100, 200] {
+        for (a, sum) in wave(base).await {
+            assert_eq!(sum.unwrap(), a + 1, "call {a}");
+        }
+        let sent = client.stats();
+        assert_eq!(
+            Some((sent.batched_requests, sent.batch_messages)),
+            expected.next(),
+            "wave from {base}: {sent:?}"
+        );
+    }
+    // Each batched request's reply went in a batch, the lone ones' alone.
+    let served = server.stats();
+    assert_eq!(served.batched_replies, 31, "{served:?}");
+    assert!(served.batch_messages < 31, "{served:?}");
+    assert_eq!(calc_server.probe.calls.load(Ordering::SeqCst), 3 + 32);
+}
+
+/// A `REQ` of 8 requests: a peer that said `HELLO BATCH` gets the 8
+/// replies in fewer messages; one that said plain `HELLO` gets each in a
+/// `REP` of its own. On one thread, so that
 /// the 8 handlers finish in one turn of the runtime.
 #[tokio::test(flavor = "current_thread")]
 async fn only_a_peer_that_asks_gets_batched_replies() {
-    let server = server_batching_above(0).await;
+    let server = server_on_loopback().await;
     let _calc = serve_calc(server.clone(), 1, 16).await;
     let endpoint = server.endpoints()[0].clone();
 
