@@ -117,6 +117,48 @@ async fn calls_made_together_travel_together_and_a_lone_call_alone() {
     assert_eq!(calc_server.probe.calls.load(Ordering::SeqCst), 3 + 32);
 }
 
+/// Calls dropped while their requests wait in their link's queue, the
+/// call due to flush it among them, strand no other call: each round
+/// starts 16 calls, polls each once (so each has queued its request) and
+/// drops every third, the first included; every call kept is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_dropped_while_queued_strand_no_other_call() {
+    let server = server_on_loopback().await;
+    let calc_server = serve_calc(server.clone(), 1, 64).await;
+    let client = ZmqFabric::builder()
+        .connect(server.endpoints()[0].clone())
+        .build()
+        .await
+        .unwrap();
+    let calc = CalcClient::new(client.clone()).with_timeout(Duration::from_secs(30));
+    let mut kept_total = 0;
+    for round in 0..50i64 {
+        let mut calls: Vec<_> = (0..16i64)
+            .map(|i| {
+                let calc = calc.clone();
+                Box::pin(async move { (i, calc.add(i, round).await) })
+            })
+            .collect();
+        for call in &mut calls {
+            let _ = futures_util::poll!(call.as_mut());
+        }
+        let kept: Vec<_> = (0..).zip(calls).filter(|(i, _)| i % 3 != 0).collect();
+        kept_total += kept.len();
+        let answers = tokio::time::timeout(
+            Duration::from_secs(10),
+            join_all(kept.into_iter().map(|(_, call)| call)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: a kept call was never answered"));
+        for (i, sum) in answers {
+            assert_eq!(sum.unwrap(), i + round, "round {round}, call {i}");
+        }
+    }
+    // Dropped calls may or may not have reached the server; kept ones all did.
+    assert!(calc_server.probe.calls.load(Ordering::SeqCst) >= kept_total);
+    assert!(client.stats().batched_requests > 0, "{:?}", client.stats());
+}
+
 /// A `REQ` of 8 requests: a peer that said `HELLO BATCH` gets the 8
 /// replies in fewer messages; one that said plain `HELLO` gets each in a
 /// `REP` of its own. On one thread, so that
