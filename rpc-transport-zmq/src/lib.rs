@@ -66,7 +66,7 @@
 //! - `batcher.rs`, `outbox.rs`: the requests made in one turn of the
 //!   runtime go in one message, and the replies to them come back in one;
 //!   `gather.rs`: how long the replies' writer waits.
-//! - [`ZmqRequests`] (`requests.rs`), [`ZmqInbox`] (`inbox.rs`).
+//! - [`ZmqRequests`] (`requests.rs`), fed through `handoff.rs`; [`ZmqInbox`] (`inbox.rs`).
 //! - `ids.rs`: the client's maps keyed by ids it made, and their hasher.
 //! - `services.rs`: finding a service in the few one peer serves.
 //! - `signal.rs`: the flag the router and link tasks wait on beside their socket.
@@ -80,6 +80,7 @@ mod client;
 mod config;
 mod delivery;
 mod gather;
+mod handoff;
 mod ids;
 mod inbox;
 mod outbox;

@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use rpc_core::Delivery;
-use tokio::sync::mpsc;
 
 use crate::server::{ServerSide, Slot};
 
@@ -21,16 +20,11 @@ use crate::server::{ServerSide, Slot};
 pub struct ZmqRequests {
     server: Arc<ServerSide>,
     slot: Arc<Slot>,
-    rx: mpsc::UnboundedReceiver<Delivery>,
 }
 
 impl ZmqRequests {
-    pub(crate) fn new(
-        server: Arc<ServerSide>,
-        slot: Arc<Slot>,
-        rx: mpsc::UnboundedReceiver<Delivery>,
-    ) -> Self {
-        ZmqRequests { server, slot, rx }
+    pub(crate) fn new(server: Arc<ServerSide>, slot: Arc<Slot>) -> Self {
+        ZmqRequests { server, slot }
     }
 
     /// The service this stream serves.
@@ -42,14 +36,16 @@ impl ZmqRequests {
 impl Stream for ZmqRequests {
     type Item = Delivery;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        self.rx.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        self.slot.handoff.poll_next(cx)
     }
 }
 
 impl Drop for ZmqRequests {
     fn drop(&mut self) {
         self.server.unserve(&self.slot);
+        // Requests it had not yielded end with `DONE`.
+        self.slot.handoff.close_and_drop_queued();
     }
 }
 

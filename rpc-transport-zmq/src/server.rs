@@ -17,12 +17,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use rpc_core::transport::ServiceSpec;
 use rpc_core::{Delivery, Envelope, ErrorKind, KnownNames, Name, Status};
-use tokio::sync::mpsc;
 use zeromq::prelude::*;
 use zeromq::{RouterRecvHalf, RouterSendHalf, RouterSocket, SocketEvent};
 
 use crate::config::Config;
 use crate::delivery::ZmqDelivery;
+use crate::handoff::Handoff;
 use crate::outbox::Outbox;
 use crate::requests::ZmqRequests;
 use crate::services;
@@ -41,30 +41,19 @@ pub(crate) struct Slot {
     pub(crate) concurrency: usize,
     /// Deliveries handed to the stream and not finished yet.
     pub(crate) load: AtomicUsize,
-    /// Taken when the transport closes, which ends the stream.
-    tx: Mutex<Option<mpsc::UnboundedSender<Delivery>>>,
+    /// Where its deliveries wait for the stream; closed when the
+    /// transport closes, which ends the stream.
+    pub(crate) handoff: Handoff,
 }
 
 impl Slot {
     /// Hands the delivery of `envelope` to the stream; a stream that has
-    /// ended drops it.
-    // Inlined, and the delivery made in the call that sends it: each move
-    // of a delivery on the way to the channel copies a few hundred bytes.
+    /// ended drops it, which tells its client.
+    // Inlined, and the delivery made in the call that queues it: each move
+    // of a delivery on the way copies a few hundred bytes.
     #[inline(always)]
     fn send(&self, envelope: Envelope, handle: Box<ZmqDelivery>) {
-        // Sent under the lock, not through a clone of the sender: cloning
-        // and dropping it cost more than the send, and only `close` ever
-        // waits for this lock. A delivery refused is dropped after the lock
-        // is released, since dropping it sends `DONE`.
-        let tx = lock_unpoisoned(&self.tx);
-        let unsent = match tx.as_ref() {
-            Some(tx) => tx.send(Delivery::untracked(envelope, handle)).err(),
-            None => Some(mpsc::error::SendError(Delivery::untracked(
-                envelope, handle,
-            ))),
-        };
-        drop(tx);
-        drop(unsent);
+        self.handoff.push(Delivery::untracked(envelope, handle));
     }
 }
 
@@ -194,20 +183,19 @@ where
 impl ServerSide {
     /// Starts a `serve` stream; peers hear of its credit from the router task.
     pub(crate) fn serve(self: &Arc<Self>, spec: &ServiceSpec) -> ZmqRequests {
-        let (tx, rx) = mpsc::unbounded_channel();
         let slot = Arc::new(Slot {
             id: self.next_slot.fetch_add(1, Ordering::Relaxed),
             service: spec.name.clone(),
             concurrency: spec.concurrency,
             load: AtomicUsize::new(0),
-            tx: Mutex::new(Some(tx)),
+            handoff: Handoff::default(),
         });
         self.lock()
             .entry(spec.name.clone())
             .or_default()
             .push(slot.clone());
         self.changed.raise();
-        ZmqRequests::new(self.clone(), slot, rx)
+        ZmqRequests::new(self.clone(), slot)
     }
 
     /// A stream ended: its slot goes, and peers lose its credit.
@@ -226,7 +214,7 @@ impl ServerSide {
     /// Ends every stream (the transport closed).
     pub(crate) fn close(&self) {
         for slot in self.lock().drain().flat_map(|(_, slots)| slots) {
-            lock_unpoisoned(&slot.tx).take();
+            slot.handoff.close();
         }
         self.changed.raise();
     }
