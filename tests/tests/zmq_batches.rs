@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use rpc_core::{ContentType, Envelope, FrameLimits, Header};
-use rpc_tests::conformance::serve_calc;
+use rpc_tests::conformance::{CalcFixture, serve_calc};
 use rpc_tests::services::CalcClient;
 use rpc_tests::zmq::ZmqFabric;
 use rpc_transport_zmq::{ZmqTransport, wire};
@@ -27,20 +27,34 @@ async fn server_on_loopback() -> ZmqTransport {
         .unwrap()
 }
 
+/// A calculator served (concurrency 64) on a loopback port, and a client
+/// transport connected to it, with `batch_above` when given: the server
+/// transport, the served calculator, the client transport and its client.
+async fn calc_pair(
+    batch_above: Option<usize>,
+) -> (
+    ZmqTransport,
+    CalcFixture,
+    ZmqTransport,
+    CalcClient<ZmqTransport>,
+) {
+    let server = server_on_loopback().await;
+    let calc_server = serve_calc(server.clone(), 1, 64).await;
+    let mut builder = ZmqFabric::builder().connect(server.endpoints()[0].clone());
+    if let Some(calls) = batch_above {
+        builder = builder.batch_above(calls);
+    }
+    let client = builder.build().await.unwrap();
+    let calc = CalcClient::new(client.clone()).with_timeout(Duration::from_secs(30));
+    (server, calc_server, client, calc)
+}
+
 /// 500 calls at once through a server of concurrency 64, the client
 /// batching above 4 in flight: every answer right, every request run once,
 /// and fewer messages than calls each way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_calls_in_flight_go_in_batches_each_answered_once() {
-    let server = server_on_loopback().await;
-    let calc_server = serve_calc(server.clone(), 1, 64).await;
-    let client = ZmqFabric::builder()
-        .connect(server.endpoints()[0].clone())
-        .batch_above(4)
-        .build()
-        .await
-        .unwrap();
-    let calc = CalcClient::new(client.clone()).with_timeout(Duration::from_secs(30));
+    let (server, calc_server, client, calc) = calc_pair(Some(4)).await;
     let calls = (0..CALLS).map(|i| {
         let calc = calc.clone();
         async move { calc.add(i, 1).await }
@@ -78,14 +92,7 @@ async fn many_calls_in_flight_go_in_batches_each_answered_once() {
 /// goes whole. One task makes every call here, so the counts are exact.
 #[tokio::test(flavor = "current_thread")]
 async fn calls_made_together_travel_together_and_a_lone_call_alone() {
-    let server = server_on_loopback().await;
-    let calc_server = serve_calc(server.clone(), 1, 64).await;
-    let client = ZmqFabric::builder()
-        .connect(server.endpoints()[0].clone())
-        .build()
-        .await
-        .unwrap();
-    let calc = CalcClient::new(client.clone()).with_timeout(Duration::from_secs(30));
+    let (server, calc_server, client, calc) = calc_pair(None).await;
     for i in 0..3 {
         assert_eq!(calc.add(i, 1).await.unwrap(), i + 1);
     }
@@ -123,14 +130,7 @@ async fn calls_made_together_travel_together_and_a_lone_call_alone() {
 /// drops every third, the first included; every call kept is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_dropped_while_queued_strand_no_other_call() {
-    let server = server_on_loopback().await;
-    let calc_server = serve_calc(server.clone(), 1, 64).await;
-    let client = ZmqFabric::builder()
-        .connect(server.endpoints()[0].clone())
-        .build()
-        .await
-        .unwrap();
-    let calc = CalcClient::new(client.clone()).with_timeout(Duration::from_secs(30));
+    let (_, calc_server, client, calc) = calc_pair(None).await;
     let mut kept_total = 0;
     for round in 0..50i64 {
         let mut calls: Vec<_> = (0..16i64)
