@@ -162,6 +162,28 @@ async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> Result<(), Be
     Ok(())
 }
 
+/// Deletes `topics`, on the calling thread (one that may block): a
+/// failure is only said, as the run it served is over.
+fn delete_topics(bootstrap: &str, topics: &[String]) {
+    let deleted = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            let admin: AdminClient<DefaultClientContext> =
+                base(bootstrap).create().map_err(|e| e.to_string())?;
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+            runtime
+                .block_on(admin.delete_topics(&names, &options))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(error) = deleted {
+        eprintln!("notice: the raw Kafka loop's topics were not deleted: {error}");
+    }
+}
+
 /// The threads closing rdkafka clients, which [`wait_for_closing`] joins.
 static CLOSING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
     std::sync::Mutex::new(Vec::new());
@@ -376,6 +398,8 @@ pub(crate) async fn start(
             }
         }
     });
+    let (request_topic_name, reply_topic_name) = (request_topic.clone(), reply_topic.clone());
+    let bootstrap_address = bootstrap.to_owned();
     let caller = KafkaRawCaller(Arc::new(Client {
         producer: producer(bootstrap)?,
         request_topic,
@@ -393,9 +417,13 @@ pub(crate) async fn start(
         replies.abort();
         let _ = server.await;
         let _ = replies.await;
+        // The topics go once nothing reads them: tansu keeps every topic
+        // and record in memory, and its CPU per call grows with them.
+        let topics = [request_topic_name, reply_topic_name];
         close_off_runtime(move || {
             drop(server_consumer);
             drop(reply_consumer);
+            delete_topics(&bootstrap_address, &topics);
         });
     }))
 }

@@ -39,11 +39,20 @@ pub(crate) async fn start(
     caller.add(1, 1).await?;
     Ok(Running::new(caller, async move {
         server.shutdown().await;
-        // Returns once librdkafka has destroyed the clients: the process
-        // may end soon after, and one that ended while librdkafka still
-        // tore a client down crashed.
-        client_transport.close().await;
-        server_transport.close().await;
+        // Each returns once librdkafka has destroyed the transport's clients
+        // (the process may end soon after, and one that ended while
+        // librdkafka still tore a client down crashed), then deletes the
+        // topics it made: tansu keeps every topic and record in memory, and
+        // its CPU per call grows with them. A failure is only said, as the
+        // run is over.
+        for transport in [client_transport, server_transport] {
+            if let Err(error) = transport.cleanup().await {
+                eprintln!(
+                    "notice: {}'s topics were not deleted: {error}",
+                    KafkaTransport::NAME
+                );
+            }
+        }
     }))
 }
 
