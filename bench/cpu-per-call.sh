@@ -15,8 +15,9 @@
 # call, their sum, the wall-clock time per call and the cores the two kept
 # busy. N defaults to 20000.
 #
-# Where the two cores are saturated (AMQP and Kafka at 256 in flight),
-# calls/s follows the sum: a system that costs the broker and the process
+# Where the two cores are saturated (AMQP at 16 and 256 in flight), calls/s
+# follows the sum (Kafka at 256 keeps 1.0-1.5 cores busy, and tansu's fetch
+# timing counts as well): a system that costs the broker and the process
 # 10% more CPU a call makes about 10% fewer calls a second. The broker's
 # CPU counts whatever else it serves meanwhile; run it on a quiet broker.
 # tansu's CPU per call grows with the topics and records it holds (it keeps
