@@ -154,7 +154,7 @@ async fn an_unreadable_reply_fails_its_call_at_once() {
     };
     let transport = builder.connect().await.unwrap();
     let queue = transport.request_queue("calc");
-    let (conn, channel) = raw_channel().await;
+    let (_conn, channel) = raw_channel().await;
     channel
         .queue_declare(
             queue.as_str().into(),
@@ -176,16 +176,21 @@ async fn an_unreadable_reply_fails_its_call_at_once() {
     ];
     let client = Client::new(transport.clone()).with_timeout(Duration::from_secs(20));
     for (props, reason) in cases {
-        // A channel per case: closing it ends the bad server's consumer.
-        let server_channel = conn.create_channel().await.unwrap();
-        let server = tokio::spawn(bad_server(server_channel.clone(), queue.clone(), props));
+        // A connection per case, closed at its end. Not a channel per case
+        // on one connection: the aborted server's dropped consumer has
+        // lapin's own task send its cancel, which can reach the broker
+        // after this test closed that channel; the broker then closes the
+        // whole connection (`CHANNEL_ERROR - expected 'channel.open'`), and
+        // the next case's consume failed with it (seen once in CI).
+        let (server_conn, server_channel) = raw_channel().await;
+        let server = tokio::spawn(bad_server(server_channel, queue.clone(), props));
         let started = Instant::now();
         let result = client
             .call::<_, i64>("calc", "add", &AddArgs { a: 1, b: 2 })
             .await;
         let took = started.elapsed();
         server.abort();
-        let _ = server_channel.close(200, "done".into()).await;
+        let _ = server_conn.close(200, "done".into()).await;
         match result {
             Err(RpcError::Decode { message }) => assert!(message.contains(reason), "{message}"),
             other => panic!("{other:?} after {took:?}"),
