@@ -42,7 +42,9 @@ usage: rpc-bench [--quick] [--json FILE] [--svg FILE] [--only mem|amqp|nats|kafk
 The broker is AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f), the NATS
 server NATS_URL (default nats://127.0.0.1:4222). With RABBIT_CLUSTER_URLS set
 (`.ci/rabbit-cluster run -- ...` sets it), ours also runs with a quorum queue on
-the first node of that cluster.";
+the first node of that cluster. The Kafka broker is KAFKA_BOOTSTRAP (default
+127.0.0.1:19092); RPC_BENCH_KAFKA_SET=key=value,... gives every Kafka client,
+ours and the raw loops alike, those librdkafka settings (e.g. linger.ms=0.5).";
 
 /// Which systems to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -269,6 +269,12 @@ impl KafkaTransportBuilder {
     /// transport's own: TLS (`security.protocol=ssl`, `ssl.ca.location`,
     /// ...), SASL (`sasl.mechanism`, `sasl.username`, `sasl.password`), or
     /// any tuning. Values are never logged.
+    ///
+    /// The transport sends each record at once (no linger). A service that
+    /// always has hundreds of calls in flight may batch instead:
+    /// `set("linger.ms", "1")` raised calls/s at 256 in flight by up to a
+    /// third on the test broker, and costs about 1.5 ms a call when calls
+    /// come one at a time (docs/benchmarks.md).
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.extra.push((key.into(), value.into()));
         self

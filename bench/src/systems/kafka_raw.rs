@@ -12,7 +12,8 @@
 //! Same librdkafka settings as the transport: no linger, at most 5 produce
 //! requests awaiting the broker per connection, acks=all, fetch
 //! wait 5 ms, no auto-created topics, stored offsets auto-committed every
-//! 100 ms.
+//! 100 ms; and, over them, whatever `RPC_BENCH_KAFKA_SET` gives ours too
+//! ([`extra_settings`]).
 //!
 //! With [`Headers::Ours`] each record instead carries the envelope header
 //! as our transport writes it (`rpc_transport_kafka::headers`: the call's
@@ -116,6 +117,31 @@ pub(crate) fn base(bootstrap: &str) -> ClientConfig {
     c
 }
 
+/// `c` with the run's extra settings ([`extra_settings`]) over its own.
+fn with_extra_settings(mut c: ClientConfig) -> ClientConfig {
+    for (key, value) in extra_settings() {
+        c.set(key, value);
+    }
+    c
+}
+
+/// librdkafka settings from `RPC_BENCH_KAFKA_SET` (`key=value,key=value`),
+/// given to every Kafka client of a run, ours' and the raw loops' alike:
+/// how a setting moves both is measured like for like.
+pub(crate) fn extra_settings() -> &'static [(String, String)] {
+    static SETTINGS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    SETTINGS
+        .get_or_init(|| parse_settings(&std::env::var("RPC_BENCH_KAFKA_SET").unwrap_or_default()))
+}
+
+/// `key=value` pairs separated by commas; anything without `=` is skipped.
+fn parse_settings(list: &str) -> Vec<(String, String)> {
+    list.split(',')
+        .filter_map(|setting| setting.split_once('='))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect()
+}
+
 fn producer(bootstrap: &str) -> Result<FutureProducer, BenchError> {
     let mut c = base(bootstrap);
     c.set("linger.ms", "0")
@@ -124,7 +150,8 @@ fn producer(bootstrap: &str) -> Result<FutureProducer, BenchError> {
         .set("enable.idempotence", "false")
         .set("compression.type", "none")
         .set("message.timeout.ms", "10000");
-    c.create()
+    with_extra_settings(c)
+        .create()
         .map_err(|e| BenchError::setup(KafkaRawCaller::NAME, e))
 }
 
@@ -141,7 +168,8 @@ fn consumer(bootstrap: &str, group: &str) -> Result<StreamConsumer, BenchError> 
         .set("fetch.min.bytes", "1")
         .set("fetch.error.backoff.ms", "10")
         .set("fetch.wait.max.ms", "5");
-    c.create()
+    with_extra_settings(c)
+        .create()
         .map_err(|e| BenchError::setup(KafkaRawCaller::NAME, e))
 }
 
@@ -426,4 +454,21 @@ pub(crate) async fn start(
             delete_topics(&bootstrap_address, &topics);
         });
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_settings;
+
+    #[test]
+    fn extra_settings_are_key_value_pairs_separated_by_commas() {
+        assert_eq!(
+            parse_settings("linger.ms=0.5, fetch.wait.max.ms = 2,junk,"),
+            [
+                ("linger.ms".to_owned(), "0.5".to_owned()),
+                ("fetch.wait.max.ms".to_owned(), "2".to_owned())
+            ]
+        );
+        assert!(parse_settings("").is_empty());
+    }
 }

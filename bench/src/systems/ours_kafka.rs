@@ -26,8 +26,10 @@ pub(crate) async fn start(
         RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let connect = || async {
-        KafkaTransport::builder(bootstrap)
-            .topic_prefix(prefix.clone())
+        let builder = KafkaTransport::builder(bootstrap).topic_prefix(prefix.clone());
+        super::kafka_raw::extra_settings()
+            .iter()
+            .fold(builder, |builder, (key, value)| builder.set(key, value))
             .connect()
             .await
             .map_err(|e| setup_error::<KafkaTransport>(&e))
