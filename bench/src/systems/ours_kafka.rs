@@ -1,6 +1,7 @@
 //! Ours: the `#[rpc_service]` client and server over `KafkaTransport` in
-//! its default settings (4 partitions, fetch wait 5 ms). Server and client
-//! each get their own transport, as two processes would.
+//! its default settings (4 partitions, fetch wait 5 ms), and whatever
+//! `RPC_BENCH_KAFKA_SET` gives the raw loops too. Server and client each get
+//! their own transport, as two processes would.
 
 use rpc_transport_kafka::KafkaTransport;
 
