@@ -272,9 +272,9 @@ impl KafkaTransportBuilder {
     ///
     /// The transport sends each record at once (no linger). A service that
     /// always has hundreds of calls in flight may batch instead:
-    /// `set("linger.ms", "1")` raised calls/s at 256 in flight by up to a
-    /// third on the test broker, and costs about 1.5 ms a call when calls
-    /// come one at a time (docs/benchmarks.md).
+    /// `set("linger.ms", "1")` raised calls/s at 256 in flight by about a
+    /// fifth on the test broker (rounds spread widely), and costs about
+    /// 1.5 ms a call when calls come one at a time (docs/benchmarks.md).
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.extra.push((key.into(), value.into()));
         self
